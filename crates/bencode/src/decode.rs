@@ -300,7 +300,10 @@ mod tests {
                 }
             )
         );
-        assert_eq!(err(b"99999999999999999999999:x").kind, Kind::IntegerOverflow);
+        assert_eq!(
+            err(b"99999999999999999999999:x").kind,
+            Kind::IntegerOverflow
+        );
         assert_eq!(err(b"5:abc").offset, 0);
     }
 
@@ -319,10 +322,7 @@ mod tests {
         ] {
             let e = err(input);
             assert!(
-                matches!(
-                    e.kind,
-                    Kind::UnexpectedEnd | Kind::LengthBeyondInput { .. }
-                ),
+                matches!(e.kind, Kind::UnexpectedEnd | Kind::LengthBeyondInput { .. }),
                 "{input:?}: {e}"
             );
         }
@@ -330,19 +330,31 @@ mod tests {
 
     #[test]
     fn strict_dictionaries() {
-        assert_eq!(err(b"d1:bi1e1:ai2ee"), DecodeError::new(7, Kind::UnsortedKeys));
-        assert_eq!(err(b"d1:ai1e1:ai2ee"), DecodeError::new(7, Kind::DuplicateKey));
+        assert_eq!(
+            err(b"d1:bi1e1:ai2ee"),
+            DecodeError::new(7, Kind::UnsortedKeys)
+        );
+        assert_eq!(
+            err(b"d1:ai1e1:ai2ee"),
+            DecodeError::new(7, Kind::DuplicateKey)
+        );
         assert_eq!(err(b"di1ei2ee"), DecodeError::new(1, Kind::KeyNotString));
         let lenient = Decoder::new(b"d1:bi1e1:ai2ee", DecodeOptions::lenient())
             .decode_all()
             .unwrap();
-        assert_eq!(lenient.as_dict().unwrap().get(b"a").unwrap().as_int(), Some(2));
+        assert_eq!(
+            lenient.as_dict().unwrap().get(b"a").unwrap().as_int(),
+            Some(2)
+        );
     }
 
     #[test]
     fn depth_limit() {
         let deep = [vec![b'l'; 100], vec![b'e'; 100]].concat();
-        assert_eq!(err(&deep), DecodeError::new(64, Kind::TooDeep { limit: 64 }));
+        assert_eq!(
+            err(&deep),
+            DecodeError::new(64, Kind::TooDeep { limit: 64 })
+        );
         let ok = [vec![b'l'; 64], vec![b'e'; 64]].concat();
         assert!(decode(&ok).is_ok());
         // A huge nesting must fail fast, not overflow the stack.
