@@ -1,1 +1,6 @@
+//! The Lodestone runtime: the parts that touch files, threads and (later)
+//! sockets, driving the sans-IO cores of `lodestone-core` and friends.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod create;
+pub mod fsutil;
