@@ -125,6 +125,15 @@ impl Magnet {
         }
     }
 
+    /// The magnet link for a torrent: its hashes, name, trackers and web seeds.
+    pub fn from_metainfo(m: &crate::Metainfo) -> Self {
+        let mut magnet = Self::from_info_hashes(m.info_hashes);
+        magnet.name = Some(m.info.name.clone());
+        magnet.trackers = m.trackers.iter().flatten().cloned().collect();
+        magnet.web_seeds = m.web_seeds.clone();
+        magnet
+    }
+
     /// Is file `index` selected by `so` (all are, when `so` is absent)?
     pub fn selects_file(&self, index: u32) -> bool {
         self.select_only.is_empty() || self.select_only.iter().any(|r| r.contains(&index))

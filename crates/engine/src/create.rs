@@ -19,8 +19,8 @@ const TARGET_PIECES: u64 = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0}: file name is not valid UTF-8")]
     NotUtf8(PathBuf),
     #[error("{0}: no files to put in a torrent (empty directory or only empty files)")]
@@ -30,15 +30,27 @@ pub enum CreateError {
     #[error("{0}: file changed size while it was being hashed")]
     Changed(PathBuf),
     #[error("layout: {0}")]
-    Layout(#[from] lodestone_core::layout::LayoutError),
+    Layout(lodestone_core::layout::LayoutError),
     #[error("the torrent we made does not parse back: {0}")]
-    Invalid(#[from] lodestone_core::MetainfoError),
+    Invalid(lodestone_core::MetainfoError),
+}
+
+impl From<lodestone_core::layout::LayoutError> for CreateError {
+    fn from(e: lodestone_core::layout::LayoutError) -> Self {
+        Self::Layout(e)
+    }
+}
+
+impl From<lodestone_core::MetainfoError> for CreateError {
+    fn from(e: lodestone_core::MetainfoError) -> Self {
+        Self::Invalid(e)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CreateError + '_ {
-    move |source| CreateError::Io {
+    move |error| CreateError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -192,7 +204,11 @@ pub fn create_torrent(
     Ok(bytes)
 }
 
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<SourceFile>) -> Result<(), CreateError> {
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<SourceFile>,
+) -> Result<(), CreateError> {
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let path = entry.path();
@@ -267,7 +283,7 @@ fn hash_run(
         if progress.cancel.load(Ordering::Relaxed) {
             return Err(CreateError::Io {
                 path: PathBuf::new(),
-                source: io::Error::new(io::ErrorKind::Interrupted, "cancelled"),
+                error: io::Error::new(io::ErrorKind::Interrupted, "cancelled"),
             });
         }
         let piece = PieceIndex(first + i as u32);
@@ -350,7 +366,10 @@ mod tests {
             let bytes = create_torrent(&root, &opts, &Progress::default()).unwrap();
             let m = Metainfo::from_bytes(&bytes).unwrap();
             let paths: Vec<String> = m.info.files.iter().map(|f| f.display_path()).collect();
-            assert_eq!(paths, ["pack/a.txt", "pack/b/empty", "pack/b/z.bin", "pack/c.bin"]);
+            assert_eq!(
+                paths,
+                ["pack/a.txt", "pack/b/empty", "pack/b/z.bin", "pack/c.bin"]
+            );
             // Check each piece hash against the concatenated content.
             let mut all = Vec::new();
             for p in ["a.txt", "b/empty", "b/z.bin", "c.bin"] {
@@ -358,7 +377,11 @@ mod tests {
             }
             for (i, chunk) in all.chunks(16384).enumerate() {
                 let want: [u8; 20] = Sha1::digest(chunk).into();
-                assert_eq!(m.info.piece_hash(PieceIndex(i as u32)), Some(want), "piece {i}");
+                assert_eq!(
+                    m.info.piece_hash(PieceIndex(i as u32)),
+                    Some(want),
+                    "piece {i}"
+                );
             }
             assert_eq!(m.info.num_pieces() as usize, all.len().div_ceil(16384));
         }
@@ -370,13 +393,17 @@ mod tests {
         make(tmp.path(), "one.bin", 70_000);
         let opts = CreateOptions {
             private: true,
-            trackers: vec!["http://a.example/announce".into(), "udp://b.example:1".into()],
+            trackers: vec![
+                "http://a.example/announce".into(),
+                "udp://b.example:1".into(),
+            ],
             web_seeds: vec!["http://ws.example/one.bin".into()],
             comment: Some("c".into()),
             creation_date: Some(5),
             ..Default::default()
         };
-        let bytes = create_torrent(&tmp.path().join("one.bin"), &opts, &Progress::default()).unwrap();
+        let bytes =
+            create_torrent(&tmp.path().join("one.bin"), &opts, &Progress::default()).unwrap();
         let m = Metainfo::from_bytes(&bytes).unwrap();
         assert!(m.info.private);
         assert!(!m.info.multi_file);
@@ -400,7 +427,8 @@ mod tests {
         };
         let e = create_torrent(&root, &opts, &Progress::default()).unwrap_err();
         assert!(matches!(e, CreateError::BadPieceSize(1000)));
-        let e = create_torrent(&tmp.path().join("missing"), &opts, &Progress::default()).unwrap_err();
+        let e =
+            create_torrent(&tmp.path().join("missing"), &opts, &Progress::default()).unwrap_err();
         assert!(e.to_string().contains("missing"));
     }
 }

@@ -21,8 +21,10 @@ pub const MAX_PIECE_LENGTH: u32 = 1 << 29;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetainfoError {
+    // The inner errors are part of the message, not a `source`, so that
+    // printing the chain does not repeat them.
     #[error("not valid bencode: {0}")]
-    Bencode(#[from] DecodeError),
+    Bencode(DecodeError),
     #[error("file is {0} bytes, more than the {MAX_TORRENT_BYTES}-byte limit")]
     TooLarge(usize),
     #[error("missing key '{0}'")]
@@ -36,7 +38,19 @@ pub enum MetainfoError {
     #[error("invalid '{key}': {reason}")]
     Invalid { key: &'static str, reason: String },
     #[error("bad file layout: {0}")]
-    Layout(#[from] LayoutError),
+    Layout(LayoutError),
+}
+
+impl From<DecodeError> for MetainfoError {
+    fn from(e: DecodeError) -> Self {
+        Self::Bencode(e)
+    }
+}
+
+impl From<LayoutError> for MetainfoError {
+    fn from(e: LayoutError) -> Self {
+        Self::Layout(e)
+    }
 }
 
 impl MetainfoError {

@@ -1,0 +1,123 @@
+//! Command-line interface: argument parsing and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// Lodestone: a trackerless BitTorrent client.
+///
+/// Paste a magnet link, get the content: peers come from the DHT, peer
+/// exchange and local discovery, with trackers as a secondary source.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lodestone",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a .torrent file or magnet link contains.
+    ///
+    /// Prints the name, info hash(es), BitTorrent version (v1, v2 or hybrid),
+    /// size, pieces, the file tree, trackers, web seeds and a magnet link.
+    /// File names that had to be changed to be safe on disk are listed.
+    #[command(
+        after_help = "Examples:\n  lodestone info ubuntu.torrent\n  lodestone info --json ubuntu.torrent | jq .info_hash_v1\n  lodestone info 'magnet:?xt=urn:btih:...'"
+    )]
+    Info(InfoArgs),
+    /// Make a .torrent file from a file or a directory.
+    ///
+    /// Files are hashed on every core. Without --piece-size a power of two
+    /// between 16 KiB and 16 MiB is chosen so the torrent has at most about
+    /// 2048 pieces.
+    #[command(
+        after_help = "Examples:\n  lodestone create ./album -o album.torrent\n  lodestone create big.iso --piece-size 4M --tracker udp://tracker.example:1337\n  lodestone create ./dir --no-date   # byte-identical output for the same files"
+    )]
+    Create(CreateArgs),
+    /// Run a self-contained example on this machine only.
+    ///
+    /// Generates a deterministic multi-file payload in a temporary folder,
+    /// makes a torrent of it and inspects it. No network traffic.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// A .torrent file, a magnet link, or a bare info hash (40 hex / 32 base32).
+    pub input: String,
+    /// Print JSON (the fields are documented in README.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The file or directory to share.
+    pub path: PathBuf,
+    /// Where to write the .torrent (default: <name>.torrent here).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Piece size: bytes, or with a suffix (256K, 1M). A power of two, at least 16K.
+    #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size)]
+    pub piece_size: Option<u64>,
+    /// Mark the torrent private (BEP 27): no DHT, PEX or local discovery.
+    #[arg(long)]
+    pub private: bool,
+    /// A tracker URL; repeat for several (each becomes its own tier).
+    #[arg(long = "tracker", short = 't', value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// A web seed URL (BEP 19); repeat for several.
+    #[arg(long = "web-seed", short = 'w', value_name = "URL")]
+    pub web_seeds: Vec<String>,
+    /// A free-text comment.
+    #[arg(long, short = 'c')]
+    pub comment: Option<String>,
+    /// Leave out the creation date, so the same files give the same bytes.
+    #[arg(long)]
+    pub no_date: bool,
+    /// Hashing threads (default: one per core).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub threads: usize,
+    /// Overwrite the output file if it exists.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Print JSON describing the new torrent instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the generated files in this folder instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Info(a) => cmd::info::run(&a),
+        Command::Create(a) => cmd::create::run(&a),
+        Command::Demo(a) => cmd::demo::run(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

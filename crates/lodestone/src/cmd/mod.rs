@@ -1,0 +1,3 @@
+pub mod create;
+pub mod demo;
+pub mod info;
