@@ -1,4 +1,27 @@
-//! Formatting for people.
+//! Formatting for people, and writing it out.
+
+use std::io::Write;
+
+/// Write text to stdout. A closed pipe (`lodestone info x | head`) ends the
+/// process quietly instead of panicking as `print!` would.
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` that survives a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::human::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 /// `1536` → `1.5 KiB`.
 pub fn bytes(n: u64) -> String {

@@ -71,10 +71,10 @@ pub fn run(a: &CreateArgs) -> anyhow::Result<ExitCode> {
         if let Some(o) = j.as_object_mut() {
             o.insert("torrent_file".into(), out.display().to_string().into());
         }
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&j)?);
     } else {
-        println!("wrote {}", out.display());
-        print!("{}", super::info::render_torrent(&m));
+        crate::outln!("wrote {}", out.display());
+        crate::human::emit(&super::info::render_torrent(&m));
     }
     Ok(ExitCode::SUCCESS)
 }

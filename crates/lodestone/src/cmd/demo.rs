@@ -25,14 +25,14 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let piece = 256 << 10;
     let total = 24 << 20;
-    println!(
+    crate::outln!(
         "1. generating a {} multi-file payload in {}",
         human::bytes(total),
         dir.display()
     );
     payload::write_multi(&dir, "demo", total, piece, "0").context("writing the payload")?;
 
-    println!("2. hashing it into a torrent");
+    crate::outln!("2. hashing it into a torrent");
     let t0 = Instant::now();
     let opts = CreateOptions {
         piece_length: Some(piece),
@@ -44,7 +44,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let torrent = dir.join("demo.torrent");
     lodestone_engine::fsutil::write_atomic(&torrent, &bytes)?;
     let m = Metainfo::from_bytes(&bytes)?;
-    println!(
+    crate::outln!(
         "   {} hashed in {:.3} s ({:.0} MiB/s), written to {}",
         human::bytes(m.info.content_length()),
         secs,
@@ -52,8 +52,8 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         torrent.display()
     );
 
-    println!("3. inspecting it\n");
-    print!("{}", super::info::render_torrent(&m));
+    crate::outln!("3. inspecting it\n");
+    crate::human::emit(&super::info::render_torrent(&m));
 
     let magnet = Magnet::from_metainfo(&m).to_string();
     let back: Magnet = magnet.parse()?;
@@ -61,8 +61,8 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         back.info_hashes == m.info_hashes,
         "magnet round trip changed the info hash"
     );
-    println!("\n4. the magnet link parses back to the same info hash: ok");
-    println!("\nNext: the swarm part of the demo (private DHT, seeders, a magnet leecher) is being built.");
+    crate::outln!("\n4. the magnet link parses back to the same info hash: ok");
+    crate::outln!("\nNext: the swarm part of the demo (private DHT, seeders, a magnet leecher) is being built.");
     Ok(ExitCode::SUCCESS)
 }
 

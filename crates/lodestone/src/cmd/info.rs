@@ -169,30 +169,30 @@ pub fn load(input: &str) -> anyhow::Result<Input> {
 pub fn run(a: &InfoArgs) -> anyhow::Result<ExitCode> {
     match load(&a.input)? {
         Input::Magnet(m) if a.json => {
-            println!("{}", serde_json::to_string_pretty(&magnet_json(&m))?)
+            crate::outln!("{}", serde_json::to_string_pretty(&magnet_json(&m))?)
         }
         Input::Magnet(m) => print_magnet(&m),
         Input::Torrent(m) if a.json => {
-            println!("{}", serde_json::to_string_pretty(&torrent_json(&m))?)
+            crate::outln!("{}", serde_json::to_string_pretty(&torrent_json(&m))?)
         }
-        Input::Torrent(m) => print!("{}", render_torrent(&m)),
+        Input::Torrent(m) => crate::human::emit(&render_torrent(&m)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_magnet(m: &Magnet) {
-    println!("magnet link");
+    crate::outln!("magnet link");
     if let Some(n) = &m.name {
-        println!("name:        {n}");
+        crate::outln!("name:        {n}");
     }
     if let Some(h) = m.info_hashes.v1() {
-        println!("info hash:   {h} (v1)");
+        crate::outln!("info hash:   {h} (v1)");
     }
     if let Some(h) = m.info_hashes.v2() {
-        println!("info hash:   {h} (v2)");
+        crate::outln!("info hash:   {h} (v2)");
     }
     if let Some(l) = m.exact_length {
-        println!("size:        {} ({l} bytes)", human::bytes(l));
+        crate::outln!("size:        {} ({l} bytes)", human::bytes(l));
     }
     let lists: [(&str, Vec<String>); 6] = [
         ("trackers", m.trackers.clone()),
@@ -219,7 +219,7 @@ fn print_magnet(m: &Magnet) {
             } else {
                 String::new()
             };
-            println!("{l:<13}{item}");
+            crate::outln!("{l:<13}{item}");
         }
     }
     if !m.select_only.is_empty() {
@@ -228,9 +228,9 @@ fn print_magnet(m: &Magnet) {
             .iter()
             .map(|r| format!("{}-{}", r.start(), r.end()))
             .collect();
-        println!("only files:  {}", so.join(", "));
+        crate::outln!("only files:  {}", so.join(", "));
     }
-    println!("magnet:      {m}");
+    crate::outln!("magnet:      {m}");
 }
 
 pub fn render_torrent(m: &Metainfo) -> String {

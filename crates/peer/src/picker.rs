@@ -1,0 +1,1 @@
+//! Piece picker (being written).
