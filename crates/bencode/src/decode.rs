@@ -42,9 +42,7 @@ pub fn decode(input: &[u8]) -> Result<Value<'_>, DecodeError> {
 /// Decode one value at the start of `input` and return it with the number of
 /// bytes it used. BEP 9 metadata messages put raw data after a dictionary.
 pub fn decode_prefix(input: &[u8]) -> Result<(Value<'_>, usize), DecodeError> {
-    let mut d = Decoder::new(input, DecodeOptions::default());
-    let v = d.value(0)?;
-    Ok((v, d.pos))
+    Decoder::new(input, DecodeOptions::default()).decode_prefix()
 }
 
 /// A cursor over one input buffer.
@@ -63,6 +61,13 @@ impl<'a> Decoder<'a> {
             values: 0,
             opts,
         }
+    }
+
+    /// Decode one value at the start of the input and return it with the
+    /// number of bytes it used (the rest is the caller's: BEP 9 data).
+    pub fn decode_prefix(mut self) -> Result<(Value<'a>, usize), DecodeError> {
+        let v = self.value(0)?;
+        Ok((v, self.pos))
     }
 
     /// Decode one value; anything after it is an error.
