@@ -4,3 +4,4 @@
 
 pub mod create;
 pub mod fsutil;
+pub mod storage;

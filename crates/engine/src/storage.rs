@@ -1,0 +1,353 @@
+//! The files of one torrent on disk: positional reads and writes of pieces,
+//! a bounded cache of open handles, and hashing what is already there.
+//!
+//! Files are created sparse when first written (no preallocation); empty
+//! files are created up front; pad files (BEP 47) are never written and read
+//! back as zeros.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lodestone_core::{Bitfield, Info, Layout, PieceIndex};
+use sha1::{Digest, Sha1};
+
+/// Open file handles kept at once (a torrent of 10 000 files must not hit
+/// the process's descriptor limit).
+pub const MAX_OPEN_FILES: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("disk full while writing {path}")]
+    DiskFull { path: PathBuf },
+    #[error("cannot {op} {path}: {error}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error("piece {0} is out of range")]
+    BadPiece(u32),
+}
+
+impl StorageError {
+    fn io(op: &'static str, path: &Path, error: io::Error) -> Self {
+        if error.kind() == io::ErrorKind::StorageFull || error.raw_os_error() == Some(28) {
+            Self::DiskFull {
+                path: path.to_owned(),
+            }
+        } else {
+            Self::Io {
+                op,
+                path: path.to_owned(),
+                error,
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StorageFile {
+    path: PathBuf,
+    length: u64,
+    pad: bool,
+}
+
+/// A small LRU of open handles, shared by the hashing threads.
+#[derive(Debug, Default)]
+struct HandleCache {
+    /// Most recently used last.
+    open: Vec<(usize, Arc<File>)>,
+}
+
+#[derive(Debug)]
+pub struct Storage {
+    files: Vec<StorageFile>,
+    layout: Layout,
+    piece_hashes: Vec<u8>,
+    handles: Mutex<HandleCache>,
+}
+
+impl Storage {
+    /// Lay out `info` under `dir`. Creates directories and empty files.
+    pub fn new(dir: &Path, info: &Info) -> Result<Self, StorageError> {
+        let files: Vec<StorageFile> = info
+            .files
+            .iter()
+            .map(|f| StorageFile {
+                path: dir.join(f.relative_path()),
+                length: f.length,
+                pad: f.attributes.pad,
+            })
+            .collect();
+        for f in files.iter().filter(|f| !f.pad) {
+            if let Some(parent) = f.path.parent() {
+                fs::create_dir_all(parent).map_err(|e| StorageError::io("create", parent, e))?;
+            }
+            if f.length == 0 {
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&f.path)
+                    .map_err(|e| StorageError::io("create", &f.path, e))?;
+            }
+        }
+        Ok(Self {
+            files,
+            layout: info.layout.clone(),
+            piece_hashes: info.pieces.clone(),
+            handles: Mutex::new(HandleCache::default()),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn handle(&self, index: usize, write: bool) -> Result<Arc<File>, StorageError> {
+        let mut cache = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pos) = cache.open.iter().position(|(i, _)| *i == index) {
+            let entry = cache.open.remove(pos);
+            let f = entry.1.clone();
+            cache.open.push(entry);
+            return Ok(f);
+        }
+        let path = &self.files[index].path;
+        // Always open read-write so one handle serves both directions;
+        // when only reading (seeding from a read-only copy), fall back.
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(write)
+            .truncate(false)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if !write && e.kind() == io::ErrorKind::PermissionDenied => {
+                File::open(path).map_err(|e| StorageError::io("open", path, e))?
+            }
+            Err(e) => return Err(StorageError::io("open", path, e)),
+        };
+        let file = Arc::new(file);
+        if cache.open.len() >= MAX_OPEN_FILES {
+            cache.open.remove(0);
+        }
+        cache.open.push((index, file.clone()));
+        Ok(file)
+    }
+
+    /// Write a whole verified piece.
+    pub fn write_piece(&self, piece: PieceIndex, data: &[u8]) -> Result<(), StorageError> {
+        let mut at = 0usize;
+        for s in self.layout.piece_slices(piece) {
+            let len = s.len as usize;
+            let chunk = data
+                .get(at..at + len)
+                .ok_or(StorageError::BadPiece(piece.0))?;
+            at += len;
+            let f = &self.files[s.file_index];
+            if f.pad {
+                continue;
+            }
+            self.handle(s.file_index, true)?
+                .write_all_at(chunk, s.offset_in_file)
+                .map_err(|e| StorageError::io("write", &f.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Read `len` bytes at `begin` of `piece` into `buf` (cleared first).
+    pub fn read(
+        &self,
+        piece: PieceIndex,
+        begin: u32,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let range = self
+            .layout
+            .piece_range(piece)
+            .ok_or(StorageError::BadPiece(piece.0))?;
+        let start = range.start + u64::from(begin);
+        let end = start + u64::from(len);
+        if end > range.end {
+            return Err(StorageError::BadPiece(piece.0));
+        }
+        buf.clear();
+        buf.resize(len as usize, 0);
+        let mut at = 0usize;
+        for s in self.layout.slices(start..end) {
+            let dst = &mut buf[at..at + s.len as usize];
+            at += s.len as usize;
+            let f = &self.files[s.file_index];
+            if f.pad {
+                continue; // zeros
+            }
+            self.handle(s.file_index, false)?
+                .read_exact_at(dst, s.offset_in_file)
+                .map_err(|e| StorageError::io("read", &f.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The expected SHA-1 of a piece.
+    pub fn expected_hash(&self, piece: PieceIndex) -> Option<&[u8]> {
+        let i = piece.as_usize() * 20;
+        self.piece_hashes.get(i..i + 20)
+    }
+
+    /// Hash a piece held in memory and compare with the torrent.
+    pub fn check(&self, piece: PieceIndex, data: &[u8]) -> bool {
+        self.expected_hash(piece)
+            .is_some_and(|want| Sha1::digest(data).as_slice() == want)
+    }
+
+    /// Which pieces on disk are already complete and correct. Missing or
+    /// short files simply make their pieces absent. Runs on `threads` threads.
+    pub fn recheck(&self, threads: usize) -> Bitfield {
+        let n = self.layout.num_pieces();
+        let threads = threads.clamp(1, n.max(1) as usize);
+        let per = (n as usize).div_ceil(threads).max(1);
+        let mut have = Bitfield::new(n);
+        let results: Vec<Vec<PieceIndex>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        let mut good = Vec::new();
+                        let mut buf = Vec::new();
+                        let first = (t * per) as u32;
+                        let last = ((t + 1) * per).min(n as usize) as u32;
+                        for p in (first..last).map(PieceIndex) {
+                            let len = self.layout.piece_len(p).unwrap_or(0);
+                            if self.read(p, 0, len, &mut buf).is_ok() && self.check(p, &buf) {
+                                good.push(p);
+                            }
+                        }
+                        good
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for p in results.into_iter().flatten() {
+            have.set(p);
+        }
+        have
+    }
+
+    /// Flush written data to the disk (before a resume file claims it).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let cache = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, f) in &cache.open {
+            f.sync_data()
+                .map_err(|e| StorageError::io("sync", &self.files[*i].path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Current size of each file on disk (0 when missing): the resume
+    /// file records these to notice files changed behind our back.
+    pub fn file_sizes(&self) -> Vec<u64> {
+        self.files
+            .iter()
+            .map(|f| fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
+            .collect()
+    }
+
+    pub fn num_files(&self) -> usize {
+        self.files.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::create::{create_torrent, CreateOptions, Progress};
+    use lodestone_core::Metainfo;
+
+    fn fixture() -> (tempfile::TempDir, Metainfo) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src/t");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("a"), vec![1u8; 20_000]).unwrap();
+        fs::write(src.join("d/empty"), b"").unwrap();
+        fs::write(src.join("d/b"), (0..50_000u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+        let opts = CreateOptions {
+            piece_length: Some(16384),
+            ..Default::default()
+        };
+        let bytes = create_torrent(&src, &opts, &Progress::default()).unwrap();
+        (dir, Metainfo::from_bytes(&bytes).unwrap())
+    }
+
+    #[test]
+    fn write_read_and_recheck() {
+        let (dir, m) = fixture();
+        let src = Storage::new(&dir.path().join("src"), &m.info).unwrap();
+        assert!(src.recheck(2).is_full());
+        let dst = Storage::new(&dir.path().join("dst"), &m.info).unwrap();
+        // Empty files exist before any data arrives.
+        assert!(dir.path().join("dst/t/d/empty").exists());
+        assert!(dst.recheck(2).none());
+        let mut buf = Vec::new();
+        for p in (0..m.info.num_pieces()).map(PieceIndex).rev() {
+            let len = m.info.layout.piece_len(p).unwrap();
+            src.read(p, 0, len, &mut buf).unwrap();
+            assert!(dst.check(p, &buf));
+            dst.write_piece(p, &buf).unwrap();
+        }
+        dst.sync().unwrap();
+        assert!(dst.recheck(1).is_full());
+        for f in ["a", "d/b", "d/empty"] {
+            assert_eq!(
+                fs::read(dir.path().join("src/t").join(f)).unwrap(),
+                fs::read(dir.path().join("dst/t").join(f)).unwrap()
+            );
+        }
+        // A block that straddles files.
+        src.read(PieceIndex(1), 3000, 2000, &mut buf).unwrap();
+        assert_eq!(buf[..616], vec![1u8; 616][..]);
+        assert_eq!(buf[616], 0);
+        assert!(src.read(PieceIndex(4), 0, 16384, &mut buf).is_err());
+        assert!(!dst.check(PieceIndex(0), &[0u8; 16384]));
+    }
+
+    #[test]
+    fn corrupt_and_missing_data_is_found() {
+        let (dir, m) = fixture();
+        let root = dir.path().join("src");
+        let mut b = fs::read(root.join("t/d/b")).unwrap();
+        b[40_000] ^= 1;
+        fs::write(root.join("t/d/b"), b).unwrap();
+        let s = Storage::new(&root, &m.info).unwrap();
+        let have = s.recheck(2);
+        // Byte 20 000 + 40 000 lies in piece 3.
+        assert!(!have.get(PieceIndex(3)));
+        assert_eq!(have.count(), m.info.num_pieces() - 1);
+        fs::remove_file(root.join("t/a")).unwrap();
+        let s = Storage::new(&root, &m.info).unwrap();
+        assert!(!s.recheck(2).get(PieceIndex(0)));
+    }
+
+    #[test]
+    fn handle_cache_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("many");
+        for i in 0..(MAX_OPEN_FILES * 3) {
+            fs::create_dir_all(&src).unwrap();
+            fs::write(src.join(format!("{i:04}")), [i as u8; 100]).unwrap();
+        }
+        let opts = CreateOptions {
+            piece_length: Some(16384),
+            ..Default::default()
+        };
+        let bytes = create_torrent(&src, &opts, &Progress::default()).unwrap();
+        let m = Metainfo::from_bytes(&bytes).unwrap();
+        let s = Storage::new(dir.path(), &m.info).unwrap();
+        assert!(s.recheck(1).is_full());
+        assert!(s.handles.lock().unwrap().open.len() <= MAX_OPEN_FILES);
+    }
+}
