@@ -13,7 +13,11 @@ pub struct Bitfield {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BitfieldError {
     #[error("bitfield is {got} bytes, {want} expected for {pieces} pieces")]
-    WrongLength { got: usize, want: usize, pieces: u32 },
+    WrongLength {
+        got: usize,
+        want: usize,
+        pieces: u32,
+    },
     #[error("bitfield has bits set past the last piece")]
     SpareBitsSet,
 }
