@@ -4,4 +4,7 @@
 
 pub mod create;
 pub mod fsutil;
+pub mod peer_io;
+pub mod resume;
 pub mod storage;
+pub mod torrent;

@@ -230,7 +230,10 @@ impl Storage {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
         });
         for p in results.into_iter().flatten() {
             have.set(p);
@@ -274,7 +277,11 @@ mod tests {
         fs::create_dir_all(src.join("d")).unwrap();
         fs::write(src.join("a"), vec![1u8; 20_000]).unwrap();
         fs::write(src.join("d/empty"), b"").unwrap();
-        fs::write(src.join("d/b"), (0..50_000u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+        fs::write(
+            src.join("d/b"),
+            (0..50_000u32).map(|i| i as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let opts = CreateOptions {
             piece_length: Some(16384),
             ..Default::default()

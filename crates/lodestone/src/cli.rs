@@ -44,6 +44,21 @@ pub enum Command {
         after_help = "Examples:\n  lodestone create ./album -o album.torrent\n  lodestone create big.iso --piece-size 4M --tracker udp://tracker.example:1337\n  lodestone create ./dir --no-date   # byte-identical output for the same files"
     )]
     Create(CreateArgs),
+    /// Download a torrent, then optionally seed it.
+    ///
+    /// Pieces already on disk (from an earlier run's resume data, or found by
+    /// hashing) are not fetched again. Ctrl-C stops cleanly and saves resume
+    /// data. The exit code is 0 only when every wanted piece is verified.
+    #[command(
+        after_help = "Examples:\n  lodestone get ubuntu.torrent -o ~/Downloads --peer 192.0.2.7:6881\n  lodestone get big.torrent --only 0,3 --seed-time 600\n  lodestone get x.torrent --json | jq 'select(.event==\"summary\")'"
+    )]
+    Get(GetArgs),
+    /// Seed content you already have.
+    ///
+    /// PATH is the folder that holds the content, or the content itself (the
+    /// file or top directory named like the torrent). Its pieces are hashed
+    /// first; then Lodestone serves them until stopped with Ctrl-C.
+    Seed(SeedArgs),
     /// Run a self-contained example on this machine only.
     ///
     /// Generates a deterministic multi-file payload in a temporary folder,
@@ -97,6 +112,56 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// Folder to download into.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output: PathBuf,
+    /// A peer to connect to (IP:PORT); repeat for several.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Accept incoming peers on this address (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Seconds to keep seeding after the download completes (default 0).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub seed_time: u64,
+    /// Download only these files (indices as listed by `lodestone info`).
+    #[arg(long, value_name = "INDEX,...", value_delimiter = ',')]
+    pub only: Vec<usize>,
+    /// Fetch pieces in order (for streaming).
+    #[arg(long)]
+    pub sequential: bool,
+    /// Hash the files on disk instead of trusting resume data.
+    #[arg(long)]
+    pub recheck: bool,
+    /// Print newline-delimited JSON events; the last is a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// The .torrent file.
+    pub torrent: PathBuf,
+    /// The content, or the folder that holds it.
+    pub path: PathBuf,
+    /// Accept incoming peers on this address (IP:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
+    pub listen: std::net::SocketAddr,
+    /// A peer to connect to (IP:PORT); repeat for several.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    pub seed_time: Option<u64>,
+    /// Print newline-delimited JSON events.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Keep the generated files in this folder instead of a temporary one.
     #[arg(long, value_name = "DIR")]
@@ -107,6 +172,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(a) => cmd::info::run(&a),
         Command::Create(a) => cmd::create::run(&a),
+        Command::Get(a) => cmd::get::run_get(&a),
+        Command::Seed(a) => cmd::get::run_seed(&a),
         Command::Demo(a) => cmd::demo::run(&a),
     }
 }

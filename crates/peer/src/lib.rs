@@ -3,4 +3,6 @@
 //! sockets, tasks or clocks: time is passed in.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod choker;
 pub mod picker;
+pub mod session;

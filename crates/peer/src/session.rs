@@ -108,7 +108,10 @@ impl From<WireError> for SessionError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The peer's handshake arrived and matches.
-    Connected { peer_id: PeerId, reserved: Reserved },
+    Connected {
+        peer_id: PeerId,
+        reserved: Reserved,
+    },
     /// Raw bitfield bytes (checked against the shape when it is known).
     Bitfield(Bytes),
     HaveAll,
@@ -119,7 +122,11 @@ pub enum Event {
     Interested,
     NotInterested,
     /// Block data arrived. Whether we asked for it is the picker's call.
-    Block { piece: PieceIndex, begin: u32, data: Bytes },
+    Block {
+        piece: PieceIndex,
+        begin: u32,
+        data: Bytes,
+    },
     /// A valid request while we are not choking the peer.
     Request(BlockRequest),
     Cancel(BlockRequest),
@@ -330,9 +337,13 @@ impl Session {
         if r.len > MAX_REQUEST_LEN {
             return Err(SessionError::RequestTooLarge(r.len));
         }
-        let in_range = self.cfg.shape.and_then(|s| s.piece_len(r.piece)).is_some_and(|len| {
-            r.len > 0 && u64::from(r.begin) + u64::from(r.len) <= u64::from(len)
-        });
+        let in_range = self
+            .cfg
+            .shape
+            .and_then(|s| s.piece_len(r.piece))
+            .is_some_and(|len| {
+                r.len > 0 && u64::from(r.begin) + u64::from(r.len) <= u64::from(len)
+            });
         if !in_range || self.am_choking {
             // BEP 6: answer with a reject; without it, silently drop.
             if self.fast() {
@@ -571,7 +582,9 @@ mod tests {
         let now = Instant::now();
         let (mut a, mut b) = pair(now);
         pump(now, &mut a, &mut b).unwrap();
-        assert!(matches!(&events(&mut b)[..], [Event::Connected { peer_id, .. }] if *peer_id == PeerId([1; 20])));
+        assert!(
+            matches!(&events(&mut b)[..], [Event::Connected { peer_id, .. }] if *peer_id == PeerId([1; 20]))
+        );
         pump(now, &mut b, &mut a).unwrap();
         events(&mut a);
         a.send_have_set(&Bitfield::full(4));
@@ -588,7 +601,11 @@ mod tests {
         let (mut a, mut b) = connected(now);
         b.set_interested(true);
         a.unchoke();
-        let r = BlockRequest { piece: PieceIndex(3), begin: 0, len: 1696 };
+        let r = BlockRequest {
+            piece: PieceIndex(3),
+            begin: 0,
+            len: 1696,
+        };
         b.request(r);
         pump(now, &mut b, &mut a).unwrap();
         assert_eq!(events(&mut a), [Event::Interested, Event::Request(r)]);
@@ -596,7 +613,9 @@ mod tests {
         pump(now, &mut a, &mut b).unwrap();
         let ev = events(&mut b);
         assert_eq!(ev[0], Event::Unchoked);
-        assert!(matches!(&ev[1], Event::Block { piece: PieceIndex(3), begin: 0, data } if data.len() == 1696));
+        assert!(
+            matches!(&ev[1], Event::Block { piece: PieceIndex(3), begin: 0, data } if data.len() == 1696)
+        );
         assert_eq!(a.counters().uploaded, 1696);
         assert_eq!(b.counters().downloaded, 1696);
     }
@@ -606,16 +625,32 @@ mod tests {
         let now = Instant::now();
         let (mut a, mut b) = connected(now);
         // While choked: rejected (both sides speak BEP 6).
-        let r = BlockRequest { piece: PieceIndex(0), begin: 0, len: 16384 };
+        let r = BlockRequest {
+            piece: PieceIndex(0),
+            begin: 0,
+            len: 16384,
+        };
         a.handle_bytes(now, &raw(Message::Request(r))).unwrap();
         assert!(events(&mut a).is_empty());
         pump(now, &mut a, &mut b).unwrap();
         assert_eq!(events(&mut b), [Event::Rejected(r)]);
         a.unchoke();
         // Out of range: the last piece (3) has 1696 bytes.
-        let past_end = BlockRequest { piece: PieceIndex(3), begin: 0, len: 1697 };
-        let no_piece = BlockRequest { piece: PieceIndex(4), begin: 0, len: 1 };
-        let empty = BlockRequest { piece: PieceIndex(0), begin: 0, len: 0 };
+        let past_end = BlockRequest {
+            piece: PieceIndex(3),
+            begin: 0,
+            len: 1697,
+        };
+        let no_piece = BlockRequest {
+            piece: PieceIndex(4),
+            begin: 0,
+            len: 1,
+        };
+        let empty = BlockRequest {
+            piece: PieceIndex(0),
+            begin: 0,
+            len: 0,
+        };
         for bad in [past_end, no_piece, empty] {
             a.handle_bytes(now, &raw(Message::Request(bad))).unwrap();
         }
@@ -624,7 +659,11 @@ mod tests {
         let ev = events(&mut b);
         assert_eq!(ev.len(), 4, "{ev:?}");
         // Larger than 128 KiB ends the connection.
-        let huge = BlockRequest { piece: PieceIndex(0), begin: 0, len: 128 * 1024 + 1 };
+        let huge = BlockRequest {
+            piece: PieceIndex(0),
+            begin: 0,
+            len: 128 * 1024 + 1,
+        };
         assert_eq!(
             a.handle_bytes(now, &raw(Message::Request(huge))),
             Err(SessionError::RequestTooLarge(128 * 1024 + 1))
@@ -643,7 +682,9 @@ mod tests {
         // 4 pieces: one byte, low 4 bits spare.
         assert!(matches!(
             a.handle_bytes(now, &raw(Message::Bitfield(Bytes::from_static(&[0xff])))),
-            Err(SessionError::Bitfield(lodestone_core::BitfieldError::SpareBitsSet))
+            Err(SessionError::Bitfield(
+                lodestone_core::BitfieldError::SpareBitsSet
+            ))
         ));
         let (mut a, _) = connected(now);
         assert!(matches!(
@@ -661,11 +702,20 @@ mod tests {
     fn wrong_torrent_and_self_connection() {
         let now = Instant::now();
         let mut a = Session::new(SessionConfig::new(IH, PeerId([1; 20]), None), now);
-        let mut other = Session::new(SessionConfig::new(InfoHash([8; 20]), PeerId([2; 20]), None), now);
-        assert_eq!(pump(now, &mut other, &mut a), Err(SessionError::WrongInfoHash));
+        let mut other = Session::new(
+            SessionConfig::new(InfoHash([8; 20]), PeerId([2; 20]), None),
+            now,
+        );
+        assert_eq!(
+            pump(now, &mut other, &mut a),
+            Err(SessionError::WrongInfoHash)
+        );
         let mut a = Session::new(SessionConfig::new(IH, PeerId([1; 20]), None), now);
         let mut me = Session::new(SessionConfig::new(IH, PeerId([1; 20]), None), now);
-        assert_eq!(pump(now, &mut me, &mut a), Err(SessionError::SelfConnection));
+        assert_eq!(
+            pump(now, &mut me, &mut a),
+            Err(SessionError::SelfConnection)
+        );
         let mut a = Session::new(SessionConfig::new(IH, PeerId([1; 20]), None), now);
         assert!(matches!(
             a.handle_bytes(now, b"HTTP/1.1 200 OK"),
@@ -697,21 +747,36 @@ mod tests {
         let now = Instant::now();
         let (mut a, mut b) = connected(now);
         let mut h = ExtendedHandshake::default();
-        h.extensions.insert("ut_metadata".into(), OUR_UT_METADATA_ID);
+        h.extensions
+            .insert("ut_metadata".into(), OUR_UT_METADATA_ID);
         h.metadata_size = Some(1234);
         a.send_extended_handshake(&h);
         b.send_extended_handshake(&h);
         pump(now, &mut a, &mut b).unwrap();
         pump(now, &mut b, &mut a).unwrap();
-        assert!(matches!(&events(&mut b)[..], [Event::ExtendedHandshake(e)] if e.metadata_size == Some(1234)));
+        assert!(
+            matches!(&events(&mut b)[..], [Event::ExtendedHandshake(e)] if e.metadata_size == Some(1234))
+        );
         events(&mut a);
-        assert!(a.send_extension("ut_metadata", MetadataMessage::Request { piece: 0 }.encode()));
+        assert!(a.send_extension(
+            "ut_metadata",
+            MetadataMessage::Request { piece: 0 }.encode()
+        ));
         assert!(!a.send_extension("ut_pex", Vec::new()));
         pump(now, &mut a, &mut b).unwrap();
-        assert_eq!(events(&mut b), [Event::Metadata(MetadataMessage::Request { piece: 0 })]);
+        assert_eq!(
+            events(&mut b),
+            [Event::Metadata(MetadataMessage::Request { piece: 0 })]
+        );
         // Garbage in an extension message is counted and ignored.
-        b.handle_bytes(now, &raw(Message::Extended { id: OUR_UT_METADATA_ID, payload: Bytes::from_static(b"zz") }))
-            .unwrap();
+        b.handle_bytes(
+            now,
+            &raw(Message::Extended {
+                id: OUR_UT_METADATA_ID,
+                payload: Bytes::from_static(b"zz"),
+            }),
+        )
+        .unwrap();
         assert_eq!(b.counters().bad_extension_messages, 1);
     }
 }

@@ -1,3 +1,4 @@
 pub mod create;
 pub mod demo;
+pub mod get;
 pub mod info;

@@ -1,0 +1,186 @@
+//! The socket side of a peer connection: one task reads, one writes. They
+//! only move bytes; every decision is made by the torrent task, which owns
+//! the session core.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use lodestone_peer::picker::PeerKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long a TCP connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read buffer per connection: large reads mean few wakeups per block.
+const READ_CHUNK: usize = 256 * 1024;
+/// Chunks queued for the writer before the torrent holds back.
+pub const WRITE_QUEUE: usize = 256;
+
+/// Where a peer's address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerSource {
+    /// Given by the user (`--peer`) or a magnet's `x.pe`.
+    Manual,
+    /// It connected to us.
+    Incoming,
+    Dht,
+    Pex,
+    Lpd,
+    Tracker,
+}
+
+impl PeerSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Incoming => "incoming",
+            Self::Dht => "dht",
+            Self::Pex => "pex",
+            Self::Lpd => "lpd",
+            Self::Tracker => "tracker",
+        }
+    }
+}
+
+/// What the socket tasks tell the torrent task.
+#[derive(Debug)]
+pub enum PeerInput {
+    /// A TCP connection is up (either direction).
+    Connected {
+        stream: TcpStream,
+        addr: SocketAddr,
+        source: PeerSource,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+        error: String,
+    },
+    Data {
+        key: PeerKey,
+        bytes: Bytes,
+    },
+    /// The writer drained its queue after the torrent held bytes back.
+    Writable {
+        key: PeerKey,
+    },
+    Closed {
+        key: PeerKey,
+        reason: String,
+    },
+}
+
+/// Handles to one connection's tasks.
+pub struct Connection {
+    pub tx: mpsc::Sender<Bytes>,
+    pub want_writable: Arc<AtomicBool>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Connection {
+    pub fn spawn(key: PeerKey, stream: TcpStream, input: mpsc::Sender<PeerInput>) -> Self {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let want_writable = Arc::new(AtomicBool::new(false));
+
+        let rinput = input.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let reason = loop {
+                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                    buf.reserve(READ_CHUNK);
+                }
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) => break "connection closed by peer".to_owned(),
+                    Ok(_) => {
+                        let bytes = buf.split().freeze();
+                        if rinput.send(PeerInput::Data { key, bytes }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => break format!("read error: {e}"),
+                }
+            };
+            let _ = rinput.send(PeerInput::Closed { key, reason }).await;
+        });
+
+        let flag = want_writable.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if let Err(e) = wr.write_all(&b).await {
+                    let reason = format!("write error: {e}");
+                    let _ = input.send(PeerInput::Closed { key, reason }).await;
+                    return;
+                }
+                if rx.is_empty() && flag.swap(false, Ordering::AcqRel) {
+                    let _ = input.send(PeerInput::Writable { key }).await;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        Self {
+            tx,
+            want_writable,
+            reader,
+            writer,
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        // The writer ends when `tx` is dropped, after flushing what it has.
+        let _ = &self.writer;
+    }
+}
+
+/// Dial `addr` and report the outcome.
+pub fn connect(addr: SocketAddr, source: PeerSource, input: mpsc::Sender<PeerInput>) {
+    tokio::spawn(async move {
+        let msg = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => PeerInput::Connected {
+                stream,
+                addr,
+                source,
+            },
+            Ok(Err(e)) => PeerInput::ConnectFailed {
+                addr,
+                error: e.to_string(),
+            },
+            Err(_) => PeerInput::ConnectFailed {
+                addr,
+                error: "connect timed out".into(),
+            },
+        };
+        let _ = input.send(msg).await;
+    });
+}
+
+/// Accept connections for as long as the returned handle lives.
+pub fn listen(listener: TcpListener, input: mpsc::Sender<PeerInput>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, addr)) => {
+                    let msg = PeerInput::Connected {
+                        stream,
+                        addr,
+                        source: PeerSource::Incoming,
+                    };
+                    if input.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                // Out of descriptors and the like: back off, don't spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+}

@@ -1,0 +1,1044 @@
+//! The download/seed driver of one torrent: a single task that owns the
+//! picker, the choker and every peer's session core, fed by the socket
+//! tasks and the hashing pool through bounded channels.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
+use lodestone_peer::choker::{Choker, ChokerConfig, PeerStats};
+use lodestone_peer::picker::{Block, BlockOutcome, PeerKey, PickerConfig, PiecePicker, Priority};
+use lodestone_peer::session::{Event, Session, SessionConfig, TorrentShape};
+use lodestone_wire::extended::{
+    ExtendedHandshake, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, UT_METADATA, UT_PEX,
+};
+use lodestone_wire::BlockRequest;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::peer_io::{self, Connection, PeerInput, PeerSource};
+use crate::resume::{self, ResumeData};
+use crate::storage::{Storage, StorageError};
+
+/// Requests kept in flight per peer, before the rate says otherwise.
+const MIN_QUEUE: usize = 32;
+const MAX_QUEUE: usize = 1000;
+/// Seconds of data to keep requested from a peer (bandwidth-delay product).
+const QUEUE_SECONDS: f64 = 0.5;
+/// A peer with requests out that sends nothing for this long is snubbed;
+/// its requests go back to the pool.
+const SNUB_AFTER: Duration = Duration::from_secs(15);
+const RECHOKE_EVERY: Duration = Duration::from_secs(10);
+const RESUME_EVERY: Duration = Duration::from_secs(2);
+/// Bad pieces a peer may be part of before it is banned.
+const BAN_STRIKES: u32 = 2;
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct TorrentConfig {
+    pub output_dir: PathBuf,
+    /// Accept incoming connections here.
+    pub listen: Option<SocketAddr>,
+    /// Peers to dial (and redial while we are not done).
+    pub peers: Vec<SocketAddr>,
+    /// After completing, keep seeding this long; `None` = until stopped.
+    pub seed_time: Option<Duration>,
+    /// Ignore resume data and hash what is on disk.
+    pub recheck: bool,
+    /// Download only these file indices.
+    pub only_files: Option<Vec<usize>>,
+    pub sequential: bool,
+    pub max_peers: usize,
+    pub upload_slots: usize,
+    pub peer_id: PeerId,
+    /// Seeds the picker's and choker's randomness.
+    pub seed: u64,
+    /// Hashing/recheck threads.
+    pub threads: usize,
+}
+
+impl TorrentConfig {
+    pub fn new(output_dir: PathBuf, peer_id: PeerId, seed: u64) -> Self {
+        Self {
+            output_dir,
+            listen: None,
+            peers: Vec::new(),
+            seed_time: Some(Duration::ZERO),
+            recheck: false,
+            only_files: None,
+            sequential: false,
+            max_peers: 60,
+            upload_slots: 8,
+            peer_id,
+            seed,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("torrent has no v1 piece hashes (v2-only torrents are not downloadable yet)")]
+    V2Only,
+}
+
+/// How the torrent knew what was already on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartState {
+    Fresh,
+    Resumed,
+    Rechecked { reason: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub have_pieces: u32,
+    pub num_pieces: u32,
+    pub wanted_bytes: u64,
+    pub bytes_left: u64,
+    /// Payload bytes this run.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Bytes received that were not used (duplicates, unrequested, bad pieces).
+    pub wasted: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub peers: usize,
+    pub seeds: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum TorrentEvent {
+    Started {
+        state: StartState,
+        have: u32,
+        num_pieces: u32,
+    },
+    PeerConnected {
+        addr: SocketAddr,
+        client: String,
+        source: PeerSource,
+    },
+    PeerDisconnected {
+        addr: SocketAddr,
+        reason: String,
+    },
+    HashFailed {
+        piece: u32,
+        peers: Vec<SocketAddr>,
+    },
+    PeerBanned {
+        addr: SocketAddr,
+        reason: String,
+    },
+    Progress(Stats),
+    Completed {
+        after: Duration,
+    },
+    /// The torrent stopped downloading (e.g. disk full); resume data is saved.
+    Paused {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub complete: bool,
+    pub stats: Stats,
+    pub time_to_complete: Option<Duration>,
+    pub peers_by_source: BTreeMap<&'static str, usize>,
+    pub paused: Option<String>,
+}
+
+/// A simple rate: bytes in the current window, smoothed each tick.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rate {
+    window: u64,
+    per_sec: f64,
+}
+
+impl Rate {
+    fn add(&mut self, n: u64) {
+        self.window += n;
+    }
+
+    fn tick(&mut self, dt: Duration) {
+        let inst = self.window as f64 / dt.as_secs_f64().max(1e-3);
+        // Fast to rise, smooth to fall.
+        self.per_sec = if inst > self.per_sec {
+            inst
+        } else {
+            self.per_sec * 0.7 + inst * 0.3
+        };
+        self.window = 0;
+    }
+}
+
+struct Peer {
+    addr: SocketAddr,
+    source: PeerSource,
+    session: Session,
+    conn: Connection,
+    /// Bytes the writer could not take yet.
+    backlog: VecDeque<Bytes>,
+    established: bool,
+    is_seed: bool,
+    down: Rate,
+    up: Rate,
+    last_block: Instant,
+    snubbed: bool,
+    peer_reqq: usize,
+    allowed_fast: Vec<PieceIndex>,
+}
+
+struct PieceBuf {
+    data: Vec<u8>,
+}
+
+enum DiskResult {
+    Verified(PieceIndex, Vec<u8>),
+    Failed(PieceIndex, Vec<u8>),
+    WriteError(PieceIndex, StorageError),
+}
+
+pub struct Torrent {
+    meta: Arc<Metainfo>,
+    cfg: TorrentConfig,
+    storage: Arc<Storage>,
+    picker: PiecePicker,
+    choker: Choker,
+    shape: TorrentShape,
+    peers: HashMap<PeerKey, Peer>,
+    next_key: u64,
+    input_tx: mpsc::Sender<PeerInput>,
+    disk_tx: mpsc::Sender<DiskResult>,
+    events: mpsc::Sender<TorrentEvent>,
+    pieces: HashMap<u32, PieceBuf>,
+    spare_buffers: Vec<Vec<u8>>,
+    strikes: HashMap<IpAddr, u32>,
+    banned: HashSet<IpAddr>,
+    /// Manual peers and when to dial them next.
+    dial: HashMap<SocketAddr, (Instant, Duration)>,
+    connecting: HashSet<SocketAddr>,
+    stats: Stats,
+    down: Rate,
+    up: Rate,
+    started: Instant,
+    completed_at: Option<Instant>,
+    seed_until: Option<Instant>,
+    resume_dirty: bool,
+    last_resume: Instant,
+    last_rechoke: Option<Instant>,
+    peers_by_source: BTreeMap<&'static str, usize>,
+    paused: Option<String>,
+    scratch: Vec<Block>,
+}
+
+/// Run a torrent until it is done (complete and seed time over), stopped
+/// through `shutdown`, or paused by a disk error.
+pub async fn run(
+    meta: Arc<Metainfo>,
+    cfg: TorrentConfig,
+    events: mpsc::Sender<TorrentEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Summary, EngineError> {
+    if meta.info.pieces.is_empty() && meta.info.num_pieces() > 0 {
+        return Err(EngineError::V2Only);
+    }
+    let started = Instant::now();
+    let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
+    let (have, state) = initial_have(&meta, &cfg, &storage).await;
+    let _ = events
+        .send(TorrentEvent::Started {
+            state,
+            have: have.count(),
+            num_pieces: have.len(),
+        })
+        .await;
+
+    let mut picker = PiecePicker::new(
+        &meta.info.layout,
+        &have,
+        PickerConfig {
+            sequential: cfg.sequential,
+            ..PickerConfig::default()
+        },
+        cfg.seed,
+    );
+    if let Some(only) = &cfg.only_files {
+        let prio: Vec<Priority> = (0..meta.info.files.len())
+            .map(|i| {
+                if only.contains(&i) {
+                    Priority::Normal
+                } else {
+                    Priority::Skip
+                }
+            })
+            .collect();
+        picker.set_file_priorities(&meta.info.layout, &prio);
+    }
+
+    let (input_tx, mut input_rx) = mpsc::channel(1024);
+    let (disk_tx, mut disk_rx) = mpsc::channel(64);
+    let _listener = match cfg.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|error| EngineError::Listen { addr, error })?;
+            Some(peer_io::listen(l, input_tx.clone()))
+        }
+        None => None,
+    };
+    let shape = TorrentShape::new(meta.info.piece_length, meta.info.total_length());
+    let now = Instant::now();
+    let mut t = Torrent {
+        dial: cfg
+            .peers
+            .iter()
+            .map(|a| (*a, (now, Duration::from_secs(1))))
+            .collect(),
+        choker: Choker::new(
+            ChokerConfig {
+                upload_slots: cfg.upload_slots,
+                ..ChokerConfig::default()
+            },
+            cfg.seed ^ 0x9e37_79b9,
+        ),
+        meta,
+        storage,
+        picker,
+        shape,
+        peers: HashMap::new(),
+        next_key: 0,
+        input_tx,
+        disk_tx,
+        events,
+        pieces: HashMap::new(),
+        spare_buffers: Vec::new(),
+        strikes: HashMap::new(),
+        banned: HashSet::new(),
+        connecting: HashSet::new(),
+        stats: Stats::default(),
+        down: Rate::default(),
+        up: Rate::default(),
+        started,
+        completed_at: None,
+        seed_until: None,
+        resume_dirty: false,
+        last_resume: now,
+        last_rechoke: None,
+        peers_by_source: BTreeMap::new(),
+        paused: None,
+        scratch: Vec::new(),
+        cfg,
+    };
+    t.check_complete().await;
+    t.dial_due(now);
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
+    loop {
+        if t.finished() {
+            break;
+        }
+        tokio::select! {
+            Some(input) = input_rx.recv() => {
+                t.on_input(input).await;
+                // Drain what else is ready before other work: fewer wakeups.
+                for _ in 0..256 {
+                    match input_rx.try_recv() {
+                        Ok(i) => t.on_input(i).await,
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(result) = disk_rx.recv() => t.on_disk(result).await,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                t.on_tick(now, now - last_tick).await;
+                last_tick = now;
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    t.save_resume();
+    let _ = t.storage.sync();
+    t.refresh_stats();
+    Ok(Summary {
+        complete: t.picker.is_complete(),
+        stats: t.stats.clone(),
+        time_to_complete: t.completed_at.map(|c| c - t.started),
+        peers_by_source: t.peers_by_source.clone(),
+        paused: t.paused.clone(),
+    })
+}
+
+/// What is on disk already: from resume data if it can be trusted,
+/// otherwise by hashing the files.
+async fn initial_have(
+    meta: &Metainfo,
+    cfg: &TorrentConfig,
+    storage: &Arc<Storage>,
+) -> (Bitfield, StartState) {
+    let ih = meta.info_hashes.wire();
+    let path = resume::path_for(&cfg.output_dir, &ih);
+    let n = meta.info.num_pieces();
+    let sizes = storage.file_sizes();
+    let reason = if cfg.recheck {
+        "--recheck".to_owned()
+    } else {
+        match std::fs::read(&path) {
+            Err(_) if sizes.iter().all(|&s| s == 0) => {
+                return (Bitfield::new(n), StartState::Fresh)
+            }
+            Err(_) => "files exist but there is no resume data".to_owned(),
+            Ok(bytes) => match ResumeData::decode(&bytes, &ih, n, storage.num_files()) {
+                Ok(r) if r.matches_disk(&sizes) => return (r.have, StartState::Resumed),
+                Ok(_) => "files on disk changed since the resume data was written".to_owned(),
+                Err(e) => e.to_string(),
+            },
+        }
+    };
+    let s = storage.clone();
+    let threads = cfg.threads;
+    let have = tokio::task::spawn_blocking(move || s.recheck(threads))
+        .await
+        .unwrap_or_else(|_| Bitfield::new(n));
+    (have, StartState::Rechecked { reason })
+}
+
+impl Torrent {
+    fn finished(&self) -> bool {
+        if self.paused.is_some() {
+            return true;
+        }
+        match (self.completed_at, self.cfg.seed_time) {
+            (Some(_), Some(d)) if d.is_zero() => true,
+            (Some(_), Some(_)) => self.seed_until.is_some_and(|t| Instant::now() >= t),
+            _ => false,
+        }
+    }
+
+    async fn emit(&self, e: TorrentEvent) {
+        let _ = self.events.send(e).await;
+    }
+
+    fn dial_due(&mut self, now: Instant) {
+        if self.picker.is_complete() && self.cfg.listen.is_some() {
+            // A seed waits for leechers to come to it.
+        }
+        let connected: HashSet<SocketAddr> = self.peers.values().map(|p| p.addr).collect();
+        let due: Vec<SocketAddr> = self
+            .dial
+            .iter()
+            .filter(|(a, (t, _))| {
+                *t <= now && !connected.contains(a) && !self.connecting.contains(a)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            if self.peers.len() + self.connecting.len() >= self.cfg.max_peers
+                || self.banned.contains(&addr.ip())
+            {
+                continue;
+            }
+            self.connecting.insert(addr);
+            if let Some((t, backoff)) = self.dial.get_mut(&addr) {
+                *t = now + *backoff;
+                *backoff = (*backoff * 2).min(Duration::from_secs(60));
+            }
+            peer_io::connect(addr, PeerSource::Manual, self.input_tx.clone());
+        }
+    }
+
+    async fn on_input(&mut self, input: PeerInput) {
+        match input {
+            PeerInput::Connected {
+                stream,
+                addr,
+                source,
+            } => {
+                self.connecting.remove(&addr);
+                if self.banned.contains(&addr.ip()) || self.peers.len() >= self.cfg.max_peers {
+                    return;
+                }
+                let key = PeerKey(self.next_key);
+                self.next_key += 1;
+                let now = Instant::now();
+                let session = Session::new(
+                    SessionConfig::new(
+                        self.meta.info_hashes.wire(),
+                        self.cfg.peer_id,
+                        Some(self.shape),
+                    ),
+                    now,
+                );
+                let conn = Connection::spawn(key, stream, self.input_tx.clone());
+                self.peers.insert(
+                    key,
+                    Peer {
+                        addr,
+                        source,
+                        session,
+                        conn,
+                        backlog: VecDeque::new(),
+                        established: false,
+                        is_seed: false,
+                        down: Rate::default(),
+                        up: Rate::default(),
+                        last_block: now,
+                        snubbed: false,
+                        peer_reqq: 250,
+                        allowed_fast: Vec::new(),
+                    },
+                );
+                self.flush(key);
+            }
+            PeerInput::ConnectFailed { addr, .. } => {
+                self.connecting.remove(&addr);
+            }
+            PeerInput::Data { key, bytes } => {
+                let now = Instant::now();
+                let result = match self.peers.get_mut(&key) {
+                    Some(p) => p.session.handle_bytes(now, &bytes),
+                    None => return,
+                };
+                if let Err(e) = result {
+                    self.drain_events(key).await;
+                    self.disconnect(key, e.to_string()).await;
+                    return;
+                }
+                self.drain_events(key).await;
+                self.service(key).await;
+            }
+            PeerInput::Writable { key } => self.flush(key),
+            PeerInput::Closed { key, reason } => self.disconnect(key, reason).await,
+        }
+    }
+
+    async fn drain_events(&mut self, key: PeerKey) {
+        loop {
+            let Some(ev) = self
+                .peers
+                .get_mut(&key)
+                .and_then(|p| p.session.poll_event())
+            else {
+                return;
+            };
+            self.on_event(key, ev).await;
+            if !self.peers.contains_key(&key) {
+                return;
+            }
+        }
+    }
+
+    async fn on_event(&mut self, key: PeerKey, ev: Event) {
+        match ev {
+            Event::Connected { peer_id, .. } => {
+                let have = self.picker.have().clone();
+                let ext = self.our_extended_handshake(key);
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                p.established = true;
+                p.session.send_have_set(&have);
+                p.session.send_extended_handshake(&ext);
+                let (addr, source) = (p.addr, p.source);
+                *self.peers_by_source.entry(source.name()).or_default() += 1;
+                self.emit(TorrentEvent::PeerConnected {
+                    addr,
+                    client: peer_id.client_hint(),
+                    source,
+                })
+                .await;
+            }
+            Event::Bitfield(raw) => {
+                if let Ok(bits) = Bitfield::from_bytes(&raw, self.shape.num_pieces) {
+                    self.picker.peer_bitfield(key, &bits);
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.is_seed = bits.is_full();
+                    }
+                }
+                self.update_interest(key);
+            }
+            Event::HaveAll => {
+                self.picker.peer_has_all(key);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.is_seed = true;
+                }
+                self.update_interest(key);
+            }
+            Event::HaveNone => {}
+            Event::Have(piece) => {
+                self.picker.peer_has(key, piece);
+                self.update_interest(key);
+            }
+            Event::Choked => self.picker.on_choked(key),
+            Event::Unchoked => {}
+            Event::Interested | Event::NotInterested => {
+                // Answer quickly when there is a free slot, rather than at the next rechoke.
+                if self.unchoked_count() < self.cfg.upload_slots {
+                    self.rechoke(Instant::now());
+                }
+            }
+            Event::Block { piece, begin, data } => self.on_block(key, piece, begin, data).await,
+            Event::Request(r) => self.serve(key, r),
+            Event::Cancel(_) => {}
+            Event::Rejected(r) => {
+                self.picker.on_request_failed(
+                    key,
+                    Block {
+                        piece: r.piece,
+                        begin: r.begin,
+                        len: r.len,
+                    },
+                );
+            }
+            Event::AllowedFast(piece) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.allowed_fast.len() < 64 && !p.allowed_fast.contains(&piece) {
+                        p.allowed_fast.push(piece);
+                    }
+                }
+            }
+            Event::Suggest(_) | Event::DhtPort(_) | Event::Metadata(_) | Event::Pex(_) => {}
+            Event::ExtendedHandshake(h) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if let Some(q) = h.request_queue {
+                        p.peer_reqq = (q as usize).clamp(1, MAX_QUEUE);
+                    }
+                    if h.upload_only {
+                        p.is_seed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn our_extended_handshake(&self, key: PeerKey) -> ExtendedHandshake {
+        let mut h = ExtendedHandshake {
+            listen_port: self.cfg.listen.map(|a| a.port()),
+            client: Some(format!("Lodestone {}", env!("CARGO_PKG_VERSION"))),
+            your_ip: self.peers.get(&key).map(|p| p.addr.ip()),
+            request_queue: Some(lodestone_peer::session::MAX_PEER_REQUESTS as u32),
+            metadata_size: Some(self.meta.info_bytes.len() as u64),
+            upload_only: self.picker.is_complete(),
+            ..Default::default()
+        };
+        h.extensions.insert(UT_METADATA.into(), OUR_UT_METADATA_ID);
+        h.extensions.insert(UT_PEX.into(), OUR_UT_PEX_ID);
+        h
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let want = self.picker.is_interesting(key);
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.session.set_interested(want);
+        }
+    }
+
+    async fn on_block(&mut self, key: PeerKey, piece: PieceIndex, begin: u32, data: Bytes) {
+        let len = data.len() as u32;
+        self.down.add(u64::from(len));
+        self.stats.downloaded += u64::from(len);
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.down.add(u64::from(len));
+            p.last_block = Instant::now();
+            p.snubbed = false;
+        }
+        let block = Block { piece, begin, len };
+        match self.picker.on_block(key, block) {
+            BlockOutcome::Unrequested => self.stats.wasted += u64::from(len),
+            BlockOutcome::Accepted {
+                piece_complete,
+                cancel,
+            } => {
+                for (other, b) in cancel {
+                    if let Some(p) = self.peers.get_mut(&other) {
+                        p.session.cancel(BlockRequest {
+                            piece: b.piece,
+                            begin: b.begin,
+                            len: b.len,
+                        });
+                        self.flush(other);
+                    }
+                }
+                let piece_len = self.picker.piece_len(piece) as usize;
+                let buf = match self.pieces.entry(piece.0) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let mut data = self.spare_buffers.pop().unwrap_or_default();
+                        data.resize(piece_len, 0);
+                        e.insert(PieceBuf { data })
+                    }
+                };
+                let start = begin as usize;
+                // The picker only accepts blocks it laid out, so this fits.
+                if let Some(dst) = buf.data.get_mut(start..start + data.len()) {
+                    dst.copy_from_slice(&data);
+                }
+                if piece_complete {
+                    if let Some(buf) = self.pieces.remove(&piece.0) {
+                        self.hash_and_write(piece, buf.data);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hash_and_write(&self, piece: PieceIndex, data: Vec<u8>) {
+        let storage = self.storage.clone();
+        let tx = self.disk_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = if !storage.check(piece, &data) {
+                DiskResult::Failed(piece, data)
+            } else {
+                match storage.write_piece(piece, &data) {
+                    Ok(()) => DiskResult::Verified(piece, data),
+                    Err(e) => DiskResult::WriteError(piece, e),
+                }
+            };
+            let _ = tx.blocking_send(result);
+        });
+    }
+
+    async fn on_disk(&mut self, result: DiskResult) {
+        match result {
+            DiskResult::Verified(piece, buf) => {
+                self.recycle(buf);
+                self.picker.piece_verified(piece);
+                self.resume_dirty = true;
+                let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+                for k in keys {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        if p.established {
+                            p.session.send_have(piece);
+                        }
+                    }
+                    self.flush(k);
+                }
+                self.check_complete().await;
+            }
+            DiskResult::Failed(piece, buf) => {
+                self.recycle(buf);
+                self.stats.wasted += u64::from(self.picker.piece_len(piece));
+                let culprits = self.picker.piece_failed(piece);
+                let addrs: Vec<SocketAddr> = culprits
+                    .iter()
+                    .filter_map(|k| self.peers.get(k).map(|p| p.addr))
+                    .collect();
+                self.emit(TorrentEvent::HashFailed {
+                    piece: piece.0,
+                    peers: addrs.clone(),
+                })
+                .await;
+                for (k, addr) in culprits.into_iter().zip(addrs) {
+                    let s = self.strikes.entry(addr.ip()).or_default();
+                    *s += 1;
+                    if *s >= BAN_STRIKES {
+                        self.banned.insert(addr.ip());
+                        let reason = format!("sent bad data for {BAN_STRIKES} pieces");
+                        self.emit(TorrentEvent::PeerBanned {
+                            addr,
+                            reason: reason.clone(),
+                        })
+                        .await;
+                        self.disconnect(k, reason).await;
+                    }
+                }
+            }
+            DiskResult::WriteError(piece, e) => {
+                // Not verified on disk: it stays missing in the picker and
+                // in the resume data. Stop downloading; keep what we have.
+                let _ = piece;
+                let reason = e.to_string();
+                self.paused = Some(reason.clone());
+                self.emit(TorrentEvent::Paused { reason }).await;
+            }
+        }
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare_buffers.len() < 8 {
+            self.spare_buffers.push(buf);
+        }
+    }
+
+    async fn check_complete(&mut self) {
+        if self.completed_at.is_some() || !self.picker.is_complete() {
+            return;
+        }
+        let now = Instant::now();
+        self.completed_at = Some(now);
+        self.seed_until = self.cfg.seed_time.map(|d| now + d);
+        let _ = self.storage.sync();
+        self.save_resume();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.session.set_interested(false);
+            }
+            self.flush(k);
+        }
+        self.emit(TorrentEvent::Completed {
+            after: now - self.started,
+        })
+        .await;
+    }
+
+    /// Answer a peer's request from disk.
+    fn serve(&mut self, key: PeerKey, r: BlockRequest) {
+        let have = self.picker.have().get(r.piece);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !have || p.session.am_choking() {
+            p.session.reject(r);
+            return;
+        }
+        let mut buf = Vec::with_capacity(r.len as usize);
+        match self.storage.read(r.piece, r.begin, r.len, &mut buf) {
+            Ok(()) => {
+                p.up.add(u64::from(r.len));
+                self.up.add(u64::from(r.len));
+                self.stats.uploaded += u64::from(r.len);
+                p.session.send_block(r.piece, r.begin, Bytes::from(buf));
+            }
+            Err(_) => p.session.reject(r),
+        }
+    }
+
+    /// Keep the peer's request pipeline full and its output flowing.
+    async fn service(&mut self, key: PeerKey) {
+        self.request_more(key);
+        self.flush(key);
+    }
+
+    fn request_more(&mut self, key: PeerKey) {
+        if self.paused.is_some() || self.picker.is_complete() {
+            return;
+        }
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if !p.established || !p.session.am_interested() {
+            return;
+        }
+        let target = ((p.down.per_sec * QUEUE_SECONDS) as usize
+            / lodestone_peer::picker::BLOCK_SIZE as usize)
+            .clamp(MIN_QUEUE, MAX_QUEUE)
+            .min(p.peer_reqq.max(1));
+        let inflight = self.picker.in_flight(key);
+        if inflight >= target {
+            return;
+        }
+        let choked = p.session.peer_choking();
+        if choked && p.allowed_fast.is_empty() {
+            return;
+        }
+        let allowed = if choked {
+            Some(p.allowed_fast.clone())
+        } else {
+            None
+        };
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        self.picker
+            .pick(key, target - inflight, allowed.as_deref(), &mut out);
+        if let Some(p) = self.peers.get_mut(&key) {
+            for b in &out {
+                p.session.request(BlockRequest {
+                    piece: b.piece,
+                    begin: b.begin,
+                    len: b.len,
+                });
+            }
+        }
+        self.scratch = out;
+    }
+
+    fn flush(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let now = Instant::now();
+        loop {
+            let next = match p.backlog.pop_front() {
+                Some(b) => b,
+                None => match p.session.poll_transmit(now) {
+                    Some(b) => b,
+                    None => return,
+                },
+            };
+            match p.conn.tx.try_send(next) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(b)) => {
+                    p.backlog.push_front(b);
+                    p.conn.want_writable.store(true, Ordering::Release);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+
+    fn unchoked_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| !p.session.am_choking())
+            .count()
+    }
+
+    fn rechoke(&mut self, now: Instant) {
+        self.last_rechoke = Some(now);
+        let stats: Vec<PeerStats> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established)
+            .map(|(k, p)| PeerStats {
+                key: *k,
+                interested: p.session.peer_interested(),
+                download_rate: p.down.per_sec,
+                upload_rate: p.up.per_sec,
+                snubbed: p.snubbed,
+            })
+            .collect();
+        let seeding = self.picker.is_complete();
+        let unchoke: HashSet<PeerKey> = self
+            .choker
+            .rechoke(now, seeding, &stats)
+            .into_iter()
+            .collect();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            if let Some(p) = self.peers.get_mut(&k) {
+                if !p.established {
+                    continue;
+                }
+                if unchoke.contains(&k) {
+                    p.session.unchoke();
+                } else {
+                    p.session.choke();
+                }
+            }
+            self.flush(k);
+        }
+    }
+
+    async fn on_tick(&mut self, now: Instant, dt: Duration) {
+        self.down.tick(dt);
+        self.up.tick(dt);
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let mut closed = None;
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.down.tick(dt);
+                p.up.tick(dt);
+                if let Err(e) = p.session.handle_timeout(now) {
+                    closed = Some(e.to_string());
+                }
+            }
+            if let Some(reason) = closed {
+                self.disconnect(k, reason).await;
+                continue;
+            }
+            // A peer that holds our requests and sends nothing is snubbed:
+            // its requests go to others.
+            let inflight = self.picker.in_flight(k);
+            if let Some(p) = self.peers.get_mut(&k) {
+                if inflight > 0 && now.duration_since(p.last_block) > SNUB_AFTER {
+                    p.snubbed = true;
+                    p.last_block = now;
+                    self.picker.on_choked(k);
+                }
+            }
+            self.update_interest(k);
+            self.service(k).await;
+        }
+        if self
+            .last_rechoke
+            .is_none_or(|t| now.duration_since(t) >= RECHOKE_EVERY)
+        {
+            self.rechoke(now);
+        }
+        if self.resume_dirty && now.duration_since(self.last_resume) >= RESUME_EVERY {
+            self.save_resume();
+        }
+        self.dial_due(now);
+        self.refresh_stats();
+        self.emit(TorrentEvent::Progress(self.stats.clone())).await;
+    }
+
+    fn refresh_stats(&mut self) {
+        let have = self.picker.have();
+        self.stats.have_pieces = have.count();
+        self.stats.num_pieces = have.len();
+        self.stats.bytes_left = self.picker.bytes_left();
+        self.stats.download_rate = self.down.per_sec;
+        self.stats.upload_rate = self.up.per_sec;
+        self.stats.peers = self.peers.values().filter(|p| p.established).count();
+        self.stats.seeds = self
+            .peers
+            .values()
+            .filter(|p| p.established && p.is_seed)
+            .count();
+        if self.stats.wanted_bytes == 0 {
+            self.stats.wanted_bytes = self.picker.bytes_left() + self.verified_wanted_bytes();
+        }
+    }
+
+    fn verified_wanted_bytes(&self) -> u64 {
+        self.picker
+            .have()
+            .iter_set()
+            .map(|p| u64::from(self.picker.piece_len(p)))
+            .sum()
+    }
+
+    fn save_resume(&mut self) {
+        // Data first, then the claim that it is there.
+        if self.storage.sync().is_err() {
+            return;
+        }
+        let r = ResumeData {
+            info_hash: self.meta.info_hashes.wire(),
+            have: self.picker.have().clone(),
+            file_sizes: self.storage.file_sizes(),
+        };
+        if r.save(&resume::path_for(&self.cfg.output_dir, &r.info_hash))
+            .is_ok()
+        {
+            self.resume_dirty = false;
+            self.last_resume = Instant::now();
+        }
+    }
+
+    async fn disconnect(&mut self, key: PeerKey, reason: String) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.picker.peer_gone(key);
+        if p.established {
+            self.emit(TorrentEvent::PeerDisconnected {
+                addr: p.addr,
+                reason,
+            })
+            .await;
+        }
+        // Buffers of pieces only this peer was filling stay; the picker
+        // re-requests their missing blocks from others.
+    }
+}
