@@ -258,6 +258,17 @@ pub async fn run(
         return Err(EngineError::V2Only);
     }
     let started = Instant::now();
+    // Listen first: peers that arrive during the initial check wait in the backlog.
+    let (input_tx, mut input_rx) = mpsc::channel(1024);
+    let _listener = match cfg.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|error| EngineError::Listen { addr, error })?;
+            Some(peer_io::listen(l, input_tx.clone()))
+        }
+        None => None,
+    };
     let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
     let (have, state) = initial_have(&meta, &cfg, &storage).await;
     let _ = events
@@ -290,17 +301,7 @@ pub async fn run(
         picker.set_file_priorities(&meta.info.layout, &prio);
     }
 
-    let (input_tx, mut input_rx) = mpsc::channel(1024);
     let (disk_tx, mut disk_rx) = mpsc::channel(64);
-    let _listener = match cfg.listen {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|error| EngineError::Listen { addr, error })?;
-            Some(peer_io::listen(l, input_tx.clone()))
-        }
-        None => None,
-    };
     let shape = TorrentShape::new(meta.info.piece_length, meta.info.total_length());
     let now = Instant::now();
     let mut t = Torrent {

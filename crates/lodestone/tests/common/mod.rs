@@ -41,3 +41,104 @@ pub fn require_libtorrent() -> bool {
         Command::new("/usr/bin/python3").args(["-c", "import libtorrent"]),
     )
 }
+
+/// A child process killed when the test ends, pass or fail.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Child {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn child"),
+        )
+    }
+
+    /// Wait (bounded) for a line on stdout that contains `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: std::time::Duration) {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let needle = needle.to_owned();
+        std::thread::spawn(move || {
+            // Keep reading after the match: a closed pipe would end the child.
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains(&needle) {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("child did not print the expected line within {timeout:?}"));
+    }
+
+    /// Wait (bounded) for the child to exit; returns its output.
+    pub fn finish(mut self, timeout: std::time::Duration) -> Output {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child still running after {timeout:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let child = std::mem::replace(
+            &mut self.0,
+            Command::new("true").spawn().expect("spawn true"),
+        );
+        let out = child.wait_with_output().expect("collect output");
+        drop(self);
+        out
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Every file under `a` has the same bytes under `b`.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    if a.is_file() {
+        let x = std::fs::read(a).expect("read source");
+        let y = std::fs::read(b).unwrap_or_else(|e| panic!("{} missing: {e}", b.display()));
+        assert!(x == y, "{} differs", b.display());
+        return;
+    }
+    let mut stack = vec![PathBuf::new()];
+    let mut files = 0;
+    while let Some(rel) = stack.pop() {
+        for e in std::fs::read_dir(a.join(&rel)).expect("read dir") {
+            let e = e.expect("dir entry");
+            let r = rel.join(e.file_name());
+            if e.file_type().expect("file type").is_dir() {
+                stack.push(r);
+            } else {
+                let x = std::fs::read(a.join(&r)).expect("read source");
+                let y = std::fs::read(b.join(&r))
+                    .unwrap_or_else(|e| panic!("{} missing in the download: {e}", r.display()));
+                assert!(x == y, "{} differs", r.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 0, "nothing compared");
+}
+
+pub fn require_aria2() -> bool {
+    require("aria2", Command::new("aria2c").arg("--version"))
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+# Debian's interpreter on purpose: python3-libtorrent only imports there.
+"""A libtorrent-rasterbar peer for Lodestone's interop tests and benchmarks.
+
+Local-only settings: no DHT, LSD, UPnP or NAT-PMP; it binds one loopback
+address and dials from it.
+
+  lt_peer.py seed  --torrent T --content-dir D --listen IP:PORT [--duration S] [--perf]
+      Prints one line 'READY' when it seeds, runs until SIGTERM or the
+      duration, then prints a JSON line {"event":"exit","uploaded":N}.
+  lt_peer.py leech --torrent T --save D --listen IP:PORT [--peer IP:PORT]...
+                   [--timeout S] [--perf] [--seed-after S]
+      Prints a JSON line {"event":"result","ok":..,"time_to_complete_s":..,
+      "downloaded":..,"cpu_s":..} and exits 0 when the download completed
+      and libtorrent's own hash check of every piece passed.
+"""
+import argparse
+import json
+import os
+import resource
+import signal
+import sys
+import time
+
+import libtorrent as lt
+
+STOP = False
+
+
+def on_signal(_sig, _frm):
+    global STOP
+    STOP = True
+
+
+def settings(listen, perf):
+    s = {}
+    if perf:
+        s.update(lt.high_performance_seed())
+    host = listen.rsplit(":", 1)[0]
+    s.update({
+        "listen_interfaces": listen,
+        "outgoing_interfaces": host,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_lsd": False,
+        "enable_dht": False,
+        "dht_bootstrap_nodes": "",
+        "enable_ip_notifier": False,
+        "allow_multiple_connections_per_ip": True,
+        "enable_incoming_utp": False,
+        "enable_outgoing_utp": False,
+        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+    })
+    return s
+
+
+def ep(s):
+    h, p = s.rsplit(":", 1)
+    return h.strip("[]"), int(p)
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def seed(a):
+    ses = lt.session(settings(a.listen, a.perf))
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(a.torrent)
+    atp.save_path = a.content_dir
+    h = ses.add_torrent(atp)
+    for p in a.peer or []:
+        h.connect_peer(ep(p))
+    deadline = time.monotonic() + a.duration
+    ready = False
+    while not STOP and time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        for al in ses.pop_alerts():
+            if isinstance(al, lt.torrent_error_alert):
+                print(f"TORRENT ERROR {al.message()}", file=sys.stderr, flush=True)
+        st = h.status()
+        if not ready and st.is_seeding:
+            ready = True
+            print("READY", flush=True)
+        if ready and a.peer and st.num_peers == 0:
+            for p in a.peer:
+                h.connect_peer(ep(p))
+    emit(event="exit", uploaded=h.status().total_payload_upload, cpu_s=round(cpu_s(), 3))
+
+
+def leech(a):
+    ses = lt.session(settings(a.listen, a.perf))
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(a.torrent)
+    atp.save_path = a.save
+    os.makedirs(a.save, exist_ok=True)
+    t0 = time.monotonic()
+    cpu0 = cpu_s()
+    h = ses.add_torrent(atp)
+    for p in a.peer or []:
+        h.connect_peer(ep(p))
+    print("READY", flush=True)
+    done = None
+    deadline = t0 + a.timeout
+    while not STOP and time.monotonic() < deadline:
+        ses.wait_for_alert(20)
+        for al in ses.pop_alerts():
+            if isinstance(al, lt.torrent_finished_alert) and done is None:
+                done = time.monotonic() - t0
+            elif isinstance(al, lt.torrent_error_alert):
+                print(f"TORRENT ERROR {al.message()}", file=sys.stderr, flush=True)
+        if done is not None and time.monotonic() - t0 - done >= a.seed_after:
+            break
+        if done is None and a.peer and h.status().num_peers == 0 and time.monotonic() - t0 > 1:
+            for p in a.peer:
+                h.connect_peer(ep(p))
+    cpu = cpu_s() - cpu0
+    before = h.status()
+    ok = done is not None
+    if ok:
+        # libtorrent's own verdict on what is on disk.
+        h.force_recheck()
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            ses.wait_for_alert(100)
+            ses.pop_alerts()
+            st = h.status()
+            if st.state not in (lt.torrent_status.checking_files, lt.torrent_status.checking_resume_data) \
+                    and st.progress >= 1.0:
+                break
+        ok = h.status().progress >= 1.0
+    emit(event="result", ok=ok, time_to_complete_s=done, downloaded=before.total_payload_download,
+         uploaded=before.total_payload_upload, cpu_s=round(cpu, 3))
+    return 0 if ok else 1
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("seed")
+    s.add_argument("--torrent", required=True)
+    s.add_argument("--content-dir", required=True)
+    s.add_argument("--listen", required=True)
+    s.add_argument("--peer", action="append")
+    s.add_argument("--duration", type=float, default=120)
+    s.add_argument("--perf", action="store_true")
+    l = sub.add_parser("leech")
+    l.add_argument("--torrent", required=True)
+    l.add_argument("--save", required=True)
+    l.add_argument("--listen", required=True)
+    l.add_argument("--peer", action="append")
+    l.add_argument("--timeout", type=float, default=120)
+    l.add_argument("--seed-after", type=float, default=0)
+    l.add_argument("--perf", action="store_true")
+    a = ap.parse_args()
+    return seed(a) if a.cmd == "seed" else leech(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
