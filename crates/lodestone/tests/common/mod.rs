@@ -62,17 +62,30 @@ impl Child {
         )
     }
 
-    /// Wait (bounded) for a line on stdout that contains `needle`.
+    /// Wait (bounded) for a line on stdout that contains `needle`. Lines
+    /// end at `\n` or `\r` (progress displays redraw with `\r`).
     pub fn wait_for_line(&mut self, needle: &str, timeout: std::time::Duration) {
-        use std::io::BufRead;
-        let out = self.0.stdout.take().expect("stdout piped");
+        use std::io::Read;
+        let mut out = self.0.stdout.take().expect("stdout piped");
         let (tx, rx) = std::sync::mpsc::channel();
         let needle = needle.to_owned();
         std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut buf = [0u8; 4096];
             // Keep reading after the match: a closed pipe would end the child.
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if line.contains(&needle) {
-                    let _ = tx.send(());
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for &b in &buf[..n] {
+                    if b == b'\n' || b == b'\r' {
+                        if String::from_utf8_lossy(&line).contains(&needle) {
+                            let _ = tx.send(());
+                        }
+                        line.clear();
+                    } else if line.len() < 1 << 16 {
+                        line.push(b);
+                    }
                 }
             }
         });
