@@ -18,6 +18,7 @@ use lodestone_wire::extended::{
     ExtendedHandshake, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, UT_METADATA, UT_PEX,
 };
 use lodestone_wire::BlockRequest;
+use sha1::{Digest, Sha1};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -205,11 +206,28 @@ struct Peer {
 
 struct PieceBuf {
     data: Vec<u8>,
+    /// Who sent each block: (begin, len, peer address).
+    sources: Vec<BlockSource>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BlockSource {
+    begin: u32,
+    len: u32,
+    ip: IpAddr,
+}
+
+/// A block of a piece that failed its hash, kept to find the liar once the
+/// piece passes (libtorrent calls this "smart ban").
+#[derive(Debug, Clone, Copy)]
+struct Suspect {
+    source: BlockSource,
+    digest: [u8; 20],
 }
 
 enum DiskResult {
     Verified(PieceIndex, Vec<u8>),
-    Failed(PieceIndex, Vec<u8>),
+    Failed(PieceIndex, Vec<u8>, Vec<BlockSource>),
     WriteError(PieceIndex, StorageError),
 }
 
@@ -228,6 +246,7 @@ pub struct Torrent {
     pieces: HashMap<u32, PieceBuf>,
     spare_buffers: Vec<Vec<u8>>,
     strikes: HashMap<IpAddr, u32>,
+    suspects: HashMap<u32, Vec<Suspect>>,
     banned: HashSet<IpAddr>,
     /// Manual peers and when to dial them next.
     dial: HashMap<SocketAddr, (Instant, Duration)>,
@@ -329,6 +348,7 @@ pub async fn run(
         pieces: HashMap::new(),
         spare_buffers: Vec::new(),
         strikes: HashMap::new(),
+        suspects: HashMap::new(),
         banned: HashSet::new(),
         connecting: HashSet::new(),
         stats: Stats::default(),
@@ -683,7 +703,10 @@ impl Torrent {
                     std::collections::hash_map::Entry::Vacant(e) => {
                         let mut data = self.spare_buffers.pop().unwrap_or_default();
                         data.resize(piece_len, 0);
-                        e.insert(PieceBuf { data })
+                        e.insert(PieceBuf {
+                            data,
+                            sources: Vec::new(),
+                        })
                     }
                 };
                 let start = begin as usize;
@@ -691,21 +714,25 @@ impl Torrent {
                 if let Some(dst) = buf.data.get_mut(start..start + data.len()) {
                     dst.copy_from_slice(&data);
                 }
+                if let Some(ip) = self.peers.get(&key).map(|p| p.addr.ip()) {
+                    buf.sources.push(BlockSource { begin, len, ip });
+                }
                 if piece_complete {
                     if let Some(buf) = self.pieces.remove(&piece.0) {
-                        self.hash_and_write(piece, buf.data);
+                        self.hash_and_write(piece, buf);
                     }
                 }
             }
         }
     }
 
-    fn hash_and_write(&self, piece: PieceIndex, data: Vec<u8>) {
+    fn hash_and_write(&self, piece: PieceIndex, buf: PieceBuf) {
         let storage = self.storage.clone();
         let tx = self.disk_tx.clone();
         tokio::task::spawn_blocking(move || {
+            let PieceBuf { data, sources } = buf;
             let result = if !storage.check(piece, &data) {
-                DiskResult::Failed(piece, data)
+                DiskResult::Failed(piece, data, sources)
             } else {
                 match storage.write_piece(piece, &data) {
                     Ok(()) => DiskResult::Verified(piece, data),
@@ -719,6 +746,9 @@ impl Torrent {
     async fn on_disk(&mut self, result: DiskResult) {
         match result {
             DiskResult::Verified(piece, buf) => {
+                if let Some(suspects) = self.suspects.remove(&piece.0) {
+                    self.convict(piece, &buf, suspects).await;
+                }
                 self.recycle(buf);
                 self.picker.piece_verified(piece);
                 self.resume_dirty = true;
@@ -733,33 +763,47 @@ impl Torrent {
                 }
                 self.check_complete().await;
             }
-            DiskResult::Failed(piece, buf) => {
-                self.recycle(buf);
+            DiskResult::Failed(piece, buf, sources) => {
                 self.stats.wasted += u64::from(self.picker.piece_len(piece));
-                let culprits = self.picker.piece_failed(piece);
-                let addrs: Vec<SocketAddr> = culprits
-                    .iter()
-                    .filter_map(|k| self.peers.get(k).map(|p| p.addr))
+                self.picker.piece_failed(piece);
+                let mut ips: Vec<IpAddr> = sources.iter().map(|s| s.ip).collect();
+                ips.sort();
+                ips.dedup();
+                let addrs: Vec<SocketAddr> = self
+                    .peers
+                    .values()
+                    .filter(|p| ips.contains(&p.addr.ip()))
+                    .map(|p| p.addr)
                     .collect();
                 self.emit(TorrentEvent::HashFailed {
                     piece: piece.0,
-                    peers: addrs.clone(),
+                    peers: addrs,
                 })
                 .await;
-                for (k, addr) in culprits.into_iter().zip(addrs) {
-                    let s = self.strikes.entry(addr.ip()).or_default();
+                if let [only] = ips[..] {
+                    // One sender: it alone is to blame.
+                    let s = self.strikes.entry(only).or_default();
                     *s += 1;
                     if *s >= BAN_STRIKES {
-                        self.banned.insert(addr.ip());
-                        let reason = format!("sent bad data for {BAN_STRIKES} pieces");
-                        self.emit(TorrentEvent::PeerBanned {
-                            addr,
-                            reason: reason.clone(),
-                        })
-                        .await;
-                        self.disconnect(k, reason).await;
+                        self.ban(only, format!("sent bad data for {BAN_STRIKES} pieces"))
+                            .await;
                     }
+                } else {
+                    // Several senders: remember each block's digest; when the
+                    // piece passes, the blocks that differ name the liar.
+                    let suspects = sources
+                        .iter()
+                        .filter_map(|s| {
+                            let block = buf.get(s.begin as usize..(s.begin + s.len) as usize)?;
+                            Some(Suspect {
+                                source: *s,
+                                digest: Sha1::digest(block).into(),
+                            })
+                        })
+                        .collect();
+                    self.suspects.insert(piece.0, suspects);
                 }
+                self.recycle(buf);
             }
             DiskResult::WriteError(piece, e) => {
                 // Not verified on disk: it stays missing in the picker and
@@ -769,6 +813,44 @@ impl Torrent {
                 self.paused = Some(reason.clone());
                 self.emit(TorrentEvent::Paused { reason }).await;
             }
+        }
+    }
+
+    /// The piece now passed: any peer whose earlier block differs from the
+    /// good one sent bad data.
+    async fn convict(&mut self, piece: PieceIndex, good: &[u8], suspects: Vec<Suspect>) {
+        let mut liars: Vec<IpAddr> = suspects
+            .iter()
+            .filter(|s| {
+                let range = s.source.begin as usize..(s.source.begin + s.source.len) as usize;
+                good.get(range)
+                    .is_some_and(|b| <[u8; 20]>::from(Sha1::digest(b)) != s.digest)
+            })
+            .map(|s| s.source.ip)
+            .collect();
+        liars.sort();
+        liars.dedup();
+        for ip in liars {
+            self.ban(ip, format!("sent bad data for piece {piece}"))
+                .await;
+        }
+    }
+
+    async fn ban(&mut self, ip: IpAddr, reason: String) {
+        self.banned.insert(ip);
+        let keys: Vec<(PeerKey, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr.ip() == ip)
+            .map(|(k, p)| (*k, p.addr))
+            .collect();
+        for (k, addr) in keys {
+            self.emit(TorrentEvent::PeerBanned {
+                addr,
+                reason: reason.clone(),
+            })
+            .await;
+            self.disconnect(k, reason.clone()).await;
         }
     }
 

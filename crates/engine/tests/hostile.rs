@@ -1,0 +1,382 @@
+//! The engine against peers that misbehave, written as scripted test peers
+//! on loopback. A real Lodestone seeder (the same engine) sits on 127.0.0.1;
+//! hostile peers sit on 127.0.0.2 so a ban of one never hits the other.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use lodestone_core::{Bitfield, InfoHash, Metainfo, PeerId, PieceIndex};
+use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
+use lodestone_engine::torrent::{self, Summary, TorrentConfig, TorrentEvent};
+use lodestone_wire::{decode, BlockRequest, Handshake, Limits, Message, Reserved};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+const PIECE: u64 = 32 * 1024;
+
+fn fixture(dir: &Path) -> Arc<Metainfo> {
+    let src = dir.join("src/data.bin");
+    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+    let data: Vec<u8> = (0..(40 * PIECE + 1000))
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    std::fs::write(&src, data).unwrap();
+    let opts = CreateOptions {
+        piece_length: Some(PIECE),
+        ..Default::default()
+    };
+    let bytes = create_torrent(&src, &opts, &Progress::default()).unwrap();
+    Arc::new(Metainfo::from_bytes(&bytes).unwrap())
+}
+
+fn free_port(ip: &str) -> SocketAddr {
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+    l.local_addr().unwrap()
+}
+
+fn config(dir: &Path, id: u8) -> TorrentConfig {
+    let mut c = TorrentConfig::new(dir.to_owned(), PeerId::generate([id; 12]), u64::from(id));
+    c.threads = 1;
+    c
+}
+
+/// A well-behaved Lodestone seeder; returns its address.
+fn spawn_seeder(meta: &Arc<Metainfo>, dir: &Path) -> (SocketAddr, watch::Sender<bool>) {
+    let addr = free_port("127.0.0.1");
+    let mut cfg = config(dir, 1);
+    cfg.listen = Some(addr);
+    cfg.recheck = true;
+    cfg.seed_time = None;
+    let (tx, _rx) = mpsc::channel(1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let meta = meta.clone();
+    tokio::spawn(async move {
+        let mut drain_rx = _rx;
+        tokio::spawn(async move { while drain_rx.recv().await.is_some() {} });
+        let _ = torrent::run(meta, cfg, tx, stop_rx).await;
+    });
+    (addr, stop_tx)
+}
+
+/// Run a leecher to the end, collecting its events.
+async fn leech(
+    meta: &Arc<Metainfo>,
+    dir: &Path,
+    peers: Vec<SocketAddr>,
+) -> (Summary, Vec<TorrentEvent>) {
+    let mut cfg = config(dir, 2);
+    cfg.peers = peers;
+    let (tx, mut rx) = mpsc::channel(4096);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let run = tokio::spawn(torrent::run(meta.clone(), cfg, tx, stop_rx));
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), collect)
+        .await
+        .expect("leecher finished in time");
+    let summary = run.await.unwrap().unwrap();
+    (summary, events)
+}
+
+fn assert_content(dir: &Path, src: &Path) {
+    let a = std::fs::read(src.join("src/data.bin")).unwrap();
+    let b = std::fs::read(dir.join("data.bin")).unwrap();
+    assert!(a == b, "downloaded content differs");
+}
+
+/// How a scripted peer behaves once the handshake is done.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Script {
+    /// Has everything, answers every request with wrong bytes.
+    BadData,
+    /// Has everything, unchokes, never answers.
+    Stall,
+    /// Sends a message whose length prefix is 2^31.
+    HugeLength,
+    /// Sends a bitfield with the spare bits set.
+    SpareBits,
+    /// Sends a bitfield one byte too short.
+    ShortBitfield,
+    /// Sends blocks nobody asked for, then nothing.
+    Unrequested,
+}
+
+async fn read_handshake(s: &mut TcpStream) -> Handshake {
+    let mut buf = [0u8; 68];
+    s.read_exact(&mut buf).await.unwrap();
+    Handshake::decode(&buf).unwrap().unwrap()
+}
+
+async fn send(s: &mut TcpStream, m: Message) -> std::io::Result<()> {
+    let mut b = BytesMut::new();
+    m.encode(&mut b);
+    s.write_all(&b).await
+}
+
+/// Serve one scripted connection per accept, forever.
+fn spawn_hostile(meta: &Arc<Metainfo>, script: Script) -> SocketAddr {
+    let addr = free_port("127.0.0.2");
+    let info_hash = meta.info_hashes.wire();
+    let n = meta.info.num_pieces();
+    tokio::spawn(async move {
+        let l = TcpListener::bind(addr).await.unwrap();
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(hostile_conn(s, info_hash, n, script));
+        }
+    });
+    addr
+}
+
+async fn hostile_conn(
+    mut s: TcpStream,
+    info_hash: InfoHash,
+    n: u32,
+    script: Script,
+) -> std::io::Result<()> {
+    let _theirs = read_handshake(&mut s).await;
+    let hs = Handshake {
+        reserved: Reserved::ours(),
+        info_hash,
+        peer_id: PeerId(*b"-XX0001-hostilepeer!"),
+    };
+    s.write_all(&hs.encode()).await?;
+    match script {
+        Script::HugeLength => {
+            s.write_all(&[0x80, 0, 0, 0]).await?;
+        }
+        Script::SpareBits => {
+            let mut bits = Bitfield::full(n).as_bytes().to_vec();
+            if let Some(last) = bits.last_mut() {
+                *last = 0xff;
+            }
+            send(&mut s, Message::Bitfield(bits.into())).await?;
+        }
+        Script::ShortBitfield => {
+            let bits = Bitfield::full(n).as_bytes()[1..].to_vec();
+            send(&mut s, Message::Bitfield(bits.into())).await?;
+        }
+        Script::Unrequested => {
+            send(&mut s, Message::HaveAll).await?;
+            send(&mut s, Message::Unchoke).await?;
+            for p in 0..n.min(8) {
+                let data = vec![0xee; 16384];
+                send(
+                    &mut s,
+                    Message::Piece {
+                        piece: PieceIndex(p),
+                        begin: 0,
+                        data: data.into(),
+                    },
+                )
+                .await?;
+            }
+        }
+        Script::BadData | Script::Stall => {
+            send(&mut s, Message::HaveAll).await?;
+            send(&mut s, Message::Unchoke).await?;
+        }
+    }
+    // Then answer requests according to the script, until the peer hangs up.
+    let limits = Limits::for_pieces(n);
+    let mut buf = BytesMut::new();
+    loop {
+        if s.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        while let Ok(Some(m)) = decode(&mut buf, &limits) {
+            if let (Message::Request(BlockRequest { piece, begin, len }), Script::BadData) =
+                (m, script)
+            {
+                let data = vec![0xab; len as usize];
+                send(
+                    &mut s,
+                    Message::Piece {
+                        piece,
+                        begin,
+                        data: data.into(),
+                    },
+                )
+                .await?;
+            }
+        }
+        buf.reserve(1);
+        let _ = buf.remaining();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_is_refetched_and_the_sender_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = fixture(dir.path());
+    let (good, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
+    let bad = spawn_hostile(&meta, Script::BadData);
+    let out = dir.path().join("dl");
+    let (summary, events) = leech(&meta, &out, vec![bad, good]).await;
+    assert!(summary.complete, "{events:?}");
+    assert_content(&out, dir.path());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TorrentEvent::HashFailed { .. })),
+        "a bad piece was seen"
+    );
+    let banned: Vec<SocketAddr> = events
+        .iter()
+        .filter_map(|e| match e {
+            TorrentEvent::PeerBanned { addr, .. } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    assert!(banned.contains(&bad), "the liar is banned: {banned:?}");
+    assert!(!banned.contains(&good), "the honest seeder is not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_disconnect_and_the_download_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = fixture(dir.path());
+    let (good, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
+    for script in [Script::HugeLength, Script::SpareBits, Script::ShortBitfield] {
+        let bad = spawn_hostile(&meta, script);
+        let out = dir.path().join(format!("dl-{script:?}"));
+        let (summary, events) = leech(&meta, &out, vec![bad, good]).await;
+        assert!(summary.complete, "{script:?}");
+        assert_content(&out, dir.path());
+        let reason = events
+            .iter()
+            .find_map(|e| match e {
+                TorrentEvent::PeerDisconnected { addr, reason } if *addr == bad => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{script:?}: hostile peer was not disconnected: {events:?}"));
+        let want = match script {
+            Script::HugeLength => "longer than",
+            Script::SpareBits => "past the last piece",
+            _ => "bitfield is",
+        };
+        assert!(reason.contains(want), "{script:?}: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrequested_blocks_are_ignored_and_stalls_are_routed_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = fixture(dir.path());
+    let (good, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
+    for script in [Script::Unrequested, Script::Stall] {
+        let bad = spawn_hostile(&meta, script);
+        let out = dir.path().join(format!("dl-{script:?}"));
+        let (summary, _events) = leech(&meta, &out, vec![bad, good]).await;
+        assert!(summary.complete, "{script:?}");
+        assert_content(&out, dir.path());
+        if script == Script::Unrequested {
+            assert!(
+                summary.stats.wasted >= 8 * 16384,
+                "unrequested blocks counted as waste"
+            );
+        }
+    }
+}
+
+/// Our seeder against a leecher that asks for too much or for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_to_our_seeder() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = fixture(dir.path());
+    let (seeder, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
+    let n = meta.info.num_pieces();
+    let limits = Limits::for_pieces(n);
+
+    async fn connect(seeder: SocketAddr, ih: InfoHash) -> TcpStream {
+        // The seeder rechecks before it serves; retry the handshake until it answers.
+        for _ in 0..100 {
+            if let Ok(mut s) = TcpStream::connect(seeder).await {
+                let hs = Handshake {
+                    reserved: Reserved::ours(),
+                    info_hash: ih,
+                    peer_id: PeerId([9; 20]),
+                };
+                s.write_all(&hs.encode()).await.unwrap();
+                let _ = read_handshake(&mut s).await;
+                send(&mut s, Message::Interested).await.unwrap();
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("seeder never accepted");
+    }
+
+    async fn next_msg(s: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Option<Message> {
+        loop {
+            if let Some(m) = decode(buf, limits).unwrap() {
+                return Some(m);
+            }
+            match tokio::time::timeout(Duration::from_secs(15), s.read_buf(buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("seeder went quiet"),
+            }
+        }
+    }
+
+    let ih = meta.info_hashes.wire();
+    // Out of range: rejected (BEP 6), connection stays up.
+    let mut s = connect(seeder, ih).await;
+    let mut buf = BytesMut::new();
+    loop {
+        match next_msg(&mut s, &mut buf, &limits)
+            .await
+            .expect("seeder stays connected")
+        {
+            Message::Unchoke => break,
+            _ => continue,
+        }
+    }
+    let bad = BlockRequest {
+        piece: PieceIndex(n),
+        begin: 0,
+        len: 16384,
+    };
+    send(&mut s, Message::Request(bad)).await.unwrap();
+    let good = BlockRequest {
+        piece: PieceIndex(0),
+        begin: 0,
+        len: 16384,
+    };
+    send(&mut s, Message::Request(good)).await.unwrap();
+    let mut rejected = false;
+    loop {
+        match next_msg(&mut s, &mut buf, &limits)
+            .await
+            .expect("still connected")
+        {
+            Message::Reject(r) if r == bad => rejected = true,
+            Message::Piece { piece, begin, data } => {
+                assert_eq!((piece, begin, data.len()), (PieceIndex(0), 0, 16384));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(rejected, "out-of-range request was rejected");
+
+    // Larger than 128 KiB: disconnected.
+    let huge = BlockRequest {
+        piece: PieceIndex(0),
+        begin: 0,
+        len: 128 * 1024 + 1,
+    };
+    send(&mut s, Message::Request(huge)).await.unwrap();
+    while next_msg(&mut s, &mut buf, &limits).await.is_some() {}
+}
