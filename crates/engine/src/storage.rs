@@ -208,19 +208,27 @@ impl Storage {
     /// Which pieces on disk are already complete and correct. Missing or
     /// short files simply make their pieces absent. Runs on `threads` threads.
     pub fn recheck(&self, threads: usize) -> Bitfield {
-        let n = self.layout.num_pieces();
-        let threads = threads.clamp(1, n.max(1) as usize);
-        let per = (n as usize).div_ceil(threads).max(1);
-        let mut have = Bitfield::new(n);
+        self.recheck_missing(&Bitfield::new(self.layout.num_pieces()), threads)
+    }
+
+    /// `known` plus every piece not in it that is complete and correct on
+    /// disk: after a crash, the pieces written since the last resume save.
+    pub fn recheck_missing(&self, known: &Bitfield, threads: usize) -> Bitfield {
+        let candidates: Vec<PieceIndex> = (0..self.layout.num_pieces())
+            .map(PieceIndex)
+            .filter(|&p| !known.get(p))
+            .collect();
+        let threads = threads.clamp(1, candidates.len().max(1));
+        let per = candidates.len().div_ceil(threads).max(1);
+        let mut have = known.clone();
         let results: Vec<Vec<PieceIndex>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
+            let handles: Vec<_> = candidates
+                .chunks(per)
+                .map(|chunk| {
                     s.spawn(move || {
                         let mut good = Vec::new();
                         let mut buf = Vec::new();
-                        let first = (t * per) as u32;
-                        let last = ((t + 1) * per).min(n as usize) as u32;
-                        for p in (first..last).map(PieceIndex) {
+                        for &p in chunk {
                             let len = self.layout.piece_len(p).unwrap_or(0);
                             if self.read(p, 0, len, &mut buf).is_ok() && self.check(p, &buf) {
                                 good.push(p);

@@ -61,6 +61,8 @@ pub struct TorrentConfig {
     pub seed: u64,
     /// Hashing/recheck threads.
     pub threads: usize,
+    /// Cap on the download rate, bytes per second.
+    pub download_rate_limit: Option<u64>,
 }
 
 impl TorrentConfig {
@@ -78,6 +80,7 @@ impl TorrentConfig {
             peer_id,
             seed,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            download_rate_limit: None,
         }
     }
 }
@@ -263,6 +266,8 @@ pub struct Torrent {
     peers_by_source: BTreeMap<&'static str, usize>,
     paused: Option<String>,
     scratch: Vec<Block>,
+    /// Bytes we may still request under the rate limit (refilled each tick).
+    request_budget: f64,
 }
 
 /// Run a torrent until it is done (complete and seed time over), stopped
@@ -363,6 +368,7 @@ pub async fn run(
         peers_by_source: BTreeMap::new(),
         paused: None,
         scratch: Vec::new(),
+        request_budget: 0.0,
         cfg,
     };
     t.check_complete().await;
@@ -427,7 +433,18 @@ async fn initial_have(
             }
             Err(_) => "files exist but there is no resume data".to_owned(),
             Ok(bytes) => match ResumeData::decode(&bytes, &ih, n, storage.num_files()) {
-                Ok(r) if r.matches_disk(&sizes) => return (r.have, StartState::Resumed),
+                Ok(r) if r.matches_disk(&sizes) => {
+                    // Pieces verified after the last save (a crash, kill -9)
+                    // are on disk too: hash just those instead of fetching them.
+                    let s = storage.clone();
+                    let threads = cfg.threads;
+                    let known = r.have.clone();
+                    let have =
+                        tokio::task::spawn_blocking(move || s.recheck_missing(&known, threads))
+                            .await
+                            .unwrap_or(r.have);
+                    return (have, StartState::Resumed);
+                }
                 Ok(_) => "files on disk changed since the resume data was written".to_owned(),
                 Err(e) => e.to_string(),
             },
@@ -928,6 +945,15 @@ impl Torrent {
         if inflight >= target {
             return;
         }
+        let mut room = target - inflight;
+        if self.cfg.download_rate_limit.is_some() {
+            let blocks =
+                (self.request_budget / f64::from(lodestone_peer::picker::BLOCK_SIZE)) as usize;
+            room = room.min(blocks);
+            if room == 0 {
+                return;
+            }
+        }
         let choked = p.session.peer_choking();
         if choked && p.allowed_fast.is_empty() {
             return;
@@ -939,8 +965,8 @@ impl Torrent {
         };
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
-        self.picker
-            .pick(key, target - inflight, allowed.as_deref(), &mut out);
+        self.picker.pick(key, room, allowed.as_deref(), &mut out);
+        self.request_budget -= out.iter().map(|b| f64::from(b.len)).sum::<f64>();
         if let Some(p) = self.peers.get_mut(&key) {
             for b in &out {
                 p.session.request(BlockRequest {
@@ -1022,6 +1048,11 @@ impl Torrent {
     }
 
     async fn on_tick(&mut self, now: Instant, dt: Duration) {
+        if let Some(limit) = self.cfg.download_rate_limit {
+            // At most one second of burst.
+            let limit = limit as f64;
+            self.request_budget = (self.request_budget + limit * dt.as_secs_f64()).min(limit);
+        }
         self.down.tick(dt);
         self.up.tick(dt);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();

@@ -136,6 +136,9 @@ pub struct GetArgs {
     /// Hash the files on disk instead of trusting resume data.
     #[arg(long)]
     pub recheck: bool,
+    /// Cap the download rate, in bytes per second (suffixes: K, M, G).
+    #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
+    pub download_limit: Option<u64>,
     /// Print newline-delimited JSON events; the last is a summary.
     #[arg(long)]
     pub json: bool,

@@ -63,6 +63,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
     cfg.recheck = a.recheck;
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
+    cfg.download_rate_limit = a.download_limit;
     drive(meta, cfg, a.json)
 }
 
