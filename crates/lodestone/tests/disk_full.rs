@@ -1,0 +1,95 @@
+//! A full disk: the download pauses with a clear message and a non-zero
+//! exit, keeps what it verified, and a later run with room finishes. The
+//! small disk is a tmpfs mounted in a private mount namespace (needs root
+//! and util-linux `unshare`).
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, free_port, require, Child};
+use lodestone::payload;
+
+#[test]
+fn full_disk_pauses_cleanly_and_resumes_later() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !root && !require("root (for a private tmpfs)", &mut Command::new("false")) {
+        return;
+    }
+    if !require("unshare", Command::new("unshare").arg("--version")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_file(&src.join("data.bin"), "data.bin", 24 << 20, "full").unwrap();
+    let torrent = dir.path().join("data.torrent");
+    let o = bin()
+        .args(["create", "--no-date", "--piece-size", "256K", "-o"])
+        .arg(&torrent)
+        .arg(src.join("data.bin"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let port = free_port();
+    let mut seeder = Child::spawn(
+        bin()
+            .args([
+                "seed",
+                "--json",
+                "--seed-time",
+                "120",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"started\"", Duration::from_secs(60));
+
+    let out = dir.path().join("small");
+    std::fs::create_dir_all(&out).unwrap();
+    let exe = env!("CARGO_BIN_EXE_lodestone");
+    let get = format!(
+        "{exe} get --peer 127.0.0.1:{port} -o {} {}",
+        out.display(),
+        torrent.display()
+    );
+    let script = format!(
+        "set -u; mount -t tmpfs -o size=8m tmpfs {out} || exit 90; \
+         {get}; echo \"first=$?\"; \
+         mount -o remount,size=64m {out}; \
+         {get}; echo \"second=$?\"; \
+         cmp {out}/data.bin {src}/data.bin && echo same",
+        out = out.display(),
+        src = src.display()
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(
+        o.status.code(),
+        Some(90),
+        "could not mount a tmpfs: {stderr}"
+    );
+    assert!(
+        stdout.contains("first=1"),
+        "first run must fail: {stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("paused: disk full while writing"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stdout.contains("second=0"),
+        "second run must finish: {stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("same"), "content differs: {stdout}");
+}
