@@ -5,6 +5,7 @@
 pub mod create;
 pub mod fsutil;
 pub mod peer_io;
+pub mod pool;
 pub mod resume;
 pub mod storage;
 pub mod torrent;

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 /// How long a TCP connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffer per connection: large reads mean few wakeups per block.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
 /// Chunks queued for the writer before the torrent holds back.
 pub const WRITE_QUEUE: usize = 256;
 

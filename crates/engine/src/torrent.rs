@@ -28,7 +28,7 @@ use crate::storage::{Storage, StorageError};
 
 /// Requests kept in flight per peer, before the rate says otherwise.
 const MIN_QUEUE: usize = 32;
-const MAX_QUEUE: usize = 1000;
+const MAX_QUEUE: usize = 256;
 /// Seconds of data to keep requested from a peer (bandwidth-delay product).
 const QUEUE_SECONDS: f64 = 0.5;
 /// A peer with requests out that sends nothing for this long is snubbed;
@@ -39,6 +39,9 @@ const RESUME_EVERY: Duration = Duration::from_secs(2);
 /// Bad pieces a peer may be part of before it is banned.
 const BAN_STRIKES: u32 = 2;
 const TICK: Duration = Duration::from_millis(250);
+/// Bytes of complete pieces waiting to be hashed and written before we
+/// stop asking for more: memory stays bounded when the disk or CPU lags.
+const MAX_HASH_BACKLOG: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct TorrentConfig {
@@ -245,6 +248,9 @@ pub struct Torrent {
     next_key: u64,
     input_tx: mpsc::Sender<PeerInput>,
     disk_tx: mpsc::Sender<DiskResult>,
+    hashers: crate::pool::Pool,
+    /// Bytes handed to the hashers and not yet back.
+    hashing: u64,
     events: mpsc::Sender<TorrentEvent>,
     pieces: HashMap<u32, PieceBuf>,
     spare_buffers: Vec<Vec<u8>>,
@@ -283,7 +289,9 @@ pub async fn run(
     }
     let started = Instant::now();
     // Listen first: peers that arrive during the initial check wait in the backlog.
-    let (input_tx, mut input_rx) = mpsc::channel(1024);
+    // Small: a slow actor then slows the readers (TCP backpressure) instead
+    // of buffering megabytes of reads.
+    let (input_tx, mut input_rx) = mpsc::channel(32);
     let _listener = match cfg.listen {
         Some(addr) => {
             let l = TcpListener::bind(addr)
@@ -349,6 +357,8 @@ pub async fn run(
         next_key: 0,
         input_tx,
         disk_tx,
+        hashers: crate::pool::Pool::new("hash", cfg.threads),
+        hashing: 0,
         events,
         pieces: HashMap::new(),
         spare_buffers: Vec::new(),
@@ -743,10 +753,11 @@ impl Torrent {
         }
     }
 
-    fn hash_and_write(&self, piece: PieceIndex, buf: PieceBuf) {
+    fn hash_and_write(&mut self, piece: PieceIndex, buf: PieceBuf) {
         let storage = self.storage.clone();
         let tx = self.disk_tx.clone();
-        tokio::task::spawn_blocking(move || {
+        self.hashing += buf.data.len() as u64;
+        self.hashers.run(move || {
             let PieceBuf { data, sources } = buf;
             let result = if !storage.check(piece, &data) {
                 DiskResult::Failed(piece, data, sources)
@@ -761,6 +772,20 @@ impl Torrent {
     }
 
     async fn on_disk(&mut self, result: DiskResult) {
+        let len = match &result {
+            DiskResult::Verified(p, _)
+            | DiskResult::Failed(p, ..)
+            | DiskResult::WriteError(p, _) => self.picker.piece_len(*p),
+        };
+        let was_full = self.hashing >= MAX_HASH_BACKLOG;
+        self.hashing = self.hashing.saturating_sub(u64::from(len));
+        if was_full {
+            // Requests were held back: resume them.
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.service(k).await;
+            }
+        }
         match result {
             DiskResult::Verified(piece, buf) => {
                 if let Some(suspects) = self.suspects.remove(&piece.0) {
@@ -872,7 +897,7 @@ impl Torrent {
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
-        if self.spare_buffers.len() < 8 {
+        if self.spare_buffers.len() < 2 {
             self.spare_buffers.push(buf);
         }
     }
@@ -928,7 +953,7 @@ impl Torrent {
     }
 
     fn request_more(&mut self, key: PeerKey) {
-        if self.paused.is_some() || self.picker.is_complete() {
+        if self.paused.is_some() || self.picker.is_complete() || self.hashing >= MAX_HASH_BACKLOG {
             return;
         }
         let Some(p) = self.peers.get(&key) else {
