@@ -28,6 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LT_PEER = os.path.join(ROOT, "tests", "interop", "lt_peer.py")
 LODESTONE = os.path.join(ROOT, "target", "release", "lodestone")
+LT_EXTRA = []
 
 
 def free_port():
@@ -95,7 +96,7 @@ def leech(kind, torrent, save, seed_port):
     shutil.rmtree(save, ignore_errors=True)
     os.makedirs(save)
     if kind == "lt":
-        cmd = ["/usr/bin/python3", LT_PEER, "leech", "--perf", "--no-verify", "--timeout", "300", "--torrent", torrent,
+        cmd = ["/usr/bin/python3", LT_PEER, "leech", "--perf", "--no-verify", *LT_EXTRA, "--timeout", "300", "--torrent", torrent,
                "--save", save, "--listen", f"127.0.0.1:{free_port()}", "--peer", f"127.0.0.1:{seed_port}"]
     else:
         cmd = [LODESTONE, "get", "--json", "-o", save, "--peer", f"127.0.0.1:{seed_port}", torrent]
@@ -118,7 +119,11 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--reverse", action="store_true")
+    ap.add_argument("--lt-no-encryption", action="store_true",
+                    help="libtorrent leechers skip their MSE/PE attempt (Lodestone has no MSE yet)")
     a = ap.parse_args()
+    global LT_EXTRA
+    LT_EXTRA = ["--no-encryption"] if a.lt_no_encryption else []
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "lodestone"], cwd=ROOT, check=True)
     work = "/dev/shm/lodestone-bench"
@@ -159,7 +164,8 @@ def main():
                     r = leech("lt", torrent, os.path.join(work, "dl"), port)
                 finally:
                     seeder.terminate()
-                    seeder.wait()
+                    _, _, ru = os.wait4(seeder.pid, 0)
+                r["seeder_cpu_s"] = ru.ru_utime + ru.ru_stime
                 results.setdefault(kind, []).append(r)
                 report(kind + " seeder -> lt leecher", i, r, size)
         summarize(results, size, "seeder", "libtorrent leecher")
@@ -171,9 +177,10 @@ def rate(r, size):
 
 
 def report(label, i, r, size):
-    print(f"run {i + 1} {label:28s} ok={r['ok']!s:5} transfer {r['transfer_s'] or 0:6.2f} s "
+    seeder = f"  seeder cpu {r['seeder_cpu_s']:5.2f} s" if "seeder_cpu_s" in r else ""
+    print(f"run {i + 1} {label:34s} ok={r['ok']!s:5} transfer {r['transfer_s'] or 0:6.2f} s "
           f"{rate(r, size):7.1f} MiB/s  wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:5.2f} s  "
-          f"max rss {r['rss_mib']:7.1f} MiB", flush=True)
+          f"max rss {r['rss_mib']:7.1f} MiB{seeder}", flush=True)
 
 
 def summarize(results, size, role, other):
@@ -183,10 +190,12 @@ def summarize(results, size, role, other):
             "rate": statistics.median(rate(r, size) for r in rs),
             "cpu": statistics.median(r["cpu_s"] for r in rs),
             "rss": statistics.median(r["rss_mib"] for r in rs),
+            "seeder_cpu": statistics.median(r.get("seeder_cpu_s", 0.0) for r in rs),
         }
         m = med[kind]
+        extra = f", seeder process cpu {m['seeder_cpu']:.2f} s" if role == "seeder" else ""
         print(f"median {kind:10s} {role}: {m['rate']:7.1f} MiB/s, cpu {m['cpu']:.2f} s "
-              f"({m['cpu'] / (size / (1 << 30)):.2f} s/GiB), max rss {m['rss']:.1f} MiB")
+              f"({m['cpu'] / (size / (1 << 30)):.2f} s/GiB), max rss {m['rss']:.1f} MiB{extra}")
     if "lt" in med and "lodestone" in med and med["lt"]["rate"] > 0:
         l, t = med["lodestone"], med["lt"]
         note = "CPU/RSS are the leecher processes'" if role == "leecher" else "CPU/RSS are the lt leecher's"

@@ -33,7 +33,7 @@ def on_signal(_sig, _frm):
     STOP = True
 
 
-def settings(listen, perf):
+def settings(listen, perf, encryption=True):
     s = {}
     if perf:
         s.update(lt.high_performance_seed())
@@ -52,6 +52,10 @@ def settings(listen, perf):
         "enable_outgoing_utp": False,
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
     })
+    if not encryption:
+        # Plain BitTorrent only: no MSE/PE handshake attempt first.
+        s["out_enc_policy"] = 2
+        s["in_enc_policy"] = 2
     return s
 
 
@@ -95,7 +99,7 @@ def seed(a):
 
 
 def leech(a):
-    ses = lt.session(settings(a.listen, a.perf))
+    ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption))
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(a.torrent)
     atp.save_path = a.save
@@ -161,6 +165,7 @@ def main():
     l.add_argument("--seed-after", type=float, default=0)
     l.add_argument("--perf", action="store_true")
     l.add_argument("--no-verify", action="store_true", help="skip the final recheck (benchmarks)")
+    l.add_argument("--no-encryption", action="store_true", help="do not try MSE/PE before plain BitTorrent")
     a = ap.parse_args()
     return seed(a) if a.cmd == "seed" else leech(a)
 

@@ -42,6 +42,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// Bytes of complete pieces waiting to be hashed and written before we
 /// stop asking for more: memory stays bounded when the disk or CPU lags.
 const MAX_HASH_BACKLOG: u64 = 4 << 20;
+/// Whole pieces kept in memory for serving requests.
+const READ_CACHE_PIECES: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct TorrentConfig {
@@ -274,6 +276,8 @@ pub struct Torrent {
     scratch: Vec<Block>,
     /// Bytes we may still request under the rate limit (refilled each tick).
     request_budget: f64,
+    /// Recently read pieces, most recent last.
+    read_cache: Vec<(PieceIndex, Bytes)>,
 }
 
 /// Run a torrent until it is done (complete and seed time over), stopped
@@ -379,6 +383,7 @@ pub async fn run(
         paused: None,
         scratch: Vec::new(),
         request_budget: 0.0,
+        read_cache: Vec::new(),
         cfg,
     };
     t.check_complete().await;
@@ -934,15 +939,44 @@ impl Torrent {
             p.session.reject(r);
             return;
         }
-        let mut buf = Vec::with_capacity(r.len as usize);
-        match self.storage.read(r.piece, r.begin, r.len, &mut buf) {
-            Ok(()) => {
+        // Peers ask for a piece's blocks in a row: read the whole piece once
+        // and hand out slices of it (no copy, one read per piece).
+        let cached = self.read_cache.iter().position(|(i, _)| *i == r.piece);
+        let piece = match cached {
+            Some(i) => {
+                let entry = self.read_cache.remove(i);
+                let data = entry.1.clone();
+                self.read_cache.push(entry);
+                Some(data)
+            }
+            None => {
+                let len = self.picker.piece_len(r.piece);
+                let mut buf = Vec::with_capacity(len as usize);
+                match self.storage.read(r.piece, 0, len, &mut buf) {
+                    Ok(()) => {
+                        let data = Bytes::from(buf);
+                        if self.read_cache.len() >= READ_CACHE_PIECES {
+                            self.read_cache.remove(0);
+                        }
+                        self.read_cache.push((r.piece, data.clone()));
+                        Some(data)
+                    }
+                    Err(_) => None,
+                }
+            }
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let range = r.begin as usize..(r.begin as usize + r.len as usize);
+        match piece.filter(|d| range.end <= d.len()) {
+            Some(data) => {
                 p.up.add(u64::from(r.len));
                 self.up.add(u64::from(r.len));
                 self.stats.uploaded += u64::from(r.len);
-                p.session.send_block(r.piece, r.begin, Bytes::from(buf));
+                p.session.send_block(r.piece, r.begin, data.slice(range));
             }
-            Err(_) => p.session.reject(r),
+            None => p.session.reject(r),
         }
     }
 

@@ -15,7 +15,7 @@ use lodestone_wire::{decode, BlockRequest, Handshake, Limits, Message, Reserved,
 /// Largest block a peer may ask us for; bigger requests end the connection.
 pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
 /// Requests from one peer we queue before rejecting more (our `reqq`).
-pub const MAX_PEER_REQUESTS: usize = 500;
+pub const MAX_PEER_REQUESTS: usize = 2000;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
