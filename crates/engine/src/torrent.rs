@@ -39,6 +39,8 @@ const RESUME_EVERY: Duration = Duration::from_secs(2);
 /// Bad pieces a peer may be part of before it is banned.
 const BAN_STRIKES: u32 = 2;
 const TICK: Duration = Duration::from_millis(250);
+/// Outgoing connections still being set up at once.
+const MAX_HALF_OPEN: usize = 16;
 /// Bytes of complete pieces waiting to be hashed and written before we
 /// stop asking for more: memory stays bounded when the disk or CPU lags.
 const MAX_HASH_BACKLOG: u64 = 4 << 20;
@@ -504,6 +506,7 @@ impl Torrent {
             .collect();
         for addr in due {
             if self.peers.len() + self.connecting.len() >= self.cfg.max_peers
+                || self.connecting.len() >= MAX_HALF_OPEN
                 || self.banned.contains(&addr.ip())
             {
                 continue;

@@ -150,6 +150,8 @@ struct Ui {
     info_hash: String,
     total: u64,
     started: Instant,
+    /// Everything was on disk at the start: we are only seeding.
+    seeding_only: bool,
 }
 
 impl Ui {
@@ -171,6 +173,7 @@ impl Ui {
             info_hash: meta.info_hashes.wire().to_hex(),
             total,
             started: Instant::now(),
+            seeding_only: false,
         }
     }
 
@@ -237,6 +240,7 @@ impl Ui {
                     StartState::Rechecked { reason } => format!("checked files on disk ({reason})"),
                 };
                 self.note(&format!("{how}: {have}/{num_pieces} pieces present"));
+                self.seeding_only = have == num_pieces;
             }
             TorrentEvent::PeerConnected {
                 addr,
@@ -266,6 +270,9 @@ impl Ui {
                         human::bytes(s.upload_rate as u64)
                     ));
                 }
+            }
+            TorrentEvent::Completed { .. } if self.seeding_only => {
+                self.note("seeding: every piece is verified")
             }
             TorrentEvent::Completed { after } => self.note(&format!(
                 "download complete in {:.2} s",
