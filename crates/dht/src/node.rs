@@ -1,0 +1,820 @@
+//! A Mainline DHT node as a state machine: datagrams and the current time
+//! in, datagrams and events out. No sockets, clocks or global randomness:
+//! the driver (a tokio socket, or the simulator) owns those.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lodestone_core::InfoHash;
+
+use crate::id::NodeId;
+use crate::krpc::{
+    error_code, Body, CompactNode, KrpcError, Message, Query, Response, Token, TransactionId,
+    Version, Want,
+};
+use crate::lookup::{Lookup, LookupId, LookupKind, LookupStats};
+use crate::rng::Rng;
+use crate::routing_table::{Heard, Inserted, NodeState, RoutingTable};
+use crate::store::{PeerStore, StoreLimits};
+use crate::tokens::Tokens;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Queries a lookup keeps in flight (before their soft timeout).
+    pub alpha: usize,
+    /// Bucket size, and how many closest nodes a lookup converges on.
+    pub k: usize,
+    /// After this, a query no longer holds a lookup slot.
+    pub soft_timeout: Duration,
+    /// After this, a query has failed.
+    pub hard_timeout: Duration,
+    /// BEP 43: answer no queries and ask others not to store us.
+    pub read_only: bool,
+    /// Where to start when the table is empty (and to return to when every
+    /// node has gone silent).
+    pub bootstrap: Vec<SocketAddr>,
+    /// Queries per second accepted from one IP (loopback is exempt).
+    pub rate_limit: u32,
+    pub store: StoreLimits,
+    /// Our BEP 20 client version in every message.
+    pub version: [u8; 4],
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            alpha: 4,
+            k: 8,
+            soft_timeout: Duration::from_millis(400),
+            hard_timeout: Duration::from_secs(2),
+            read_only: false,
+            bootstrap: Vec::new(),
+            rate_limit: 200,
+            store: StoreLimits::default(),
+            version: *b"LS\x00\x01",
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New peers for a get_peers or announce lookup.
+    Peers {
+        lookup: LookupId,
+        info_hash: InfoHash,
+        peers: Vec<SocketAddr>,
+    },
+    /// One answer in a lookup (for `--trace`).
+    Hop {
+        lookup: LookupId,
+        node: NodeId,
+        addr: SocketAddr,
+        rtt: Duration,
+        /// Leading bits the node's id shares with the target.
+        common_bits: usize,
+        nodes: usize,
+        values: usize,
+    },
+    LookupDone {
+        lookup: LookupId,
+        target: NodeId,
+        stats: LookupStats,
+        closest: Vec<(NodeId, SocketAddr)>,
+        duration: Duration,
+    },
+    /// The announce phase ended: `acked` of `sent` nodes confirmed.
+    Announced {
+        lookup: LookupId,
+        info_hash: InfoHash,
+        sent: u32,
+        acked: u32,
+    },
+    Pong {
+        addr: SocketAddr,
+        id: NodeId,
+        rtt: Duration,
+    },
+    PingFailed {
+        addr: SocketAddr,
+    },
+    /// Someone announced a peer to us.
+    IncomingAnnounce {
+        info_hash: InfoHash,
+        peer: SocketAddr,
+    },
+}
+
+/// Counters for health output and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received: u64,
+    pub sent: u64,
+    pub malformed: u64,
+    pub rate_limited: u64,
+    pub unexpected_responses: u64,
+    pub timeouts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Lookup(LookupId),
+    Announce(LookupId),
+    Ping,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    to: SocketAddr,
+    id: Option<NodeId>,
+    purpose: Purpose,
+    sent: Instant,
+    soft_fired: bool,
+}
+
+/// How often background upkeep runs (refresh, rotation, re-bootstrap).
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+/// Values returned per get_peers answer: fits one UDP packet.
+const MAX_VALUES_PER_REPLY: usize = 50;
+/// Remembered IPs for rate limiting.
+const RATE_TABLE: usize = 4096;
+/// Wait at least this long between re-bootstrap attempts.
+const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Node {
+    cfg: Config,
+    table: RoutingTable,
+    store: PeerStore,
+    tokens: Tokens,
+    rng: Rng,
+    pending: BTreeMap<u16, Pending>,
+    lookups: BTreeMap<LookupId, Lookup>,
+    next_lookup: u64,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rate: BTreeMap<IpAddr, (f64, Instant)>,
+    next_maintenance: Instant,
+    last_bootstrap: Option<Instant>,
+    counters: Counters,
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback(),
+    }
+}
+
+impl Node {
+    pub fn new(cfg: Config, id: NodeId, seed: [u8; 32], now: Instant) -> Self {
+        let mut rng = Rng::new(seed);
+        let secret = rng.bytes16();
+        Self {
+            table: RoutingTable::new(id, now),
+            store: PeerStore::new(cfg.store),
+            tokens: Tokens::new(secret, now),
+            rng,
+            pending: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            next_lookup: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            rate: BTreeMap::new(),
+            next_maintenance: now + MAINTENANCE_EVERY,
+            last_bootstrap: None,
+            counters: Counters::default(),
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.table.own_id()
+    }
+
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn store(&self) -> &PeerStore {
+        &self.store
+    }
+
+    pub fn active_lookups(&self) -> usize {
+        self.lookups.len()
+    }
+
+    // ---- output ----
+
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next moment `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.next_maintenance;
+        for p in self.pending.values() {
+            let due = if p.soft_fired {
+                p.sent + self.cfg.hard_timeout
+            } else {
+                p.sent + self.cfg.soft_timeout
+            };
+            t = t.min(due);
+        }
+        Some(t)
+    }
+
+    // ---- commands ----
+
+    /// Join the DHT through `nodes` (and what the table already holds).
+    pub fn bootstrap(&mut self, now: Instant, nodes: &[SocketAddr]) -> LookupId {
+        self.last_bootstrap = Some(now);
+        let own = self.id();
+        let lid = self.start_lookup(own, LookupKind::FindNode, now, nodes);
+        self.drive(lid, now);
+        lid
+    }
+
+    pub fn get_peers(&mut self, now: Instant, info_hash: InfoHash) -> LookupId {
+        let lid = self.start_lookup(NodeId(info_hash.0), LookupKind::GetPeers, now, &[]);
+        self.drive(lid, now);
+        lid
+    }
+
+    /// Find the closest nodes, then announce our port (`None`: the port we
+    /// send from, BEP 5 `implied_port`).
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        info_hash: InfoHash,
+        port: Option<u16>,
+        seed: bool,
+    ) -> LookupId {
+        let lid = self.start_lookup(
+            NodeId(info_hash.0),
+            LookupKind::Announce { port, seed },
+            now,
+            &[],
+        );
+        self.drive(lid, now);
+        lid
+    }
+
+    pub fn find_node(&mut self, now: Instant, target: NodeId) -> LookupId {
+        let lid = self.start_lookup(target, LookupKind::FindNode, now, &[]);
+        self.drive(lid, now);
+        lid
+    }
+
+    pub fn ping(&mut self, now: Instant, addr: SocketAddr) {
+        let q = Query::Ping { id: self.id() };
+        self.send_query(now, addr, None, q, Purpose::Ping);
+    }
+
+    /// Add a node we know of (from a saved table) without verifying it.
+    pub fn add_node(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+        self.table.insert(id, addr, Heard::Query, now);
+    }
+
+    fn start_lookup(
+        &mut self,
+        target: NodeId,
+        kind: LookupKind,
+        now: Instant,
+        extra: &[SocketAddr],
+    ) -> LookupId {
+        let lid = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        let mut l = Lookup::new(lid, target, kind, now);
+        let own = self.id();
+        l.add_candidates(&own, self.table.closest(&target, self.cfg.k * 2, now));
+        // Bootstrap nodes have unknown ids: stand them in at the target
+        // itself so they are asked first; the answer reveals the real id.
+        let fallback = extra.iter().chain(if self.table.is_empty() {
+            self.cfg.bootstrap.iter()
+        } else {
+            [].iter()
+        });
+        l.add_candidates(&own, fallback.map(|a| (target, *a)).collect::<Vec<_>>());
+        self.lookups.insert(lid, l);
+        lid
+    }
+
+    // ---- input ----
+
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.counters.received += 1;
+        if from.port() == 0 {
+            self.counters.malformed += 1;
+            return;
+        }
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.malformed += 1;
+                if let KrpcError::UnknownMethod { transaction_id, .. } = e {
+                    if !self.cfg.read_only && self.allow(from.ip(), now) {
+                        self.reply_error(
+                            from,
+                            transaction_id,
+                            error_code::METHOD_UNKNOWN,
+                            "method unknown",
+                        );
+                    }
+                }
+                return;
+            }
+        };
+        match msg.body {
+            Body::Query(q) => self.on_query(now, from, msg.transaction_id, q, msg.read_only),
+            Body::Response(r) => self.on_response(now, from, &msg.transaction_id, Some(r)),
+            Body::Error { .. } => self.on_response(now, from, &msg.transaction_id, None),
+        }
+    }
+
+    /// Per-IP token bucket; loopback is exempt (tests put many nodes there).
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if is_local(ip) {
+            return true;
+        }
+        let limit = f64::from(self.cfg.rate_limit.max(1));
+        if !self.rate.contains_key(&ip) && self.rate.len() >= RATE_TABLE {
+            // Forget the IP seen longest ago.
+            if let Some(oldest) = self
+                .rate
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
+                self.rate.remove(&oldest);
+            }
+        }
+        let (tokens, last) = self.rate.entry(ip).or_insert((limit, now));
+        *tokens =
+            (*tokens + now.saturating_duration_since(*last).as_secs_f64() * limit).min(limit * 2.0);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            self.counters.rate_limited += 1;
+            false
+        }
+    }
+
+    fn on_query(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: TransactionId,
+        q: Query,
+        read_only: bool,
+    ) {
+        let sender = q.id();
+        if sender == self.id() {
+            return;
+        }
+        if self.cfg.read_only || !self.allow(from.ip(), now) {
+            return;
+        }
+        // BEP 43: read-only nodes are not added to routing tables.
+        if !read_only {
+            self.learn(now, sender, from, Heard::Query);
+        }
+        let own = self.id();
+        let mut r = Response::new(own);
+        match q {
+            Query::Ping { .. } => {}
+            Query::FindNode { target, want, .. } => {
+                r.nodes = self.nodes_for(&target, want, from, now);
+            }
+            Query::GetPeers {
+                info_hash,
+                want,
+                scrape,
+                ..
+            } => {
+                r.token = Token::new(&self.tokens.token_for(from.ip()));
+                let start = self.rng.next_u64() as usize;
+                r.values =
+                    self.store
+                        .peers(&info_hash, MAX_VALUES_PER_REPLY, from.is_ipv6(), now, start);
+                r.nodes = self.nodes_for(&NodeId(info_hash.0), want, from, now);
+                if scrape {
+                    if let Some((seeds, peers)) = self.store.scrape(&info_hash, now) {
+                        r.bf_seeds = Some(Box::new(seeds));
+                        r.bf_peers = Some(Box::new(peers));
+                    }
+                }
+            }
+            Query::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+                seed,
+                ..
+            } => {
+                if !self.tokens.verify(from.ip(), token.as_bytes()) {
+                    self.reply_error(from, tid, error_code::PROTOCOL, "bad token");
+                    return;
+                }
+                let port = if implied_port { from.port() } else { port };
+                if port == 0 {
+                    self.reply_error(from, tid, error_code::PROTOCOL, "port 0");
+                    return;
+                }
+                let peer = SocketAddr::new(from.ip(), port);
+                self.store.announce(info_hash, peer, seed, now);
+                self.events
+                    .push_back(Event::IncomingAnnounce { info_hash, peer });
+            }
+            Query::SampleInfohashes { target, .. } => {
+                r.nodes = self.nodes_for(&target, Want::NONE, from, now);
+                let start = self.rng.next_u64() as usize;
+                r.samples = Some(self.store.sample(20, start));
+                r.num = Some(self.store.num_torrents() as i64);
+                r.interval = Some(60);
+            }
+            Query::Get { .. } | Query::Put { .. } => {
+                self.reply_error(
+                    from,
+                    tid,
+                    error_code::METHOD_UNKNOWN,
+                    "BEP 44 not supported",
+                );
+                return;
+            }
+        }
+        let mut msg = Message::response(tid, r);
+        msg.your_ip = Some(from);
+        self.send(from, &msg);
+    }
+
+    fn nodes_for(
+        &self,
+        target: &NodeId,
+        _want: Want,
+        _from: SocketAddr,
+        now: Instant,
+    ) -> Vec<CompactNode> {
+        self.table
+            .closest(target, self.cfg.k, now)
+            .into_iter()
+            .filter_map(|(id, addr)| match addr {
+                SocketAddr::V4(a) => Some(CompactNode { id, addr: a }),
+                SocketAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, heard: Heard) {
+        if let Inserted::Cached {
+            ping: Some((victim, vaddr)),
+        } = self.table.insert(id, addr, heard, now)
+        {
+            // Is the stalest node of the full bucket still there?
+            let already = self.pending.values().any(|p| p.to == vaddr);
+            if !already {
+                let q = Query::Ping { id: self.id() };
+                self.send_query(now, vaddr, Some(victim), q, Purpose::Ping);
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: &TransactionId,
+        r: Option<Response>,
+    ) {
+        let Some(key) = tid.as_u16() else {
+            self.counters.unexpected_responses += 1;
+            return;
+        };
+        // Only the address we asked may answer.
+        match self.pending.get(&key) {
+            Some(p) if p.to == from => {}
+            _ => {
+                self.counters.unexpected_responses += 1;
+                return;
+            }
+        }
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
+        let rtt = now.saturating_duration_since(p.sent);
+        let Some(r) = r else {
+            // A KRPC error: the node is alive but gave nothing.
+            if let Purpose::Lookup(lid) = p.purpose {
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    l.on_failure(from);
+                }
+                self.drive(lid, now);
+            }
+            if let Purpose::Announce(lid) = p.purpose {
+                self.announce_reply(lid, false, now);
+            }
+            return;
+        };
+        if r.id == self.id() {
+            return;
+        }
+        self.learn(now, r.id, from, Heard::Response);
+        match p.purpose {
+            Purpose::Ping => self.events.push_back(Event::Pong {
+                addr: from,
+                id: r.id,
+                rtt,
+            }),
+            Purpose::Announce(lid) => self.announce_reply(lid, true, now),
+            Purpose::Lookup(lid) => {
+                let own = self.id();
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    l.on_response(from, r.token, now, r.id);
+                    let common = l.target.common_prefix_len(&r.id);
+                    self.events.push_back(Event::Hop {
+                        lookup: lid,
+                        node: r.id,
+                        addr: from,
+                        rtt,
+                        common_bits: common,
+                        nodes: r.nodes.len(),
+                        values: r.values.len(),
+                    });
+                    l.add_candidates(&own, r.nodes.iter().map(|n| (n.id, SocketAddr::V4(n.addr))));
+                    if matches!(l.kind, LookupKind::GetPeers | LookupKind::Announce { .. }) {
+                        let fresh: Vec<SocketAddr> = r
+                            .values
+                            .iter()
+                            .copied()
+                            .filter(|v| v.port() != 0 && l.peers.insert(*v))
+                            .collect();
+                        if !fresh.is_empty() {
+                            l.stats.peers += fresh.len() as u32;
+                            self.events.push_back(Event::Peers {
+                                lookup: lid,
+                                info_hash: InfoHash(l.target.0),
+                                peers: fresh,
+                            });
+                        }
+                    }
+                }
+                self.drive(lid, now);
+            }
+        }
+    }
+
+    fn announce_reply(&mut self, lid: LookupId, ok: bool, now: Instant) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        if let Some((sent, acked)) = l.announcing.as_mut() {
+            if ok {
+                *acked += 1;
+            }
+            let _ = sent;
+        }
+        let still = self
+            .pending
+            .values()
+            .any(|p| p.purpose == Purpose::Announce(lid));
+        if !still {
+            self.finish(lid, now);
+        }
+    }
+
+    /// Advance a lookup: send what it wants, or finish it.
+    fn drive(&mut self, lid: LookupId, now: Instant) {
+        let (alpha, k) = (self.cfg.alpha, self.cfg.k);
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        if l.finished || l.announcing.is_some() {
+            return;
+        }
+        let queries = l.next_queries(alpha, k, now);
+        let target = l.target;
+        let kind = l.kind.clone();
+        let converged = queries.is_empty() && (l.is_converged(k) || !l.in_flight());
+        for (id, addr) in queries {
+            let own = self.id();
+            let q = match kind {
+                LookupKind::FindNode => Query::FindNode {
+                    id: own,
+                    target,
+                    want: Want::NONE,
+                },
+                LookupKind::GetPeers | LookupKind::Announce { .. } => Query::GetPeers {
+                    id: own,
+                    info_hash: InfoHash(target.0),
+                    want: Want::NONE,
+                    scrape: false,
+                    no_seed: false,
+                },
+            };
+            // A stand-in id (bootstrap) is not the node's: don't blame it.
+            let known = (id != target).then_some(id);
+            self.send_query(now, addr, known, q, Purpose::Lookup(lid));
+        }
+        if !converged {
+            return;
+        }
+        match kind {
+            LookupKind::Announce { port, seed } => {
+                let Some(l) = self.lookups.get_mut(&lid) else {
+                    return;
+                };
+                let targets = l.closest_responded(k);
+                l.announcing = Some((0, 0));
+                let own = self.id();
+                let mut sent = 0;
+                for (id, addr, token) in targets {
+                    let Some(token) = token else { continue };
+                    let q = Query::AnnouncePeer {
+                        id: own,
+                        info_hash: InfoHash(target.0),
+                        port: port.unwrap_or(0),
+                        implied_port: port.is_none(),
+                        token,
+                        seed,
+                    };
+                    self.send_query(now, addr, Some(id), q, Purpose::Announce(lid));
+                    sent += 1;
+                }
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    l.announcing = Some((sent, 0));
+                }
+                if sent == 0 {
+                    self.finish(lid, now);
+                }
+            }
+            _ => self.finish(lid, now),
+        }
+    }
+
+    fn finish(&mut self, lid: LookupId, now: Instant) {
+        let Some(mut l) = self.lookups.remove(&lid) else {
+            return;
+        };
+        l.finished = true;
+        if let (LookupKind::Announce { .. }, Some((sent, acked))) = (&l.kind, l.announcing) {
+            self.events.push_back(Event::Announced {
+                lookup: lid,
+                info_hash: InfoHash(l.target.0),
+                sent,
+                acked,
+            });
+        }
+        let closest = l
+            .closest_responded(self.cfg.k)
+            .into_iter()
+            .map(|(id, addr, _)| (id, addr))
+            .collect();
+        self.events.push_back(Event::LookupDone {
+            lookup: lid,
+            target: l.target,
+            stats: l.stats.clone(),
+            closest,
+            duration: now.saturating_duration_since(l.started),
+        });
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let (soft, hard) = (self.cfg.soft_timeout, self.cfg.hard_timeout);
+        let mut touched = Vec::new();
+        let keys: Vec<u16> = self.pending.keys().copied().collect();
+        for key in keys {
+            let Some(p) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            if now >= p.sent + hard {
+                let Some(p) = self.pending.remove(&key) else {
+                    continue;
+                };
+                self.counters.timeouts += 1;
+                if let Some(id) = p.id {
+                    self.table.failed(&id, now);
+                }
+                match p.purpose {
+                    Purpose::Lookup(lid) => {
+                        if let Some(l) = self.lookups.get_mut(&lid) {
+                            l.on_failure(p.to);
+                        }
+                        touched.push(lid);
+                    }
+                    Purpose::Announce(lid) => self.announce_reply(lid, false, now),
+                    Purpose::Ping => self.events.push_back(Event::PingFailed { addr: p.to }),
+                }
+            } else if !p.soft_fired && now >= p.sent + soft {
+                p.soft_fired = true;
+                if let Purpose::Lookup(lid) = p.purpose {
+                    let to = p.to;
+                    if let Some(l) = self.lookups.get_mut(&lid) {
+                        l.on_soft_timeout(to);
+                    }
+                    touched.push(lid);
+                }
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for lid in touched {
+            self.drive(lid, now);
+        }
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + MAINTENANCE_EVERY;
+            self.maintain(now);
+        }
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        let fresh = self.rng.bytes16();
+        self.tokens.maybe_rotate(now, fresh);
+        self.store.expire(now);
+        // Every node silent (sleep, network change): start over.
+        let alive =
+            self.table.count(NodeState::Good, now) + self.table.count(NodeState::Questionable, now);
+        let can_retry = self
+            .last_bootstrap
+            .is_none_or(|t| now.saturating_duration_since(t) >= REBOOTSTRAP_EVERY);
+        if alive == 0 && self.lookups.is_empty() && can_retry && !self.cfg.bootstrap.is_empty() {
+            let nodes = self.cfg.bootstrap.clone();
+            self.bootstrap(now, &nodes);
+            return;
+        }
+        // Refresh one stale bucket per pass.
+        if let Some(bi) = self.table.stale_buckets(now).first().copied() {
+            if !self.table.is_empty() {
+                let target = self.table.random_id_in_bucket(bi, self.rng.bytes20());
+                self.table.touch_bucket(bi, now);
+                self.find_node(now, target);
+            }
+        }
+    }
+
+    // ---- sending ----
+
+    fn next_tid(&mut self) -> u16 {
+        loop {
+            let t = self.rng.next_u64() as u16;
+            if !self.pending.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn send_query(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        id: Option<NodeId>,
+        q: Query,
+        purpose: Purpose,
+    ) {
+        let t = self.next_tid();
+        let msg = Message::query(TransactionId::from_u16(t), q);
+        self.pending.insert(
+            t,
+            Pending {
+                to,
+                id,
+                purpose,
+                sent: now,
+                soft_fired: false,
+            },
+        );
+        self.send(to, &msg);
+    }
+
+    fn reply_error(&mut self, to: SocketAddr, tid: TransactionId, code: i64, text: &str) {
+        let msg = Message::error(tid, code, text);
+        self.send(to, &msg);
+    }
+
+    fn send(&mut self, to: SocketAddr, msg: &Message) {
+        let mut msg = msg.clone();
+        msg.version = Version::new(&self.cfg.version);
+        msg.read_only = self.cfg.read_only;
+        let mut payload = Vec::with_capacity(256);
+        msg.encode(&mut payload);
+        self.counters.sent += 1;
+        self.out.push_back(Transmit { to, payload });
+    }
+}
