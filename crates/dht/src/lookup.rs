@@ -45,6 +45,8 @@ pub struct Candidate {
     pub state: CandidateState,
     pub token: Option<Token>,
     pub sent_at: Option<Instant>,
+    /// A bootstrap address whose id we do not know yet.
+    pub placeholder: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,10 +121,34 @@ impl Lookup {
                     state: CandidateState::Fresh,
                     token: None,
                     sent_at: None,
+                    placeholder: false,
                 },
             );
             self.candidates.truncate(MAX_CANDIDATES);
         }
+    }
+
+    /// Addresses with unknown ids (bootstrap routers): asked first; their
+    /// answer reveals the id and puts them in their place.
+    pub fn add_unknown(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        for addr in addrs {
+            if addr.port() == 0 || !self.seen.insert(addr) {
+                continue;
+            }
+            self.candidates.insert(
+                0,
+                Candidate {
+                    id: self.target,
+                    addr,
+                    distance: [0; 20],
+                    state: CandidateState::Fresh,
+                    token: None,
+                    sent_at: None,
+                    placeholder: true,
+                },
+            );
+        }
+        self.candidates.truncate(MAX_CANDIDATES);
     }
 
     /// Queries counting against `alpha` (not yet past their soft timeout).
@@ -141,7 +167,7 @@ impl Lookup {
         alpha: usize,
         k: usize,
         now: Instant,
-    ) -> Vec<(NodeId, SocketAddr)> {
+    ) -> Vec<(Option<NodeId>, SocketAddr)> {
         let mut out = Vec::new();
         let mut active = self.active();
         let mut live_seen = 0;
@@ -155,7 +181,7 @@ impl Lookup {
                     c.state = CandidateState::Querying { slow: false };
                     c.sent_at = Some(now);
                     active += 1;
-                    out.push((c.id, c.addr));
+                    out.push(((!c.placeholder).then_some(c.id), c.addr));
                 }
                 _ => {}
             }
@@ -182,9 +208,10 @@ impl Lookup {
         let mut c = self.candidates.remove(pos);
         c.state = CandidateState::Responded;
         c.token = token;
-        if c.id != real_id {
+        if c.placeholder || c.id != real_id {
             c.id = real_id;
             c.distance = xor(&real_id, &self.target);
+            c.placeholder = false;
         }
         let rtt = c
             .sent_at

@@ -146,7 +146,10 @@ const MAX_VALUES_PER_REPLY: usize = 50;
 /// Remembered IPs for rate limiting.
 const RATE_TABLE: usize = 4096;
 /// Wait at least this long between re-bootstrap attempts.
-const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+/// First wait before bootstrapping again when the table is empty; doubles
+/// up to `REBOOTSTRAP_MAX` while it keeps failing.
+const REBOOTSTRAP_FIRST: Duration = Duration::from_secs(5);
+const REBOOTSTRAP_MAX: Duration = Duration::from_secs(120);
 
 pub struct Node {
     cfg: Config,
@@ -162,6 +165,9 @@ pub struct Node {
     rate: BTreeMap<IpAddr, (f64, Instant)>,
     next_maintenance: Instant,
     last_bootstrap: Option<Instant>,
+    rebootstrap_wait: Duration,
+    /// Routers given to `bootstrap`, kept to start over from.
+    routers: Vec<SocketAddr>,
     counters: Counters,
 }
 
@@ -189,6 +195,8 @@ impl Node {
             rate: BTreeMap::new(),
             next_maintenance: now + MAINTENANCE_EVERY,
             last_bootstrap: None,
+            rebootstrap_wait: REBOOTSTRAP_FIRST,
+            routers: Vec::new(),
             counters: Counters::default(),
             cfg,
         }
@@ -244,6 +252,11 @@ impl Node {
     /// Join the DHT through `nodes` (and what the table already holds).
     pub fn bootstrap(&mut self, now: Instant, nodes: &[SocketAddr]) -> LookupId {
         self.last_bootstrap = Some(now);
+        for n in nodes {
+            if !self.routers.contains(n) && self.routers.len() < 16 {
+                self.routers.push(*n);
+            }
+        }
         let own = self.id();
         let lid = self.start_lookup(own, LookupKind::FindNode, now, nodes);
         self.drive(lid, now);
@@ -303,14 +316,13 @@ impl Node {
         let mut l = Lookup::new(lid, target, kind, now);
         let own = self.id();
         l.add_candidates(&own, self.table.closest(&target, self.cfg.k * 2, now));
-        // Bootstrap nodes have unknown ids: stand them in at the target
-        // itself so they are asked first; the answer reveals the real id.
-        let fallback = extra.iter().chain(if self.table.is_empty() {
-            self.cfg.bootstrap.iter()
+        // Bootstrap nodes have unknown ids; they are asked first.
+        let fallback: &[SocketAddr] = if self.table.is_empty() {
+            &self.cfg.bootstrap
         } else {
-            [].iter()
-        });
-        l.add_candidates(&own, fallback.map(|a| (target, *a)).collect::<Vec<_>>());
+            &[]
+        };
+        l.add_unknown(extra.iter().chain(fallback).copied());
         self.lookups.insert(lid, l);
         lid
     }
@@ -629,9 +641,7 @@ impl Node {
                     no_seed: false,
                 },
             };
-            // A stand-in id (bootstrap) is not the node's: don't blame it.
-            let known = (id != target).then_some(id);
-            self.send_query(now, addr, known, q, Purpose::Lookup(lid));
+            self.send_query(now, addr, id, q, Purpose::Lookup(lid));
         }
         if !converged {
             return;
@@ -751,12 +761,17 @@ impl Node {
         // Every node silent (sleep, network change): start over.
         let alive =
             self.table.count(NodeState::Good, now) + self.table.count(NodeState::Questionable, now);
+        if alive > 0 {
+            self.rebootstrap_wait = REBOOTSTRAP_FIRST;
+        }
         let can_retry = self
             .last_bootstrap
-            .is_none_or(|t| now.saturating_duration_since(t) >= REBOOTSTRAP_EVERY);
-        if alive == 0 && self.lookups.is_empty() && can_retry && !self.cfg.bootstrap.is_empty() {
-            let nodes = self.cfg.bootstrap.clone();
-            self.bootstrap(now, &nodes);
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.rebootstrap_wait);
+        let mut routers = self.cfg.bootstrap.clone();
+        routers.extend(self.routers.iter().copied());
+        if alive == 0 && self.lookups.is_empty() && can_retry && !routers.is_empty() {
+            self.rebootstrap_wait = (self.rebootstrap_wait * 2).min(REBOOTSTRAP_MAX);
+            self.bootstrap(now, &routers);
             return;
         }
         // Refresh one stale bucket per pass.
