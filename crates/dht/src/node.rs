@@ -117,6 +117,8 @@ pub enum Event {
 pub struct Counters {
     pub received: u64,
     pub sent: u64,
+    /// Queries from other nodes that we answered.
+    pub queries_answered: u64,
     pub malformed: u64,
     pub rate_limited: u64,
     pub unexpected_responses: u64,
@@ -473,6 +475,7 @@ impl Node {
                 return;
             }
         }
+        self.counters.queries_answered += 1;
         let mut msg = Message::response(tid, r);
         msg.your_ip = Some(from);
         self.send(from, &msg);

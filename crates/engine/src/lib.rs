@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod create;
+pub mod dht;
 pub mod fsutil;
 pub mod peer_io;
 pub mod pool;

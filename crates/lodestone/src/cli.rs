@@ -59,6 +59,11 @@ pub enum Command {
     /// file or top directory named like the torrent). Its pieces are hashed
     /// first; then Lodestone serves them until stopped with Ctrl-C.
     Seed(SeedArgs),
+    /// Use the Mainline DHT directly: run a node, ping, find or announce peers.
+    ///
+    /// Without --bootstrap, the public routers are used (router.bittorrent.com,
+    /// dht.transmissionbt.com, router.utorrent.com, dht.libtorrent.org).
+    Dht(DhtArgs),
     /// Run a self-contained example on this machine only.
     ///
     /// Generates a deterministic multi-file payload in a temporary folder,
@@ -165,6 +170,76 @@ pub struct SeedArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DhtArgs {
+    #[command(subcommand)]
+    pub command: DhtCommand,
+}
+
+/// Options every `dht` command takes.
+#[derive(Debug, clap::Args)]
+pub struct DhtCommon {
+    /// UDP address to bind.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub listen: std::net::SocketAddr,
+    /// A node to join through (HOST:PORT); repeat for several.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Load the routing table from FILE at start and save it there at exit.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// BEP 43 read-only: ask, never answer.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DhtCommand {
+    /// Run a DHT node and print its routing-table health.
+    Node {
+        #[command(flatten)]
+        common: DhtCommon,
+        /// Seconds between health lines.
+        #[arg(long, default_value_t = 10)]
+        status_every: u64,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+    },
+    /// Ping one node.
+    Ping {
+        addr: std::net::SocketAddr,
+        #[command(flatten)]
+        common: DhtCommon,
+    },
+    /// Find peers for an info hash (or a magnet link).
+    GetPeers {
+        info_hash: String,
+        #[command(flatten)]
+        common: DhtCommon,
+        /// Show every hop: node, RTT, shared bits, what it returned.
+        #[arg(long)]
+        trace: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Announce that a peer for INFO_HASH listens on --port.
+    Announce {
+        info_hash: String,
+        /// The TCP port to announce (default: the DHT's own UDP port, implied_port).
+        #[arg(long)]
+        port: Option<u16>,
+        #[command(flatten)]
+        common: DhtCommon,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Keep the generated files in this folder instead of a temporary one.
     #[arg(long, value_name = "DIR")]
@@ -177,6 +252,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(a) => cmd::create::run(&a),
         Command::Get(a) => cmd::get::run_get(&a),
         Command::Seed(a) => cmd::get::run_seed(&a),
+        Command::Dht(a) => cmd::dht::run(&a),
         Command::Demo(a) => cmd::demo::run(&a),
     }
 }

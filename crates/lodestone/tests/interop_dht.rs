@@ -1,0 +1,175 @@
+//! Lodestone's DHT in a private DHT of libtorrent nodes on 127.0.0.1: it
+//! finds a libtorrent seeder, libtorrent finds what Lodestone announces,
+//! and libtorrent nodes take Lodestone nodes into their routing tables.
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, free_port, repo_root, require_libtorrent, Child};
+use lodestone::payload;
+
+fn lt_dht() -> Command {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(repo_root().join("tests/interop/lt_dht.py"));
+    c
+}
+
+/// A free block of `n` consecutive UDP/TCP ports on 127.0.0.1.
+fn port_block(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = free_port();
+        if base > 60000 {
+            continue;
+        }
+        let ok = (0..n).all(|i| {
+            std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+        });
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port block");
+}
+
+#[test]
+fn lodestone_and_libtorrent_share_a_dht() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_file(&src.join("d.bin"), "d.bin", 1 << 20, "dht").unwrap();
+    let torrent = dir.path().join("d.torrent");
+    let o = bin()
+        .args(["create", "--no-date", "-o"])
+        .arg(&torrent)
+        .arg(src.join("d.bin"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let info: serde_json::Value = serde_json::from_slice(
+        &bin()
+            .args(["info", "--json"])
+            .arg(&torrent)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let ih = info["info_hash_v1"].as_str().unwrap().to_owned();
+
+    let base = port_block(9);
+    let seed_port = base + 8;
+    let mut swarm = Child::spawn(
+        lt_dht()
+            .args([
+                "swarm",
+                "--n",
+                "8",
+                "--base-port",
+                &base.to_string(),
+                "--duration",
+                "120",
+            ])
+            .args(["--seed-port", &seed_port.to_string(), "--seed-torrent"])
+            .arg(&torrent)
+            .arg("--content")
+            .arg(&src),
+    );
+    swarm.wait_for_line("READY", Duration::from_secs(60));
+    let boot = format!("127.0.0.1:{base}");
+
+    // 1. Lodestone finds the libtorrent seeder (retry: its announce lands every 2 s).
+    let mut found = false;
+    for _ in 0..10 {
+        let o = bin()
+            .args([
+                "dht",
+                "get-peers",
+                &ih,
+                "--json",
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap",
+                &boot,
+                "--timeout",
+                "10",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        if text.contains(&format!("\"addr\":\"127.0.0.1:{seed_port}\"")) {
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        found,
+        "lodestone dht get-peers did not find the libtorrent seeder"
+    );
+
+    // 2. Lodestone announces; libtorrent's dht_get_peers finds it.
+    let fake = "0123456789abcdef0123456789abcdef01234567";
+    let o = bin()
+        .args([
+            "dht",
+            "announce",
+            fake,
+            "--port",
+            "31337",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &boot,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Child::spawn(lt_dht().args([
+        "lookup",
+        "--info-hash",
+        fake,
+        "--bootstrap",
+        &format!("127.0.0.1:{}", base + 3),
+        "--timeout",
+        "30",
+    ]))
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("127.0.0.1:31337"),
+        "libtorrent did not find our announce: {text}"
+    );
+
+    // 3. A Lodestone node joins: it learns the libtorrent nodes, and they
+    // take it in: libtorrent pings nodes it heard about to verify them
+    // before keeping them, so within seconds they query our node.
+    let o = Child::spawn(bin().args([
+        "dht",
+        "node",
+        "--json",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--bootstrap",
+        &boot,
+        "--status-every",
+        "1",
+        "--duration",
+        "15",
+    ]))
+    .finish(Duration::from_secs(40));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("health lines")).unwrap();
+    assert!(
+        last["good"].as_u64().unwrap() >= 6,
+        "our node's table: {last}"
+    );
+    assert!(
+        last["queries_answered"].as_u64().unwrap() > 0,
+        "no libtorrent node ever queried us: {last}"
+    );
+}

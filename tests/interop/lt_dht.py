@@ -1,0 +1,135 @@
+#!/usr/bin/python3
+# Debian's interpreter on purpose: python3-libtorrent only imports there.
+"""libtorrent DHT roles for Lodestone's interop tests (127.0.0.1 only).
+
+  lt_dht.py swarm --n N --base-port P [--seed-torrent T --content D --seed-port Q] [--duration S]
+      N DHT-only sessions on 127.0.0.1:P..P+N-1 bootstrapped from each other,
+      and optionally a seeder (TCP and DHT on Q) that announces T every 2 s.
+      Prints READY when all nodes but one have DHT nodes (and the seeder
+      seeds), and every 2 s a JSON line with each node's routing table size.
+  lt_dht.py lookup --info-hash H --bootstrap IP:PORT [--timeout S] [--port P]
+      One session; dht_get_peers(H) until a peer appears; prints
+      {"event":"result","peers":[...]}. Exit 0 if any peer was found.
+"""
+import argparse
+import warnings
+import json
+import signal
+import sys
+import time
+
+import libtorrent as lt
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+STOP = False
+
+
+def on_signal(_s, _f):
+    global STOP
+    STOP = True
+
+
+def settings(port, bootstrap):
+    return {
+        "listen_interfaces": f"127.0.0.1:{port}",
+        "outgoing_interfaces": "127.0.0.1",
+        "enable_upnp": False, "enable_natpmp": False, "enable_lsd": False,
+        "enable_dht": True, "dht_bootstrap_nodes": bootstrap,
+        "enable_ip_notifier": False,
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_prefer_verified_node_ids": False, "dht_enforce_node_id": False,
+        "dht_ignore_dark_internet": False, "dht_block_ratelimit": 1000000,
+        "dht_announce_interval": 10, "dht_max_fail_count": 100,
+        "allow_multiple_connections_per_ip": True,
+        "enable_incoming_utp": False, "enable_outgoing_utp": False,
+        "alert_mask": lt.alert.category_t.dht_notification | lt.alert.category_t.status_notification
+        | lt.alert.category_t.dht_operation_notification,
+    }
+
+
+def swarm(a):
+    boot = f"127.0.0.1:{a.base_port}"
+    sessions = []
+    for i in range(a.n):
+        s = lt.session(settings(a.base_port + i, boot if i else f"127.0.0.1:{a.base_port + 1}"))
+        sessions.append(s)
+    for i, s in enumerate(sessions):
+        s.add_dht_node(("127.0.0.1", a.base_port + (1 if i == 0 else 0)))
+    seeder = h = None
+    if a.seed_torrent:
+        seeder = lt.session(settings(a.seed_port, boot))
+        seeder.add_dht_node(("127.0.0.1", a.base_port))
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(a.seed_torrent)
+        atp.save_path = a.content
+        h = seeder.add_torrent(atp)
+    ready = False
+    last = 0.0
+    end = time.monotonic() + a.duration
+    while not STOP and time.monotonic() < end:
+        for s in sessions + ([seeder] if seeder else []):
+            s.pop_alerts()
+        time.sleep(0.05)
+        now = time.monotonic()
+        if h and now - last > 2 and h.status().is_seeding:
+            h.force_dht_announce()
+        if now - last > 2:
+            last = now
+            sizes = [s.status().dht_nodes for s in sessions]
+            # libtorrent's second node sometimes reports an empty table for
+            # a while; the swarm is usable once most nodes know others.
+            if not ready and sum(1 for n in sizes if n > 0) >= len(sizes) - 1 and (not h or h.status().is_seeding):
+                ready = True
+                print("READY", flush=True)
+            print(json.dumps({"event": "tables", "sizes": sizes}), flush=True)
+
+
+def lookup(a):
+    s = lt.session(settings(a.port, a.bootstrap))
+    host, port = a.bootstrap.rsplit(":", 1)
+    s.add_dht_node((host, int(port)))
+    ih = lt.sha1_hash(bytes.fromhex(a.info_hash))
+    t0 = time.monotonic()
+    peers = set()
+    while not s.is_dht_running() and time.monotonic() - t0 < a.timeout:
+        s.pop_alerts()
+        time.sleep(0.05)
+    last_query = 0.0
+    while not STOP and time.monotonic() - t0 < a.timeout and not peers:
+        now = time.monotonic()
+        if now - last_query > 2:
+            s.dht_get_peers(ih)
+            last_query = now
+        s.wait_for_alert(100)
+        for al in s.pop_alerts():
+            if isinstance(al, lt.dht_get_peers_reply_alert):
+                for p in al.peers():
+                    peers.add(f"{p[0]}:{p[1]}")
+    print(json.dumps({"event": "result", "peers": sorted(peers), "t": round(time.monotonic() - t0, 3)}), flush=True)
+    return 0 if peers else 1
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("swarm")
+    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--base-port", type=int, required=True)
+    s.add_argument("--seed-torrent")
+    s.add_argument("--content")
+    s.add_argument("--seed-port", type=int, default=0)
+    s.add_argument("--duration", type=float, default=120)
+    l = sub.add_parser("lookup")
+    l.add_argument("--info-hash", required=True)
+    l.add_argument("--bootstrap", required=True)
+    l.add_argument("--port", type=int, default=0)
+    l.add_argument("--timeout", type=float, default=30)
+    a = ap.parse_args()
+    return swarm(a) or 0 if a.cmd == "swarm" else lookup(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
