@@ -173,3 +173,123 @@ fn lodestone_and_libtorrent_share_a_dht() {
         "no libtorrent node ever queried us: {last}"
     );
 }
+
+/// A DHT made only of Lodestone nodes serves aria2: it finds a Lodestone
+/// seeder announced there and downloads from it.
+#[test]
+fn aria2_finds_a_seeder_through_a_lodestone_dht() {
+    if !common::require_aria2() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_file(&src.join("a.bin"), "a.bin", 3 << 20, "aria2-dht").unwrap();
+    let torrent = dir.path().join("a.torrent");
+    let o = bin()
+        .args(["create", "--no-date", "-o"])
+        .arg(&torrent)
+        .arg(src.join("a.bin"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let info: serde_json::Value = serde_json::from_slice(
+        &bin()
+            .args(["info", "--json"])
+            .arg(&torrent)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let ih = info["info_hash_v1"].as_str().unwrap().to_owned();
+
+    let base = port_block(12);
+    let router = format!("127.0.0.1:{base}");
+    let _nodes: Vec<Child> = (0..8)
+        .map(|i| {
+            Child::spawn(bin().args([
+                "dht",
+                "node",
+                "--listen",
+                &format!("127.0.0.1:{}", base + i),
+                "--bootstrap",
+                &router,
+                "--status-every",
+                "60",
+                "--duration",
+                "120",
+            ]))
+        })
+        .collect();
+    let seed_port = base + 8;
+    let mut seeder = Child::spawn(
+        bin()
+            .args([
+                "seed",
+                "--json",
+                "--seed-time",
+                "120",
+                "--listen",
+                &format!("127.0.0.1:{seed_port}"),
+            ])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+    let mut announced = false;
+    for _ in 0..10 {
+        let o = bin()
+            .args([
+                "dht",
+                "announce",
+                &ih,
+                "--port",
+                &seed_port.to_string(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--bootstrap", &format!("127.0.0.1:{}", base + 3)])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            announced = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(announced, "announce into the Lodestone DHT failed");
+
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        Command::new("aria2c")
+            .args([
+                "--enable-dht=true",
+                "--enable-dht6=false",
+                "--disable-ipv6=true",
+                &format!("--listen-port={}", base + 9),
+                &format!("--dht-listen-port={}", base + 10),
+                &format!("--dht-entry-point={router}"),
+                &format!("--dht-file-path={}", dir.path().join("dht.dat").display()),
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--seed-time=0",
+                "--bt-stop-timeout=90",
+                "--file-allocation=none",
+                "--console-log-level=warn",
+                "--summary-interval=0",
+                "--dir",
+            ])
+            .arg(&out)
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(120));
+    assert!(
+        o.status.success(),
+        "aria2: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(
+        std::fs::read(src.join("a.bin")).unwrap(),
+        std::fs::read(out.join("a.bin")).unwrap()
+    );
+}
