@@ -82,6 +82,12 @@ pub struct Dht {
     local: SocketAddr,
 }
 
+impl std::fmt::Debug for Dht {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dht({})", self.local)
+    }
+}
+
 impl Dht {
     /// Bind `listen` and start the node task, seeding its table with
     /// `known` nodes (a saved table, for a warm restart).

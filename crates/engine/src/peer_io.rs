@@ -94,6 +94,11 @@ pub enum PeerInput {
         addr: SocketAddr,
         error: String,
     },
+    /// A discovery source (DHT, PEX, ...) found these addresses.
+    Discovered {
+        addrs: Vec<SocketAddr>,
+        source: PeerSource,
+    },
     Data {
         key: PeerKey,
         bytes: Bytes,

@@ -41,6 +41,8 @@ const BAN_STRIKES: u32 = 2;
 const TICK: Duration = Duration::from_millis(250);
 /// Outgoing connections still being set up at once.
 const MAX_HALF_OPEN: usize = 16;
+/// Peer addresses remembered for dialling.
+const MAX_KNOWN_PEERS: usize = 2000;
 /// Bytes of complete pieces waiting to be hashed and written before we
 /// stop asking for more: memory stays bounded when the disk or CPU lags.
 const MAX_HASH_BACKLOG: u64 = 4 << 20;
@@ -70,6 +72,8 @@ pub struct TorrentConfig {
     pub threads: usize,
     /// Cap on the download rate, bytes per second.
     pub download_rate_limit: Option<u64>,
+    /// Find peers through this DHT node (and announce `listen`'s port there).
+    pub dht: Option<crate::dht::Dht>,
 }
 
 impl TorrentConfig {
@@ -88,6 +92,7 @@ impl TorrentConfig {
             seed,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             download_rate_limit: None,
+            dht: None,
         }
     }
 }
@@ -261,8 +266,10 @@ pub struct Torrent {
     strikes: HashMap<IpAddr, u32>,
     suspects: HashMap<u32, Vec<Suspect>>,
     banned: HashSet<IpAddr>,
-    /// Manual peers and when to dial them next.
+    /// Known peer addresses and when to dial them next.
     dial: HashMap<SocketAddr, (Instant, Duration)>,
+    /// Where each known address came from.
+    sources: HashMap<SocketAddr, PeerSource>,
     connecting: HashSet<SocketAddr>,
     stats: Stats,
     down: Rate,
@@ -308,6 +315,14 @@ pub async fn run(
         None => None,
     };
     let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
+    let _dht_task = cfg.dht.clone().map(|dht| {
+        AbortOnDrop(tokio::spawn(dht_discovery(
+            dht,
+            meta.info_hashes.wire(),
+            cfg.listen.map(|a| a.port()),
+            input_tx.clone(),
+        )))
+    });
     let (have, state) = initial_have(&meta, &cfg, &storage).await;
     let _ = events
         .send(TorrentEvent::Started {
@@ -372,6 +387,7 @@ pub async fn run(
         suspects: HashMap::new(),
         banned: HashSet::new(),
         connecting: HashSet::new(),
+        sources: HashMap::new(),
         stats: Stats::default(),
         down: Rate::default(),
         up: Rate::default(),
@@ -428,6 +444,45 @@ pub async fn run(
         peers_by_source: t.peers_by_source.clone(),
         paused: t.paused.clone(),
     })
+}
+
+/// Ends a task when the torrent stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Ask the DHT for peers (announcing our port when we listen), soon again
+/// at first and then every few minutes, feeding what it finds to the torrent.
+async fn dht_discovery(
+    dht: crate::dht::Dht,
+    info_hash: lodestone_core::InfoHash,
+    port: Option<u16>,
+    input: mpsc::Sender<PeerInput>,
+) {
+    use crate::dht::LookupUpdate;
+    for round in 0u32.. {
+        let mut rx = match port {
+            Some(p) => dht.announce(info_hash, Some(p)).await,
+            None => dht.get_peers(info_hash).await,
+        };
+        while let Some(u) = rx.recv().await {
+            if let LookupUpdate::Peers(addrs) = u {
+                let msg = PeerInput::Discovered {
+                    addrs,
+                    source: PeerSource::Dht,
+                };
+                if input.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let wait = if round < 3 { 15 } else { 300 };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
 }
 
 /// What is on disk already: from resume data if it can be trusted,
@@ -492,9 +547,6 @@ impl Torrent {
     }
 
     fn dial_due(&mut self, now: Instant) {
-        if self.picker.is_complete() && self.cfg.listen.is_some() {
-            // A seed waits for leechers to come to it.
-        }
         let connected: HashSet<SocketAddr> = self.peers.values().map(|p| p.addr).collect();
         let due: Vec<SocketAddr> = self
             .dial
@@ -516,7 +568,12 @@ impl Torrent {
                 *t = now + *backoff;
                 *backoff = (*backoff * 2).min(Duration::from_secs(60));
             }
-            peer_io::connect(addr, PeerSource::Manual, self.input_tx.clone());
+            let source = self
+                .sources
+                .get(&addr)
+                .copied()
+                .unwrap_or(PeerSource::Manual);
+            peer_io::connect(addr, source, self.input_tx.clone());
         }
     }
 
@@ -565,6 +622,19 @@ impl Torrent {
             }
             PeerInput::ConnectFailed { addr, .. } => {
                 self.connecting.remove(&addr);
+            }
+            PeerInput::Discovered { addrs, source } => {
+                let now = Instant::now();
+                for addr in addrs {
+                    if Some(addr) == self.cfg.listen || self.banned.contains(&addr.ip()) {
+                        continue;
+                    }
+                    if !self.dial.contains_key(&addr) && self.dial.len() < MAX_KNOWN_PEERS {
+                        self.dial.insert(addr, (now, Duration::from_secs(1)));
+                        self.sources.insert(addr, source);
+                    }
+                }
+                self.dial_due(now);
             }
             PeerInput::Data { key, bytes } => {
                 let now = Instant::now();

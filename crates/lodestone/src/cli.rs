@@ -64,10 +64,12 @@ pub enum Command {
     /// Without --bootstrap, the public routers are used (router.bittorrent.com,
     /// dht.transmissionbt.com, router.utorrent.com, dht.libtorrent.org).
     Dht(DhtArgs),
-    /// Run a self-contained example on this machine only.
+    /// Run a self-contained swarm on this machine (127.0.0.1 only).
     ///
-    /// Generates a deterministic multi-file payload in a temporary folder,
-    /// makes a torrent of it and inspects it. No network traffic.
+    /// Makes a payload and its torrent, starts a private DHT of Lodestone
+    /// nodes and two seeders that announce there, then a leecher that knows
+    /// only the torrent and one DHT node: it finds the seeders through the
+    /// DHT, downloads, and the bytes are compared.
     Demo(DemoArgs),
 }
 

@@ -150,5 +150,10 @@ fn demo_runs() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(&["demo", "--dir", dir.path().to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("parses back to the same info hash: ok"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("found via dht"), "{out}");
+    assert!(
+        out.contains("content identical to the seeders': yes"),
+        "{out}"
+    );
 }

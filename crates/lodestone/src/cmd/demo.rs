@@ -1,18 +1,30 @@
-//! `lodestone demo`: a self-contained run on this machine.
+//! `lodestone demo`: a self-contained swarm on this machine (127.0.0.1 only).
 //!
-//! Today it exercises payload generation, torrent creation and inspection;
-//! the local swarm (private DHT, seeders, a magnet leecher) joins it as the
-//! engine and DHT land.
+//! It makes a payload and its torrent, starts a private DHT of Lodestone
+//! nodes and two seeders that announce themselves there, then a leecher that
+//! is told nothing but the torrent and one DHT node: it finds the seeders
+//! through the DHT, downloads, and the bytes are compared.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use lodestone_core::{Magnet, Metainfo};
+use anyhow::{bail, Context};
+use lodestone_core::{Metainfo, PeerId};
+use lodestone_dht::rng::Rng;
+use lodestone_dht::{Config, NodeId};
 use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
+use lodestone_engine::dht::Dht;
+use lodestone_engine::torrent::{self, TorrentConfig, TorrentEvent};
+use tokio::sync::{mpsc, watch};
 
 use crate::cli::DemoArgs;
 use crate::{human, payload};
+
+const DHT_NODES: usize = 6;
+const SEEDERS: usize = 2;
 
 pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let tmp;
@@ -23,47 +35,214 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
             tmp.0.clone()
         }
     };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(swarm(&dir))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
     let piece = 256 << 10;
     let total = 24 << 20;
     crate::outln!(
-        "1. generating a {} multi-file payload in {}",
+        "1. payload: {} in 5 files under {}",
         human::bytes(total),
         dir.display()
     );
-    payload::write_multi(&dir, "demo", total, piece, "0").context("writing the payload")?;
-
-    crate::outln!("2. hashing it into a torrent");
-    let t0 = Instant::now();
+    let src = dir.join("seed");
+    payload::write_multi(&src, "demo", total, piece, "0").context("writing the payload")?;
     let opts = CreateOptions {
         piece_length: Some(piece),
         created_by: Some(format!("Lodestone {}", env!("CARGO_PKG_VERSION"))),
         ..CreateOptions::default()
     };
-    let bytes = create_torrent(&dir.join("demo"), &opts, &Progress::default())?;
-    let secs = t0.elapsed().as_secs_f64();
-    let torrent = dir.join("demo.torrent");
-    lodestone_engine::fsutil::write_atomic(&torrent, &bytes)?;
-    let m = Metainfo::from_bytes(&bytes)?;
+    let bytes = create_torrent(&src.join("demo"), &opts, &Progress::default())?;
+    let meta = Arc::new(Metainfo::from_bytes(&bytes)?);
+    let torrent_path = dir.join("demo.torrent");
+    lodestone_engine::fsutil::write_atomic(&torrent_path, &bytes)?;
+    let ih = meta.info_hashes.wire();
+    crate::outln!("   torrent {} (info hash {ih})", torrent_path.display());
+
+    // 2. A private DHT.
+    let mut rng = Rng::from_u64(0xde30);
+    let mut nodes: Vec<Dht> = Vec::new();
+    for i in 0..DHT_NODES {
+        let cfg = Config {
+            bootstrap: nodes
+                .first()
+                .map(|n| vec![n.local_addr()])
+                .unwrap_or_default(),
+            ..Config::default()
+        };
+        let d = Dht::start(
+            "127.0.0.1:0".parse()?,
+            cfg,
+            NodeId(rng.bytes20()),
+            rng.bytes32(),
+            &[],
+        )
+        .await?;
+        if i > 0 {
+            let mut boot = d.bootstrap(vec![nodes[0].local_addr()]).await;
+            while boot.recv().await.is_some() {}
+        }
+        nodes.push(d);
+    }
+    let router = nodes[0].local_addr();
+    crate::outln!("2. private DHT: {DHT_NODES} Lodestone nodes, router {router}");
+
+    // 3. Seeders, each with its own DHT node, announcing their port.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut seeders = Vec::new();
+    for s in 0..SEEDERS {
+        let port = free_port()?;
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let dht = Dht::start(
+            listen,
+            Config {
+                bootstrap: vec![router],
+                ..Config::default()
+            },
+            NodeId(rng.bytes20()),
+            rng.bytes32(),
+            &[],
+        )
+        .await?;
+        let mut boot = dht.bootstrap(vec![router]).await;
+        while boot.recv().await.is_some() {}
+        let mut cfg = TorrentConfig::new(
+            src.clone(),
+            PeerId::generate(rng.bytes16()[..12].try_into()?),
+            rng.next_u64(),
+        );
+        cfg.listen = Some(listen);
+        cfg.recheck = true;
+        cfg.seed_time = None;
+        cfg.dht = Some(dht);
+        let (etx, mut erx) = mpsc::channel(256);
+        tokio::spawn(async move { while erx.recv().await.is_some() {} });
+        seeders.push(tokio::spawn(torrent::run(
+            meta.clone(),
+            cfg,
+            etx,
+            stop_rx.clone(),
+        )));
+        crate::outln!(
+            "3. seeder {} listening on {listen}, announcing into the DHT",
+            s + 1
+        );
+    }
+    // Give the announces a moment to land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 4. The leecher: the torrent and one DHT node, no peer addresses.
+    let out = dir.join("download");
+    let port = free_port()?;
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let dht = Dht::start(
+        listen,
+        Config {
+            bootstrap: vec![router],
+            ..Config::default()
+        },
+        NodeId(rng.bytes20()),
+        rng.bytes32(),
+        &[],
+    )
+    .await?;
+    let mut cfg = TorrentConfig::new(
+        out.clone(),
+        PeerId::generate(rng.bytes16()[..12].try_into()?),
+        rng.next_u64(),
+    );
+    cfg.listen = Some(listen);
+    cfg.dht = Some(dht);
+    crate::outln!("4. leecher on {listen}: knows the torrent and the DHT router, no peers");
+    let (etx, mut erx) = mpsc::channel(1024);
+    let leech_started = Instant::now();
+    let leecher = tokio::spawn(torrent::run(meta.clone(), cfg, etx, stop_rx.clone()));
+    let mut last_progress = Instant::now();
+    while let Some(e) = erx.recv().await {
+        match e {
+            TorrentEvent::PeerConnected {
+                addr,
+                client,
+                source,
+            } => {
+                crate::outln!(
+                    "   {:>6.3} s  peer {addr} ({client}) found via {}",
+                    leech_started.elapsed().as_secs_f64(),
+                    source.name()
+                );
+            }
+            TorrentEvent::Progress(s) if last_progress.elapsed() >= Duration::from_millis(500) => {
+                last_progress = Instant::now();
+                crate::outln!(
+                    "   {:>6.3} s  {}/{} pieces, {}/s from {} peers",
+                    leech_started.elapsed().as_secs_f64(),
+                    s.have_pieces,
+                    s.num_pieces,
+                    human::bytes(s.download_rate as u64),
+                    s.peers
+                );
+            }
+            TorrentEvent::Completed { after } => {
+                crate::outln!("   {:>6.3} s  complete", after.as_secs_f64());
+            }
+            TorrentEvent::Paused { reason } => bail!("leecher paused: {reason}"),
+            _ => {}
+        }
+    }
+    let summary = leecher.await.context("leecher task")??;
+    let _ = stop_tx.send(true);
+    for s in seeders {
+        let _ = s.await;
+    }
+    if !summary.complete {
+        bail!("the leecher did not complete");
+    }
+    let same = same_tree(&src.join("demo"), &out.join("demo"))?;
+    crate::outln!("5. summary");
     crate::outln!(
-        "   {} hashed in {:.3} s ({:.0} MiB/s), written to {}",
-        human::bytes(m.info.content_length()),
-        secs,
-        m.info.content_length() as f64 / (1 << 20) as f64 / secs.max(1e-9),
-        torrent.display()
+        "   {} downloaded in {:.3} s, peers by source: {:?}",
+        human::bytes(summary.stats.downloaded),
+        summary.time_to_complete.map_or(0.0, |d| d.as_secs_f64()),
+        summary.peers_by_source
     );
-
-    crate::outln!("3. inspecting it\n");
-    crate::human::emit(&super::info::render_torrent(&m));
-
-    let magnet = Magnet::from_metainfo(&m).to_string();
-    let back: Magnet = magnet.parse()?;
-    anyhow::ensure!(
-        back.info_hashes == m.info_hashes,
-        "magnet round trip changed the info hash"
+    crate::outln!(
+        "   content identical to the seeders': {}",
+        if same { "yes" } else { "NO" }
     );
-    crate::outln!("\n4. the magnet link parses back to the same info hash: ok");
-    crate::outln!("\nNext: the swarm part of the demo (private DHT, seeders, a magnet leecher) is being built.");
-    Ok(ExitCode::SUCCESS)
+    crate::outln!("   whole demo: {:.2} s", t0.elapsed().as_secs_f64());
+    Ok(if same {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn same_tree(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in std::fs::read_dir(a.join(&rel))? {
+            let e = e?;
+            let r = rel.join(e.file_name());
+            if e.file_type()?.is_dir() {
+                stack.push(r);
+            } else if std::fs::read(a.join(&r))? != std::fs::read(b.join(&r)).unwrap_or_default() {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// A temporary directory removed on drop (no extra dependency for one use).
