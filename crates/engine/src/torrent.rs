@@ -316,12 +316,12 @@ pub async fn run(
     };
     let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
     let _dht_task = cfg.dht.clone().map(|dht| {
-        AbortOnDrop(tokio::spawn(dht_discovery(
+        spawn_dht_discovery(
             dht,
             meta.info_hashes.wire(),
             cfg.listen.map(|a| a.port()),
             input_tx.clone(),
-        )))
+        )
     });
     let (have, state) = initial_have(&meta, &cfg, &storage).await;
     let _ = events
@@ -446,8 +446,18 @@ pub async fn run(
     })
 }
 
-/// Ends a task when the torrent stops.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Ends a task when its owner stops.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+/// Run DHT peer discovery for `info_hash` until the handle is dropped.
+pub fn spawn_dht_discovery(
+    dht: crate::dht::Dht,
+    info_hash: lodestone_core::InfoHash,
+    port: Option<u16>,
+    input: mpsc::Sender<PeerInput>,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(dht_discovery(dht, info_hash, port, input)))
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -738,6 +748,21 @@ impl Torrent {
                     if p.allowed_fast.len() < 64 && !p.allowed_fast.contains(&piece) {
                         p.allowed_fast.push(piece);
                     }
+                }
+            }
+            Event::Metadata(lodestone_wire::metadata::MetadataMessage::Request { piece }) => {
+                // BEP 9: serve our info dictionary to magnet users.
+                let total_size = self.meta.info_bytes.len() as u64;
+                let reply = match crate::magnet::metadata_piece(&self.meta.info_bytes, piece) {
+                    Some(data) => lodestone_wire::metadata::MetadataMessage::Data {
+                        piece,
+                        total_size,
+                        data,
+                    },
+                    None => lodestone_wire::metadata::MetadataMessage::Reject { piece },
+                };
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.session.send_extension(UT_METADATA, reply.encode());
                 }
             }
             Event::Suggest(_) | Event::DhtPort(_) | Event::Metadata(_) | Event::Pex(_) => {}

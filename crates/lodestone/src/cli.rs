@@ -44,9 +44,12 @@ pub enum Command {
         after_help = "Examples:\n  lodestone create ./album -o album.torrent\n  lodestone create big.iso --piece-size 4M --tracker udp://tracker.example:1337\n  lodestone create ./dir --no-date   # byte-identical output for the same files"
     )]
     Create(CreateArgs),
-    /// Download a torrent, then optionally seed it.
+    /// Download a torrent or a magnet link, then optionally seed it.
     ///
-    /// Pieces already on disk (from an earlier run's resume data, or found by
+    /// Peers come from --peer, a magnet's x.pe, and the DHT (--bootstrap for
+    /// a private one, --dht for the public one). For a magnet, the metadata
+    /// is fetched from the peers first (BEP 9) and checked against the info
+    /// hash. Pieces already on disk (from an earlier run's resume data, or found by
     /// hashing) are not fetched again. Ctrl-C stops cleanly and saves resume
     /// data. The exit code is 0 only when every wanted piece is verified.
     #[command(
@@ -120,8 +123,8 @@ pub struct CreateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// The .torrent file.
-    pub torrent: PathBuf,
+    /// A .torrent file, a magnet link, or a bare info hash.
+    pub input: String,
     /// Folder to download into.
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
@@ -143,6 +146,15 @@ pub struct GetArgs {
     /// Hash the files on disk instead of trusting resume data.
     #[arg(long)]
     pub recheck: bool,
+    /// Use the DHT, joining through this node (HOST:PORT); repeat for several.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Use the public DHT (its well-known routers).
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub dht: bool,
+    /// Largest metadata (info dictionary) accepted from a magnet's peers.
+    #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
+    pub max_metadata_size: u64,
     /// Cap the download rate, in bytes per second (suffixes: K, M, G).
     #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
     pub download_limit: Option<u64>,
@@ -163,6 +175,12 @@ pub struct SeedArgs {
     /// A peer to connect to (IP:PORT); repeat for several.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<std::net::SocketAddr>,
+    /// Use the DHT, joining through this node (HOST:PORT); repeat for several.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Use the public DHT (its well-known routers).
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub dht: bool,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub seed_time: Option<u64>,

@@ -4,5 +4,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod choker;
+pub mod metadata;
 pub mod picker;
 pub mod session;

@@ -45,7 +45,168 @@ fn peer_id(seed: u64) -> PeerId {
 }
 
 pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
-    let meta = load(&a.torrent)?;
+    let input = super::info::load(&a.input)?;
+    let seed = run_seed_value();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let listen = a.listen;
+        let dht = start_dht(&a.bootstrap, a.dht, listen, seed).await?;
+        let meta = match input {
+            super::info::Input::Torrent(m) => *m,
+            super::info::Input::Magnet(m) => {
+                let mut peers: Vec<std::net::SocketAddr> = a.peers.clone();
+                peers.extend(m.peers.iter().filter_map(|p| match p {
+                    lodestone_core::magnet::PeerAddr::Ip(a) => Some(*a),
+                    lodestone_core::magnet::PeerAddr::Host(..) => None,
+                }));
+                if peers.is_empty() && dht.is_none() {
+                    bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node) or --dht (the public DHT)");
+                }
+                fetch(&m, peers, dht.clone(), listen, a.max_metadata_size, seed, a.json).await?
+            }
+        };
+        get_with(meta, a, seed, dht).await
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// A DHT node for this run, when asked for: on the same port as the peer
+/// listener (clients expect that), or any port.
+async fn start_dht(
+    bootstrap: &[String],
+    public: bool,
+    listen: Option<std::net::SocketAddr>,
+    seed: u64,
+) -> anyhow::Result<Option<lodestone_engine::dht::Dht>> {
+    if bootstrap.is_empty() && !public {
+        return Ok(None);
+    }
+    let names: Vec<String> = if public {
+        lodestone_engine::dht::DEFAULT_BOOTSTRAP
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        bootstrap.to_vec()
+    };
+    let bind = listen.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut routers = Vec::new();
+    for n in &names {
+        match tokio::net::lookup_host(n.as_str()).await {
+            Ok(addrs) => routers.extend(addrs.filter(|a| a.is_ipv4() == bind.is_ipv4())),
+            Err(e) if !public => bail!("cannot resolve bootstrap node {n}: {e}"),
+            Err(_) => {}
+        }
+    }
+    let mut rng = lodestone_dht::rng::Rng::from_u64(seed ^ 0xd47);
+    let cfg = lodestone_dht::Config {
+        bootstrap: routers.clone(),
+        ..lodestone_dht::Config::default()
+    };
+    let dht = lodestone_engine::dht::Dht::start(
+        bind,
+        cfg,
+        lodestone_dht::NodeId(rng.bytes20()),
+        rng.bytes32(),
+        &[],
+    )
+    .await
+    .with_context(|| format!("cannot bind the DHT socket on {bind}"))?;
+    // Join in the background; lookups start from the routers meanwhile.
+    let mut boot = dht.bootstrap(routers).await;
+    tokio::spawn(async move { while boot.recv().await.is_some() {} });
+    Ok(Some(dht))
+}
+
+/// Fetch a magnet's metadata, showing progress.
+async fn fetch(
+    m: &lodestone_core::Magnet,
+    peers: Vec<std::net::SocketAddr>,
+    dht: Option<lodestone_engine::dht::Dht>,
+    listen: Option<std::net::SocketAddr>,
+    max_size: u64,
+    seed: u64,
+    json: bool,
+) -> anyhow::Result<Metainfo> {
+    use lodestone_engine::magnet::{fetch_metadata, FetchConfig, FetchEvent};
+    let cfg = FetchConfig {
+        info_hashes: m.info_hashes,
+        peers,
+        dht,
+        peer_id: peer_id(seed ^ 0x3e7a),
+        max_size: u32::try_from(max_size).unwrap_or(u32::MAX),
+        listen,
+    };
+    let (tx, mut rx) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(fetch_metadata(cfg, tx, stop_rx));
+    let started = Instant::now();
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                let t = started.elapsed().as_secs_f64();
+                let (j, text) = match &ev {
+                    FetchEvent::PeerConnected { addr, source, ut_metadata, metadata_size } => (
+                        json!({"event": "metadata_peer", "t": t, "addr": addr.to_string(), "source": source.name(), "ut_metadata": ut_metadata, "metadata_size": metadata_size}),
+                        format!("peer {addr} ({}): {}", source.name(), if *ut_metadata { "has ut_metadata" } else { "no ut_metadata" }),
+                    ),
+                    FetchEvent::PeerRefused { addr, reason } => (
+                        json!({"event": "metadata_peer_refused", "t": t, "addr": addr.to_string(), "reason": reason}),
+                        format!("peer {addr} dropped: {reason}"),
+                    ),
+                    FetchEvent::Piece { done, total, from } => (
+                        json!({"event": "metadata_piece", "t": t, "done": done, "total": total, "from": from.to_string()}),
+                        format!("metadata {done}/{total} pieces"),
+                    ),
+                    FetchEvent::Banned { addr, reason } => (
+                        json!({"event": "peer_banned", "t": t, "addr": addr.to_string(), "reason": reason}),
+                        format!("banned {addr}: {reason}"),
+                    ),
+                    FetchEvent::Mismatch => (
+                        json!({"event": "metadata_mismatch", "t": t}),
+                        "metadata did not match the info hash; fetching it again".to_owned(),
+                    ),
+                };
+                if json { crate::outln!("{j}"); } else { eprintln!("{text}"); }
+            }
+            _ = &mut ctrl_c, if !stopping => { stopping = true; let _ = stop_tx.send(true); }
+        }
+    }
+    let mut meta = task.await.context("metadata task")??;
+    meta.trackers = m.trackers.iter().map(|t| vec![t.clone()]).collect();
+    meta.web_seeds = m.web_seeds.clone();
+    let t = started.elapsed().as_secs_f64();
+    if json {
+        crate::outln!(
+            "{}",
+            json!({"event": "metadata", "t": t, "name": meta.info.name, "size": meta.info_bytes.len(), "pieces": meta.info.num_pieces()})
+        );
+    } else {
+        eprintln!(
+            "metadata received in {t:.3} s: {} ({})",
+            meta.info.name,
+            human::bytes(meta.info.content_length())
+        );
+    }
+    Ok(meta)
+}
+
+async fn get_with(
+    meta: Metainfo,
+    a: &GetArgs,
+    seed: u64,
+    dht: Option<lodestone_engine::dht::Dht>,
+) -> anyhow::Result<ExitCode> {
     for &i in &a.only {
         if i >= meta.info.files.len() {
             bail!(
@@ -55,8 +216,8 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let seed = run_seed_value();
     let mut cfg = TorrentConfig::new(a.output.clone(), peer_id(seed), seed);
+    cfg.dht = dht;
     cfg.listen = a.listen;
     cfg.peers = a.peers.clone();
     cfg.seed_time = Some(Duration::from_secs(a.seed_time));
@@ -64,7 +225,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
     cfg.download_rate_limit = a.download_limit;
-    drive(meta, cfg, a.json)
+    drive_async(meta, cfg, a.json).await
 }
 
 pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
@@ -77,7 +238,10 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
     // Seeding what is there: never fetch; the recheck tells what we have.
     cfg.recheck = true;
-    drive(meta, cfg, a.json)
+    runtime()?.block_on(async {
+        cfg.dht = start_dht(&a.bootstrap, a.dht, Some(a.listen), seed).await?;
+        drive_async(meta, cfg, a.json).await
+    })
 }
 
 /// The folder the torrent's content lives in, given it or the content.
@@ -101,19 +265,14 @@ fn content_dir(path: &Path, name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn drive(meta: Metainfo, cfg: TorrentConfig, json: bool) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+async fn drive_async(meta: Metainfo, cfg: TorrentConfig, json: bool) -> anyhow::Result<ExitCode> {
     let meta = Arc::new(meta);
     let seeding_forever = cfg.seed_time == Some(Duration::MAX);
     let mut cfg = cfg;
     if seeding_forever {
         cfg.seed_time = None;
     }
-    rt.block_on(async move {
+    {
         let (events_tx, mut events_rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = watch::channel(false);
         let engine = tokio::spawn(torrent::run(meta.clone(), cfg, events_tx, stop_rx));
@@ -140,7 +299,7 @@ fn drive(meta: Metainfo, cfg: TorrentConfig, json: bool) -> anyhow::Result<ExitC
         } else {
             ExitCode::FAILURE
         })
-    })
+    }
 }
 
 /// Progress for people (a bar on a terminal, lines otherwise) or NDJSON.

@@ -1,0 +1,330 @@
+//! Getting the info dictionary of a magnet link (BEP 9): connect to the
+//! peers we can find, ask every one that speaks ut_metadata for different
+//! pieces, verify, and ban whoever sent bad data. Keeps trying, with
+//! backoff, for as long as the caller waits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lodestone_core::{InfoHashes, Metainfo, PeerId};
+use lodestone_peer::metadata::{MetadataAssembler, Outcome};
+use lodestone_peer::picker::PeerKey;
+use lodestone_peer::session::{Event, Session, SessionConfig};
+use lodestone_wire::extended::{ExtendedHandshake, OUR_UT_METADATA_ID, UT_METADATA};
+use lodestone_wire::metadata::MetadataMessage;
+use tokio::sync::{mpsc, watch};
+
+use crate::peer_io::{self, Connection, PeerInput, PeerSource};
+
+/// Metadata pieces asked of one peer at a time.
+const PER_PEER: usize = 2;
+const MAX_PEERS: usize = 40;
+const TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub info_hashes: InfoHashes,
+    pub peers: Vec<SocketAddr>,
+    pub dht: Option<crate::dht::Dht>,
+    pub peer_id: PeerId,
+    pub max_size: u32,
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub enum FetchEvent {
+    PeerConnected {
+        addr: SocketAddr,
+        source: PeerSource,
+        ut_metadata: bool,
+        metadata_size: Option<u64>,
+    },
+    PeerRefused {
+        addr: SocketAddr,
+        reason: String,
+    },
+    Piece {
+        done: usize,
+        total: usize,
+        from: SocketAddr,
+    },
+    Banned {
+        addr: SocketAddr,
+        reason: String,
+    },
+    Mismatch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("stopped before the metadata arrived")]
+    Stopped,
+    #[error("the metadata matched the info hash but does not parse: {0}")]
+    Invalid(lodestone_core::MetainfoError),
+}
+
+struct Peer {
+    addr: SocketAddr,
+    source: PeerSource,
+    session: Session,
+    conn: Connection,
+    ut_metadata: bool,
+}
+
+/// Fetch and verify the metadata. Returns the torrent (info dict only; the
+/// caller adds trackers and the like from the magnet).
+pub async fn fetch_metadata(
+    cfg: FetchConfig,
+    events: mpsc::Sender<FetchEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Metainfo, FetchError> {
+    let (input_tx, mut input_rx) = mpsc::channel::<PeerInput>(64);
+    let ih = cfg.info_hashes.wire();
+    let _dht = cfg.dht.clone().map(|d| {
+        crate::torrent::spawn_dht_discovery(d, ih, cfg.listen.map(|a| a.port()), input_tx.clone())
+    });
+    let mut asm = MetadataAssembler::new(cfg.info_hashes, cfg.max_size);
+    let mut peers: HashMap<PeerKey, Peer> = HashMap::new();
+    let mut next_key = 0u64;
+    let mut known: BTreeMap<SocketAddr, (PeerSource, Instant, Duration)> = BTreeMap::new();
+    let mut connecting: HashSet<SocketAddr> = HashSet::new();
+    let mut banned: HashSet<IpAddr> = HashSet::new();
+    let now = Instant::now();
+    for p in &cfg.peers {
+        known.insert(*p, (PeerSource::Manual, now, Duration::from_secs(1)));
+    }
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        // Dial what is due.
+        let now = Instant::now();
+        let connected: HashSet<SocketAddr> = peers.values().map(|p| p.addr).collect();
+        for (addr, (source, due, backoff)) in known.iter_mut() {
+            if peers.len() + connecting.len() >= MAX_PEERS {
+                break;
+            }
+            if *due > now
+                || connected.contains(addr)
+                || connecting.contains(addr)
+                || banned.contains(&addr.ip())
+            {
+                continue;
+            }
+            connecting.insert(*addr);
+            *due = now + *backoff;
+            *backoff = (*backoff * 2).min(Duration::from_secs(60));
+            peer_io::connect(*addr, *source, input_tx.clone());
+        }
+
+        let input = tokio::select! {
+            i = input_rx.recv() => i,
+            _ = tick.tick() => None,
+            _ = shutdown.changed() => return Err(FetchError::Stopped),
+        };
+        let now = Instant::now();
+        let mut touched: Vec<PeerKey> = Vec::new();
+        match input {
+            Some(PeerInput::Connected {
+                stream,
+                addr,
+                source,
+            }) => {
+                connecting.remove(&addr);
+                if banned.contains(&addr.ip()) {
+                    continue;
+                }
+                let key = PeerKey(next_key);
+                next_key += 1;
+                let session = Session::new(SessionConfig::new(ih, cfg.peer_id, None), now);
+                let conn = Connection::spawn(key, stream, input_tx.clone());
+                peers.insert(
+                    key,
+                    Peer {
+                        addr,
+                        source,
+                        session,
+                        conn,
+                        ut_metadata: false,
+                    },
+                );
+                touched.push(key);
+            }
+            Some(PeerInput::ConnectFailed { addr, .. }) => {
+                connecting.remove(&addr);
+            }
+            Some(PeerInput::Discovered { addrs, source }) => {
+                for a in addrs {
+                    if Some(a) != cfg.listen && known.len() < 2000 {
+                        known
+                            .entry(a)
+                            .or_insert((source, now, Duration::from_secs(1)));
+                    }
+                }
+            }
+            Some(PeerInput::Data { key, bytes }) => {
+                let Some(p) = peers.get_mut(&key) else {
+                    continue;
+                };
+                if let Err(e) = p.session.handle_bytes(now, &bytes) {
+                    let addr = p.addr;
+                    peers.remove(&key);
+                    asm.peer_gone(key);
+                    let _ = events
+                        .send(FetchEvent::PeerRefused {
+                            addr,
+                            reason: e.to_string(),
+                        })
+                        .await;
+                    continue;
+                }
+                touched.push(key);
+            }
+            Some(PeerInput::Writable { key }) => touched.push(key),
+            Some(PeerInput::Closed { key, .. }) => {
+                peers.remove(&key);
+                asm.peer_gone(key);
+            }
+            None => touched.extend(peers.keys().copied()),
+        }
+
+        for key in touched {
+            // Events of this peer.
+            while let Some(ev) = peers.get_mut(&key).and_then(|p| p.session.poll_event()) {
+                let Some(p) = peers.get_mut(&key) else { break };
+                match ev {
+                    Event::Connected { .. } => {
+                        let mut h = ExtendedHandshake {
+                            client: Some(format!("Lodestone {}", env!("CARGO_PKG_VERSION"))),
+                            listen_port: cfg.listen.map(|a| a.port()),
+                            ..Default::default()
+                        };
+                        h.extensions.insert(UT_METADATA.into(), OUR_UT_METADATA_ID);
+                        p.session.send_extended_handshake(&h);
+                    }
+                    Event::ExtendedHandshake(h) => {
+                        let (addr, source) = (p.addr, p.source);
+                        p.ut_metadata = h.id_of(UT_METADATA).is_some();
+                        let _ = events
+                            .send(FetchEvent::PeerConnected {
+                                addr,
+                                source,
+                                ut_metadata: p.ut_metadata,
+                                metadata_size: h.metadata_size,
+                            })
+                            .await;
+                        if let (true, Some(size)) = (p.ut_metadata, h.metadata_size) {
+                            if let Err(e) = asm.peer_size(key, size) {
+                                peers.remove(&key);
+                                let _ = events
+                                    .send(FetchEvent::PeerRefused {
+                                        addr,
+                                        reason: e.to_string(),
+                                    })
+                                    .await;
+                                break;
+                            }
+                        }
+                    }
+                    Event::Metadata(MetadataMessage::Data {
+                        piece,
+                        total_size,
+                        data,
+                    }) => {
+                        let from = p.addr;
+                        match asm.on_data(key, piece, total_size, &data) {
+                            Outcome::Stored => {
+                                let _ = events
+                                    .send(FetchEvent::Piece {
+                                        done: asm.pieces_done(),
+                                        total: asm.num_pieces(),
+                                        from,
+                                    })
+                                    .await;
+                            }
+                            Outcome::Ignored => {}
+                            Outcome::Mismatch { liars } => {
+                                let _ = events.send(FetchEvent::Mismatch).await;
+                                ban(&mut peers, &mut asm, &mut banned, &liars, &events).await;
+                            }
+                            Outcome::Complete { info, liars } => {
+                                ban(&mut peers, &mut asm, &mut banned, &liars, &events).await;
+                                return Metainfo::from_info_bytes(&info)
+                                    .map_err(FetchError::Invalid);
+                            }
+                        }
+                    }
+                    Event::Metadata(MetadataMessage::Reject { piece }) => asm.on_reject(key, piece),
+                    Event::Metadata(MetadataMessage::Request { piece }) => {
+                        // We have nothing to give yet.
+                        let reject = MetadataMessage::Reject { piece }.encode();
+                        p.session.send_extension(UT_METADATA, reject);
+                    }
+                    _ => {}
+                }
+            }
+            // Requests, then bytes out.
+            let Some(p) = peers.get_mut(&key) else {
+                continue;
+            };
+            if p.ut_metadata {
+                while asm.in_flight(key) < PER_PEER {
+                    let Some(piece) = asm.next_request(key, now) else {
+                        break;
+                    };
+                    p.session
+                        .send_extension(UT_METADATA, MetadataMessage::Request { piece }.encode());
+                }
+            }
+            if let Err(e) = p.session.handle_timeout(now) {
+                let addr = p.addr;
+                peers.remove(&key);
+                asm.peer_gone(key);
+                let _ = events
+                    .send(FetchEvent::PeerRefused {
+                        addr,
+                        reason: e.to_string(),
+                    })
+                    .await;
+                continue;
+            }
+            while let Some(b) = p.session.poll_transmit(now) {
+                if p.conn.tx.try_send(b).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn ban(
+    peers: &mut HashMap<PeerKey, Peer>,
+    asm: &mut MetadataAssembler,
+    banned: &mut HashSet<IpAddr>,
+    liars: &[PeerKey],
+    events: &mpsc::Sender<FetchEvent>,
+) {
+    for k in liars {
+        if let Some(p) = peers.remove(k) {
+            banned.insert(p.addr.ip());
+            asm.peer_gone(*k);
+            let reason = "sent metadata that does not match the info hash".to_owned();
+            let _ = events
+                .send(FetchEvent::Banned {
+                    addr: p.addr,
+                    reason,
+                })
+                .await;
+        }
+    }
+}
+
+/// Bytes for one ut_metadata piece of `info` (to serve others).
+pub fn metadata_piece(info: &[u8], piece: u32) -> Option<Bytes> {
+    let start = (piece as usize).checked_mul(lodestone_peer::metadata::PIECE)?;
+    if start >= info.len() {
+        return None;
+    }
+    let end = (start + lodestone_peer::metadata::PIECE).min(info.len());
+    Some(Bytes::copy_from_slice(&info[start..end]))
+}
