@@ -8,7 +8,7 @@ address and dials from it.
   lt_peer.py seed  --torrent T --content-dir D --listen IP:PORT [--duration S] [--perf]
       Prints one line 'READY' when it seeds, runs until SIGTERM or the
       duration, then prints a JSON line {"event":"exit","uploaded":N}.
-  lt_peer.py leech --torrent T --save D --listen IP:PORT [--peer IP:PORT]...
+  lt_peer.py leech (--torrent T | --magnet M) --save D --listen IP:PORT [--peer IP:PORT]...
                    [--timeout S] [--perf] [--seed-after S]
       Prints a JSON line {"event":"result","ok":..,"time_to_complete_s":..,
       "downloaded":..,"cpu_s":..} and exits 0 when the download completed
@@ -100,8 +100,11 @@ def seed(a):
 
 def leech(a):
     ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption))
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(a.torrent)
+    if a.magnet:
+        atp = lt.parse_magnet_uri(a.magnet)
+    else:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(a.torrent)
     atp.save_path = a.save
     os.makedirs(a.save, exist_ok=True)
     t0 = time.monotonic()
@@ -157,7 +160,9 @@ def main():
     s.add_argument("--duration", type=float, default=120)
     s.add_argument("--perf", action="store_true")
     l = sub.add_parser("leech")
-    l.add_argument("--torrent", required=True)
+    g = l.add_mutually_exclusive_group(required=True)
+    g.add_argument("--torrent")
+    g.add_argument("--magnet")
     l.add_argument("--save", required=True)
     l.add_argument("--listen", required=True)
     l.add_argument("--peer", action="append")

@@ -155,3 +155,21 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 pub fn require_aria2() -> bool {
     require("aria2", Command::new("aria2c").arg("--version"))
 }
+
+/// A free block of `n` consecutive UDP/TCP ports on 127.0.0.1.
+pub fn port_block(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = free_port();
+        if base > 60000 {
+            continue;
+        }
+        let ok = (0..n).all(|i| {
+            std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+        });
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port block");
+}

@@ -1,0 +1,155 @@
+//! Magnet links with real clients: Lodestone fetches the metadata (BEP 9)
+//! and the content from libtorrent found through a private libtorrent DHT;
+//! libtorrent fetches both from a Lodestone seeder given only a magnet.
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, free_port, port_block, repo_root, require_libtorrent, Child};
+use lodestone::payload;
+
+fn python(script: &str) -> Command {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(repo_root().join("tests/interop").join(script));
+    c
+}
+
+fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let src = dir.join("src");
+    payload::write_multi(&src, "mag", 3 << 20, 64 << 10, "magnet").unwrap();
+    let torrent = dir.join("mag.torrent");
+    let o = bin()
+        .args(["create", "--no-date", "--piece-size", "64K", "-o"])
+        .arg(&torrent)
+        .arg(src.join("mag"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let info: serde_json::Value = serde_json::from_slice(
+        &bin()
+            .args(["info", "--json"])
+            .arg(&torrent)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    (
+        src,
+        torrent,
+        info["info_hash_v1"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn same(src: &std::path::Path, dst: &std::path::Path) {
+    for (rel, _) in payload::multi_layout(3 << 20, 64 << 10) {
+        assert_eq!(
+            std::fs::read(src.join(rel)).unwrap(),
+            std::fs::read(dst.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+}
+
+#[test]
+fn bare_magnet_from_a_libtorrent_seeder_via_its_dht() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent, ih) = fixture(dir.path());
+    let base = port_block(9);
+    let seed_port = base + 8;
+    let mut swarm = Child::spawn(
+        python("lt_dht.py")
+            .args([
+                "swarm",
+                "--n",
+                "8",
+                "--base-port",
+                &base.to_string(),
+                "--duration",
+                "120",
+            ])
+            .args(["--seed-port", &seed_port.to_string(), "--seed-torrent"])
+            .arg(&torrent)
+            .arg("--content")
+            .arg(&src),
+    );
+    swarm.wait_for_line("READY", Duration::from_secs(60));
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}"), "-o"])
+            .arg(&out)
+            .args([
+                "--bootstrap",
+                &format!("127.0.0.1:{base}"),
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ]),
+    )
+    .finish(Duration::from_secs(90));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("\"event\":\"metadata\""), "{text}");
+    assert!(text.contains("\"client\":\"LT2080\""), "{text}");
+    assert!(text.contains("\"source\":\"dht\""), "{text}");
+    same(&src.join("mag"), &out.join("mag"));
+}
+
+#[test]
+fn libtorrent_gets_metadata_and_content_from_a_lodestone_seeder() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent, ih) = fixture(dir.path());
+    let port = free_port();
+    let mut seeder = Child::spawn(
+        bin()
+            .args([
+                "seed",
+                "--json",
+                "--seed-time",
+                "90",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        python("lt_peer.py")
+            .args([
+                "leech",
+                "--timeout",
+                "60",
+                "--magnet",
+                &format!("magnet:?xt=urn:btih:{ih}"),
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--peer",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--save")
+            .arg(&out),
+    )
+    .finish(Duration::from_secs(90));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    same(&src.join("mag"), &out.join("mag"));
+}
