@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 
+START = time.monotonic()  # before libtorrent loads
 import libtorrent as lt
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -110,6 +111,27 @@ def lookup(a):
     return 0 if peers else 1
 
 
+def metadata(a):
+    """Time from process start to verified metadata for a magnet (DHT only)."""
+    s = lt.session(settings(a.port, a.bootstrap))
+    host, port = a.bootstrap.rsplit(":", 1)
+    s.add_dht_node((host, int(port)))
+    atp = lt.parse_magnet_uri(a.magnet)
+    atp.save_path = a.save
+    atp.flags |= lt.torrent_flags.upload_mode  # metadata only, no payload
+    s.add_torrent(atp)
+    t = None
+    end = time.monotonic() + a.timeout
+    while t is None and time.monotonic() < end:
+        s.wait_for_alert(10)
+        for al in s.pop_alerts():
+            if isinstance(al, lt.metadata_received_alert):
+                t = time.monotonic()
+    print(json.dumps({"event": "metadata", "ok": t is not None,
+                      "since_start_s": round(t - START, 4) if t else None}), flush=True)
+    return 0 if t else 1
+
+
 def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -127,8 +149,16 @@ def main():
     l.add_argument("--bootstrap", required=True)
     l.add_argument("--port", type=int, default=0)
     l.add_argument("--timeout", type=float, default=30)
+    m = sub.add_parser("metadata")
+    m.add_argument("--magnet", required=True)
+    m.add_argument("--bootstrap", required=True)
+    m.add_argument("--save", required=True)
+    m.add_argument("--port", type=int, default=0)
+    m.add_argument("--timeout", type=float, default=60)
     a = ap.parse_args()
-    return swarm(a) or 0 if a.cmd == "swarm" else lookup(a)
+    if a.cmd == "swarm":
+        return swarm(a) or 0
+    return lookup(a) if a.cmd == "lookup" else metadata(a)
 
 
 if __name__ == "__main__":
