@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{assert_same_tree, bin, free_port, Child};
+use common::{assert_same_tree, bin, create_torrent, spawn_seeder, Child};
 use lodestone::payload;
 
 const SIZE: u64 = 256 << 20;
@@ -19,31 +19,9 @@ fn kill_9_mid_download_then_resume() {
     let src = dir.path().join("src");
     payload::write_file(&src.join("big.bin"), "big.bin", SIZE, "crash").unwrap();
     let torrent = dir.path().join("big.torrent");
-    let o = bin()
-        .args(["create", "--no-date", "--piece-size", "256K", "-o"])
-        .arg(&torrent)
-        .arg(src.join("big.bin"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    create_torrent(&src.join("big.bin"), &torrent, Some("256K"));
     let pieces = SIZE / PIECE;
-
-    let port = free_port();
-    let mut seeder = Child::spawn(
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "300",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg(&torrent)
-            .arg(&src),
-    );
-    seeder.wait_for_line("\"started\"", Duration::from_secs(60));
-    let peer = format!("127.0.0.1:{port}");
+    let (_seeder, peer) = spawn_seeder(&torrent, &src, &[]);
     let out = dir.path().join("dl");
 
     // First run, rate-limited so there is a middle to kill it in.

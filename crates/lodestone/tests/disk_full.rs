@@ -5,9 +5,8 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
-use common::{bin, free_port, require, Child};
+use common::{create_torrent, require, spawn_seeder};
 use lodestone::payload;
 
 #[test]
@@ -27,34 +26,14 @@ fn full_disk_pauses_cleanly_and_resumes_later() {
     let src = dir.path().join("src");
     payload::write_file(&src.join("data.bin"), "data.bin", 24 << 20, "full").unwrap();
     let torrent = dir.path().join("data.torrent");
-    let o = bin()
-        .args(["create", "--no-date", "--piece-size", "256K", "-o"])
-        .arg(&torrent)
-        .arg(src.join("data.bin"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let port = free_port();
-    let mut seeder = Child::spawn(
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "120",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg(&torrent)
-            .arg(&src),
-    );
-    seeder.wait_for_line("\"started\"", Duration::from_secs(60));
+    create_torrent(&src.join("data.bin"), &torrent, Some("256K"));
+    let (_seeder, peer) = spawn_seeder(&torrent, &src, &[]);
 
     let out = dir.path().join("small");
     std::fs::create_dir_all(&out).unwrap();
     let exe = env!("CARGO_BIN_EXE_lodestone");
     let get = format!(
-        "{exe} get --peer 127.0.0.1:{port} -o {} {}",
+        "{exe} get --peer {peer} -o {} {}",
         out.display(),
         torrent.display()
     );

@@ -6,36 +6,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, free_port, Child};
+use common::{bin, create_torrent, spawn_seeder, Child};
 use lodestone::payload;
 
 fn setup(dir: &Path) -> (std::path::PathBuf, Child, String) {
     let src = dir.join("src");
     payload::write_multi(&src, "multi", 8 << 20, 256 << 10, "get").unwrap();
     let torrent = dir.join("multi.torrent");
-    let o = bin()
-        .args(["create", "--no-date", "--piece-size", "256K", "-o"])
-        .arg(&torrent)
-        .arg(src.join("multi"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let port = free_port();
-    let mut seeder = Child::spawn(
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "120",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg(&torrent)
-            .arg(&src),
-    );
-    seeder.wait_for_line("\"started\"", Duration::from_secs(60));
-    (torrent, seeder, format!("127.0.0.1:{port}"))
+    create_torrent(&src.join("multi"), &torrent, Some("256K"));
+    let (seeder, peer) = spawn_seeder(&torrent, &src, &[]);
+    (torrent, seeder, peer)
 }
 
 #[test]

@@ -6,7 +6,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, free_port, port_block, repo_root, require_libtorrent, Child};
+use common::{
+    bin, create_torrent, free_port, port_block, repo_root, require_libtorrent, spawn_seeder, Child,
+};
 use lodestone::payload;
 
 fn python(script: &str) -> Command {
@@ -19,27 +21,8 @@ fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, St
     let src = dir.join("src");
     payload::write_multi(&src, "mag", 3 << 20, 64 << 10, "magnet").unwrap();
     let torrent = dir.join("mag.torrent");
-    let o = bin()
-        .args(["create", "--no-date", "--piece-size", "64K", "-o"])
-        .arg(&torrent)
-        .arg(src.join("mag"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let info: serde_json::Value = serde_json::from_slice(
-        &bin()
-            .args(["info", "--json"])
-            .arg(&torrent)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    (
-        src,
-        torrent,
-        info["info_hash_v1"].as_str().unwrap().to_owned(),
-    )
+    let ih = create_torrent(&src.join("mag"), &torrent, Some("64K"));
+    (src, torrent, ih)
 }
 
 fn same(src: &std::path::Path, dst: &std::path::Path) {
@@ -110,21 +93,7 @@ fn libtorrent_gets_metadata_and_content_from_a_lodestone_seeder() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent, ih) = fixture(dir.path());
-    let port = free_port();
-    let mut seeder = Child::spawn(
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "90",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg(&torrent)
-            .arg(&src),
-    );
-    seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+    let (_seeder, seeder_addr) = spawn_seeder(&torrent, &src, &[]);
     let out = dir.path().join("dl");
     let o = Child::spawn(
         python("lt_peer.py")
@@ -139,7 +108,7 @@ fn libtorrent_gets_metadata_and_content_from_a_lodestone_seeder() {
                 "--listen",
                 &format!("127.0.0.1:{}", free_port()),
                 "--peer",
-                &format!("127.0.0.1:{port}"),
+                &seeder_addr,
             ])
             .arg("--save")
             .arg(&out),

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assert_same_tree, bin, free_port, repo_root, require_aria2, require_libtorrent, Child,
+    assert_same_tree, bin, create_torrent, free_port, repo_root, require_aria2, require_libtorrent,
+    spawn_seeder, Child,
 };
 use lodestone::payload;
 
@@ -20,13 +21,7 @@ fn fixtures(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for name in ["single.bin", "multi"] {
         let t = dir.join(format!("{name}.torrent"));
-        let o = bin()
-            .args(["create", "--no-date", "--piece-size", "256K", "-o"])
-            .arg(&t)
-            .arg(src.join(name))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        create_torrent(&src.join(name), &t, Some("256K"));
         out.push((t, name.to_owned()));
     }
     out
@@ -112,21 +107,7 @@ fn seed_to_libtorrent() {
     }
     let dir = tempfile::tempdir().unwrap();
     for (torrent, name) in fixtures(dir.path()) {
-        let port = free_port();
-        let mut seeder = Child::spawn(
-            bin()
-                .args([
-                    "seed",
-                    "--json",
-                    "--seed-time",
-                    "60",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                ])
-                .arg(&torrent)
-                .arg(dir.path().join("src")),
-        );
-        seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+        let (_seeder, seeder_addr) = spawn_seeder(&torrent, &dir.path().join("src"), &[]);
         let out = dir.path().join(format!("dl-{name}"));
         let o = Child::spawn(
             lt_peer()
@@ -137,7 +118,7 @@ fn seed_to_libtorrent() {
                     "--listen",
                     &format!("127.0.0.1:{}", free_port()),
                 ])
-                .args(["--peer", &format!("127.0.0.1:{port}")])
+                .args(["--peer", &seeder_addr])
                 .arg("--torrent")
                 .arg(&torrent)
                 .arg("--save")
@@ -232,19 +213,8 @@ fn seed_to_aria2() {
             .arg(&torrent),
         );
         // aria2 knows no peers; our seeder dials it.
-        let _seeder = Child::spawn(
-            bin()
-                .args([
-                    "seed",
-                    "--seed-time",
-                    "60",
-                    "--listen",
-                    &format!("127.0.0.1:{}", free_port()),
-                ])
-                .args(["--peer", &format!("127.0.0.1:{aria_port}")])
-                .arg(&torrent)
-                .arg(dir.path().join("src")),
-        );
+        let aria = format!("127.0.0.1:{aria_port}");
+        let _seeder = spawn_seeder(&torrent, &dir.path().join("src"), &["--peer", &aria]);
         let o = leecher.finish(Duration::from_secs(90));
         assert!(
             o.status.success(),

@@ -173,3 +173,43 @@ pub fn port_block(n: u16) -> u16 {
     }
     panic!("no free port block");
 }
+
+/// `lodestone create --no-date` of `content` into `torrent`, with an
+/// optional piece size ("256K"); returns the v1 info hash in hex.
+pub fn create_torrent(content: &Path, torrent: &Path, piece: Option<&str>) -> String {
+    let mut cmd = bin();
+    cmd.args(["create", "--no-date", "--force", "-o"])
+        .arg(torrent)
+        .arg(content);
+    if let Some(p) = piece {
+        cmd.args(["--piece-size", p]);
+    }
+    let o = cmd.output().expect("run lodestone create");
+    assert!(
+        o.status.success(),
+        "create: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = bin()
+        .args(["info", "--json"])
+        .arg(torrent)
+        .output()
+        .expect("run lodestone info");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("info --json");
+    j["info_hash_v1"].as_str().expect("v1 info hash").to_owned()
+}
+
+/// A `lodestone seed` on a fresh 127.0.0.1 port, returned once it serves
+/// (after its check of the files), with its address.
+pub fn spawn_seeder(torrent: &Path, content: &Path, extra: &[&str]) -> (Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut seeder = Child::spawn(
+        bin()
+            .args(["seed", "--json", "--seed-time", "120", "--listen", &addr])
+            .args(extra)
+            .arg(torrent)
+            .arg(content),
+    );
+    seeder.wait_for_line("\"started\"", std::time::Duration::from_secs(60));
+    (seeder, addr)
+}
