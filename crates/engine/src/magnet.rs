@@ -167,15 +167,7 @@ pub async fn fetch_metadata(
                     continue;
                 };
                 if let Err(e) = p.session.handle_bytes(now, &bytes) {
-                    let addr = p.addr;
-                    peers.remove(&key);
-                    asm.peer_gone(key);
-                    let _ = events
-                        .send(FetchEvent::PeerRefused {
-                            addr,
-                            reason: e.to_string(),
-                        })
-                        .await;
+                    drop_peer(&mut peers, &mut asm, key, e.to_string(), &events).await;
                     continue;
                 }
                 touched.push(key);
@@ -277,15 +269,7 @@ pub async fn fetch_metadata(
                 }
             }
             if let Err(e) = p.session.handle_timeout(now) {
-                let addr = p.addr;
-                peers.remove(&key);
-                asm.peer_gone(key);
-                let _ = events
-                    .send(FetchEvent::PeerRefused {
-                        addr,
-                        reason: e.to_string(),
-                    })
-                    .await;
+                drop_peer(&mut peers, &mut asm, key, e.to_string(), &events).await;
                 continue;
             }
             while let Some(b) = p.session.poll_transmit(now) {
@@ -294,6 +278,25 @@ pub async fn fetch_metadata(
                 }
             }
         }
+    }
+}
+
+/// Close a peer's connection and say why.
+async fn drop_peer(
+    peers: &mut HashMap<PeerKey, Peer>,
+    asm: &mut MetadataAssembler,
+    key: PeerKey,
+    reason: String,
+    events: &mpsc::Sender<FetchEvent>,
+) {
+    if let Some(p) = peers.remove(&key) {
+        asm.peer_gone(key);
+        let _ = events
+            .send(FetchEvent::PeerRefused {
+                addr: p.addr,
+                reason,
+            })
+            .await;
     }
 }
 

@@ -103,21 +103,7 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut seeders = Vec::new();
     for s in 0..SEEDERS {
-        let port = free_port()?;
-        let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let dht = Dht::start(
-            listen,
-            Config {
-                bootstrap: vec![router],
-                ..Config::default()
-            },
-            NodeId(rng.bytes20()),
-            rng.bytes32(),
-            &[],
-        )
-        .await?;
-        let mut boot = dht.bootstrap(vec![router]).await;
-        while boot.recv().await.is_some() {}
+        let (listen, dht) = peer_node(router, &mut rng).await?;
         let mut cfg = TorrentConfig::new(
             src.clone(),
             PeerId::generate(rng.bytes16()[..12].try_into()?),
@@ -145,19 +131,7 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
 
     // 4. The leecher: the torrent and one DHT node, no peer addresses.
     let out = dir.join("download");
-    let port = free_port()?;
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let dht = Dht::start(
-        listen,
-        Config {
-            bootstrap: vec![router],
-            ..Config::default()
-        },
-        NodeId(rng.bytes20()),
-        rng.bytes32(),
-        &[],
-    )
-    .await?;
+    let (listen, dht) = peer_node(router, &mut rng).await?;
     let mut cfg = TorrentConfig::new(
         out.clone(),
         PeerId::generate(rng.bytes16()[..12].try_into()?),
@@ -227,6 +201,19 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A TCP port for a peer and a DHT node on the same port, joined to `router`.
+async fn peer_node(router: SocketAddr, rng: &mut Rng) -> anyhow::Result<(SocketAddr, Dht)> {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let cfg = Config {
+        bootstrap: vec![router],
+        ..Config::default()
+    };
+    let dht = Dht::start(listen, cfg, NodeId(rng.bytes20()), rng.bytes32(), &[]).await?;
+    let mut boot = dht.bootstrap(vec![router]).await;
+    while boot.recv().await.is_some() {}
+    Ok((listen, dht))
 }
 
 fn same_tree(a: &Path, b: &Path) -> anyhow::Result<bool> {
