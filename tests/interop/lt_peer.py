@@ -100,6 +100,9 @@ def seed(a):
 
 def leech(a):
     ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption))
+    if a.download_limit:
+        # Local peers are exempt from the global limit; a per-torrent one applies.
+        ses.set_peer_class_filter(lt.ip_filter())
     if a.magnet:
         atp = lt.parse_magnet_uri(a.magnet)
     else:
@@ -110,12 +113,20 @@ def leech(a):
     t0 = time.monotonic()
     cpu0 = cpu_s()
     h = ses.add_torrent(atp)
+    if a.download_limit:
+        h.set_download_limit(a.download_limit)
     for p in a.peer or []:
         h.connect_peer(ep(p))
     print("READY", flush=True)
     done = None
     deadline = t0 + a.timeout
+    seen = {}
     while not STOP and time.monotonic() < deadline:
+        for p in h.get_peer_info():
+            key = f"{p.ip[0]}:{p.ip[1]}"
+            src = [n for bit, n in ((1, "tracker"), (2, "dht"), (4, "pex"), (8, "lsd"), (32, "incoming"))
+                   if p.source & bit]
+            seen.setdefault(key, set()).update(src)
         ses.wait_for_alert(20)
         for al in ses.pop_alerts():
             if isinstance(al, lt.torrent_finished_alert) and done is None:
@@ -143,7 +154,8 @@ def leech(a):
                 break
         ok = h.status().progress >= 1.0
     emit(event="result", ok=ok, time_to_complete_s=done, downloaded=before.total_payload_download,
-         uploaded=before.total_payload_upload, cpu_s=round(cpu, 3))
+         uploaded=before.total_payload_upload, cpu_s=round(cpu, 3),
+         peers={k: sorted(v) for k, v in seen.items()})
     return 0 if ok else 1
 
 
@@ -171,6 +183,7 @@ def main():
     l.add_argument("--perf", action="store_true")
     l.add_argument("--no-verify", action="store_true", help="skip the final recheck (benchmarks)")
     l.add_argument("--no-encryption", action="store_true", help="do not try MSE/PE before plain BitTorrent")
+    l.add_argument("--download-limit", type=int, default=0, help="bytes/s (stay a leecher for a while)")
     a = ap.parse_args()
     return seed(a) if a.cmd == "seed" else leech(a)
 

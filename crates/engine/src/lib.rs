@@ -9,5 +9,6 @@ pub mod magnet;
 pub mod peer_io;
 pub mod pool;
 pub mod resume;
+pub mod sources;
 pub mod storage;
 pub mod torrent;

@@ -22,6 +22,8 @@ use crate::peer_io::{self, Connection, PeerInput, PeerSource};
 const PER_PEER: usize = 2;
 const MAX_PEERS: usize = 40;
 const TICK: Duration = Duration::from_millis(200);
+/// While stuck, say why this often.
+const STUCK_REPORT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -55,6 +57,79 @@ pub enum FetchEvent {
         reason: String,
     },
     Mismatch,
+    /// No metadata yet: what we know, in plain words (every few seconds).
+    Stuck {
+        after: Duration,
+        diagnosis: Vec<String>,
+    },
+}
+
+/// What the fetch has seen so far, for the diagnosis.
+#[derive(Debug, Default)]
+struct Seen {
+    dht: Option<crate::sources::DhtRound>,
+    dht_enabled: bool,
+    found: usize,
+    attempts: usize,
+    failed: usize,
+    handshaken: usize,
+    with_ut_metadata: usize,
+    banned: usize,
+    refused_size: usize,
+}
+
+/// Why the metadata has not arrived, as sentences a person can act on.
+fn diagnose(s: &Seen, asm: &MetadataAssembler) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.dht_enabled {
+        match s.dht {
+            None => out.push("DHT: first lookup still running".to_owned()),
+            Some(r) if r.queries == 0 => out.push("DHT: no node to ask: the bootstrap nodes did not resolve or answer".to_owned()),
+            Some(r) if r.responses == 0 => out.push(format!("DHT: 0 of {} nodes answered: bootstrap unreachable", r.queries)),
+            Some(r) if r.peers == 0 => out.push(format!(
+                "DHT: {} nodes answered but none knows a peer for this info hash (nobody announced it yet)",
+                r.responses
+            )),
+            Some(r) => out.push(format!("DHT: {} nodes answered, {} peers returned", r.responses, r.peers)),
+        }
+    } else {
+        out.push("DHT: off (give --bootstrap HOST:PORT or --dht)".to_owned());
+    }
+    if s.found == 0 {
+        out.push("no peer addresses known yet".to_owned());
+    } else if s.handshaken == 0 {
+        out.push(format!(
+            "{} peers found, {} connection attempts, {} failed, none completed a BitTorrent handshake",
+            s.found, s.attempts, s.failed
+        ));
+    } else if s.with_ut_metadata == 0 {
+        out.push(format!(
+            "{} peers connected, none supports ut_metadata (BEP 9)",
+            s.handshaken
+        ));
+    } else if asm.size().is_none() {
+        out.push(format!(
+            "{} peers support ut_metadata but none told the metadata size",
+            s.with_ut_metadata
+        ));
+    } else {
+        out.push(format!(
+            "metadata {}/{} pieces from {} peers with ut_metadata",
+            asm.pieces_done(),
+            asm.num_pieces(),
+            s.with_ut_metadata
+        ));
+    }
+    if s.banned > 0 {
+        out.push(format!("{} peer(s) banned for bad metadata", s.banned));
+    }
+    if s.refused_size > 0 {
+        out.push(format!(
+            "{} peer(s) refused: metadata size above the limit",
+            s.refused_size
+        ));
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +166,17 @@ pub async fn fetch_metadata(
     let mut known: BTreeMap<SocketAddr, (PeerSource, Instant, Duration)> = BTreeMap::new();
     let mut connecting: HashSet<SocketAddr> = HashSet::new();
     let mut banned: HashSet<IpAddr> = HashSet::new();
+    let mut seen = Seen {
+        dht_enabled: cfg.dht.is_some(),
+        ..Seen::default()
+    };
+    let started = Instant::now();
+    let mut next_report = started + STUCK_REPORT;
     let now = Instant::now();
     for p in &cfg.peers {
         known.insert(*p, (PeerSource::Manual, now, Duration::from_secs(1)));
     }
+    seen.found = known.len();
     let mut tick = tokio::time::interval(TICK);
     loop {
         // Dial what is due.
@@ -112,6 +194,7 @@ pub async fn fetch_metadata(
                 continue;
             }
             connecting.insert(*addr);
+            seen.attempts += 1;
             *due = now + *backoff;
             *backoff = (*backoff * 2).min(Duration::from_secs(60));
             peer_io::connect(*addr, *source, input_tx.clone());
@@ -152,6 +235,7 @@ pub async fn fetch_metadata(
             }
             Some(PeerInput::ConnectFailed { addr, .. }) => {
                 connecting.remove(&addr);
+                seen.failed += 1;
             }
             Some(PeerInput::Discovered { addrs, source }) => {
                 for a in addrs {
@@ -173,11 +257,24 @@ pub async fn fetch_metadata(
                 touched.push(key);
             }
             Some(PeerInput::Writable { key }) => touched.push(key),
+            Some(PeerInput::DhtRound(r)) => seen.dht = Some(r),
             Some(PeerInput::Closed { key, .. }) => {
                 peers.remove(&key);
                 asm.peer_gone(key);
             }
-            None => touched.extend(peers.keys().copied()),
+            None => {
+                touched.extend(peers.keys().copied());
+                if now >= next_report {
+                    next_report = now + STUCK_REPORT;
+                    let diagnosis = diagnose(&seen, &asm);
+                    let _ = events
+                        .send(FetchEvent::Stuck {
+                            after: now - started,
+                            diagnosis,
+                        })
+                        .await;
+                }
+            }
         }
 
         for key in touched {
@@ -186,6 +283,7 @@ pub async fn fetch_metadata(
                 let Some(p) = peers.get_mut(&key) else { break };
                 match ev {
                     Event::Connected { .. } => {
+                        seen.handshaken += 1;
                         let mut h = ExtendedHandshake {
                             client: Some(format!("Lodestone {}", env!("CARGO_PKG_VERSION"))),
                             listen_port: cfg.listen.map(|a| a.port()),
@@ -197,6 +295,9 @@ pub async fn fetch_metadata(
                     Event::ExtendedHandshake(h) => {
                         let (addr, source) = (p.addr, p.source);
                         p.ut_metadata = h.id_of(UT_METADATA).is_some();
+                        if p.ut_metadata {
+                            seen.with_ut_metadata += 1;
+                        }
                         let _ = events
                             .send(FetchEvent::PeerConnected {
                                 addr,
@@ -207,6 +308,7 @@ pub async fn fetch_metadata(
                             .await;
                         if let (true, Some(size)) = (p.ut_metadata, h.metadata_size) {
                             if let Err(e) = asm.peer_size(key, size) {
+                                seen.refused_size += 1;
                                 peers.remove(&key);
                                 let _ = events
                                     .send(FetchEvent::PeerRefused {
@@ -237,6 +339,7 @@ pub async fn fetch_metadata(
                             Outcome::Ignored => {}
                             Outcome::Mismatch { liars } => {
                                 let _ = events.send(FetchEvent::Mismatch).await;
+                                seen.banned += liars.len();
                                 ban(&mut peers, &mut asm, &mut banned, &liars, &events).await;
                             }
                             Outcome::Complete { info, liars } => {

@@ -99,6 +99,8 @@ pub enum PeerInput {
         addrs: Vec<SocketAddr>,
         source: PeerSource,
     },
+    /// A DHT lookup for the torrent finished.
+    DhtRound(crate::sources::DhtRound),
     Data {
         key: PeerKey,
         bytes: Bytes,

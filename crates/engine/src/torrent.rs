@@ -167,6 +167,8 @@ pub enum TorrentEvent {
     Paused {
         reason: String,
     },
+    /// Where peers come from (emitted about once a second).
+    Sources(Vec<crate::sources::SourceRow>),
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +219,21 @@ struct Peer {
     snubbed: bool,
     peer_reqq: usize,
     allowed_fast: Vec<PieceIndex>,
+    /// The peer's listen port from its extension handshake.
+    listen_port: Option<u16>,
+    /// Peer exchange with this peer, when it speaks ut_pex.
+    pex: Option<lodestone_peer::pex::PexState>,
+}
+
+impl Peer {
+    /// Where others can reach this peer: the address we dialled, or its
+    /// announced listen port for a peer that dialled us.
+    fn connectable(&self) -> Option<SocketAddr> {
+        match self.source {
+            PeerSource::Incoming => self.listen_port.map(|p| SocketAddr::new(self.addr.ip(), p)),
+            _ => Some(self.addr),
+        }
+    }
 }
 
 struct PieceBuf {
@@ -270,6 +287,11 @@ pub struct Torrent {
     dial: HashMap<SocketAddr, (Instant, Duration)>,
     /// Where each known address came from.
     sources: HashMap<SocketAddr, PeerSource>,
+    /// Addresses of peers that had everything: a seed does not dial them.
+    known_seeds: HashSet<SocketAddr>,
+    /// The last DHT round, and when it ended.
+    dht_round: Option<(crate::sources::DhtRound, Instant)>,
+    ticks: u64,
     connecting: HashSet<SocketAddr>,
     stats: Stats,
     down: Rate,
@@ -388,6 +410,9 @@ pub async fn run(
         banned: HashSet::new(),
         connecting: HashSet::new(),
         sources: HashMap::new(),
+        dht_round: None,
+        known_seeds: HashSet::new(),
+        ticks: 0,
         stats: Stats::default(),
         down: Rate::default(),
         up: Rate::default(),
@@ -479,19 +504,38 @@ async fn dht_discovery(
             Some(p) => dht.announce(info_hash, Some(p)).await,
             None => dht.get_peers(info_hash).await,
         };
+        let wait = Duration::from_secs(if round < 3 { 15 } else { 300 });
+        let mut report = crate::sources::DhtRound {
+            next_in: wait,
+            ..Default::default()
+        };
         while let Some(u) = rx.recv().await {
-            if let LookupUpdate::Peers(addrs) = u {
-                let msg = PeerInput::Discovered {
-                    addrs,
-                    source: PeerSource::Dht,
-                };
-                if input.send(msg).await.is_err() {
-                    return;
+            let msg = match u {
+                LookupUpdate::Peers(addrs) => {
+                    report.peers += addrs.len() as u32;
+                    PeerInput::Discovered {
+                        addrs,
+                        source: PeerSource::Dht,
+                    }
                 }
+                LookupUpdate::Announced { sent, acked } => {
+                    report.announced = Some((sent, acked));
+                    continue;
+                }
+                LookupUpdate::Done {
+                    queries, responses, ..
+                } => {
+                    report.queries = queries;
+                    report.responses = responses;
+                    PeerInput::DhtRound(report)
+                }
+                LookupUpdate::Hop { .. } => continue,
+            };
+            if input.send(msg).await.is_err() {
+                return;
             }
         }
-        let wait = if round < 3 { 15 } else { 300 };
-        tokio::time::sleep(Duration::from_secs(wait)).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -567,9 +611,11 @@ impl Torrent {
             .map(|(a, _)| *a)
             .collect();
         for addr in due {
+            let seed_to_seed = self.picker.have().is_full() && self.known_seeds.contains(&addr);
             if self.peers.len() + self.connecting.len() >= self.cfg.max_peers
                 || self.connecting.len() >= MAX_HALF_OPEN
                 || self.banned.contains(&addr.ip())
+                || seed_to_seed
             {
                 continue;
             }
@@ -585,6 +631,31 @@ impl Torrent {
                 .unwrap_or(PeerSource::Manual);
             peer_io::connect(addr, source, self.input_tx.clone());
         }
+    }
+
+    /// Remember addresses a source gave us and dial the new ones.
+    fn discovered(&mut self, addrs: Vec<SocketAddr>, source: PeerSource) {
+        let now = Instant::now();
+        for addr in addrs {
+            if Some(addr) == self.cfg.listen || addr.port() == 0 || self.banned.contains(&addr.ip())
+            {
+                continue;
+            }
+            // Peer exchange may not flood us: it fills at most a quarter.
+            let from_pex = self
+                .sources
+                .values()
+                .filter(|s| **s == PeerSource::Pex)
+                .count();
+            if source == PeerSource::Pex && from_pex >= MAX_KNOWN_PEERS / 4 {
+                break;
+            }
+            if !self.dial.contains_key(&addr) && self.dial.len() < MAX_KNOWN_PEERS {
+                self.dial.insert(addr, (now, Duration::from_secs(1)));
+                self.sources.insert(addr, source);
+            }
+        }
+        self.dial_due(now);
     }
 
     async fn on_input(&mut self, input: PeerInput) {
@@ -626,6 +697,8 @@ impl Torrent {
                         snubbed: false,
                         peer_reqq: 250,
                         allowed_fast: Vec::new(),
+                        listen_port: None,
+                        pex: None,
                     },
                 );
                 self.flush(key);
@@ -633,19 +706,8 @@ impl Torrent {
             PeerInput::ConnectFailed { addr, .. } => {
                 self.connecting.remove(&addr);
             }
-            PeerInput::Discovered { addrs, source } => {
-                let now = Instant::now();
-                for addr in addrs {
-                    if Some(addr) == self.cfg.listen || self.banned.contains(&addr.ip()) {
-                        continue;
-                    }
-                    if !self.dial.contains_key(&addr) && self.dial.len() < MAX_KNOWN_PEERS {
-                        self.dial.insert(addr, (now, Duration::from_secs(1)));
-                        self.sources.insert(addr, source);
-                    }
-                }
-                self.dial_due(now);
-            }
+            PeerInput::Discovered { addrs, source } => self.discovered(addrs, source),
+            PeerInput::DhtRound(r) => self.dht_round = Some((r, Instant::now())),
             PeerInput::Data { key, bytes } => {
                 let now = Instant::now();
                 let result = match self.peers.get_mut(&key) {
@@ -709,6 +771,7 @@ impl Torrent {
                     }
                 }
                 self.update_interest(key);
+                self.drop_if_both_seeds(key).await;
             }
             Event::HaveAll => {
                 self.picker.peer_has_all(key);
@@ -716,6 +779,7 @@ impl Torrent {
                     p.is_seed = true;
                 }
                 self.update_interest(key);
+                self.drop_if_both_seeds(key).await;
             }
             Event::HaveNone => {}
             Event::Have(piece) => {
@@ -765,9 +829,17 @@ impl Torrent {
                     p.session.send_extension(UT_METADATA, reply.encode());
                 }
             }
+            Event::Pex(m) if !self.meta.info.private => {
+                let addrs = m.added.into_iter().map(|(a, _)| a).collect();
+                self.discovered(addrs, PeerSource::Pex);
+            }
             Event::Suggest(_) | Event::DhtPort(_) | Event::Metadata(_) | Event::Pex(_) => {}
             Event::ExtendedHandshake(h) => {
                 if let Some(p) = self.peers.get_mut(&key) {
+                    p.listen_port = h.listen_port;
+                    if h.id_of(UT_PEX).is_some() && !self.meta.info.private && p.pex.is_none() {
+                        p.pex = Some(lodestone_peer::pex::PexState::new(Instant::now()));
+                    }
                     if let Some(q) = h.request_queue {
                         p.peer_reqq = (q as usize).clamp(1, MAX_QUEUE);
                     }
@@ -792,6 +864,14 @@ impl Torrent {
         h.extensions.insert(UT_METADATA.into(), OUR_UT_METADATA_ID);
         h.extensions.insert(UT_PEX.into(), OUR_UT_PEX_ID);
         h
+    }
+
+    /// Two seeds have nothing to trade: free the connection slot.
+    async fn drop_if_both_seeds(&mut self, key: PeerKey) {
+        let peer_is_seed = self.peers.get(&key).is_some_and(|p| p.is_seed);
+        if peer_is_seed && self.picker.have().is_full() {
+            self.disconnect(key, "both seeding".into()).await;
+        }
     }
 
     fn update_interest(&mut self, key: PeerKey) {
@@ -1021,6 +1101,17 @@ impl Torrent {
             }
             self.flush(k);
         }
+        if self.picker.have().is_full() {
+            let seeds: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.is_seed)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in seeds {
+                self.disconnect(k, "both seeding".into()).await;
+            }
+        }
         self.emit(TorrentEvent::Completed {
             after: now - self.started,
         })
@@ -1248,9 +1339,145 @@ impl Torrent {
         if self.resume_dirty && now.duration_since(self.last_resume) >= RESUME_EVERY {
             self.save_resume();
         }
+        self.send_pex(now);
         self.dial_due(now);
         self.refresh_stats();
         self.emit(TorrentEvent::Progress(self.stats.clone())).await;
+        self.ticks += 1;
+        if self.ticks % 4 == 1 {
+            let rows = self.sources_table(now);
+            self.emit(TorrentEvent::Sources(rows)).await;
+        }
+    }
+
+    /// BEP 11: tell each ut_pex peer about the others, once a minute.
+    fn send_pex(&mut self, now: Instant) {
+        use lodestone_wire::pex::PexFlags;
+        let everyone: Vec<(PeerKey, SocketAddr, PexFlags)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established)
+            .filter_map(|(k, p)| {
+                let mut f = 0;
+                if p.is_seed {
+                    f |= PexFlags::SEED;
+                }
+                if p.source != PeerSource::Incoming {
+                    f |= PexFlags::REACHABLE;
+                }
+                p.connectable().map(|a| (*k, a, PexFlags(f)))
+            })
+            .collect();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            let Some(state) = p.pex.as_mut() else {
+                continue;
+            };
+            if now < state.next_due() {
+                continue;
+            }
+            // Everyone but the recipient itself.
+            let others: Vec<(SocketAddr, PexFlags)> = everyone
+                .iter()
+                .filter(|(other, _, _)| *other != k)
+                .map(|(_, a, f)| (*a, *f))
+                .collect();
+            if let Some(msg) = state.poll(now, &others) {
+                p.session.send_extension(UT_PEX, msg.encode());
+                self.flush(k);
+            }
+        }
+    }
+
+    /// The rows of the sources table.
+    pub fn sources_table(&self, now: Instant) -> Vec<crate::sources::SourceRow> {
+        use crate::sources::SourceRow;
+        let found = |s: PeerSource| self.sources.values().filter(|x| **x == s).count();
+        let seeds = |s: PeerSource| {
+            self.peers
+                .values()
+                .filter(|p| p.established && p.is_seed && p.source == s)
+                .count()
+        };
+        let mut rows = Vec::new();
+        let private = self.meta.info.private;
+        let (dht_status, dht_next) = match (&self.cfg.dht, &self.dht_round) {
+            _ if private => ("disabled: private torrent".to_owned(), None),
+            (None, _) => ("disabled (no --bootstrap or --dht)".to_owned(), None),
+            (Some(_), None) => ("searching...".to_owned(), None),
+            (Some(_), Some((r, at))) => (
+                r.status(),
+                Some((*at + r.next_in).saturating_duration_since(now)),
+            ),
+        };
+        rows.push(SourceRow {
+            name: "[DHT]".into(),
+            status: dht_status,
+            next_update: dht_next,
+            seeds: seeds(PeerSource::Dht),
+            peers: found(PeerSource::Dht),
+        });
+        let pex_peers = self.peers.values().filter(|p| p.pex.is_some()).count();
+        let next_pex = self
+            .peers
+            .values()
+            .filter_map(|p| p.pex.as_ref().map(|s| s.next_due()))
+            .min();
+        rows.push(SourceRow {
+            name: "[Peer Exchange]".into(),
+            status: if private {
+                "disabled: private torrent".into()
+            } else if pex_peers == 0 {
+                "waiting: no connected peer speaks ut_pex".into()
+            } else {
+                format!("working: exchanging with {pex_peers} peers")
+            },
+            next_update: next_pex.map(|t| t.saturating_duration_since(now)),
+            seeds: seeds(PeerSource::Pex),
+            peers: found(PeerSource::Pex),
+        });
+        rows.push(SourceRow {
+            name: "[Local Peer Discovery]".into(),
+            status: "not available yet in this version".into(),
+            next_update: None,
+            seeds: 0,
+            peers: 0,
+        });
+        if !self.cfg.peers.is_empty() {
+            rows.push(SourceRow {
+                name: "[Given peers]".into(),
+                status: format!("{} given (--peer or x.pe)", self.cfg.peers.len()),
+                next_update: None,
+                seeds: seeds(PeerSource::Manual),
+                peers: self.cfg.peers.len(),
+            });
+        }
+        if let Some(l) = self.cfg.listen {
+            rows.push(SourceRow {
+                name: "[Incoming]".into(),
+                status: format!("listening on {l}"),
+                next_update: None,
+                seeds: seeds(PeerSource::Incoming),
+                peers: self
+                    .peers
+                    .values()
+                    .filter(|p| p.source == PeerSource::Incoming)
+                    .count(),
+            });
+        }
+        for url in self.meta.trackers.iter().flatten() {
+            rows.push(SourceRow {
+                name: url.clone(),
+                status: "not contacted: trackers are not supported yet".into(),
+                next_update: None,
+                seeds: 0,
+                peers: 0,
+            });
+        }
+        rows
     }
 
     fn refresh_stats(&mut self) {
@@ -1301,6 +1528,11 @@ impl Torrent {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
+        if p.is_seed {
+            if let Some(a) = p.connectable() {
+                self.known_seeds.insert(a);
+            }
+        }
         self.picker.peer_gone(key);
         if p.established {
             self.emit(TorrentEvent::PeerDisconnected {

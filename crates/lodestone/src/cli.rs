@@ -161,6 +161,10 @@ pub struct GetArgs {
     /// Print newline-delimited JSON events; the last is a summary.
     #[arg(long)]
     pub json: bool,
+    /// Tell what happens and why: every peer, metadata piece and source
+    /// update, and the sources table every few seconds.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Debug, clap::Args)]

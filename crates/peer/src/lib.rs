@@ -5,5 +5,6 @@
 
 pub mod choker;
 pub mod metadata;
+pub mod pex;
 pub mod picker;
 pub mod session;

@@ -62,7 +62,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 if peers.is_empty() && dht.is_none() {
                     bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node) or --dht (the public DHT)");
                 }
-                fetch(&m, peers, dht.clone(), listen, a.max_metadata_size, seed, a.json).await?
+                fetch(&m, peers, dht.clone(), listen, a.max_metadata_size, seed, a.json, a.explain).await?
             }
         };
         get_with(meta, a, seed, dht).await
@@ -134,6 +134,7 @@ async fn fetch(
     max_size: u64,
     seed: u64,
     json: bool,
+    explain: bool,
 ) -> anyhow::Result<Metainfo> {
     use lodestone_engine::magnet::{fetch_metadata, FetchConfig, FetchEvent};
     let cfg = FetchConfig {
@@ -172,12 +173,22 @@ async fn fetch(
                         json!({"event": "peer_banned", "t": t, "addr": addr.to_string(), "reason": reason}),
                         format!("banned {addr}: {reason}"),
                     ),
+                    FetchEvent::Stuck { after, diagnosis } => (
+                        json!({"event": "diagnosis", "t": t, "waiting_s": after.as_secs_f64(), "diagnosis": diagnosis}),
+                        format!("no metadata after {:.0} s:\n  {}", after.as_secs_f64(), diagnosis.join("\n  ")),
+                    ),
                     FetchEvent::Mismatch => (
                         json!({"event": "metadata_mismatch", "t": t}),
                         "metadata did not match the info hash; fetching it again".to_owned(),
                     ),
                 };
-                if json { crate::outln!("{j}"); } else { eprintln!("{text}"); }
+                // Without --explain a person sees only why it is waiting.
+                let always = matches!(ev, FetchEvent::Stuck { .. } | FetchEvent::Banned { .. });
+                if json {
+                    crate::outln!("{j}");
+                } else if explain || always {
+                    eprintln!("{text}");
+                }
             }
             _ = &mut ctrl_c, if !stopping => { stopping = true; let _ = stop_tx.send(true); }
         }
@@ -225,7 +236,7 @@ async fn get_with(
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
     cfg.download_rate_limit = a.download_limit;
-    drive_async(meta, cfg, a.json).await
+    drive_async(meta, cfg, a.json, a.explain).await
 }
 
 pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
@@ -240,7 +251,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.recheck = true;
     runtime()?.block_on(async {
         cfg.dht = start_dht(&a.bootstrap, a.dht, Some(a.listen), seed).await?;
-        drive_async(meta, cfg, a.json).await
+        drive_async(meta, cfg, a.json, false).await
     })
 }
 
@@ -265,7 +276,12 @@ fn content_dir(path: &Path, name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-async fn drive_async(meta: Metainfo, cfg: TorrentConfig, json: bool) -> anyhow::Result<ExitCode> {
+async fn drive_async(
+    meta: Metainfo,
+    cfg: TorrentConfig,
+    json: bool,
+    explain: bool,
+) -> anyhow::Result<ExitCode> {
     let meta = Arc::new(meta);
     let seeding_forever = cfg.seed_time == Some(Duration::MAX);
     let mut cfg = cfg;
@@ -276,7 +292,7 @@ async fn drive_async(meta: Metainfo, cfg: TorrentConfig, json: bool) -> anyhow::
         let (events_tx, mut events_rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = watch::channel(false);
         let engine = tokio::spawn(torrent::run(meta.clone(), cfg, events_tx, stop_rx));
-        let mut ui = Ui::new(&meta, json);
+        let mut ui = Ui::new(&meta, json, explain);
         let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
         let mut stopping = false;
         loop {
@@ -305,7 +321,13 @@ async fn drive_async(meta: Metainfo, cfg: TorrentConfig, json: bool) -> anyhow::
 /// Progress for people (a bar on a terminal, lines otherwise) or NDJSON.
 struct Ui {
     json: bool,
+    explain: bool,
     bar: Option<indicatif::ProgressBar>,
+    /// The sources table, one text line each, under the bar.
+    multi: Option<indicatif::MultiProgress>,
+    table: Vec<indicatif::ProgressBar>,
+    last_rows: Vec<lodestone_engine::sources::SourceRow>,
+    last_table_print: Option<Instant>,
     info_hash: String,
     total: u64,
     started: Instant,
@@ -314,10 +336,11 @@ struct Ui {
 }
 
 impl Ui {
-    fn new(meta: &Metainfo, json: bool) -> Self {
+    fn new(meta: &Metainfo, json: bool, explain: bool) -> Self {
         let total = meta.info.content_length();
-        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(total);
+        let multi = (!json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+        let bar = multi.as_ref().map(|m| {
+            let b = m.add(indicatif::ProgressBar::new(total));
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
@@ -328,7 +351,12 @@ impl Ui {
         });
         Self {
             json,
+            explain,
             bar,
+            multi,
+            table: Vec::new(),
+            last_rows: Vec::new(),
+            last_table_print: None,
             info_hash: meta.info_hashes.wire().to_hex(),
             total,
             started: Instant::now(),
@@ -382,6 +410,13 @@ impl Ui {
                 }
                 TorrentEvent::Paused { reason } => {
                     json!({"event": "paused", "t": t, "reason": reason})
+                }
+                TorrentEvent::Sources(rows) => {
+                    let rows: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|r| json!({"name": r.name, "status": r.status, "next_update_s": r.next_update.map(|d| d.as_secs()), "seeds": r.seeds, "peers": r.peers}))
+                        .collect();
+                    json!({"event": "sources", "t": t, "sources": rows})
                 }
             };
             self.line(v);
@@ -440,12 +475,50 @@ impl Ui {
             TorrentEvent::Paused { reason } => self.note(&format!(
                 "paused: {reason}. What was verified is kept; run again to resume."
             )),
+            TorrentEvent::Sources(rows) => self.sources(rows),
+        }
+    }
+
+    /// The sources table: live under the bar on a terminal; printed every
+    /// 10 s with --explain otherwise.
+    fn sources(&mut self, rows: &[lodestone_engine::sources::SourceRow]) {
+        self.last_rows = rows.to_vec();
+        let lines = lodestone_engine::sources::render(rows);
+        if let Some(m) = &self.multi {
+            while self.table.len() < lines.len() {
+                let line = m.add(indicatif::ProgressBar::new_spinner());
+                line.set_style(
+                    indicatif::ProgressStyle::with_template("{msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                self.table.push(line);
+            }
+            for (bar, line) in self.table.iter().zip(&lines) {
+                bar.set_message(line.clone());
+            }
+            return;
+        }
+        let due = self
+            .last_table_print
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if self.explain && due {
+            self.last_table_print = Some(Instant::now());
+            eprintln!("{}", lines.join("\n"));
         }
     }
 
     fn finish(&mut self, s: &Summary) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
+        }
+        for line in self.table.drain(..) {
+            line.finish_and_clear();
+        }
+        if !self.json && !self.last_rows.is_empty() {
+            eprintln!(
+                "{}",
+                lodestone_engine::sources::render(&self.last_rows).join("\n")
+            );
         }
         if self.json {
             self.line(json!({

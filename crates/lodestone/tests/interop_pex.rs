@@ -1,0 +1,148 @@
+//! Peer exchange (BEP 11) with libtorrent, both ways. No DHT anywhere: the
+//! only way to learn the seeder is the middle peer's ut_pex message.
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, create_torrent, free_port, repo_root, require_libtorrent, spawn_seeder, Child};
+use lodestone::payload;
+
+fn lt_peer() -> Command {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(repo_root().join("tests/interop/lt_peer.py"));
+    c
+}
+
+fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = dir.join("src");
+    payload::write_file(&src.join("p.bin"), "p.bin", 8 << 20, "pex").unwrap();
+    let torrent = dir.join("p.torrent");
+    create_torrent(&src.join("p.bin"), &torrent, Some("64K"));
+    (src, torrent)
+}
+
+/// S (Lodestone seeder) <- B (libtorrent, knows S) <- C (Lodestone, knows
+/// only B): C must reach S through B's peer exchange.
+#[test]
+fn lodestone_learns_a_seeder_from_libtorrent_pex() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let (_s, seeder) = spawn_seeder(&torrent, &src, &[]);
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    let mut b = Child::spawn(
+        lt_peer()
+            // Slow, so B is still a leecher (libtorrent's PEX is for leechers).
+            .args([
+                "leech",
+                "--timeout",
+                "60",
+                "--download-limit",
+                "1000000",
+                "--listen",
+                &b_addr,
+                "--peer",
+                &seeder,
+            ])
+            .arg("--torrent")
+            .arg(&torrent)
+            .arg("--save")
+            .arg(dir.path().join("b")),
+    );
+    b.wait_for_line("READY", Duration::from_secs(30));
+    let o = Child::spawn(
+        bin()
+            // Slow, so it is still downloading when B's PEX message comes.
+            .args(["get", "--json", "--download-limit", "1M", "--peer", &b_addr])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port()), "-o"])
+            .arg(dir.path().join("c"))
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let learned = text.lines().any(|l| {
+        l.contains("\"peer_connected\"")
+            && l.contains("\"source\":\"pex\"")
+            && l.contains(&format!("\"addr\":\"{seeder}\""))
+    });
+    assert!(
+        learned,
+        "C never connected to the seeder as a PEX peer:\n{text}"
+    );
+    assert_eq!(
+        std::fs::read(src.join("p.bin")).unwrap(),
+        std::fs::read(dir.path().join("c/p.bin")).unwrap()
+    );
+}
+
+/// S (libtorrent seeder) <- B (Lodestone, knows S) <- C (libtorrent, knows
+/// only B): libtorrent must learn S from our ut_pex.
+#[test]
+fn libtorrent_learns_a_seeder_from_lodestone_pex() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let s_addr = format!("127.0.0.1:{}", free_port());
+    let mut s = Child::spawn(
+        lt_peer()
+            .args(["seed", "--duration", "90", "--listen", &s_addr])
+            .arg("--torrent")
+            .arg(&torrent)
+            .arg("--content-dir")
+            .arg(&src),
+    );
+    s.wait_for_line("READY", Duration::from_secs(30));
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    // B downloads slowly, so it is still a leecher in the swarm when C comes.
+    let _b = Child::spawn(
+        bin()
+            .args([
+                "get",
+                "--download-limit",
+                "1M",
+                "--seed-time",
+                "60",
+                "--peer",
+                &s_addr,
+                "--listen",
+                &b_addr,
+                "-o",
+            ])
+            .arg(dir.path().join("b"))
+            .arg(&torrent),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let o = Child::spawn(
+        lt_peer()
+            .args([
+                "leech",
+                "--timeout",
+                "60",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--peer",
+                &b_addr,
+            ])
+            .arg("--torrent")
+            .arg(&torrent)
+            .arg("--save")
+            .arg(dir.path().join("c")),
+    )
+    .finish(Duration::from_secs(90));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let result: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let sources = &result["peers"][&s_addr];
+    assert!(
+        sources
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "pex")),
+        "libtorrent did not learn the seeder through PEX: {result}"
+    );
+}
