@@ -62,7 +62,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 if peers.is_empty() && dht.is_none() {
                     bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node) or --dht (the public DHT)");
                 }
-                fetch(&m, peers, dht.clone(), listen, a.max_metadata_size, seed, a.json, a.explain).await?
+                fetch(&m, peers, dht.clone(), a, seed).await?
             }
         };
         get_with(meta, a, seed, dht).await
@@ -130,12 +130,10 @@ async fn fetch(
     m: &lodestone_core::Magnet,
     peers: Vec<std::net::SocketAddr>,
     dht: Option<lodestone_engine::dht::Dht>,
-    listen: Option<std::net::SocketAddr>,
-    max_size: u64,
+    a: &GetArgs,
     seed: u64,
-    json: bool,
-    explain: bool,
 ) -> anyhow::Result<Metainfo> {
+    let (listen, max_size, json, explain) = (a.listen, a.max_metadata_size, a.json, a.explain);
     use lodestone_engine::magnet::{fetch_metadata, FetchConfig, FetchEvent};
     let cfg = FetchConfig {
         info_hashes: m.info_hashes,
