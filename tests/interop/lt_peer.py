@@ -33,7 +33,7 @@ def on_signal(_sig, _frm):
     STOP = True
 
 
-def settings(listen, perf, encryption=True):
+def settings(listen, perf, encryption=True, lsd=False):
     s = {}
     if perf:
         s.update(lt.high_performance_seed())
@@ -52,6 +52,10 @@ def settings(listen, perf, encryption=True):
         "enable_outgoing_utp": False,
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
     })
+    if lsd:
+        # BEP 14 on the netns link; re-announce often so tests are quick.
+        s["enable_lsd"] = True
+        s["local_service_announce_interval"] = 5
     if not encryption:
         # Plain BitTorrent only: no MSE/PE handshake attempt first.
         s["out_enc_policy"] = 2
@@ -74,7 +78,10 @@ def cpu_s():
 
 
 def seed(a):
-    ses = lt.session(settings(a.listen, a.perf))
+    st = settings(a.listen, a.perf, lsd=a.lsd)
+    if a.no_outgoing:  # accept peers, never dial them
+        st["enable_outgoing_tcp"] = False
+    ses = lt.session(st)
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(a.torrent)
     atp.save_path = a.content_dir
@@ -99,7 +106,7 @@ def seed(a):
 
 
 def leech(a):
-    ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption))
+    ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption, lsd=a.lsd))
     if a.download_limit:
         # Local peers are exempt from the global limit; a per-torrent one applies.
         ses.set_peer_class_filter(lt.ip_filter())
@@ -171,6 +178,8 @@ def main():
     s.add_argument("--peer", action="append")
     s.add_argument("--duration", type=float, default=120)
     s.add_argument("--perf", action="store_true")
+    s.add_argument("--lsd", action="store_true", help="Local Service Discovery (BEP 14)")
+    s.add_argument("--no-outgoing", action="store_true", help="never dial peers (incoming only)")
     l = sub.add_parser("leech")
     g = l.add_mutually_exclusive_group(required=True)
     g.add_argument("--torrent")
@@ -181,6 +190,7 @@ def main():
     l.add_argument("--timeout", type=float, default=120)
     l.add_argument("--seed-after", type=float, default=0)
     l.add_argument("--perf", action="store_true")
+    l.add_argument("--lsd", action="store_true", help="Local Service Discovery (BEP 14)")
     l.add_argument("--no-verify", action="store_true", help="skip the final recheck (benchmarks)")
     l.add_argument("--no-encryption", action="store_true", help="do not try MSE/PE before plain BitTorrent")
     l.add_argument("--download-limit", type=int, default=0, help="bytes/s (stay a leecher for a while)")

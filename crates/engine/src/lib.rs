@@ -5,6 +5,7 @@
 pub mod create;
 pub mod dht;
 pub mod fsutil;
+pub mod lpd;
 pub mod magnet;
 pub mod peer_io;
 pub mod pool;

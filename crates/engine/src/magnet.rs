@@ -258,6 +258,7 @@ pub async fn fetch_metadata(
             }
             Some(PeerInput::Writable { key }) => touched.push(key),
             Some(PeerInput::DhtRound(r)) => seen.dht = Some(r),
+            Some(PeerInput::SourceStatus { .. }) => {}
             Some(PeerInput::Closed { key, .. }) => {
                 peers.remove(&key);
                 asm.peer_gone(key);

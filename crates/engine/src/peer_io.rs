@@ -101,6 +101,12 @@ pub enum PeerInput {
     },
     /// A DHT lookup for the torrent finished.
     DhtRound(crate::sources::DhtRound),
+    /// A discovery source's state changed (for the sources table).
+    SourceStatus {
+        source: PeerSource,
+        status: String,
+        next_in: Option<std::time::Duration>,
+    },
     Data {
         key: PeerKey,
         bytes: Bytes,

@@ -74,6 +74,8 @@ pub struct TorrentConfig {
     pub download_rate_limit: Option<u64>,
     /// Find peers through this DHT node (and announce `listen`'s port there).
     pub dht: Option<crate::dht::Dht>,
+    /// Announce on the LAN and listen for others (BEP 14); needs `listen`.
+    pub lpd: bool,
 }
 
 impl TorrentConfig {
@@ -93,6 +95,7 @@ impl TorrentConfig {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             download_rate_limit: None,
             dht: None,
+            lpd: false,
         }
     }
 }
@@ -287,6 +290,8 @@ pub struct Torrent {
     dial: HashMap<SocketAddr, (Instant, Duration)>,
     /// Where each known address came from.
     sources: HashMap<SocketAddr, PeerSource>,
+    /// Status lines reported by discovery tasks (LPD), and when.
+    source_status: HashMap<PeerSource, (String, Instant, Option<Duration>)>,
     /// Addresses of peers that had everything: a seed does not dial them.
     known_seeds: HashSet<SocketAddr>,
     /// The last DHT round, and when it ended.
@@ -345,6 +350,18 @@ pub async fn run(
             input_tx.clone(),
         )
     });
+    let _lpd_task = match (cfg.lpd, cfg.listen) {
+        (true, Some(listen)) if !meta.info.private => {
+            let cookie = format!("{:016x}", cfg.seed);
+            Some(AbortOnDrop(tokio::spawn(crate::lpd::run(
+                meta.info_hashes.wire(),
+                listen.port(),
+                cookie,
+                input_tx.clone(),
+            ))))
+        }
+        _ => None,
+    };
     let (have, state) = initial_have(&meta, &cfg, &storage).await;
     let _ = events
         .send(TorrentEvent::Started {
@@ -412,6 +429,7 @@ pub async fn run(
         sources: HashMap::new(),
         dht_round: None,
         known_seeds: HashSet::new(),
+        source_status: HashMap::new(),
         ticks: 0,
         stats: Stats::default(),
         down: Rate::default(),
@@ -708,6 +726,14 @@ impl Torrent {
             }
             PeerInput::Discovered { addrs, source } => self.discovered(addrs, source),
             PeerInput::DhtRound(r) => self.dht_round = Some((r, Instant::now())),
+            PeerInput::SourceStatus {
+                source,
+                status,
+                next_in,
+            } => {
+                self.source_status
+                    .insert(source, (status, Instant::now(), next_in));
+            }
             PeerInput::Data { key, bytes } => {
                 let now = Instant::now();
                 let result = match self.peers.get_mut(&key) {
@@ -1439,12 +1465,24 @@ impl Torrent {
             seeds: seeds(PeerSource::Pex),
             peers: found(PeerSource::Pex),
         });
+        let (lpd_status, lpd_next) = match self.source_status.get(&PeerSource::Lpd) {
+            _ if private => ("disabled: private torrent".to_owned(), None),
+            Some((s, at, next)) => (
+                s.clone(),
+                next.map(|n| (*at + n).saturating_duration_since(now)),
+            ),
+            None if self.cfg.lpd && self.cfg.listen.is_none() => {
+                ("disabled: needs --listen".to_owned(), None)
+            }
+            None if self.cfg.lpd => ("starting...".to_owned(), None),
+            None => ("disabled (no --lpd)".to_owned(), None),
+        };
         rows.push(SourceRow {
             name: "[Local Peer Discovery]".into(),
-            status: "not available yet in this version".into(),
-            next_update: None,
-            seeds: 0,
-            peers: 0,
+            status: lpd_status,
+            next_update: lpd_next,
+            seeds: seeds(PeerSource::Lpd),
+            peers: found(PeerSource::Lpd),
         });
         if !self.cfg.peers.is_empty() {
             rows.push(SourceRow {

@@ -152,6 +152,10 @@ pub struct GetArgs {
     /// Use the public DHT (its well-known routers).
     #[arg(long, conflicts_with = "bootstrap")]
     pub dht: bool,
+    /// Local Peer Discovery (BEP 14): announce on the LAN's multicast group
+    /// and dial peers heard there. Needs --listen.
+    #[arg(long)]
+    pub lpd: bool,
     /// Largest metadata (info dictionary) accepted from a magnet's peers.
     #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
     pub max_metadata_size: u64,
@@ -188,6 +192,9 @@ pub struct SeedArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub seed_time: Option<u64>,
+    /// Local Peer Discovery (BEP 14) on the LAN.
+    #[arg(long)]
+    pub lpd: bool,
     /// Print newline-delimited JSON events.
     #[arg(long)]
     pub json: bool,

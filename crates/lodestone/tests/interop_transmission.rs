@@ -8,78 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, require, Child};
+use common::{bin, require, Child, NetnsPair, NS_A as A, NS_B as B};
 use lodestone::payload;
 
-const A: &str = "10.78.0.1";
-const B: &str = "10.78.0.2";
-
-/// Two namespaces joined by a veth pair, deleted on drop.
-struct NetnsPair {
-    a: String,
-    b: String,
-}
-
-fn ip(args: &[&str]) {
-    let o = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        o.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-impl NetnsPair {
-    fn new(tag: &str) -> Self {
-        let id = format!("{}{tag}", std::process::id());
-        let pair = Self {
-            a: format!("lsa{id}"),
-            b: format!("lsb{id}"),
-        };
-        ip(&["netns", "add", &pair.a]);
-        ip(&["netns", "add", &pair.b]);
-        let (va, vb) = (format!("va{id}"), format!("vb{id}"));
-        ip(&["-n", &pair.a, "link", "set", "lo", "up"]);
-        ip(&["-n", &pair.b, "link", "set", "lo", "up"]);
-        ip(&[
-            "link", "add", &va, "netns", &pair.a, "type", "veth", "peer", "name", &vb, "netns",
-            &pair.b,
-        ]);
-        ip(&["-n", &pair.a, "addr", "add", &format!("{A}/24"), "dev", &va]);
-        ip(&["-n", &pair.b, "addr", "add", &format!("{B}/24"), "dev", &vb]);
-        ip(&["-n", &pair.a, "link", "set", &va, "up"]);
-        ip(&["-n", &pair.b, "link", "set", &vb, "up"]);
-        pair
-    }
-
-    fn exec(&self, ns: &str, program: &Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(program);
-        c
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 fn available() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if !root {
-        return require("root (for network namespaces)", &mut Command::new("false"));
-    }
-    require(
-        "transmission-cli",
-        Command::new("transmission-cli").arg("--help"),
-    ) && require("iproute2", Command::new("ip").arg("-V"))
+    common::require_netns()
+        && require(
+            "transmission-cli",
+            Command::new("transmission-cli").arg("--help"),
+        )
 }
 
 fn tr_settings(dir: &Path, port: u16, stop_when_done: bool) -> PathBuf {

@@ -9,6 +9,7 @@
 
 pub mod extended;
 mod handshake;
+pub mod lpd;
 mod message;
 pub mod metadata;
 pub mod pex;

@@ -234,6 +234,7 @@ async fn get_with(
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
     cfg.download_rate_limit = a.download_limit;
+    cfg.lpd = a.lpd;
     drive_async(meta, cfg, a.json, a.explain).await
 }
 
@@ -247,6 +248,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
     // Seeding what is there: never fetch; the recheck tells what we have.
     cfg.recheck = true;
+    cfg.lpd = a.lpd;
     runtime()?.block_on(async {
         cfg.dht = start_dht(&a.bootstrap, a.dht, Some(a.listen), seed).await?;
         drive_async(meta, cfg, a.json, false).await

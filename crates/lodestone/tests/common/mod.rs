@@ -213,3 +213,94 @@ pub fn spawn_seeder(torrent: &Path, content: &Path, extra: &[&str]) -> (Child, S
     seeder.wait_for_line("\"started\"", std::time::Duration::from_secs(60));
     (seeder, addr)
 }
+
+// ---- network namespaces (root only) ----
+
+pub const NS_A: &str = "10.78.0.1";
+pub const NS_B: &str = "10.78.0.2";
+
+/// Two namespaces joined by a veth pair, deleted on drop.
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl NetnsPair {
+    pub fn new(tag: &str) -> Self {
+        let id = format!("{}{tag}", std::process::id());
+        let pair = Self {
+            a: format!("lsa{id}"),
+            b: format!("lsb{id}"),
+        };
+        ip(&["netns", "add", &pair.a]);
+        ip(&["netns", "add", &pair.b]);
+        let (va, vb) = (format!("va{id}"), format!("vb{id}"));
+        ip(&["-n", &pair.a, "link", "set", "lo", "up"]);
+        ip(&["-n", &pair.b, "link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", &va, "netns", &pair.a, "type", "veth", "peer", "name", &vb, "netns",
+            &pair.b,
+        ]);
+        ip(&[
+            "-n",
+            &pair.a,
+            "addr",
+            "add",
+            &format!("{NS_A}/24"),
+            "dev",
+            &va,
+        ]);
+        ip(&[
+            "-n",
+            &pair.b,
+            "addr",
+            "add",
+            &format!("{NS_B}/24"),
+            "dev",
+            &vb,
+        ]);
+        ip(&["-n", &pair.a, "link", "set", &va, "up"]);
+        ip(&["-n", &pair.b, "link", "set", &vb, "up"]);
+        // Multicast (BEP 14) needs a route on the link.
+        ip(&["-n", &pair.a, "route", "add", "224.0.0.0/4", "dev", &va]);
+        ip(&["-n", &pair.b, "route", "add", "224.0.0.0/4", "dev", &vb]);
+        pair
+    }
+
+    pub fn exec(&self, ns: &str, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program);
+        c
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Are we root with `ip` available (for network namespaces)? Under CI a
+/// missing piece fails the test; elsewhere it is skipped loudly.
+pub fn require_netns() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !root {
+        return require("root (for network namespaces)", &mut Command::new("false"));
+    }
+    require("iproute2", Command::new("ip").arg("-V"))
+}
