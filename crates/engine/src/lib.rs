@@ -3,6 +3,11 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod create;
+
+/// A cookie for our LPD announces (so we can ignore our own): from the peer id.
+pub fn lpd_cookie(peer_id: &lodestone_core::PeerId) -> String {
+    lodestone_core::encoding::to_hex(&peer_id.0[8..16])
+}
 pub mod dht;
 pub mod fsutil;
 pub mod lpd;
@@ -13,3 +18,4 @@ pub mod resume;
 pub mod sources;
 pub mod storage;
 pub mod torrent;
+pub mod tracker;

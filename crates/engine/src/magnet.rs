@@ -33,6 +33,10 @@ pub struct FetchConfig {
     pub peer_id: PeerId,
     pub max_size: u32,
     pub listen: Option<SocketAddr>,
+    /// Trackers from the magnet (`tr`), each its own tier.
+    pub trackers: Vec<String>,
+    /// Local Peer Discovery (needs `listen`).
+    pub lpd: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +164,48 @@ pub async fn fetch_metadata(
     let _dht = cfg.dht.clone().map(|d| {
         crate::torrent::spawn_dht_discovery(d, ih, cfg.listen.map(|a| a.port()), input_tx.clone())
     });
+    // Trackers: we do not know the size yet, so say 1 byte is left.
+    let (_progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
+        left: 1,
+        ..Default::default()
+    });
+    let base = lodestone_wire::tracker::AnnounceRequest {
+        info_hash: ih,
+        peer_id: cfg.peer_id,
+        port: cfg.listen.map_or(0, |a| a.port()),
+        uploaded: 0,
+        downloaded: 0,
+        left: 1,
+        event: lodestone_wire::tracker::AnnounceEvent::Started,
+        num_want: 50,
+        key: u32::from_be_bytes([
+            cfg.peer_id.0[16],
+            cfg.peer_id.0[17],
+            cfg.peer_id.0[18],
+            cfg.peer_id.0[19],
+        ]),
+    };
+    let _trackers: Vec<crate::torrent::AbortOnDrop> = cfg
+        .trackers
+        .iter()
+        .map(|t| {
+            crate::torrent::AbortOnDrop::spawn(crate::tracker::run_tier(
+                vec![t.clone()],
+                base.clone(),
+                progress_rx.clone(),
+                input_tx.clone(),
+            ))
+        })
+        .collect();
+    let _lpd = match (cfg.lpd, cfg.listen) {
+        (true, Some(l)) => Some(crate::torrent::AbortOnDrop::spawn(crate::lpd::run(
+            ih,
+            l.port(),
+            crate::lpd_cookie(&cfg.peer_id),
+            input_tx.clone(),
+        ))),
+        _ => None,
+    };
     let mut asm = MetadataAssembler::new(cfg.info_hashes, cfg.max_size);
     let mut peers: HashMap<PeerKey, Peer> = HashMap::new();
     let mut next_key = 0u64;
@@ -258,7 +304,7 @@ pub async fn fetch_metadata(
             }
             Some(PeerInput::Writable { key }) => touched.push(key),
             Some(PeerInput::DhtRound(r)) => seen.dht = Some(r),
-            Some(PeerInput::SourceStatus { .. }) => {}
+            Some(PeerInput::SourceStatus { .. }) | Some(PeerInput::TrackerStatus(_)) => {}
             Some(PeerInput::Closed { key, .. }) => {
                 peers.remove(&key);
                 asm.peer_gone(key);

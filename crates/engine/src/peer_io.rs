@@ -101,6 +101,8 @@ pub enum PeerInput {
     },
     /// A DHT lookup for the torrent finished.
     DhtRound(crate::sources::DhtRound),
+    /// A tracker answered or failed.
+    TrackerStatus(crate::tracker::TrackerStatus),
     /// A discovery source's state changed (for the sources table).
     SourceStatus {
         source: PeerSource,

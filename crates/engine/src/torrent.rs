@@ -76,6 +76,8 @@ pub struct TorrentConfig {
     pub dht: Option<crate::dht::Dht>,
     /// Announce on the LAN and listen for others (BEP 14); needs `listen`.
     pub lpd: bool,
+    /// Announce to the torrent's trackers.
+    pub trackers: bool,
 }
 
 impl TorrentConfig {
@@ -96,6 +98,7 @@ impl TorrentConfig {
             download_rate_limit: None,
             dht: None,
             lpd: false,
+            trackers: true,
         }
     }
 }
@@ -290,6 +293,10 @@ pub struct Torrent {
     dial: HashMap<SocketAddr, (Instant, Duration)>,
     /// Where each known address came from.
     sources: HashMap<SocketAddr, PeerSource>,
+    /// The last word from each tracker, and when.
+    tracker_status: HashMap<String, (crate::tracker::TrackerStatus, Instant)>,
+    /// What trackers are told about our progress.
+    progress_tx: watch::Sender<crate::tracker::Progress>,
     /// Status lines reported by discovery tasks (LPD), and when.
     source_status: HashMap<PeerSource, (String, Instant, Option<Duration>)>,
     /// Addresses of peers that had everything: a seed does not dial them.
@@ -362,6 +369,36 @@ pub async fn run(
         }
         _ => None,
     };
+    let (progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
+        left: meta.info.content_length(),
+        ..Default::default()
+    });
+    let _tracker_tasks: Vec<AbortOnDrop> = if cfg.trackers {
+        let base = lodestone_wire::tracker::AnnounceRequest {
+            info_hash: meta.info_hashes.wire(),
+            peer_id: cfg.peer_id,
+            port: cfg.listen.map_or(0, |a| a.port()),
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: lodestone_wire::tracker::AnnounceEvent::Started,
+            num_want: 50,
+            key: cfg.seed as u32,
+        };
+        meta.trackers
+            .iter()
+            .map(|tier| {
+                AbortOnDrop(tokio::spawn(crate::tracker::run_tier(
+                    tier.clone(),
+                    base.clone(),
+                    progress_rx.clone(),
+                    input_tx.clone(),
+                )))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (have, state) = initial_have(&meta, &cfg, &storage).await;
     let _ = events
         .send(TorrentEvent::Started {
@@ -430,6 +467,8 @@ pub async fn run(
         dht_round: None,
         known_seeds: HashSet::new(),
         source_status: HashMap::new(),
+        tracker_status: HashMap::new(),
+        progress_tx,
         ticks: 0,
         stats: Stats::default(),
         down: Rate::default(),
@@ -480,6 +519,8 @@ pub async fn run(
     t.save_resume();
     let _ = t.storage.sync();
     t.refresh_stats();
+    let rows = t.sources_table(Instant::now());
+    t.emit(TorrentEvent::Sources(rows)).await;
     Ok(Summary {
         complete: t.picker.is_complete(),
         stats: t.stats.clone(),
@@ -491,6 +532,12 @@ pub async fn run(
 
 /// Ends a task when its owner stops.
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(f))
+    }
+}
 
 /// Run DHT peer discovery for `info_hash` until the handle is dropped.
 pub fn spawn_dht_discovery(
@@ -726,6 +773,10 @@ impl Torrent {
             }
             PeerInput::Discovered { addrs, source } => self.discovered(addrs, source),
             PeerInput::DhtRound(r) => self.dht_round = Some((r, Instant::now())),
+            PeerInput::TrackerStatus(s) => {
+                self.tracker_status
+                    .insert(s.url.clone(), (s, Instant::now()));
+            }
             PeerInput::SourceStatus {
                 source,
                 status,
@@ -772,6 +823,20 @@ impl Torrent {
     async fn on_event(&mut self, key: PeerKey, ev: Event) {
         match ev {
             Event::Connected { peer_id, .. } => {
+                // Two sources (say, a tracker on both sides) can connect the
+                // same pair twice: keep one connection.
+                let twin = self.peers.iter().any(|(k, p)| {
+                    *k != key
+                        && p.established
+                        && p.session
+                            .peer_handshake()
+                            .is_some_and(|h| h.peer_id == peer_id)
+                });
+                if twin {
+                    self.disconnect(key, "already connected to this peer".into())
+                        .await;
+                    return;
+                }
                 let have = self.picker.have().clone();
                 let ext = self.our_extended_handshake(key);
                 let Some(p) = self.peers.get_mut(&key) else {
@@ -1368,6 +1433,7 @@ impl Torrent {
         self.send_pex(now);
         self.dial_due(now);
         self.refresh_stats();
+        self.report_progress();
         self.emit(TorrentEvent::Progress(self.stats.clone())).await;
         self.ticks += 1;
         if self.ticks % 4 == 1 {
@@ -1507,15 +1573,40 @@ impl Torrent {
             });
         }
         for url in self.meta.trackers.iter().flatten() {
-            rows.push(SourceRow {
+            let blank = |status: &str| SourceRow {
                 name: url.clone(),
-                status: "not contacted: trackers are not supported yet".into(),
+                status: status.to_owned(),
                 next_update: None,
                 seeds: 0,
                 peers: 0,
-            });
+            };
+            let row = match self.tracker_status.get(url) {
+                _ if !self.cfg.trackers => blank("disabled (--no-trackers)"),
+                None => blank("not contacted yet"),
+                Some((s, at)) => SourceRow {
+                    name: url.clone(),
+                    status: s.status.clone(),
+                    next_update: s.next_in.map(|n| (*at + n).saturating_duration_since(now)),
+                    seeds: s.seeders.map_or(0, |x| x as usize),
+                    peers: s.leechers.map_or(s.peers, |x| x as usize),
+                },
+            };
+            rows.push(row);
         }
         rows
+    }
+
+    fn report_progress(&self) {
+        let p = crate::tracker::Progress {
+            uploaded: self.stats.uploaded,
+            downloaded: self.stats.downloaded,
+            left: self.picker.bytes_left(),
+        };
+        self.progress_tx.send_if_modified(|old| {
+            let changed = *old != p;
+            *old = p;
+            changed
+        });
     }
 
     fn refresh_stats(&mut self) {

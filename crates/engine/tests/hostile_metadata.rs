@@ -157,6 +157,8 @@ async fn fetch(
         peer_id: PeerId::generate([2; 12]),
         max_size: 32 << 20,
         listen: None,
+        trackers: Vec::new(),
+        lpd: false,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (_stop, stop_rx) = watch::channel(false);

@@ -156,6 +156,9 @@ pub struct GetArgs {
     /// and dial peers heard there. Needs --listen.
     #[arg(long)]
     pub lpd: bool,
+    /// Do not announce to the torrent's or magnet's trackers.
+    #[arg(long)]
+    pub no_trackers: bool,
     /// Largest metadata (info dictionary) accepted from a magnet's peers.
     #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
     pub max_metadata_size: u64,
@@ -195,6 +198,9 @@ pub struct SeedArgs {
     /// Local Peer Discovery (BEP 14) on the LAN.
     #[arg(long)]
     pub lpd: bool,
+    /// Do not announce to the torrent's trackers.
+    #[arg(long)]
+    pub no_trackers: bool,
     /// Print newline-delimited JSON events.
     #[arg(long)]
     pub json: bool,

@@ -13,6 +13,7 @@ pub mod lpd;
 mod message;
 pub mod metadata;
 pub mod pex;
+pub mod tracker;
 
 pub use handshake::{Handshake, Reserved, HANDSHAKE_LEN};
 pub use message::{

@@ -59,8 +59,9 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                     lodestone_core::magnet::PeerAddr::Ip(a) => Some(*a),
                     lodestone_core::magnet::PeerAddr::Host(..) => None,
                 }));
-                if peers.is_empty() && dht.is_none() {
-                    bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node) or --dht (the public DHT)");
+                let trackers = !a.no_trackers && !m.trackers.is_empty();
+                if peers.is_empty() && dht.is_none() && !trackers && !a.lpd {
+                    bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT) or --lpd, or use a magnet with trackers");
                 }
                 fetch(&m, peers, dht.clone(), a, seed).await?
             }
@@ -142,6 +143,12 @@ async fn fetch(
         peer_id: peer_id(seed ^ 0x3e7a),
         max_size: u32::try_from(max_size).unwrap_or(u32::MAX),
         listen,
+        trackers: if a.no_trackers {
+            Vec::new()
+        } else {
+            m.trackers.clone()
+        },
+        lpd: a.lpd,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -235,6 +242,7 @@ async fn get_with(
     cfg.sequential = a.sequential;
     cfg.download_rate_limit = a.download_limit;
     cfg.lpd = a.lpd;
+    cfg.trackers = !a.no_trackers;
     drive_async(meta, cfg, a.json, a.explain).await
 }
 
@@ -249,6 +257,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     // Seeding what is there: never fetch; the recheck tells what we have.
     cfg.recheck = true;
     cfg.lpd = a.lpd;
+    cfg.trackers = !a.no_trackers;
     runtime()?.block_on(async {
         cfg.dht = start_dht(&a.bootstrap, a.dht, Some(a.listen), seed).await?;
         drive_async(meta, cfg, a.json, false).await

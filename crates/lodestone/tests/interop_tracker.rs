@@ -1,0 +1,196 @@
+//! Trackers as a peer source: a real opentracker (Debian's package) over
+//! HTTP and UDP is the only way the leecher learns of the seeder; and a
+//! tracker that answers garbage shows its error while the download carries
+//! on through another source.
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, free_port, require, spawn_seeder, Child};
+use lodestone::payload;
+
+#[test]
+fn http_and_udp_opentracker() {
+    if !require(
+        "opentracker",
+        Command::new("sh").args(["-c", "command -v opentracker"]),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_file(&src.join("t.bin"), "t.bin", 4 << 20, "tracker").unwrap();
+    let port = free_port();
+    let urls = [
+        format!("http://127.0.0.1:{port}/announce"),
+        format!("udp://127.0.0.1:{port}"),
+    ];
+    let mut hashes = Vec::new();
+    let mut torrents = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let t = dir.path().join(format!("t{i}.torrent"));
+        let o = bin()
+            .args([
+                "create",
+                "--no-date",
+                "--piece-size",
+                "64K",
+                "--tracker",
+                url,
+                "-o",
+            ])
+            .arg(&t)
+            .arg(src.join("t.bin"))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let info: serde_json::Value = serde_json::from_slice(
+            &bin()
+                .args(["info", "--json"])
+                .arg(&t)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        hashes.push(info["info_hash_v1"].as_str().unwrap().to_owned());
+        torrents.push(t);
+    }
+    // opentracker on the port the torrents name.
+    let whitelist = dir.path().join("whitelist.txt");
+    std::fs::write(&whitelist, hashes.join("\n") + "\n").unwrap();
+    let conf = dir.path().join("ot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen.tcp_udp 127.0.0.1:{port}\naccess.whitelist {}\n",
+            whitelist.display()
+        ),
+    )
+    .unwrap();
+    let _ot = Child::spawn(Command::new("opentracker").arg("-f").arg(&conf));
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (t, url) in torrents.iter().zip(&urls) {
+        let (_seeder, _) = spawn_seeder(t, &src, &[]);
+        let out = dir
+            .path()
+            .join(format!("dl-{}", t.file_stem().unwrap().to_string_lossy()));
+        let o = Child::spawn(
+            bin()
+                .args([
+                    "get",
+                    "--json",
+                    "--listen",
+                    &format!("127.0.0.1:{}", free_port()),
+                    "-o",
+                ])
+                .arg(&out)
+                .arg(t),
+        )
+        .finish(Duration::from_secs(60));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{url}: {text}");
+        assert!(text.contains("\"source\":\"tracker\""), "{url}: {text}");
+        let last_sources = text
+            .lines()
+            .rfind(|l| l.contains("\"event\":\"sources\""))
+            .unwrap();
+        assert!(
+            last_sources.contains(&format!("\"name\":\"{url}\"")),
+            "{last_sources}"
+        );
+        assert!(
+            last_sources.contains("\"status\":\"working\""),
+            "{last_sources}"
+        );
+        assert_eq!(
+            std::fs::read(src.join("t.bin")).unwrap(),
+            std::fs::read(out.join("t.bin")).unwrap()
+        );
+    }
+    // A magnet whose only peer source is its tracker (the seeder of the
+    // HTTP torrent is still announced there).
+    let (_seeder, _) = spawn_seeder(&torrents[0], &src, &[]);
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&tr={}",
+        hashes[0],
+        urls[0].replace(':', "%3A").replace('/', "%2F")
+    );
+    let out = dir.path().join("dl-magnet");
+    let o = Child::spawn(
+        bin()
+            .args([
+                "get",
+                "--json",
+                &magnet,
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "-o",
+            ])
+            .arg(&out),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert_eq!(
+        std::fs::read(src.join("t.bin")).unwrap(),
+        std::fs::read(out.join("t.bin")).unwrap()
+    );
+}
+
+#[test]
+fn a_garbage_tracker_is_reported_and_the_download_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_file(&src.join("g.bin"), "g.bin", 2 << 20, "garbage").unwrap();
+    // A "tracker" that answers every request with HTTP 200 and junk.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n<html>junk!!");
+        }
+    });
+    let torrent = dir.path().join("g.torrent");
+    let o = bin()
+        .args([
+            "create",
+            "--no-date",
+            "--tracker",
+            &format!("http://127.0.0.1:{port}/announce"),
+            "-o",
+        ])
+        .arg(&torrent)
+        .arg(src.join("g.bin"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let (_seeder, seeder) = spawn_seeder(&torrent, &src, &["--no-trackers"]);
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", "--seed-time", "2", "--peer", &seeder, "-o"])
+            .arg(dir.path().join("dl"))
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let last_sources = text
+        .lines()
+        .rfind(|l| l.contains("\"event\":\"sources\""))
+        .unwrap();
+    assert!(
+        last_sources.contains("not working: tracker answer is not bencode"),
+        "{last_sources}"
+    );
+}
