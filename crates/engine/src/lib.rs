@@ -10,6 +10,7 @@ pub fn lpd_cookie(peer_id: &lodestone_core::PeerId) -> String {
 }
 pub mod dht;
 pub mod fsutil;
+pub mod http;
 pub mod lpd;
 pub mod magnet;
 pub mod peer_io;

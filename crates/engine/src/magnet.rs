@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::peer_io::{self, Connection, PeerInput, PeerSource};
 
-/// Metadata pieces asked of one peer at a time.
-const PER_PEER: usize = 2;
+/// Metadata pieces asked of a lone peer at a time (one each when several
+/// peers can serve, so the pieces come in parallel).
+const PER_PEER: usize = 4;
 const MAX_PEERS: usize = 40;
 const TICK: Duration = Duration::from_millis(200);
 /// While stuck, say why this often.
@@ -410,7 +411,10 @@ pub async fn fetch_metadata(
                 continue;
             };
             if p.ut_metadata {
-                while asm.in_flight(key) < PER_PEER {
+                // Spread the pieces over the peers that have them; a lone
+                // peer gets several at once.
+                let cap = if asm.usable_peers() > 1 { 1 } else { PER_PEER };
+                while asm.in_flight(key) < cap {
                     let Some(piece) = asm.next_request(key, now) else {
                         break;
                     };
@@ -480,4 +484,31 @@ pub fn metadata_piece(info: &[u8], piece: u32) -> Option<Bytes> {
     }
     let end = (start + lodestone_peer::metadata::PIECE).min(info.len());
     Some(Bytes::copy_from_slice(&info[start..end]))
+}
+
+/// Largest .torrent accepted from an `xs`/`as` URL.
+pub const MAX_TORRENT_DOWNLOAD: usize = 16 << 20;
+
+/// Try the magnet's `.torrent` URLs (`xs`, then `as`) in order; the first
+/// that parses and has the magnet's info hash wins. Returns every failure
+/// when none does.
+pub async fn fetch_torrent_file(
+    urls: &[String],
+    hashes: InfoHashes,
+) -> Result<Metainfo, Vec<String>> {
+    let mut errors = Vec::new();
+    for url in urls {
+        match crate::http::get(url, MAX_TORRENT_DOWNLOAD).await {
+            Err(e) => errors.push(format!("{url}: {e}")),
+            Ok(body) => match Metainfo::from_bytes(&body) {
+                Err(e) => errors.push(format!("{url}: not a valid .torrent: {e}")),
+                Ok(m) if m.info_hashes.wire() != hashes.wire() => errors.push(format!(
+                    "{url}: a torrent for another info hash ({})",
+                    m.info_hashes.wire()
+                )),
+                Ok(m) => return Ok(m),
+            },
+        }
+    }
+    Err(errors)
 }

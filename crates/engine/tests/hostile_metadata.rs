@@ -217,3 +217,42 @@ async fn a_4_gib_metadata_claim_is_refused() {
     let reason = refused.unwrap_or_else(|| panic!("not refused: {events:?}"));
     assert!(reason.contains("4294967296 bytes, more than"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_pieces_come_from_several_seeders() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("t")).unwrap();
+    for i in 0..1500 {
+        std::fs::write(
+            src.join("t")
+                .join(format!("a-rather-long-file-name-number-{i:05}.bin")),
+            [i as u8; 10],
+        )
+        .unwrap();
+    }
+    let bytes = create_torrent(
+        &src.join("t"),
+        &CreateOptions::default(),
+        &Progress::default(),
+    )
+    .unwrap();
+    let meta = Arc::new(Metainfo::from_bytes(&bytes).unwrap());
+    let pieces = meta.info_bytes.len().div_ceil(16384);
+    assert!(pieces >= 4, "{pieces} metadata pieces");
+    let seeders: Vec<SocketAddr> = (0..3).map(|_| honest_seeder(&meta, dir.path())).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (r, events) = fetch(&meta, seeders).await;
+    assert_eq!(r.unwrap().info_bytes, meta.info_bytes);
+    let senders: std::collections::HashSet<SocketAddr> = events
+        .iter()
+        .filter_map(|e| match e {
+            FetchEvent::Piece { from, .. } => Some(*from),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        senders.len() > 1,
+        "all {pieces} pieces came from one peer: {events:?}"
+    );
+}

@@ -105,6 +105,14 @@ impl MetadataAssembler {
         Ok(())
     }
 
+    /// Peers that can be asked (they told the size we use).
+    pub fn usable_peers(&self) -> usize {
+        self.peer_sizes
+            .values()
+            .filter(|s| Some(**s) == self.size)
+            .count()
+    }
+
     fn usable(&self, peer: PeerKey) -> bool {
         self.size.is_some() && self.peer_sizes.get(&peer) == self.size.as_ref()
     }

@@ -153,6 +153,23 @@ async fn fetch(
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(fetch_metadata(cfg, tx, stop_rx));
+    // The magnet's .torrent URLs race the peers; the first verified wins.
+    let urls: Vec<String> = m
+        .exact_sources
+        .iter()
+        .chain(&m.acceptable_sources)
+        .cloned()
+        .collect();
+    let (file_tx, mut file_rx) = mpsc::channel(1);
+    if !urls.is_empty() {
+        let hashes = m.info_hashes;
+        tokio::spawn(async move {
+            let r = lodestone_engine::magnet::fetch_torrent_file(&urls, hashes).await;
+            let _ = file_tx.send(r).await;
+        });
+    }
+    let mut from_file: Option<Metainfo> = None;
+    let mut file_pending = !m.exact_sources.is_empty() || !m.acceptable_sources.is_empty();
     let started = Instant::now();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stopping = false;
@@ -196,11 +213,42 @@ async fn fetch(
                 }
             }
             _ = &mut ctrl_c, if !stopping => { stopping = true; let _ = stop_tx.send(true); }
+            r = file_rx.recv(), if file_pending => match r {
+                Some(Ok(meta)) => {
+                    if json {
+                        crate::outln!("{}", json!({"event": "torrent_file", "t": started.elapsed().as_secs_f64()}));
+                    } else if explain {
+                        eprintln!("got the .torrent from the magnet's source URL");
+                    }
+                    from_file = Some(meta);
+                    stopping = true;
+                    let _ = stop_tx.send(true);
+                }
+                Some(Err(errors)) => {
+                    file_pending = false;
+                    for e in errors {
+                        if json {
+                            crate::outln!("{}", json!({"event": "torrent_file_failed", "t": started.elapsed().as_secs_f64(), "error": e}));
+                        } else {
+                            eprintln!("source URL failed: {e}");
+                        }
+                    }
+                }
+                None => file_pending = false,
+            },
         }
     }
-    let mut meta = task.await.context("metadata task")??;
-    meta.trackers = m.trackers.iter().map(|t| vec![t.clone()]).collect();
-    meta.web_seeds = m.web_seeds.clone();
+    let mut meta = match from_file {
+        Some(m) => m,
+        None => task.await.context("metadata task")??,
+    };
+    // The magnet's trackers join whatever the torrent had (none from BEP 9).
+    for t in &m.trackers {
+        if !meta.trackers.iter().flatten().any(|x| x == t) {
+            meta.trackers.push(vec![t.clone()]);
+        }
+    }
+    meta.web_seeds.extend(m.web_seeds.iter().cloned());
     let t = started.elapsed().as_secs_f64();
     if json {
         crate::outln!(
