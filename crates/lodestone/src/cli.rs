@@ -262,6 +262,10 @@ pub enum DhtCommand {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Look up N times with the same node and report each lookup's time
+        /// to the first peer (the first is cold, the rest warm).
+        #[arg(long, value_name = "N")]
+        repeat: Option<u32>,
     },
     /// Announce that a peer for INFO_HASH listens on --port.
     Announce {

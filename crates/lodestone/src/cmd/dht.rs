@@ -74,8 +74,15 @@ pub fn run(a: &DhtArgs) -> anyhow::Result<ExitCode> {
             DhtCommand::GetPeers {
                 info_hash,
                 common,
+                repeat: Some(n),
+                ..
+            } => repeat(common, parse_ih(info_hash)?, *n).await,
+            DhtCommand::GetPeers {
+                info_hash,
+                common,
                 trace,
                 timeout,
+                repeat: None,
             } => get_peers(common, parse_ih(info_hash)?, *trace, *timeout).await,
             DhtCommand::Announce {
                 info_hash,
@@ -206,6 +213,50 @@ async fn get_peers(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Repeated lookups on one node: time from the command to the first peer.
+async fn repeat(c: &DhtCommon, ih: InfoHash, n: u32) -> anyhow::Result<ExitCode> {
+    let routers = routers(c).await?;
+    let dht = start(c, &routers).await?;
+    let mut warm = Vec::new();
+    for i in 0..n.max(1) {
+        let t0 = Instant::now();
+        let mut rx = dht.get_peers(ih).await;
+        let mut first = None;
+        let mut done = None;
+        let wait = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(u) = rx.recv().await {
+                match u {
+                    LookupUpdate::Peers(p) if first.is_none() && !p.is_empty() => first = Some(t0.elapsed()),
+                    LookupUpdate::Done { .. } => {
+                        done = Some(t0.elapsed());
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        crate::outln!(
+            "{}",
+            json!({"event": "lookup", "n": i, "first_peer_ms": ms(first), "finished_ms": ms(done), "timed_out": wait.is_err()})
+        );
+        if i > 0 {
+            if let Some(f) = first {
+                warm.push(f);
+            }
+        }
+    }
+    warm.sort();
+    if let Some(m) = warm.get(warm.len() / 2) {
+        crate::outln!(
+            "{}",
+            json!({"event": "summary", "warm_lookups": warm.len(), "median_first_peer_ms": m.as_secs_f64() * 1000.0})
+        );
+    }
+    Ok(if warm.is_empty() && n > 1 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn announce(
