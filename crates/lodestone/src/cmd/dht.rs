@@ -228,7 +228,9 @@ async fn repeat(c: &DhtCommon, ih: InfoHash, n: u32) -> anyhow::Result<ExitCode>
         let wait = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(u) = rx.recv().await {
                 match u {
-                    LookupUpdate::Peers(p) if first.is_none() && !p.is_empty() => first = Some(t0.elapsed()),
+                    LookupUpdate::Peers(p) if first.is_none() && !p.is_empty() => {
+                        first = Some(t0.elapsed())
+                    }
                     LookupUpdate::Done { .. } => {
                         done = Some(t0.elapsed());
                         break;
@@ -256,7 +258,11 @@ async fn repeat(c: &DhtCommon, ih: InfoHash, n: u32) -> anyhow::Result<ExitCode>
             json!({"event": "summary", "warm_lookups": warm.len(), "median_first_peer_ms": m.as_secs_f64() * 1000.0})
         );
     }
-    Ok(if warm.is_empty() && n > 1 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if warm.is_empty() && n > 1 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn announce(
