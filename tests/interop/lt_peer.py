@@ -33,7 +33,7 @@ def on_signal(_sig, _frm):
     STOP = True
 
 
-def settings(listen, perf, encryption=True, lsd=False):
+def settings(listen, perf, encryption=True, lsd=False, force_rc4=False):
     s = {}
     if perf:
         s.update(lt.high_performance_seed())
@@ -56,6 +56,11 @@ def settings(listen, perf, encryption=True, lsd=False):
         # BEP 14 on the netns link; re-announce often so tests are quick.
         s["enable_lsd"] = True
         s["local_service_announce_interval"] = 5
+    if force_rc4:
+        # MSE only, and RC4 for the whole stream (no plain-text fallback).
+        s["out_enc_policy"] = 0
+        s["in_enc_policy"] = 0
+        s["allowed_enc_level"] = 1
     if not encryption:
         # Plain BitTorrent only: no MSE/PE handshake attempt first.
         s["out_enc_policy"] = 2
@@ -106,7 +111,8 @@ def seed(a):
 
 
 def leech(a):
-    ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption, lsd=a.lsd))
+    ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption, lsd=a.lsd,
+                              force_rc4=a.force_rc4))
     if a.download_limit:
         # Local peers are exempt from the global limit; a per-torrent one applies.
         ses.set_peer_class_filter(lt.ip_filter())
@@ -193,6 +199,7 @@ def main():
     l.add_argument("--lsd", action="store_true", help="Local Service Discovery (BEP 14)")
     l.add_argument("--no-verify", action="store_true", help="skip the final recheck (benchmarks)")
     l.add_argument("--no-encryption", action="store_true", help="do not try MSE/PE before plain BitTorrent")
+    l.add_argument("--force-rc4", action="store_true", help="MSE/PE with RC4 only, never plain text")
     l.add_argument("--download-limit", type=int, default=0, help="bytes/s (stay a leecher for a while)")
     a = ap.parse_args()
     return seed(a) if a.cmd == "seed" else leech(a)

@@ -259,6 +259,8 @@ pub async fn fetch_metadata(
                 stream,
                 addr,
                 source,
+                cipher,
+                ..
             }) => {
                 connecting.remove(&addr);
                 if banned.contains(&addr.ip()) {
@@ -267,7 +269,7 @@ pub async fn fetch_metadata(
                 let key = PeerKey(next_key);
                 next_key += 1;
                 let session = Session::new(SessionConfig::new(ih, cfg.peer_id, None), now);
-                let conn = Connection::spawn(key, stream, input_tx.clone());
+                let conn = Connection::spawn(key, stream, input_tx.clone(), cipher);
                 peers.insert(
                     key,
                     Peer {

@@ -89,6 +89,11 @@ pub enum PeerInput {
         stream: TcpStream,
         addr: SocketAddr,
         source: PeerSource,
+        /// Plaintext already read (the MSE initial payload, or the first
+        /// bytes of a plain handshake).
+        initial: Vec<u8>,
+        /// RC4 streams when the peer negotiated MSE with RC4.
+        cipher: Option<Cipher>,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -123,6 +128,13 @@ pub enum PeerInput {
     },
 }
 
+/// The RC4 streams of an MSE connection: one for each direction.
+#[derive(Debug)]
+pub struct Cipher {
+    pub decrypt: lodestone_wire::mse::Rc4,
+    pub encrypt: lodestone_wire::mse::Rc4,
+}
+
 /// Handles to one connection's tasks.
 pub struct Connection {
     pub tx: mpsc::Sender<Bytes>,
@@ -132,8 +144,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn spawn(key: PeerKey, stream: TcpStream, input: mpsc::Sender<PeerInput>) -> Self {
+    pub fn spawn(
+        key: PeerKey,
+        stream: TcpStream,
+        input: mpsc::Sender<PeerInput>,
+        cipher: Option<Cipher>,
+    ) -> Self {
         let _ = stream.set_nodelay(true);
+        let (mut decrypt, mut encrypt) = match cipher {
+            Some(c) => (Some(c.decrypt), Some(c.encrypt)),
+            None => (None, None),
+        };
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let want_writable = Arc::new(AtomicBool::new(false));
@@ -148,7 +169,11 @@ impl Connection {
                 match rd.read_buf(&mut buf).await {
                     Ok(0) => break "connection closed by peer".to_owned(),
                     Ok(_) => {
-                        let bytes = buf.split().freeze();
+                        let mut chunk = buf.split();
+                        if let Some(d) = decrypt.as_mut() {
+                            d.apply(&mut chunk);
+                        }
+                        let bytes = chunk.freeze();
                         if rinput.send(PeerInput::Data { key, bytes }).await.is_err() {
                             return;
                         }
@@ -163,6 +188,13 @@ impl Connection {
         let writer = tokio::spawn(async move {
             let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
             while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                if let Some(e) = encrypt.as_mut() {
+                    for b in batch.iter_mut() {
+                        let mut v = b.to_vec();
+                        e.apply(&mut v);
+                        *b = Bytes::from(v);
+                    }
+                }
                 if let Err(e) = write_all_vectored(&mut wr, &mut batch).await {
                     let reason = format!("write error: {e}");
                     let _ = input.send(PeerInput::Closed { key, reason }).await;
@@ -201,6 +233,8 @@ pub fn connect(addr: SocketAddr, source: PeerSource, input: mpsc::Sender<PeerInp
                 stream,
                 addr,
                 source,
+                initial: Vec::new(),
+                cipher: None,
             },
             Ok(Err(e)) => PeerInput::ConnectFailed {
                 addr,
@@ -215,24 +249,86 @@ pub fn connect(addr: SocketAddr, source: PeerSource, input: mpsc::Sender<PeerInp
     });
 }
 
-/// Accept connections for as long as the returned handle lives.
-pub fn listen(listener: TcpListener, input: mpsc::Sender<PeerInput>) -> JoinHandle<()> {
+/// Accept connections for as long as the returned handle lives. A peer
+/// that opens with an MSE/PE handshake for one of `info_hashes` is answered
+/// (plain text chosen when it offers it); a plain one is passed on as is.
+pub fn listen(
+    listener: TcpListener,
+    input: mpsc::Sender<PeerInput>,
+    info_hashes: Vec<lodestone_core::InfoHash>,
+    seed: u64,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut rng = lodestone_dht::rng::Rng::from_u64(seed ^ 0x3a5e);
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
-                    let msg = PeerInput::Connected {
-                        stream,
-                        addr,
-                        source: PeerSource::Incoming,
-                    };
-                    if input.send(msg).await.is_err() {
-                        return;
-                    }
+                    let key = rng.bytes20();
+                    let pad_len = rng.below(64) as usize;
+                    let mut pad = vec![0u8; pad_len];
+                    rng.fill(&mut pad);
+                    let (input, hashes) = (input.clone(), info_hashes.clone());
+                    tokio::spawn(async move {
+                        if let Some(msg) = sniff(stream, addr, hashes, key, pad).await {
+                            let _ = input.send(msg).await;
+                        }
+                    });
                 }
                 // Out of descriptors and the like: back off, don't spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
+    })
+}
+
+/// How long an incoming peer has to finish its (MSE) handshake.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Plain BitTorrent or MSE? Run MSE to its end when it is that.
+async fn sniff(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    hashes: Vec<lodestone_core::InfoHash>,
+    key: [u8; 20],
+    pad: Vec<u8>,
+) -> Option<PeerInput> {
+    use lodestone_wire::mse::MseResponder;
+    let work = async {
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[0] == 19 {
+            return Some((Vec::from(&buf[..n]), None));
+        }
+        let mut mse = MseResponder::new(key, pad, hashes, true);
+        let mut data = buf[..n].to_vec();
+        loop {
+            let (out, done) = mse.handle(&data).ok()?;
+            if !out.is_empty() {
+                stream.write_all(&out).await.ok()?;
+            }
+            if let Some(est) = done {
+                let cipher = match (est.decrypt, est.encrypt) {
+                    (Some(decrypt), Some(encrypt)) => Some(Cipher { decrypt, encrypt }),
+                    _ => None,
+                };
+                return Some((est.initial, cipher));
+            }
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            data = buf[..n].to_vec();
+        }
+    };
+    let (initial, cipher) = tokio::time::timeout(SNIFF_TIMEOUT, work).await.ok()??;
+    Some(PeerInput::Connected {
+        stream,
+        addr,
+        source: PeerSource::Incoming,
+        initial,
+        cipher,
     })
 }

@@ -344,7 +344,12 @@ pub async fn run(
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|error| EngineError::Listen { addr, error })?;
-            Some(peer_io::listen(l, input_tx.clone()))
+            Some(peer_io::listen(
+                l,
+                input_tx.clone(),
+                vec![meta.info_hashes.wire()],
+                cfg.seed,
+            ))
         }
         None => None,
     };
@@ -729,6 +734,8 @@ impl Torrent {
                 stream,
                 addr,
                 source,
+                initial,
+                cipher,
             } => {
                 self.connecting.remove(&addr);
                 if self.banned.contains(&addr.ip()) || self.peers.len() >= self.cfg.max_peers {
@@ -745,7 +752,7 @@ impl Torrent {
                     ),
                     now,
                 );
-                let conn = Connection::spawn(key, stream, self.input_tx.clone());
+                let conn = Connection::spawn(key, stream, self.input_tx.clone(), cipher);
                 self.peers.insert(
                     key,
                     Peer {
@@ -767,6 +774,9 @@ impl Torrent {
                     },
                 );
                 self.flush(key);
+                if !initial.is_empty() {
+                    self.receive(key, &initial).await;
+                }
             }
             PeerInput::ConnectFailed { addr, .. } => {
                 self.connecting.remove(&addr);
@@ -785,23 +795,26 @@ impl Torrent {
                 self.source_status
                     .insert(source, (status, Instant::now(), next_in));
             }
-            PeerInput::Data { key, bytes } => {
-                let now = Instant::now();
-                let result = match self.peers.get_mut(&key) {
-                    Some(p) => p.session.handle_bytes(now, &bytes),
-                    None => return,
-                };
-                if let Err(e) = result {
-                    self.drain_events(key).await;
-                    self.disconnect(key, e.to_string()).await;
-                    return;
-                }
-                self.drain_events(key).await;
-                self.service(key).await;
-            }
+            PeerInput::Data { key, bytes } => self.receive(key, &bytes).await,
             PeerInput::Writable { key } => self.flush(key),
             PeerInput::Closed { key, reason } => self.disconnect(key, reason).await,
         }
+    }
+
+    /// Bytes from a peer's socket.
+    async fn receive(&mut self, key: PeerKey, bytes: &[u8]) {
+        let now = Instant::now();
+        let result = match self.peers.get_mut(&key) {
+            Some(p) => p.session.handle_bytes(now, bytes),
+            None => return,
+        };
+        if let Err(e) = result {
+            self.drain_events(key).await;
+            self.disconnect(key, e.to_string()).await;
+            return;
+        }
+        self.drain_events(key).await;
+        self.service(key).await;
     }
 
     async fn drain_events(&mut self, key: PeerKey) {

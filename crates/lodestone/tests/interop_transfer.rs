@@ -225,3 +225,38 @@ fn seed_to_aria2() {
         assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
     }
 }
+
+/// libtorrent opens with MSE/PE (its default), and with RC4 forced for the
+/// whole stream: our seeder answers both.
+#[test]
+fn seed_to_libtorrent_over_mse() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, name) = fixtures(dir.path()).remove(1);
+    let (_seeder, seeder_addr) = spawn_seeder(&torrent, &dir.path().join("src"), &[]);
+    for force_rc4 in [true, false] {
+        let out = dir.path().join(format!("dl-mse-{force_rc4}"));
+        let mut cmd = lt_peer();
+        cmd.args([
+            "leech",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--peer",
+            &seeder_addr,
+        ]);
+        if force_rc4 {
+            cmd.arg("--force-rc4");
+        }
+        cmd.args(["--timeout", "60"])
+            .arg("--torrent")
+            .arg(&torrent)
+            .arg("--save")
+            .arg(&out);
+        let o = Child::spawn(&mut cmd).finish(Duration::from_secs(90));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "force_rc4 {force_rc4}: {stdout}");
+        assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
+    }
+}

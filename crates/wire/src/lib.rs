@@ -12,6 +12,7 @@ mod handshake;
 pub mod lpd;
 mod message;
 pub mod metadata;
+pub mod mse;
 pub mod pex;
 pub mod tracker;
 
