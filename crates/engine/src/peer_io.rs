@@ -93,7 +93,7 @@ pub enum PeerInput {
         /// bytes of a plain handshake).
         initial: Vec<u8>,
         /// RC4 streams when the peer negotiated MSE with RC4.
-        cipher: Option<Cipher>,
+        cipher: Option<Box<Cipher>>,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -148,10 +148,10 @@ impl Connection {
         key: PeerKey,
         stream: TcpStream,
         input: mpsc::Sender<PeerInput>,
-        cipher: Option<Cipher>,
+        cipher: Option<Box<Cipher>>,
     ) -> Self {
         let _ = stream.set_nodelay(true);
-        let (mut decrypt, mut encrypt) = match cipher {
+        let (mut decrypt, mut encrypt) = match cipher.map(|c| *c) {
             Some(c) => (Some(c.decrypt), Some(c.encrypt)),
             None => (None, None),
         };
@@ -311,7 +311,7 @@ async fn sniff(
             }
             if let Some(est) = done {
                 let cipher = match (est.decrypt, est.encrypt) {
-                    (Some(decrypt), Some(encrypt)) => Some(Cipher { decrypt, encrypt }),
+                    (Some(decrypt), Some(encrypt)) => Some(Box::new(Cipher { decrypt, encrypt })),
                     _ => None,
                 };
                 return Some((est.initial, cipher));
