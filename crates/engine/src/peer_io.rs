@@ -226,27 +226,85 @@ impl Drop for Connection {
 }
 
 /// Dial `addr` and report the outcome.
-pub fn connect(addr: SocketAddr, source: PeerSource, input: mpsc::Sender<PeerInput>) {
+/// Ask for an MSE/PE handshake on an outgoing connection.
+#[derive(Debug, Clone)]
+pub struct Obfuscate {
+    pub info_hash: lodestone_core::InfoHash,
+    pub private_key: [u8; 20],
+    pub pad: Vec<u8>,
+}
+
+/// Dial `addr` and report the outcome; with `obfuscate`, run the MSE/PE
+/// handshake first (offering plain text and RC4).
+pub fn connect(
+    addr: SocketAddr,
+    source: PeerSource,
+    input: mpsc::Sender<PeerInput>,
+    obfuscate: Option<Obfuscate>,
+) {
     tokio::spawn(async move {
+        let failed = |error: String| PeerInput::ConnectFailed { addr, error };
         let msg = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => PeerInput::Connected {
-                stream,
-                addr,
-                source,
-                initial: Vec::new(),
-                cipher: None,
+            Ok(Ok(stream)) => match obfuscate {
+                None => PeerInput::Connected {
+                    stream,
+                    addr,
+                    source,
+                    initial: Vec::new(),
+                    cipher: None,
+                },
+                Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
+                    Ok(Ok((stream, initial, cipher))) => PeerInput::Connected {
+                        stream,
+                        addr,
+                        source,
+                        initial,
+                        cipher,
+                    },
+                    Ok(Err(e)) => failed(format!("encrypted handshake failed: {e}")),
+                    Err(_) => failed("encrypted handshake timed out".into()),
+                },
             },
-            Ok(Err(e)) => PeerInput::ConnectFailed {
-                addr,
-                error: e.to_string(),
-            },
-            Err(_) => PeerInput::ConnectFailed {
-                addr,
-                error: "connect timed out".into(),
-            },
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(_) => failed("connect timed out".into()),
         };
         let _ = input.send(msg).await;
     });
+}
+
+/// The initiating MSE handshake (no initial payload; the BitTorrent
+/// handshake follows on the negotiated stream).
+async fn initiate(
+    mut stream: TcpStream,
+    o: Obfuscate,
+) -> Result<(TcpStream, Vec<u8>, Option<Box<Cipher>>), String> {
+    use lodestone_wire::mse::{MseInitiator, CRYPTO_PLAIN, CRYPTO_RC4};
+    let (mut mse, first) = MseInitiator::new(
+        o.private_key,
+        o.pad,
+        o.info_hash,
+        Vec::new(),
+        CRYPTO_PLAIN | CRYPTO_RC4,
+    );
+    stream.write_all(&first).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed by peer".into());
+        }
+        let (out, done) = mse.handle(&buf[..n]).map_err(|e| e.to_string())?;
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        }
+        if let Some(est) = done {
+            let cipher = match (est.decrypt, est.encrypt) {
+                (Some(decrypt), Some(encrypt)) => Some(Box::new(Cipher { decrypt, encrypt })),
+                _ => None,
+            };
+            return Ok((stream, est.initial, cipher));
+        }
+    }
 }
 
 /// Accept connections for as long as the returned handle lives. A peer

@@ -299,6 +299,10 @@ pub struct Torrent {
     progress_tx: watch::Sender<crate::tracker::Progress>,
     /// Status lines reported by discovery tasks (LPD), and when.
     source_status: HashMap<PeerSource, (String, Instant, Option<Duration>)>,
+    /// Peers that closed our plain connection before answering: the next
+    /// dial to them uses MSE/PE (and a failed MSE dial goes back to plain).
+    wants_mse: HashSet<SocketAddr>,
+    rng: lodestone_dht::rng::Rng,
     /// Addresses of peers that had everything: a seed does not dial them.
     known_seeds: HashSet<SocketAddr>,
     /// The last DHT round, and when it ended.
@@ -471,6 +475,8 @@ pub async fn run(
         sources: HashMap::new(),
         dht_round: None,
         known_seeds: HashSet::new(),
+        wants_mse: HashSet::new(),
+        rng: lodestone_dht::rng::Rng::from_u64(cfg.seed ^ 0x6d5e),
         source_status: HashMap::new(),
         tracker_status: HashMap::new(),
         progress_tx,
@@ -699,7 +705,13 @@ impl Torrent {
                 .get(&addr)
                 .copied()
                 .unwrap_or(PeerSource::Manual);
-            peer_io::connect(addr, source, self.input_tx.clone());
+            // A peer that hung up on our plain handshake gets an encrypted one.
+            let obfuscate = self.wants_mse.contains(&addr).then(|| peer_io::Obfuscate {
+                info_hash: self.meta.info_hashes.wire(),
+                private_key: self.rng.bytes20(),
+                pad: vec![0u8; self.rng.below(64) as usize],
+            });
+            peer_io::connect(addr, source, self.input_tx.clone(), obfuscate);
         }
     }
 
@@ -780,6 +792,8 @@ impl Torrent {
             }
             PeerInput::ConnectFailed { addr, .. } => {
                 self.connecting.remove(&addr);
+                // Alternate: plain next time if encryption failed too.
+                self.wants_mse.remove(&addr);
             }
             PeerInput::Discovered { addrs, source } => self.discovered(addrs, source),
             PeerInput::DhtRound(r) => self.dht_round = Some((r, Instant::now())),
@@ -1670,6 +1684,14 @@ impl Torrent {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
+        // Dropped before its handshake on a plain dial: try MSE next time.
+        if !p.established
+            && p.source != PeerSource::Incoming
+            && p.session.peer_handshake().is_none()
+            && !self.wants_mse.insert(p.addr)
+        {
+            self.wants_mse.remove(&p.addr);
+        }
         if p.is_seed {
             if let Some(a) = p.connectable() {
                 self.known_seeds.insert(a);

@@ -260,3 +260,37 @@ fn seed_to_libtorrent_over_mse() {
         assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
     }
 }
+
+/// aria2 requiring RC4 encryption: our plain dial is refused, so the next
+/// dial speaks MSE/PE (initiator side) and the transfer goes through.
+#[test]
+fn seed_to_aria2_that_requires_encryption() {
+    if !require_aria2() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, name) = fixtures(dir.path()).remove(0);
+    let aria_port = free_port();
+    let out = dir.path().join("dl-crypto");
+    let leecher = Child::spawn(
+        aria2(&[
+            &format!("--listen-port={aria_port}"),
+            "--bt-require-crypto=true",
+            "--bt-min-crypto-level=arc4",
+            "--seed-time=0",
+            "--bt-stop-timeout=60",
+            "--dir",
+            out.to_str().unwrap(),
+        ])
+        .arg(&torrent),
+    );
+    let aria = format!("127.0.0.1:{aria_port}");
+    let _seeder = spawn_seeder(&torrent, &dir.path().join("src"), &["--peer", &aria]);
+    let o = leecher.finish(Duration::from_secs(90));
+    assert!(
+        o.status.success(),
+        "aria2 failed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
+}

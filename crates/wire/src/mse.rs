@@ -319,6 +319,174 @@ impl MseResponder {
     }
 }
 
+/// The initiating side of an MSE handshake (we dial the peer).
+pub struct MseInitiator {
+    private: BigUint,
+    p: BigUint,
+    skey: InfoHash,
+    ia: Vec<u8>,
+    provide: u32,
+    buf: Vec<u8>,
+    stage: InitStage,
+    secret: [u8; KEY_LEN],
+    dec: Option<Rc4>,
+    enc: Option<Rc4>,
+    /// RC4(keyB) of the verification constant: what to look for in PadB.
+    vc_marker: [u8; 8],
+    scanned: usize,
+}
+
+#[derive(Debug)]
+enum InitStage {
+    PublicKey,
+    Sync,
+    Select,
+    PadD { pad: usize, select: u32 },
+    Done,
+}
+
+impl MseInitiator {
+    /// Start: returns the initiator and the first bytes to send (Ya, PadA).
+    /// `ia` is the payload to send inside the handshake (our BitTorrent
+    /// handshake); `provide` the methods we accept.
+    pub fn new(
+        private_key: [u8; 20],
+        pad_a: Vec<u8>,
+        skey: InfoHash,
+        ia: Vec<u8>,
+        provide: u32,
+    ) -> (Self, Vec<u8>) {
+        let p = BigUint::parse_bytes(P_HEX.as_bytes(), 16).unwrap_or_default();
+        let private = BigUint::from_bytes_be(&private_key);
+        let ya = to_96(&BigUint::from(2u32).modpow(&private, &p));
+        let mut first = ya.to_vec();
+        first.extend(pad_a.iter().take(MAX_PAD));
+        (
+            Self {
+                private,
+                p,
+                skey,
+                ia,
+                provide,
+                buf: Vec::new(),
+                stage: InitStage::PublicKey,
+                secret: [0; KEY_LEN],
+                dec: None,
+                enc: None,
+                vc_marker: [0; 8],
+                scanned: 0,
+            },
+            first,
+        )
+    }
+
+    pub fn handle(&mut self, data: &[u8]) -> Result<(Vec<u8>, Option<Established>), MseError> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        loop {
+            match self.stage {
+                InitStage::PublicKey => {
+                    if self.buf.len() < KEY_LEN {
+                        return Ok((out, None));
+                    }
+                    let yb = BigUint::from_bytes_be(&self.buf[..KEY_LEN]);
+                    if yb <= BigUint::from(1u32) || yb >= self.p {
+                        return Err(MseError::BadKey);
+                    }
+                    self.secret = to_96(&yb.modpow(&self.private, &self.p));
+                    self.buf.drain(..KEY_LEN);
+                    let req3 = hash(&[b"req3", &self.secret]);
+                    let req2 = hash(&[b"req2", &self.skey.0]);
+                    out.extend_from_slice(&hash(&[b"req1", &self.secret]));
+                    out.extend((0..20).map(|i| req2[i] ^ req3[i]));
+                    let mut enc = Rc4::for_mse(b"keyA", &self.secret, &self.skey);
+                    let mut body = vec![0u8; 8];
+                    body.extend_from_slice(&self.provide.to_be_bytes());
+                    body.extend_from_slice(&0u16.to_be_bytes());
+                    body.extend_from_slice(&(self.ia.len() as u16).to_be_bytes());
+                    body.extend_from_slice(&self.ia);
+                    enc.apply(&mut body);
+                    out.extend_from_slice(&body);
+                    self.enc = Some(enc);
+                    let mut marker_stream = Rc4::for_mse(b"keyB", &self.secret, &self.skey);
+                    let mut marker = [0u8; 8];
+                    marker_stream.apply(&mut marker);
+                    self.vc_marker = marker;
+                    self.stage = InitStage::Sync;
+                }
+                InitStage::Sync => match self.buf.windows(8).position(|w| w == self.vc_marker) {
+                    Some(at) => {
+                        // The stream is positioned right after VC.
+                        let mut dec = Rc4::for_mse(b"keyB", &self.secret, &self.skey);
+                        let mut vc = [0u8; 8];
+                        dec.apply(&mut vc);
+                        self.dec = Some(dec);
+                        self.buf.drain(..at + 8);
+                        self.stage = InitStage::Select;
+                    }
+                    None => {
+                        let keep = self.buf.len().min(7);
+                        let dropped = self.buf.len() - keep;
+                        self.scanned += dropped;
+                        self.buf.drain(..dropped);
+                        if self.scanned > MAX_PAD {
+                            return Err(MseError::NoSync);
+                        }
+                        return Ok((out, None));
+                    }
+                },
+                InitStage::Select => {
+                    if self.buf.len() < 6 {
+                        return Ok((out, None));
+                    }
+                    let Some(dec) = self.dec.as_mut() else {
+                        return Err(MseError::BadVc);
+                    };
+                    let mut head: Vec<u8> = self.buf.drain(..6).collect();
+                    dec.apply(&mut head);
+                    let select = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+                    if select & self.provide == 0 || select.count_ones() != 1 {
+                        return Err(MseError::NoCommonMethod);
+                    }
+                    let pad = usize::from(u16::from_be_bytes([head[4], head[5]]));
+                    if pad > MAX_PAD {
+                        return Err(MseError::PadTooLong);
+                    }
+                    self.stage = InitStage::PadD { pad, select };
+                }
+                InitStage::PadD { pad, select } => {
+                    if self.buf.len() < pad {
+                        return Ok((out, None));
+                    }
+                    let (Some(mut dec), Some(enc)) = (self.dec.take(), self.enc.take()) else {
+                        return Err(MseError::BadVc);
+                    };
+                    let mut skip: Vec<u8> = self.buf.drain(..pad).collect();
+                    dec.apply(&mut skip);
+                    let mut rest = std::mem::take(&mut self.buf);
+                    let (decrypt, encrypt) = if select == CRYPTO_RC4 {
+                        dec.apply(&mut rest);
+                        (Some(dec), Some(enc))
+                    } else {
+                        (None, None)
+                    };
+                    self.stage = InitStage::Done;
+                    return Ok((
+                        out,
+                        Some(Established {
+                            info_hash: self.skey,
+                            decrypt,
+                            encrypt,
+                            initial: rest,
+                        }),
+                    ));
+                }
+                InitStage::Done => return Ok((out, None)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +568,52 @@ mod tests {
             assert_eq!(&r[..8], &[0u8; 8]);
             let select = u32::from_be_bytes([r[8], r[9], r[10], r[11]]);
             assert_eq!(select, if want_rc4 { CRYPTO_RC4 } else { CRYPTO_PLAIN });
+        }
+    }
+
+    #[test]
+    fn initiator_and_responder_agree() {
+        let skey = InfoHash([0x24; 20]);
+        for (provide, allow_plain, want_rc4) in [
+            (3u32, true, false),
+            (CRYPTO_RC4, true, true),
+            (3, false, true),
+        ] {
+            let ia = b"\x13BitTorrent protocol...".to_vec();
+            let (mut a, first) =
+                MseInitiator::new([5u8; 20], vec![1; 77], skey, ia.clone(), provide);
+            let mut b = MseResponder::new([6u8; 20], vec![2; 300], vec![skey], allow_plain);
+            let (to_a, none) = b.handle(&first).unwrap();
+            assert!(none.is_none());
+            // B's bytes arrive in small pieces.
+            let mut to_b = Vec::new();
+            let mut a_done = None;
+            for chunk in to_a.chunks(37) {
+                let (o, d) = a.handle(chunk).unwrap();
+                to_b.extend(o);
+                assert!(d.is_none());
+            }
+            let (to_a2, b_done) = b.handle(&to_b).unwrap();
+            let b_done = b_done.expect("responder done");
+            assert_eq!(b_done.initial, ia);
+            for chunk in to_a2.chunks(3) {
+                let (o, d) = a.handle(chunk).unwrap();
+                assert!(o.is_empty());
+                if d.is_some() {
+                    a_done = d;
+                }
+            }
+            let a_done = a_done.expect("initiator done");
+            assert_eq!(a_done.decrypt.is_some(), want_rc4);
+            assert_eq!(b_done.decrypt.is_some(), want_rc4);
+            if want_rc4 {
+                // The two directions line up.
+                let (mut ae, mut bd) = (a_done.encrypt.unwrap(), b_done.decrypt.unwrap());
+                let mut msg = *b"after the handshake";
+                ae.apply(&mut msg);
+                bd.apply(&mut msg);
+                assert_eq!(&msg, b"after the handshake");
+            }
         }
     }
 
