@@ -20,10 +20,19 @@ fn available() -> bool {
 }
 
 fn tr_settings(dir: &Path, port: u16, stop_when_done: bool) -> PathBuf {
+    tr_settings_dht(dir, port, stop_when_done, None)
+}
+
+/// Transmission's settings; with `dht`, its DHT on, bootstrapped there.
+fn tr_settings_dht(dir: &Path, port: u16, stop_when_done: bool, dht: Option<&str>) -> PathBuf {
     let cfg = dir.join(format!("trcfg-{port}"));
     std::fs::create_dir_all(&cfg).unwrap();
+    if let Some(boot) = dht {
+        // Transmission 3.00 reads "<config-dir>/dht.bootstrap": "host port" lines.
+        std::fs::write(cfg.join("dht.bootstrap"), boot.replace(':', " ") + "\n").unwrap();
+    }
     let s = serde_json::json!({
-        "dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
+        "dht-enabled": dht.is_some(), "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
         "port-forwarding-enabled": false, "peer-port": port, "peer-port-random-on-start": false,
         "bind-address-ipv4": B, "ratio-limit-enabled": stop_when_done, "ratio-limit": 0,
         "message-level": 2, "blocklist-enabled": false, "rpc-enabled": false,
@@ -140,6 +149,69 @@ fn seed_to_transmission() {
     );
     // With ratio limit 0, transmission-cli exits 0 once it has everything.
     let o = tr.finish(Duration::from_secs(150));
+    assert!(
+        o.status.success(),
+        "transmission-cli: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_same_nonempty(&src.join("multi"), &out.join("multi"));
+}
+
+/// A DHT made only of Lodestone nodes (in one namespace) serves
+/// Transmission (in the other): it finds a Lodestone seeder announced there
+/// and downloads from it. Transmission searches only once it has at least 4
+/// good nodes and 8 in all, and waits 20-50 s before its first search.
+#[test]
+fn transmission_finds_a_seeder_through_a_lodestone_dht() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let net = NetnsPair::new("t");
+    let router = format!("{A}:26000");
+    let _nodes: Vec<Child> = (0..14u16)
+        .map(|i| {
+            Child::spawn(net.exec(&net.a, &lodestone_bin()).args([
+                "dht",
+                "node",
+                "--listen",
+                &format!("{A}:{}", 26000 + i),
+                "--bootstrap",
+                &router,
+                "--status-every",
+                "60",
+                "--duration",
+                "170",
+            ]))
+        })
+        .collect();
+    let mut seeder = Child::spawn(
+        net.exec(&net.a, &lodestone_bin())
+            .args([
+                "seed",
+                "--json",
+                "--seed-time",
+                "170",
+                "--listen",
+                &format!("{A}:27060"),
+            ])
+            .args(["--bootstrap", &router])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+    let cfg = tr_settings_dht(dir.path(), 51420, true, Some(&router));
+    let out = dir.path().join("dl");
+    let tr = Child::spawn(
+        net.exec(&net.b, Path::new("transmission-cli"))
+            .arg("-g")
+            .arg(&cfg)
+            .arg("-w")
+            .arg(&out)
+            .arg(&torrent),
+    );
+    let o = tr.finish(Duration::from_secs(170));
     assert!(
         o.status.success(),
         "transmission-cli: {}",
