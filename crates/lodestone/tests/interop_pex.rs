@@ -91,7 +91,8 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     let s_addr = format!("127.0.0.1:{}", free_port());
     let mut s = Child::spawn(
         lt_peer()
-            .args(["seed", "--duration", "90", "--listen", &s_addr])
+            // S never dials: C can reach it only by learning it from B.
+            .args(["seed", "--no-outgoing", "--duration", "90", "--listen", &s_addr])
             .arg("--torrent")
             .arg(&torrent)
             .arg("--content-dir")
