@@ -92,7 +92,14 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     let mut s = Child::spawn(
         lt_peer()
             // S never dials: C can reach it only by learning it from B.
-            .args(["seed", "--no-outgoing", "--duration", "90", "--listen", &s_addr])
+            .args([
+                "seed",
+                "--no-outgoing",
+                "--duration",
+                "90",
+                "--listen",
+                &s_addr,
+            ])
             .arg("--torrent")
             .arg(&torrent)
             .arg("--content-dir")
