@@ -14,6 +14,7 @@
 import argparse
 import warnings
 import json
+import os
 import signal
 import sys
 import time
@@ -68,15 +69,30 @@ def swarm(a):
     ready = False
     last = 0.0
     end = time.monotonic() + a.duration
+    known = set()
     while not STOP and time.monotonic() < end:
         for s in sessions + ([seeder] if seeder else []):
-            s.pop_alerts()
+            for al in s.pop_alerts():
+                if type(al).__name__ == "dht_live_nodes_alert":
+                    for n in al.nodes:
+                        ip, port = n["endpoint"]
+                        known.add(f"{ip}:{port}")
         time.sleep(0.05)
         now = time.monotonic()
         if h and now - last > 2 and h.status().is_seeding:
             h.force_dht_announce()
         if now - last > 2:
             last = now
+            if a.dump:
+                # What the libtorrent nodes hold in their routing tables.
+                with open(a.dump + ".tmp", "w") as f:
+                    json.dump({"nodes": sorted(known)}, f)
+                os.replace(a.dump + ".tmp", a.dump)
+                known = set()
+                for s in sessions:
+                    nid = s.dht_state().get(b"node-id", [b""])[0][:20]
+                    if len(nid) == 20:
+                        s.dht_live_nodes(lt.sha1_hash(nid))
             sizes = [s.status().dht_nodes for s in sessions]
             # libtorrent's second node sometimes reports an empty table for
             # a while; the swarm is usable once most nodes know others.
@@ -177,6 +193,7 @@ def main():
     s.add_argument("--content")
     s.add_argument("--seed-port", type=int, default=0)
     s.add_argument("--duration", type=float, default=120)
+    s.add_argument("--dump", help="write the nodes in the routing tables to this JSON file every 2 s")
     l = sub.add_parser("lookup")
     l.add_argument("--info-hash", required=True)
     l.add_argument("--bootstrap", required=True)

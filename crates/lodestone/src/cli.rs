@@ -206,6 +206,20 @@ pub struct SeedArgs {
     pub json: bool,
 }
 
+/// A 40-hex DHT node id on the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeIdArg(pub [u8; 20]);
+
+impl std::str::FromStr for NodeIdArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        lodestone_core::encoding::from_hex::<20>(s)
+            .map(NodeIdArg)
+            .ok_or_else(|| format!("'{s}' is not 40 hex digits"))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct DhtArgs {
     #[command(subcommand)]
@@ -227,6 +241,10 @@ pub struct DhtCommon {
     /// BEP 43 read-only: ask, never answer.
     #[arg(long)]
     pub read_only: bool,
+    /// Use this node id (40 hex) instead of a random one (for tests and
+    /// debugging: a node placed next to a torrent's info hash).
+    #[arg(long, value_name = "HEX")]
+    pub node_id: Option<NodeIdArg>,
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,

@@ -57,7 +57,10 @@ async fn start(c: &DhtCommon, routers: &[SocketAddr]) -> anyhow::Result<Dht> {
         ..Config::default()
     };
     let known = c.state.as_deref().map(dht::load_nodes).unwrap_or_default();
-    Dht::start(c.listen, cfg, NodeId(rng.bytes20()), rng.bytes32(), &known)
+    let id = c
+        .node_id
+        .map_or_else(|| NodeId(rng.bytes20()), |n| NodeId(n.0));
+    Dht::start(c.listen, cfg, id, rng.bytes32(), &known)
         .await
         .with_context(|| format!("cannot listen on {}", c.listen))
 }

@@ -34,13 +34,7 @@ fn run_seed_value() -> u64 {
 
 fn peer_id(seed: u64) -> PeerId {
     let mut r = [0u8; 12];
-    let mut x = seed | 1;
-    for b in &mut r {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    lodestone_dht::rng::Rng::from_u64(seed).fill(&mut r);
     PeerId::generate(r)
 }
 
