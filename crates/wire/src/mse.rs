@@ -82,6 +82,55 @@ fn hash(parts: &[&[u8]]) -> [u8; 20] {
     h.finalize().into()
 }
 
+/// The shared secret S from the peer's public key, refusing the degenerate
+/// keys (0, 1, >= P) that would make S guessable.
+fn shared_secret(
+    peer_public: &[u8],
+    private: &BigUint,
+    p: &BigUint,
+) -> Result<[u8; KEY_LEN], MseError> {
+    let y = BigUint::from_bytes_be(peer_public);
+    if y <= BigUint::from(1u32) || y >= *p {
+        return Err(MseError::BadKey);
+    }
+    Ok(to_96(&y.modpow(private, p)))
+}
+
+/// Scans `buf` for `marker`, which follows the peer's random padding.
+/// Found: drops everything up to and including it. Not yet: drops what
+/// cannot start it (the marker may straddle reads) and counts those bytes
+/// against the padding limit.
+fn sync_on(buf: &mut Vec<u8>, marker: &[u8], scanned: &mut usize) -> Result<bool, MseError> {
+    if let Some(at) = buf.windows(marker.len()).position(|w| w == marker) {
+        buf.drain(..at + marker.len());
+        return Ok(true);
+    }
+    let dropped = buf.len().saturating_sub(marker.len() - 1);
+    *scanned += dropped;
+    buf.drain(..dropped);
+    if *scanned > MAX_PAD {
+        return Err(MseError::NoSync);
+    }
+    Ok(false)
+}
+
+/// The ciphers for the rest of the connection: both RC4 streams, or none
+/// when plain text was selected. `rest`, read past the handshake, is
+/// decrypted to match.
+fn kept_ciphers(
+    select: u32,
+    mut dec: Rc4,
+    enc: Rc4,
+    rest: &mut [u8],
+) -> (Option<Rc4>, Option<Rc4>) {
+    if select == CRYPTO_RC4 {
+        dec.apply(rest);
+        (Some(dec), Some(enc))
+    } else {
+        (None, None)
+    }
+}
+
 fn to_96(n: &BigUint) -> [u8; KEY_LEN] {
     let b = n.to_bytes_be();
     let mut out = [0u8; KEY_LEN];
@@ -198,11 +247,7 @@ impl MseResponder {
                     if self.buf.len() < KEY_LEN {
                         return Ok((out, None));
                     }
-                    let ya = BigUint::from_bytes_be(&self.buf[..KEY_LEN]);
-                    if ya <= BigUint::from(1u32) || ya >= self.p {
-                        return Err(MseError::BadKey);
-                    }
-                    self.secret = to_96(&ya.modpow(&self.private, &self.p));
+                    self.secret = shared_secret(&self.buf[..KEY_LEN], &self.private, &self.p)?;
                     self.req1 = hash(&[b"req1", &self.secret]);
                     self.buf.drain(..KEY_LEN);
                     out.extend_from_slice(&self.our_public);
@@ -210,23 +255,10 @@ impl MseResponder {
                     self.stage = Stage::Sync;
                 }
                 Stage::Sync => {
-                    match self.buf.windows(20).position(|w| w == self.req1) {
-                        Some(at) => {
-                            self.buf.drain(..at + 20);
-                            self.stage = Stage::Header;
-                        }
-                        None => {
-                            // Keep the last 19 bytes: the marker may straddle reads.
-                            let keep = self.buf.len().min(19);
-                            let dropped = self.buf.len() - keep;
-                            self.scanned += dropped;
-                            self.buf.drain(..dropped);
-                            if self.scanned > MAX_PAD {
-                                return Err(MseError::NoSync);
-                            }
-                            return Ok((out, None));
-                        }
+                    if !sync_on(&mut self.buf, &self.req1, &mut self.scanned)? {
+                        return Ok((out, None));
                     }
+                    self.stage = Stage::Header;
                 }
                 Stage::Header => {
                     if self.buf.len() < 20 + 14 {
@@ -295,12 +327,7 @@ impl MseResponder {
                     enc.apply(&mut reply);
                     out.extend_from_slice(&reply);
                     let mut rest = std::mem::take(&mut self.buf);
-                    let (decrypt, encrypt) = if select == CRYPTO_RC4 {
-                        dec.apply(&mut rest);
-                        (Some(dec), Some(enc))
-                    } else {
-                        (None, None)
-                    };
+                    let (decrypt, encrypt) = kept_ciphers(select, dec, enc, &mut rest);
                     ia.extend_from_slice(&rest);
                     self.stage = Stage::Done;
                     return Ok((
@@ -389,11 +416,7 @@ impl MseInitiator {
                     if self.buf.len() < KEY_LEN {
                         return Ok((out, None));
                     }
-                    let yb = BigUint::from_bytes_be(&self.buf[..KEY_LEN]);
-                    if yb <= BigUint::from(1u32) || yb >= self.p {
-                        return Err(MseError::BadKey);
-                    }
-                    self.secret = to_96(&yb.modpow(&self.private, &self.p));
+                    self.secret = shared_secret(&self.buf[..KEY_LEN], &self.private, &self.p)?;
                     self.buf.drain(..KEY_LEN);
                     let req3 = hash(&[b"req3", &self.secret]);
                     let req2 = hash(&[b"req2", &self.skey.0]);
@@ -414,27 +437,17 @@ impl MseInitiator {
                     self.vc_marker = marker;
                     self.stage = InitStage::Sync;
                 }
-                InitStage::Sync => match self.buf.windows(8).position(|w| w == self.vc_marker) {
-                    Some(at) => {
-                        // The stream is positioned right after VC.
-                        let mut dec = Rc4::for_mse(b"keyB", &self.secret, &self.skey);
-                        let mut vc = [0u8; 8];
-                        dec.apply(&mut vc);
-                        self.dec = Some(dec);
-                        self.buf.drain(..at + 8);
-                        self.stage = InitStage::Select;
-                    }
-                    None => {
-                        let keep = self.buf.len().min(7);
-                        let dropped = self.buf.len() - keep;
-                        self.scanned += dropped;
-                        self.buf.drain(..dropped);
-                        if self.scanned > MAX_PAD {
-                            return Err(MseError::NoSync);
-                        }
+                InitStage::Sync => {
+                    if !sync_on(&mut self.buf, &self.vc_marker, &mut self.scanned)? {
                         return Ok((out, None));
                     }
-                },
+                    // The stream is positioned right after VC.
+                    let mut dec = Rc4::for_mse(b"keyB", &self.secret, &self.skey);
+                    let mut vc = [0u8; 8];
+                    dec.apply(&mut vc);
+                    self.dec = Some(dec);
+                    self.stage = InitStage::Select;
+                }
                 InitStage::Select => {
                     if self.buf.len() < 6 {
                         return Ok((out, None));
@@ -464,12 +477,7 @@ impl MseInitiator {
                     let mut skip: Vec<u8> = self.buf.drain(..pad).collect();
                     dec.apply(&mut skip);
                     let mut rest = std::mem::take(&mut self.buf);
-                    let (decrypt, encrypt) = if select == CRYPTO_RC4 {
-                        dec.apply(&mut rest);
-                        (Some(dec), Some(enc))
-                    } else {
-                        (None, None)
-                    };
+                    let (decrypt, encrypt) = kept_ciphers(select, dec, enc, &mut rest);
                     self.stage = InitStage::Done;
                     return Ok((
                         out,
