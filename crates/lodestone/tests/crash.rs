@@ -19,7 +19,7 @@ fn kill_9_mid_download_then_resume() {
     let src = dir.path().join("src");
     payload::write_file(&src.join("big.bin"), "big.bin", SIZE, "crash").unwrap();
     let torrent = dir.path().join("big.torrent");
-    create_torrent(&src.join("big.bin"), &torrent, Some("256K"));
+    create_torrent(&src.join("big.bin"), &torrent, &["--piece-size", "256K"]);
     let pieces = SIZE / PIECE;
     let (_seeder, peer) = spawn_seeder(&torrent, &src, &[]);
     let out = dir.path().join("dl");

@@ -26,7 +26,7 @@ fn full_disk_pauses_cleanly_and_resumes_later() {
     let src = dir.path().join("src");
     payload::write_file(&src.join("data.bin"), "data.bin", 24 << 20, "full").unwrap();
     let torrent = dir.path().join("data.torrent");
-    create_torrent(&src.join("data.bin"), &torrent, Some("256K"));
+    create_torrent(&src.join("data.bin"), &torrent, &["--piece-size", "256K"]);
     let (_seeder, peer) = spawn_seeder(&torrent, &src, &[]);
 
     let out = dir.path().join("small");

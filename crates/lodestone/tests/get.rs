@@ -13,7 +13,7 @@ fn setup(dir: &Path) -> (std::path::PathBuf, Child, String) {
     let src = dir.join("src");
     payload::write_multi(&src, "multi", 8 << 20, 256 << 10, "get").unwrap();
     let torrent = dir.join("multi.torrent");
-    create_torrent(&src.join("multi"), &torrent, Some("256K"));
+    create_torrent(&src.join("multi"), &torrent, &["--piece-size", "256K"]);
     let (seeder, peer) = spawn_seeder(&torrent, &src, &[]);
     (torrent, seeder, peer)
 }

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, free_port, port_block, repo_root, require_libtorrent, Child};
+use common::{bin, create_torrent, free_port, port_block, repo_root, require_libtorrent, Child};
 use lodestone::payload;
 
 fn lt_dht() -> Command {
@@ -24,23 +24,7 @@ fn lodestone_and_libtorrent_share_a_dht() {
     let src = dir.path().join("src");
     payload::write_file(&src.join("d.bin"), "d.bin", 1 << 20, "dht").unwrap();
     let torrent = dir.path().join("d.torrent");
-    let o = bin()
-        .args(["create", "--no-date", "-o"])
-        .arg(&torrent)
-        .arg(src.join("d.bin"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let info: serde_json::Value = serde_json::from_slice(
-        &bin()
-            .args(["info", "--json"])
-            .arg(&torrent)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let ih = info["info_hash_v1"].as_str().unwrap().to_owned();
+    let ih = create_torrent(&src.join("d.bin"), &torrent, &[]);
 
     let base = port_block(9);
     let seed_port = base + 8;
@@ -173,23 +157,7 @@ fn aria2_finds_a_seeder_through_a_lodestone_dht() {
     let src = dir.path().join("src");
     payload::write_file(&src.join("a.bin"), "a.bin", 3 << 20, "aria2-dht").unwrap();
     let torrent = dir.path().join("a.torrent");
-    let o = bin()
-        .args(["create", "--no-date", "-o"])
-        .arg(&torrent)
-        .arg(src.join("a.bin"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let info: serde_json::Value = serde_json::from_slice(
-        &bin()
-            .args(["info", "--json"])
-            .arg(&torrent)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let ih = info["info_hash_v1"].as_str().unwrap().to_owned();
+    let ih = create_torrent(&src.join("a.bin"), &torrent, &[]);
 
     let base = port_block(12);
     let router = format!("127.0.0.1:{base}");

@@ -16,7 +16,7 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     let src = dir.join("src");
     payload::write_file(&src.join("l.bin"), "l.bin", 4 << 20, "lpd").unwrap();
     let torrent = dir.join("l.torrent");
-    create_torrent(&src.join("l.bin"), &torrent, Some("64K"));
+    create_torrent(&src.join("l.bin"), &torrent, &["--piece-size", "64K"]);
     (src, torrent)
 }
 

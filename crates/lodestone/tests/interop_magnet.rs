@@ -21,7 +21,7 @@ fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, St
     let src = dir.join("src");
     payload::write_multi(&src, "mag", 3 << 20, 64 << 10, "magnet").unwrap();
     let torrent = dir.join("mag.torrent");
-    let ih = create_torrent(&src.join("mag"), &torrent, Some("64K"));
+    let ih = create_torrent(&src.join("mag"), &torrent, &["--piece-size", "64K"]);
     (src, torrent, ih)
 }
 

@@ -18,7 +18,7 @@ fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let src = dir.join("src");
     payload::write_file(&src.join("p.bin"), "p.bin", 8 << 20, "pex").unwrap();
     let torrent = dir.join("p.torrent");
-    create_torrent(&src.join("p.bin"), &torrent, Some("64K"));
+    create_torrent(&src.join("p.bin"), &torrent, &["--piece-size", "64K"]);
     (src, torrent)
 }
 

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, free_port, require, spawn_seeder, Child};
+use common::{bin, create_torrent, free_port, require, spawn_seeder, Child};
 use lodestone::payload;
 
 #[test]
@@ -31,31 +31,11 @@ fn http_and_udp_opentracker() {
     let mut torrents = Vec::new();
     for (i, url) in urls.iter().enumerate() {
         let t = dir.path().join(format!("t{i}.torrent"));
-        let o = bin()
-            .args([
-                "create",
-                "--no-date",
-                "--piece-size",
-                "64K",
-                "--tracker",
-                url,
-                "-o",
-            ])
-            .arg(&t)
-            .arg(src.join("t.bin"))
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        let info: serde_json::Value = serde_json::from_slice(
-            &bin()
-                .args(["info", "--json"])
-                .arg(&t)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        hashes.push(info["info_hash_v1"].as_str().unwrap().to_owned());
+        hashes.push(create_torrent(
+            &src.join("t.bin"),
+            &t,
+            &["--piece-size", "64K", "--tracker", url],
+        ));
         torrents.push(t);
     }
     // opentracker on the port the torrents name.
@@ -162,19 +142,8 @@ fn a_garbage_tracker_is_reported_and_the_download_carries_on() {
         }
     });
     let torrent = dir.path().join("g.torrent");
-    let o = bin()
-        .args([
-            "create",
-            "--no-date",
-            "--tracker",
-            &format!("http://127.0.0.1:{port}/announce"),
-            "-o",
-        ])
-        .arg(&torrent)
-        .arg(src.join("g.bin"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let tracker = format!("http://127.0.0.1:{port}/announce");
+    create_torrent(&src.join("g.bin"), &torrent, &["--tracker", &tracker]);
     let (_seeder, seeder) = spawn_seeder(&torrent, &src, &["--no-trackers"]);
     let o = Child::spawn(
         bin()

@@ -21,7 +21,7 @@ fn fixtures(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for name in ["single.bin", "multi"] {
         let t = dir.join(format!("{name}.torrent"));
-        create_torrent(&src.join(name), &t, Some("256K"));
+        create_torrent(&src.join(name), &t, &["--piece-size", "256K"]);
         out.push((t, name.to_owned()));
     }
     out

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, require, Child, NetnsPair, NS_A as A, NS_B as B};
+use common::{create_torrent, require, Child, NetnsPair, NS_A as A, NS_B as B};
 use lodestone::payload;
 
 fn available() -> bool {
@@ -47,13 +47,7 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     let src = dir.join("src");
     payload::write_multi(&src, "multi", 3 << 20, 256 << 10, "0").unwrap();
     let t = dir.join("multi.torrent");
-    let o = bin()
-        .args(["create", "--no-date", "--piece-size", "256K", "-o"])
-        .arg(&t)
-        .arg(src.join("multi"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    create_torrent(&src.join("multi"), &t, &["--piece-size", "256K"]);
     (src, t)
 }
 

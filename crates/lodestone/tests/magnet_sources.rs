@@ -32,10 +32,10 @@ fn the_torrent_file_url_wins_and_a_wrong_one_is_refused() {
     let src = dir.path().join("src");
     payload::write_file(&src.join("x.bin"), "x.bin", 2 << 20, "xs").unwrap();
     let torrent = dir.path().join("x.torrent");
-    let ih = create_torrent(&src.join("x.bin"), &torrent, None);
+    let ih = create_torrent(&src.join("x.bin"), &torrent, &[]);
     let other = dir.path().join("other.torrent");
     payload::write_file(&src.join("y.bin"), "y.bin", 1000, "xs").unwrap();
-    create_torrent(&src.join("y.bin"), &other, None);
+    create_torrent(&src.join("y.bin"), &other, &[]);
 
     let good = serve(std::fs::read(&torrent).unwrap());
     let wrong = serve(std::fs::read(&other).unwrap());

@@ -174,16 +174,15 @@ pub fn port_block(n: u16) -> u16 {
     panic!("no free port block");
 }
 
-/// `lodestone create --no-date` of `content` into `torrent`, with an
-/// optional piece size ("256K"); returns the v1 info hash in hex.
-pub fn create_torrent(content: &Path, torrent: &Path, piece: Option<&str>) -> String {
+/// `lodestone create --no-date` of `content` into `torrent`, with `extra`
+/// options (`--piece-size 256K`, `--tracker URL`); returns the v1 info hash
+/// in hex.
+pub fn create_torrent(content: &Path, torrent: &Path, extra: &[&str]) -> String {
     let mut cmd = bin();
     cmd.args(["create", "--no-date", "--force", "-o"])
         .arg(torrent)
-        .arg(content);
-    if let Some(p) = piece {
-        cmd.args(["--piece-size", p]);
-    }
+        .arg(content)
+        .args(extra);
     let o = cmd.output().expect("run lodestone create");
     assert!(
         o.status.success(),
