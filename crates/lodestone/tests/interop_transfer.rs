@@ -34,6 +34,22 @@ fn lt_peer() -> Command {
 }
 
 /// Run `lodestone get` and check its JSON summary.
+/// A libtorrent leecher of `torrent` that dials `seeder` and saves into
+/// `out`, with `extra` options; its output once it exits.
+fn lt_leech(torrent: &Path, seeder: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    Child::spawn(
+        lt_peer()
+            .args(["leech", "--timeout", "60", "--peer", seeder])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
+            .arg("--torrent")
+            .arg(torrent)
+            .arg("--save")
+            .arg(out),
+    )
+    .finish(Duration::from_secs(90))
+}
+
 fn lodestone_get(torrent: &Path, out: &Path, peer: &str, expect_bytes: u64) {
     let o = Child::spawn(
         bin()
@@ -109,22 +125,7 @@ fn seed_to_libtorrent() {
     for (torrent, name) in fixtures(dir.path()) {
         let (_seeder, seeder_addr) = spawn_seeder(&torrent, &dir.path().join("src"), &[]);
         let out = dir.path().join(format!("dl-{name}"));
-        let o = Child::spawn(
-            lt_peer()
-                .args([
-                    "leech",
-                    "--timeout",
-                    "60",
-                    "--listen",
-                    &format!("127.0.0.1:{}", free_port()),
-                ])
-                .args(["--peer", &seeder_addr])
-                .arg("--torrent")
-                .arg(&torrent)
-                .arg("--save")
-                .arg(&out),
-        )
-        .finish(Duration::from_secs(90));
+        let o = lt_leech(&torrent, &seeder_addr, &out, &[]);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success(),
@@ -153,6 +154,33 @@ fn aria2(args: &[&str]) -> Command {
     ]);
     c.args(args);
     c
+}
+
+/// An aria2 leecher of `torrent` into `out` on a fresh port, with `extra`
+/// options. It knows no peers: the seeder must dial the returned address.
+fn aria2_leecher(torrent: &Path, out: &Path, extra: &[&str]) -> (Child, String) {
+    let port = free_port();
+    let leecher = Child::spawn(
+        aria2(&[
+            &format!("--listen-port={port}"),
+            "--seed-time=0",
+            "--bt-stop-timeout=60",
+        ])
+        .args(extra)
+        .arg("--dir")
+        .arg(out)
+        .arg(torrent),
+    );
+    (leecher, format!("127.0.0.1:{port}"))
+}
+
+fn assert_success(who: &str, o: std::process::Output) {
+    assert!(
+        o.status.success(),
+        "{who} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -200,28 +228,10 @@ fn seed_to_aria2() {
     }
     let dir = tempfile::tempdir().unwrap();
     for (torrent, name) in fixtures(dir.path()) {
-        let aria_port = free_port();
         let out = dir.path().join(format!("dl-{name}"));
-        let leecher = Child::spawn(
-            aria2(&[
-                &format!("--listen-port={aria_port}"),
-                "--seed-time=0",
-                "--bt-stop-timeout=60",
-                "--dir",
-                out.to_str().unwrap(),
-            ])
-            .arg(&torrent),
-        );
-        // aria2 knows no peers; our seeder dials it.
-        let aria = format!("127.0.0.1:{aria_port}");
+        let (leecher, aria) = aria2_leecher(&torrent, &out, &[]);
         let _seeder = spawn_seeder(&torrent, &dir.path().join("src"), &["--peer", &aria]);
-        let o = leecher.finish(Duration::from_secs(90));
-        assert!(
-            o.status.success(),
-            "aria2 failed: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_success("aria2", leecher.finish(Duration::from_secs(90)));
         assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
     }
 }
@@ -238,23 +248,8 @@ fn seed_to_libtorrent_over_mse() {
     let (_seeder, seeder_addr) = spawn_seeder(&torrent, &dir.path().join("src"), &[]);
     for force_rc4 in [true, false] {
         let out = dir.path().join(format!("dl-mse-{force_rc4}"));
-        let mut cmd = lt_peer();
-        cmd.args([
-            "leech",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--peer",
-            &seeder_addr,
-        ]);
-        if force_rc4 {
-            cmd.arg("--force-rc4");
-        }
-        cmd.args(["--timeout", "60"])
-            .arg("--torrent")
-            .arg(&torrent)
-            .arg("--save")
-            .arg(&out);
-        let o = Child::spawn(&mut cmd).finish(Duration::from_secs(90));
+        let rc4: &[&str] = if force_rc4 { &["--force-rc4"] } else { &[] };
+        let o = lt_leech(&torrent, &seeder_addr, &out, rc4);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "force_rc4 {force_rc4}: {stdout}");
         assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
@@ -270,27 +265,13 @@ fn seed_to_aria2_that_requires_encryption() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (torrent, name) = fixtures(dir.path()).remove(0);
-    let aria_port = free_port();
     let out = dir.path().join("dl-crypto");
-    let leecher = Child::spawn(
-        aria2(&[
-            &format!("--listen-port={aria_port}"),
-            "--bt-require-crypto=true",
-            "--bt-min-crypto-level=arc4",
-            "--seed-time=0",
-            "--bt-stop-timeout=60",
-            "--dir",
-            out.to_str().unwrap(),
-        ])
-        .arg(&torrent),
+    let (leecher, aria) = aria2_leecher(
+        &torrent,
+        &out,
+        &["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"],
     );
-    let aria = format!("127.0.0.1:{aria_port}");
     let _seeder = spawn_seeder(&torrent, &dir.path().join("src"), &["--peer", &aria]);
-    let o = leecher.finish(Duration::from_secs(90));
-    assert!(
-        o.status.success(),
-        "aria2 failed: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_success("aria2", leecher.finish(Duration::from_secs(90)));
     assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
 }
