@@ -19,11 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from metadata import LODESTONE, LT_DHT, ROOT, free_block  # noqa: E402
+from metadata import LODESTONE, LT_DHT, ROOT, free_block, make_torrent, start_lt_swarm  # noqa: E402
 
 
 def run(cmd):
@@ -41,24 +39,9 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "lodestone"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="lodestone-dht-", dir="/dev/shm")
     try:
-        content = os.path.join(work, "c")
-        os.makedirs(content)
-        with open(os.path.join(content, "x.bin"), "wb") as f:
-            f.write(os.urandom(1 << 20))
-        torrent = os.path.join(work, "x.torrent")
-        subprocess.run([LODESTONE, "create", "--no-date", "-o", torrent, os.path.join(content, "x.bin")],
-                       check=True, stdout=subprocess.DEVNULL)
-        ih = json.loads(subprocess.run([LODESTONE, "info", "--json", torrent], capture_output=True,
-                                       check=True).stdout)["info_hash_v1"]
+        content, torrent, ih = make_torrent(work, "x.bin", 1 << 20)
         base = free_block(a.nodes + 3)
-        swarm = subprocess.Popen(["/usr/bin/python3", LT_DHT, "swarm", "--n", str(a.nodes), "--base-port", str(base),
-                                  "--seed-port", str(base + a.nodes), "--seed-torrent", torrent, "--content", content,
-                                  "--duration", "600"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for line in swarm.stdout:
-            if "READY" in line:
-                break
-        threading.Thread(target=lambda: [None for _ in swarm.stdout], daemon=True).start()
-        time.sleep(3)
+        swarm = start_lt_swarm(a.nodes, base, torrent, content)
         boot = f"127.0.0.1:{base + 3}"
         print(f"{a.nodes} libtorrent DHT nodes + 1 libtorrent seeder; {a.lookups} lookups each; "
               f"load average {os.getloadavg()[0]:.2f}")

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +47,37 @@ def free_block(n):
     raise SystemExit("no free port block")
 
 
+def make_torrent(work, name, size):
+    """Random content of `size` bytes in work/content/name and its .torrent;
+    returns (content dir, torrent path, v1 info hash)."""
+    content = os.path.join(work, "content")
+    os.makedirs(content)
+    with open(os.path.join(content, name), "wb") as f:
+        f.write(os.urandom(size))
+    torrent = os.path.join(work, name + ".torrent")
+    subprocess.run([LODESTONE, "create", "--no-date", "-o", torrent, os.path.join(content, name)],
+                   check=True, stdout=subprocess.DEVNULL)
+    ih = json.loads(subprocess.run([LODESTONE, "info", "--json", torrent], capture_output=True,
+                                   check=True).stdout)["info_hash_v1"]
+    return content, torrent, ih
+
+
+def start_lt_swarm(nodes, base, torrent, content):
+    """`nodes` libtorrent DHT nodes on base.. and a libtorrent seeder on
+    base+nodes that announces `torrent`; returns once they are up and the
+    seeder's announce had 3 s to land. Its output is drained in the
+    background so it never blocks on a full pipe."""
+    swarm = subprocess.Popen(["/usr/bin/python3", LT_DHT, "swarm", "--n", str(nodes), "--base-port", str(base),
+                              "--seed-port", str(base + nodes), "--seed-torrent", torrent, "--content", content,
+                              "--duration", "600"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in swarm.stdout:
+        if "READY" in line:
+            break
+    threading.Thread(target=lambda: [None for _ in swarm.stdout], daemon=True).start()
+    time.sleep(3)
+    return swarm
+
+
 def timed(cmd, marker, timeout=60):
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -71,26 +103,10 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "lodestone"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="lodestone-meta-", dir="/dev/shm")
     try:
-        content = os.path.join(work, "content")
-        os.makedirs(content)
-        with open(os.path.join(content, "payload.bin"), "wb") as f:
-            f.write(os.urandom(16 << 20))
-        torrent = os.path.join(work, "p.torrent")
-        subprocess.run([LODESTONE, "create", "--no-date", "-o", torrent, os.path.join(content, "payload.bin")],
-                       check=True, stdout=subprocess.DEVNULL)
-        ih = json.loads(subprocess.run([LODESTONE, "info", "--json", torrent], capture_output=True,
-                                       check=True).stdout)["info_hash_v1"]
+        content, torrent, ih = make_torrent(work, "payload.bin", 16 << 20)
         magnet = f"magnet:?xt=urn:btih:{ih}"
         base = free_block(a.nodes + 1)
-        swarm = subprocess.Popen(["/usr/bin/python3", LT_DHT, "swarm", "--n", str(a.nodes), "--base-port", str(base),
-                                  "--seed-port", str(base + a.nodes), "--seed-torrent", torrent, "--content", content,
-                                  "--duration", "600"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for line in swarm.stdout:
-            if "READY" in line:
-                break
-        import threading
-        threading.Thread(target=lambda: [None for _ in swarm.stdout], daemon=True).start()
-        time.sleep(3)  # let the seeder's announce land
+        swarm = start_lt_swarm(a.nodes, base, torrent, content)
         boot = f"127.0.0.1:{base + 3}"
         print(f"{a.nodes} libtorrent DHT nodes + 1 libtorrent seeder on 127.0.0.1; bootstrap {boot}; "
               f"load average {os.getloadavg()[0]:.2f}")
