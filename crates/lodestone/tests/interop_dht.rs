@@ -6,14 +6,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, create_torrent, free_port, port_block, repo_root, require_libtorrent, Child};
+use common::{
+    bin, create_torrent, free_port, interop_script, lt_dht_swarm, port_block, require_libtorrent,
+    Child,
+};
 use lodestone::payload;
-
-fn lt_dht() -> Command {
-    let mut c = Command::new("/usr/bin/python3");
-    c.arg(repo_root().join("tests/interop/lt_dht.py"));
-    c
-}
 
 #[test]
 fn lodestone_and_libtorrent_share_a_dht() {
@@ -30,20 +27,7 @@ fn lodestone_and_libtorrent_share_a_dht() {
     let seed_port = base + 8;
     let dump = dir.path().join("lt-tables.json");
     let mut swarm = Child::spawn(
-        lt_dht()
-            .args([
-                "swarm",
-                "--n",
-                "8",
-                "--base-port",
-                &base.to_string(),
-                "--duration",
-                "120",
-            ])
-            .args(["--seed-port", &seed_port.to_string(), "--seed-torrent"])
-            .arg(&torrent)
-            .arg("--content")
-            .arg(&src)
+        lt_dht_swarm(8, base, &torrent, &src)
             .arg("--dump")
             .arg(&dump),
     );
@@ -97,7 +81,7 @@ fn lodestone_and_libtorrent_share_a_dht() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Child::spawn(lt_dht().args([
+    let o = Child::spawn(interop_script("lt_dht.py").args([
         "lookup",
         "--info-hash",
         fake,

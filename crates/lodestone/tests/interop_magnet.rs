@@ -3,19 +3,13 @@
 //! libtorrent fetches both from a Lodestone seeder given only a magnet.
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    bin, create_torrent, free_port, port_block, repo_root, require_libtorrent, spawn_seeder, Child,
+    bin, create_torrent, free_port, interop_script, lt_dht_swarm, port_block, require_libtorrent,
+    spawn_seeder, Child,
 };
 use lodestone::payload;
-
-fn python(script: &str) -> Command {
-    let mut c = Command::new("/usr/bin/python3");
-    c.arg(repo_root().join("tests/interop").join(script));
-    c
-}
 
 fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
     let src = dir.join("src");
@@ -43,23 +37,7 @@ fn bare_magnet_from_a_libtorrent_seeder_via_its_dht() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent, ih) = fixture(dir.path());
     let base = port_block(9);
-    let seed_port = base + 8;
-    let mut swarm = Child::spawn(
-        python("lt_dht.py")
-            .args([
-                "swarm",
-                "--n",
-                "8",
-                "--base-port",
-                &base.to_string(),
-                "--duration",
-                "120",
-            ])
-            .args(["--seed-port", &seed_port.to_string(), "--seed-torrent"])
-            .arg(&torrent)
-            .arg("--content")
-            .arg(&src),
-    );
+    let mut swarm = Child::spawn(&mut lt_dht_swarm(8, base, &torrent, &src));
     swarm.wait_for_line("READY", Duration::from_secs(60));
     let out = dir.path().join("dl");
     let o = Child::spawn(
@@ -96,7 +74,7 @@ fn libtorrent_gets_metadata_and_content_from_a_lodestone_seeder() {
     let (_seeder, seeder_addr) = spawn_seeder(&torrent, &src, &[]);
     let out = dir.path().join("dl");
     let o = Child::spawn(
-        python("lt_peer.py")
+        interop_script("lt_peer.py")
             .args([
                 "leech",
                 "--timeout",

@@ -2,17 +2,12 @@
 //! only way to learn the seeder is the middle peer's ut_pex message.
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, create_torrent, free_port, repo_root, require_libtorrent, spawn_seeder, Child};
+use common::{
+    bin, create_torrent, free_port, interop_script, require_libtorrent, spawn_seeder, Child,
+};
 use lodestone::payload;
-
-fn lt_peer() -> Command {
-    let mut c = Command::new("/usr/bin/python3");
-    c.arg(repo_root().join("tests/interop/lt_peer.py"));
-    c
-}
 
 fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let src = dir.join("src");
@@ -34,7 +29,7 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
     let (_s, seeder) = spawn_seeder(&torrent, &src, &[]);
     let b_addr = format!("127.0.0.1:{}", free_port());
     let mut b = Child::spawn(
-        lt_peer()
+        interop_script("lt_peer.py")
             // Slow, so B is still a leecher (libtorrent's PEX is for leechers).
             .args([
                 "leech",
@@ -90,7 +85,7 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     let (src, torrent) = fixture(dir.path());
     let s_addr = format!("127.0.0.1:{}", free_port());
     let mut s = Child::spawn(
-        lt_peer()
+        interop_script("lt_peer.py")
             // S never dials: C can reach it only by learning it from B.
             .args([
                 "seed",
@@ -127,7 +122,7 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let o = Child::spawn(
-        lt_peer()
+        interop_script("lt_peer.py")
             .args([
                 "leech",
                 "--timeout",

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    assert_same_tree, bin, create_torrent, free_port, repo_root, require_aria2, require_libtorrent,
-    spawn_seeder, Child,
+    assert_same_tree, bin, create_torrent, free_port, interop_script, require_aria2,
+    require_libtorrent, spawn_seeder, Child,
 };
 use lodestone::payload;
 
@@ -27,18 +27,12 @@ fn fixtures(dir: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
-fn lt_peer() -> Command {
-    let mut c = Command::new("/usr/bin/python3");
-    c.arg(repo_root().join("tests/interop/lt_peer.py"));
-    c
-}
-
 /// Run `lodestone get` and check its JSON summary.
 /// A libtorrent leecher of `torrent` that dials `seeder` and saves into
 /// `out`, with `extra` options; its output once it exits.
 fn lt_leech(torrent: &Path, seeder: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     Child::spawn(
-        lt_peer()
+        interop_script("lt_peer.py")
             .args(["leech", "--timeout", "60", "--peer", seeder])
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .args(extra)
@@ -91,7 +85,7 @@ fn download_from_libtorrent() {
     for (torrent, name) in fixtures(dir.path()) {
         let port = free_port();
         let mut seeder = Child::spawn(
-            lt_peer()
+            interop_script("lt_peer.py")
                 .args([
                     "seed",
                     "--duration",

@@ -35,6 +35,28 @@ pub fn require(client: &str, probe: &mut Command) -> bool {
     false
 }
 
+/// One of the project's libtorrent roles in tests/interop (`lt_peer.py`,
+/// `lt_dht.py`), run by Debian's python3 where libtorrent is installed.
+pub fn interop_script(name: &str) -> Command {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(repo_root().join("tests/interop").join(name));
+    c
+}
+
+/// `lt_dht.py swarm`: `nodes` libtorrent DHT nodes on base.. and a
+/// libtorrent seeder of `torrent` on base+nodes that announces itself, for
+/// 120 s. It prints READY once up.
+pub fn lt_dht_swarm(nodes: u16, base: u16, torrent: &Path, content: &Path) -> Command {
+    let mut c = interop_script("lt_dht.py");
+    c.args(["swarm", "--n", &nodes.to_string()])
+        .args(["--base-port", &base.to_string(), "--duration", "120"])
+        .args(["--seed-port", &(base + nodes).to_string(), "--seed-torrent"])
+        .arg(torrent)
+        .arg("--content")
+        .arg(content);
+    c
+}
+
 pub fn require_libtorrent() -> bool {
     require(
         "python3-libtorrent",
