@@ -5,11 +5,17 @@
   lt_dht.py swarm --n N --base-port P [--seed-torrent T --content D --seed-port Q] [--duration S]
       N DHT-only sessions on 127.0.0.1:P..P+N-1 bootstrapped from each other,
       and optionally a seeder (TCP and DHT on Q) that announces T every 2 s.
-      Prints READY when all nodes but one have DHT nodes (and the seeder
-      seeds), and every 2 s a JSON line with each node's routing table size.
+      Prints READY when all nodes but one have DHT nodes (--ready-nodes K:
+      at least K; and the seeder seeds), and every 2 s a JSON line with each node's routing table size.
   lt_dht.py lookup --info-hash H --bootstrap IP:PORT [--timeout S] [--port P]
       One session; dht_get_peers(H) until a peer appears; prints
       {"event":"result","peers":[...]}. Exit 0 if any peer was found.
+  lt_dht.py item --bootstrap IP:PORT (--put-immutable TEXT | --get-immutable HEX
+                 | --put-mutable TEXT --secret HEX128 --public HEX64 [--salt S]
+                 | --get-mutable HEX64 [--salt S]) [--timeout S]
+      BEP 44 through libtorrent's own dht_put_*/dht_get_* calls; prints one
+      JSON line with what libtorrent reported. Exit 0 on success (put: at
+      least one node stored it; get: an item was returned).
 """
 import argparse
 import warnings
@@ -96,7 +102,8 @@ def swarm(a):
             sizes = [s.status().dht_nodes for s in sessions]
             # libtorrent's second node sometimes reports an empty table for
             # a while; the swarm is usable once most nodes know others.
-            if not ready and sum(1 for n in sizes if n > 0) >= len(sizes) - 1 and (not h or h.status().is_seeding):
+            if not ready and sum(1 for n in sizes if n >= a.ready_nodes) >= len(sizes) - 1 \
+                    and (not h or h.status().is_seeding):
                 ready = True
                 print("READY", flush=True)
             print(json.dumps({"event": "tables", "sizes": sizes}), flush=True)
@@ -181,6 +188,70 @@ def metadata(a):
     return 0 if t else 1
 
 
+def wait_for_dht(s, t0, timeout):
+    """Give libtorrent's table a moment to fill (its dht_nodes count lags)."""
+    while time.monotonic() - t0 < timeout and not STOP:
+        s.pop_alerts()
+        if s.is_dht_running() and s.status().dht_nodes >= 3:
+            return
+        time.sleep(0.05)
+
+
+def text(entry):
+    if isinstance(entry, bytes):
+        return entry.decode("utf-8", "replace")
+    return entry if isinstance(entry, str) else repr(entry)
+
+
+def item(a):
+    s = lt.session(settings(a.port, a.bootstrap))
+    # dht_put_alert and the item alerts are not all in the default mask.
+    s.apply_settings({"alert_mask": lt.alert.category_t.all_categories})
+    host, port = a.bootstrap.rsplit(":", 1)
+    s.add_dht_node((host, int(port)))
+    t0 = time.monotonic()
+    wait_for_dht(s, t0, min(a.timeout, 3))
+    salt = a.salt.encode()
+    if a.put_immutable is not None:
+        target = s.dht_put_immutable_item(a.put_immutable.encode())
+        out = {"event": "put", "target": str(target)}
+    elif a.get_immutable:
+        s.dht_get_immutable_item(lt.sha1_hash(bytes.fromhex(a.get_immutable)))
+        out = {"event": "get", "target": a.get_immutable}
+    elif a.put_mutable is not None:
+        s.dht_put_mutable_item(bytes.fromhex(a.secret), bytes.fromhex(a.public), a.put_mutable.encode(), salt)
+        out = {"event": "put"}
+    else:
+        s.dht_get_mutable_item(bytes.fromhex(a.get_mutable), salt)
+        out = {"event": "get"}
+    ok = False
+    done = False
+    while not done and not STOP and time.monotonic() - t0 < a.timeout:
+        s.wait_for_alert(100)
+        for al in s.pop_alerts():
+            if isinstance(al, lt.dht_put_alert):
+                out.update(num_success=al.num_success, seq=al.seq)
+                ok = al.num_success > 0
+                done = True
+            elif isinstance(al, lt.dht_immutable_item_alert):
+                out.update(value=text(al.item), found=al.item is not None)
+                ok = al.item is not None and al.item != b""
+                done = True
+            elif isinstance(al, lt.dht_mutable_item_alert):
+                # The first alert may come before the lookup ends; the
+                # authoritative one is the newest version found.
+                # This binding hands the item over as a dict.
+                got = al.item if isinstance(al.item, dict) else {}
+                out.update(value=text(got.get("value", b"")), seq=al.seq, key=bytes(al.key).hex(),
+                           authoritative=al.authoritative)
+                ok = al.seq > 0
+                done = al.authoritative
+    out["ok"] = ok
+    out["t"] = round(time.monotonic() - t0, 3)
+    print(json.dumps(out), flush=True)
+    return 0 if ok else 1
+
+
 def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -193,6 +264,8 @@ def main():
     s.add_argument("--content")
     s.add_argument("--seed-port", type=int, default=0)
     s.add_argument("--duration", type=float, default=120)
+    s.add_argument("--ready-nodes", type=int, default=1,
+                   help="print READY once all nodes but one hold this many nodes")
     s.add_argument("--dump", help="write the nodes in the routing tables to this JSON file every 2 s")
     l = sub.add_parser("lookup")
     l.add_argument("--info-hash", required=True)
@@ -206,9 +279,23 @@ def main():
     m.add_argument("--save", required=True)
     m.add_argument("--port", type=int, default=0)
     m.add_argument("--timeout", type=float, default=60)
+    it = sub.add_parser("item")
+    it.add_argument("--bootstrap", required=True)
+    it.add_argument("--port", type=int, default=0)
+    it.add_argument("--timeout", type=float, default=30)
+    it.add_argument("--salt", default="")
+    it.add_argument("--secret", help="libtorrent's 64-byte expanded ed25519 secret key, hex")
+    it.add_argument("--public", help="ed25519 public key, hex")
+    g = it.add_mutually_exclusive_group(required=True)
+    g.add_argument("--put-immutable")
+    g.add_argument("--get-immutable")
+    g.add_argument("--put-mutable")
+    g.add_argument("--get-mutable")
     a = ap.parse_args()
     if a.cmd == "swarm":
         return swarm(a) or 0
+    if a.cmd == "item":
+        return item(a)
     return lookup(a) if a.cmd == "lookup" else metadata(a)
 
 

@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod id;
+pub mod items;
 pub mod krpc;
 pub mod lookup;
 pub mod node;

@@ -1,5 +1,5 @@
-//! An iterative lookup (find_node or get_peers) as plain data owned by the
-//! node: candidates sorted by XOR distance, `alpha` queries in flight, a
+//! An iterative lookup (find_node, get_peers or a BEP 44 get) as plain data
+//! owned by the node: candidates sorted by XOR distance, `alpha` queries in flight, a
 //! soft timeout that frees a slot early and a hard one that drops the node.
 
 use std::collections::HashSet;
@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::id::NodeId;
+use crate::items::Item;
 use crate::krpc::Token;
 
 /// Candidates kept per lookup (closest first); farther ones are dropped.
@@ -24,6 +25,24 @@ pub enum LookupKind {
         port: Option<u16>,
         seed: bool,
     },
+    /// BEP 44 `get`. `salt` is `Some` for a mutable item (whose target is
+    /// SHA-1 of the key and this salt), `None` for an immutable one; `seq`
+    /// asks only for versions newer than it.
+    GetItem {
+        salt: Option<Vec<u8>>,
+        seq: Option<i64>,
+    },
+    /// BEP 44 `get` to find the closest nodes and their tokens, then `put`.
+    PutItem {
+        item: Box<Item>,
+    },
+}
+
+impl LookupKind {
+    /// Lookups that end by storing something on the closest nodes.
+    pub fn stores(&self) -> bool {
+        matches!(self, Self::Announce { .. } | Self::PutItem { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +74,8 @@ pub struct LookupStats {
     pub responses: u32,
     pub timeouts: u32,
     pub peers: u32,
+    /// BEP 44 values that failed their hash or signature check.
+    pub bad_items: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -67,8 +88,13 @@ pub struct Lookup {
     seen: HashSet<SocketAddr>,
     pub peers: HashSet<SocketAddr>,
     pub stats: LookupStats,
-    /// Announce phase: queries sent and answered.
+    /// Store phase (announce_peer or put): queries sent and answered.
     pub announcing: Option<(u32, u32)>,
+    /// Store phase: the nodes that refused, with their error.
+    pub store_errors: Vec<(SocketAddr, i64, String)>,
+    /// BEP 44 get: the newest valid sequence number seen (mutable), or
+    /// `Some(0)` once an immutable value was found.
+    pub best_seq: Option<i64>,
     pub finished: bool,
 }
 
@@ -92,6 +118,8 @@ impl Lookup {
             peers: HashSet::new(),
             stats: LookupStats::default(),
             announcing: None,
+            store_errors: Vec::new(),
+            best_seq: None,
             finished: false,
         }
     }

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use lodestone_core::InfoHash;
 
 use crate::id::NodeId;
+use crate::items::{self, Item, ItemLimits, ItemStore, MutableItem};
 use crate::krpc::{
-    error_code, Body, CompactNode, KrpcError, Message, Query, Response, Token, TransactionId,
-    Version, Want,
+    error_code, query_transaction_id, Body, CompactNode, KrpcError, Message, MutablePut, Query,
+    Response, Token, TransactionId, Version, Want,
 };
 use crate::lookup::{Lookup, LookupId, LookupKind, LookupStats};
 use crate::rng::Rng;
@@ -37,6 +38,8 @@ pub struct Config {
     /// Queries per second accepted from one IP (loopback is exempt).
     pub rate_limit: u32,
     pub store: StoreLimits,
+    /// BEP 44 items kept for others.
+    pub items: ItemLimits,
     /// Our BEP 20 client version in every message.
     pub version: [u8; 4],
 }
@@ -52,6 +55,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             rate_limit: 200,
             store: StoreLimits::default(),
+            items: ItemLimits::default(),
             version: *b"LS\x00\x01",
         }
     }
@@ -110,6 +114,23 @@ pub enum Event {
         info_hash: InfoHash,
         peer: SocketAddr,
     },
+    /// A BEP 44 get found a value that passed its checks (hash, or key,
+    /// salt and signature). For a mutable item, each newer `seq` is
+    /// reported once; an immutable get ends with its first value.
+    Item {
+        lookup: LookupId,
+        item: Item,
+        from: SocketAddr,
+    },
+    /// The put phase of a BEP 44 put ended: `acked` of `sent` nodes stored
+    /// the item; `errors` are the refusals (node, BEP 44 code, message).
+    ItemStored {
+        lookup: LookupId,
+        target: NodeId,
+        sent: u32,
+        acked: u32,
+        errors: Vec<(SocketAddr, i64, String)>,
+    },
 }
 
 /// Counters for health output and tests.
@@ -128,7 +149,8 @@ pub struct Counters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Lookup(LookupId),
-    Announce(LookupId),
+    /// announce_peer or put, at the end of a lookup.
+    Store(LookupId),
     Ping,
 }
 
@@ -157,6 +179,7 @@ pub struct Node {
     cfg: Config,
     table: RoutingTable,
     store: PeerStore,
+    items: ItemStore,
     tokens: Tokens,
     rng: Rng,
     pending: BTreeMap<u16, Pending>,
@@ -187,6 +210,7 @@ impl Node {
         Self {
             table: RoutingTable::new(id, now),
             store: PeerStore::new(cfg.store),
+            items: ItemStore::new(cfg.items),
             tokens: Tokens::new(secret, now),
             rng,
             pending: BTreeMap::new(),
@@ -218,6 +242,10 @@ impl Node {
 
     pub fn store(&self) -> &PeerStore {
         &self.store
+    }
+
+    pub fn items(&self) -> &ItemStore {
+        &self.items
     }
 
     pub fn active_lookups(&self) -> usize {
@@ -290,6 +318,48 @@ impl Node {
         lid
     }
 
+    /// BEP 44: look up an immutable item by its hash.
+    pub fn get_immutable(&mut self, now: Instant, target: NodeId) -> LookupId {
+        let kind = LookupKind::GetItem {
+            salt: None,
+            seq: None,
+        };
+        let lid = self.start_lookup(target, kind, now, &[]);
+        self.drive(lid, now);
+        lid
+    }
+
+    /// BEP 44: look up the mutable item of `key` and `salt`; with `seq`,
+    /// only versions newer than it are returned.
+    pub fn get_mutable(
+        &mut self,
+        now: Instant,
+        key: &[u8; 32],
+        salt: &[u8],
+        seq: Option<i64>,
+    ) -> LookupId {
+        let target = items::mutable_target(key, salt);
+        let kind = LookupKind::GetItem {
+            salt: Some(salt.to_vec()),
+            seq,
+        };
+        let lid = self.start_lookup(target, kind, now, &[]);
+        self.drive(lid, now);
+        lid
+    }
+
+    /// BEP 44: find the nodes closest to the item's target and store it
+    /// there. A mutable item must already be signed.
+    pub fn put(&mut self, now: Instant, item: Item) -> LookupId {
+        let target = item.target();
+        let kind = LookupKind::PutItem {
+            item: Box::new(item),
+        };
+        let lid = self.start_lookup(target, kind, now, &[]);
+        self.drive(lid, now);
+        lid
+    }
+
     pub fn find_node(&mut self, now: Instant, target: NodeId) -> LookupId {
         let lid = self.start_lookup(target, LookupKind::FindNode, now, &[]);
         self.drive(lid, now);
@@ -341,14 +411,20 @@ impl Node {
             Ok(m) => m,
             Err(e) => {
                 self.counters.malformed += 1;
-                if let KrpcError::UnknownMethod { transaction_id, .. } = e {
+                // A malformed query gets a reason (BEP 5 203, BEP 44 205
+                // and 207); a malformed response or error gets nothing.
+                let tid = match &e {
+                    KrpcError::UnknownMethod { transaction_id, .. } => Some(*transaction_id),
+                    _ => query_transaction_id(bytes),
+                };
+                if let Some(tid) = tid {
                     if !self.cfg.read_only && self.allow(from.ip(), now) {
-                        self.reply_error(
-                            from,
-                            transaction_id,
-                            error_code::METHOD_UNKNOWN,
-                            "method unknown",
-                        );
+                        let code = match e {
+                            KrpcError::BadLength { key: "v", .. } => error_code::MESSAGE_TOO_BIG,
+                            KrpcError::BadLength { key: "salt", .. } => error_code::SALT_TOO_BIG,
+                            _ => e.error_code(),
+                        };
+                        self.reply_error(from, tid, code, &e.to_string());
                     }
                 }
                 return;
@@ -356,8 +432,10 @@ impl Node {
         };
         match msg.body {
             Body::Query(q) => self.on_query(now, from, msg.transaction_id, q, msg.read_only),
-            Body::Response(r) => self.on_response(now, from, &msg.transaction_id, Some(r)),
-            Body::Error { .. } => self.on_response(now, from, &msg.transaction_id, None),
+            Body::Response(r) => self.on_response(now, from, &msg.transaction_id, Ok(r)),
+            Body::Error { code, message } => {
+                self.on_response(now, from, &msg.transaction_id, Err((code, message)))
+            }
         }
     }
 
@@ -465,14 +543,57 @@ impl Node {
                 r.num = Some(self.store.num_torrents() as i64);
                 r.interval = Some(60);
             }
-            Query::Get { .. } | Query::Put { .. } => {
-                self.reply_error(
-                    from,
-                    tid,
-                    error_code::METHOD_UNKNOWN,
-                    "BEP 44 not supported",
-                );
-                return;
+            Query::Get { target, seq, .. } => {
+                r.token = Token::new(&self.tokens.token_for(from.ip()));
+                r.nodes = self.nodes_for(&target, Want::NONE, from, now);
+                match self.items.get(&target, now) {
+                    Some(Item::Immutable(v)) => r.v = Some(v.clone()),
+                    Some(Item::Mutable(m)) => {
+                        r.seq = Some(m.seq);
+                        // BEP 44: with `seq`, only a newer version is sent.
+                        if seq.is_none_or(|s| m.seq > s) {
+                            r.k = Some(m.key);
+                            r.sig = Some(m.signature);
+                            r.v = Some(m.value.clone());
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Query::Put {
+                token,
+                value,
+                mutable,
+                ..
+            } => {
+                if !self.tokens.verify(from.ip(), token.as_bytes()) {
+                    self.reply_error(from, tid, error_code::PROTOCOL, "bad token");
+                    return;
+                }
+                match mutable {
+                    None => {
+                        self.items.put_immutable(value, now);
+                    }
+                    Some(MutablePut {
+                        key,
+                        signature,
+                        seq,
+                        salt,
+                        cas,
+                    }) => {
+                        let item = MutableItem {
+                            key,
+                            salt,
+                            seq,
+                            value,
+                            signature,
+                        };
+                        if let Err(e) = self.items.put_mutable(item, cas, now) {
+                            self.reply_error(from, tid, e.code(), &e.to_string());
+                            return;
+                        }
+                    }
+                }
             }
         }
         self.counters.queries_answered += 1;
@@ -517,7 +638,7 @@ impl Node {
         now: Instant,
         from: SocketAddr,
         tid: &TransactionId,
-        r: Option<Response>,
+        r: Result<Response, (i64, String)>,
     ) {
         let Some(key) = tid.as_u16() else {
             self.counters.unexpected_responses += 1;
@@ -535,18 +656,22 @@ impl Node {
             return;
         };
         let rtt = now.saturating_duration_since(p.sent);
-        let Some(r) = r else {
-            // A KRPC error: the node is alive but gave nothing.
-            if let Purpose::Lookup(lid) = p.purpose {
-                if let Some(l) = self.lookups.get_mut(&lid) {
-                    l.on_failure(from);
+        let r = match r {
+            Ok(r) => r,
+            Err(error) => {
+                // A KRPC error: the node is alive but gave nothing.
+                match p.purpose {
+                    Purpose::Lookup(lid) => {
+                        if let Some(l) = self.lookups.get_mut(&lid) {
+                            l.on_failure(from);
+                        }
+                        self.drive(lid, now);
+                    }
+                    Purpose::Store(lid) => self.store_reply(lid, from, Err(error), now),
+                    Purpose::Ping => {}
                 }
-                self.drive(lid, now);
+                return;
             }
-            if let Purpose::Announce(lid) = p.purpose {
-                self.announce_reply(lid, false, now);
-            }
-            return;
         };
         if r.id == self.id() {
             return;
@@ -558,7 +683,7 @@ impl Node {
                 id: r.id,
                 rtt,
             }),
-            Purpose::Announce(lid) => self.announce_reply(lid, true, now),
+            Purpose::Store(lid) => self.store_reply(lid, from, Ok(()), now),
             Purpose::Lookup(lid) => {
                 let own = self.id();
                 if let Some(l) = self.lookups.get_mut(&lid) {
@@ -590,26 +715,63 @@ impl Node {
                             });
                         }
                     }
+                    if let LookupKind::GetItem { salt, .. } = &l.kind {
+                        if let Some(item) = checked_item(&l.target, salt.as_deref(), &r) {
+                            let newer = match (item.seq(), l.best_seq) {
+                                (_, None) => true,
+                                (Some(s), Some(best)) => s > best,
+                                (None, Some(_)) => false,
+                            };
+                            if newer {
+                                l.best_seq = Some(item.seq().unwrap_or(0));
+                                let immutable = item.seq().is_none();
+                                self.events.push_back(Event::Item {
+                                    lookup: lid,
+                                    item,
+                                    from,
+                                });
+                                if immutable {
+                                    // Its hash proves it: nothing better to find.
+                                    self.finish(lid, now);
+                                    return;
+                                }
+                            }
+                        } else if r.v.is_some() {
+                            l.stats.bad_items += 1;
+                        }
+                    }
                 }
                 self.drive(lid, now);
             }
         }
     }
 
-    fn announce_reply(&mut self, lid: LookupId, ok: bool, now: Instant) {
+    fn store_reply(
+        &mut self,
+        lid: LookupId,
+        from: SocketAddr,
+        result: Result<(), (i64, String)>,
+        now: Instant,
+    ) {
+        let k = self.cfg.k;
         let Some(l) = self.lookups.get_mut(&lid) else {
             return;
         };
-        if let Some((sent, acked)) = l.announcing.as_mut() {
-            if ok {
-                *acked += 1;
+        match result {
+            Ok(()) => {
+                if let Some((_, acked)) = l.announcing.as_mut() {
+                    *acked += 1;
+                }
             }
-            let _ = sent;
+            Err((code, message)) if l.store_errors.len() < k => {
+                l.store_errors.push((from, code, message));
+            }
+            Err(_) => {}
         }
         let still = self
             .pending
             .values()
-            .any(|p| p.purpose == Purpose::Announce(lid));
+            .any(|p| p.purpose == Purpose::Store(lid));
         if !still {
             self.finish(lid, now);
         }
@@ -643,42 +805,55 @@ impl Node {
                     scrape: false,
                     no_seed: false,
                 },
+                LookupKind::GetItem { seq, .. } => Query::Get {
+                    id: own,
+                    target,
+                    seq,
+                },
+                LookupKind::PutItem { .. } => Query::Get {
+                    id: own,
+                    target,
+                    seq: None,
+                },
             };
             self.send_query(now, addr, id, q, Purpose::Lookup(lid));
         }
         if !converged {
             return;
         }
-        match kind {
-            LookupKind::Announce { port, seed } => {
-                let Some(l) = self.lookups.get_mut(&lid) else {
-                    return;
-                };
-                let targets = l.closest_responded(k);
-                l.announcing = Some((0, 0));
-                let own = self.id();
-                let mut sent = 0;
-                for (id, addr, token) in targets {
-                    let Some(token) = token else { continue };
-                    let q = Query::AnnouncePeer {
-                        id: own,
-                        info_hash: InfoHash(target.0),
-                        port: port.unwrap_or(0),
-                        implied_port: port.is_none(),
-                        token,
-                        seed,
-                    };
-                    self.send_query(now, addr, Some(id), q, Purpose::Announce(lid));
-                    sent += 1;
-                }
-                if let Some(l) = self.lookups.get_mut(&lid) {
-                    l.announcing = Some((sent, 0));
-                }
-                if sent == 0 {
-                    self.finish(lid, now);
-                }
-            }
-            _ => self.finish(lid, now),
+        if !kind.stores() {
+            self.finish(lid, now);
+            return;
+        }
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        let targets = l.closest_responded(k);
+        l.announcing = Some((0, 0));
+        let own = self.id();
+        let mut sent = 0;
+        for (id, addr, token) in targets {
+            let Some(token) = token else { continue };
+            let q = match &kind {
+                LookupKind::Announce { port, seed } => Query::AnnouncePeer {
+                    id: own,
+                    info_hash: InfoHash(target.0),
+                    port: port.unwrap_or(0),
+                    implied_port: port.is_none(),
+                    token,
+                    seed: *seed,
+                },
+                LookupKind::PutItem { item } => put_query(own, token, item),
+                _ => continue,
+            };
+            self.send_query(now, addr, Some(id), q, Purpose::Store(lid));
+            sent += 1;
+        }
+        if let Some(l) = self.lookups.get_mut(&lid) {
+            l.announcing = Some((sent, 0));
+        }
+        if sent == 0 {
+            self.finish(lid, now);
         }
     }
 
@@ -687,13 +862,25 @@ impl Node {
             return;
         };
         l.finished = true;
-        if let (LookupKind::Announce { .. }, Some((sent, acked))) = (&l.kind, l.announcing) {
-            self.events.push_back(Event::Announced {
-                lookup: lid,
-                info_hash: InfoHash(l.target.0),
-                sent,
-                acked,
-            });
+        match (&l.kind, l.announcing) {
+            (LookupKind::Announce { .. }, Some((sent, acked))) => {
+                self.events.push_back(Event::Announced {
+                    lookup: lid,
+                    info_hash: InfoHash(l.target.0),
+                    sent,
+                    acked,
+                });
+            }
+            (LookupKind::PutItem { .. }, Some((sent, acked))) => {
+                self.events.push_back(Event::ItemStored {
+                    lookup: lid,
+                    target: l.target,
+                    sent,
+                    acked,
+                    errors: std::mem::take(&mut l.store_errors),
+                });
+            }
+            _ => {}
         }
         let closest = l
             .closest_responded(self.cfg.k)
@@ -732,7 +919,10 @@ impl Node {
                         }
                         touched.push(lid);
                     }
-                    Purpose::Announce(lid) => self.announce_reply(lid, false, now),
+                    Purpose::Store(lid) => {
+                        let timeout = (error_code::GENERIC, "timed out".to_owned());
+                        self.store_reply(lid, p.to, Err(timeout), now)
+                    }
                     Purpose::Ping => self.events.push_back(Event::PingFailed { addr: p.to }),
                 }
             } else if !p.soft_fired && now >= p.sent + soft {
@@ -761,6 +951,7 @@ impl Node {
         let fresh = self.rng.bytes16();
         self.tokens.maybe_rotate(now, fresh);
         self.store.expire(now);
+        self.items.expire(now);
         // Every node silent (sleep, network change): start over.
         let alive =
             self.table.count(NodeState::Good, now) + self.table.count(NodeState::Questionable, now);
@@ -834,5 +1025,49 @@ impl Node {
         msg.encode(&mut payload);
         self.counters.sent += 1;
         self.out.push_back(Transmit { to, payload });
+    }
+}
+
+/// The `put` that stores `item` with `token`.
+fn put_query(id: NodeId, token: Token, item: &Item) -> Query {
+    match item {
+        Item::Immutable(v) => Query::Put {
+            id,
+            token,
+            value: v.clone(),
+            mutable: None,
+        },
+        Item::Mutable(m) => Query::Put {
+            id,
+            token,
+            value: m.value.clone(),
+            mutable: Some(MutablePut {
+                key: m.key,
+                signature: m.signature,
+                seq: m.seq,
+                salt: m.salt.clone(),
+                cas: None,
+            }),
+        },
+    }
+}
+
+/// The item in a `get` answer, if it is the one looked up: an immutable
+/// value must hash to the target; a mutable one must carry a key that,
+/// with our salt, hashes to the target, and a valid signature.
+fn checked_item(target: &NodeId, salt: Option<&[u8]>, r: &Response) -> Option<Item> {
+    let v = r.v.clone()?;
+    match salt {
+        None => (items::immutable_target(&v) == *target).then_some(Item::Immutable(v)),
+        Some(salt) => {
+            let m = MutableItem {
+                key: r.k?,
+                salt: salt.to_vec(),
+                seq: r.seq?,
+                value: v,
+                signature: r.sig?,
+            };
+            (m.target() == *target && m.verify().is_ok()).then_some(Item::Mutable(m))
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lodestone_core::InfoHash;
+use lodestone_dht::items::Item;
 use lodestone_dht::{Config, Event, LookupId, Node, NodeId};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +37,18 @@ pub enum LookupUpdate {
         sent: u32,
         acked: u32,
     },
+    /// A verified BEP 44 item (each newer version of a mutable one).
+    Item {
+        item: Item,
+        from: SocketAddr,
+    },
+    /// A BEP 44 put ended: `acked` of `sent` nodes stored the item;
+    /// `errors` are the refusals (node, code, message).
+    Stored {
+        sent: u32,
+        acked: u32,
+        errors: Vec<(SocketAddr, i64, String)>,
+    },
     Done {
         queries: u32,
         responses: u32,
@@ -48,6 +61,7 @@ pub enum LookupUpdate {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health {
     pub nodes: usize,
+    pub items_stored: usize,
     pub good: usize,
     pub questionable: usize,
     pub buckets: usize,
@@ -66,7 +80,22 @@ type PingWaiter = (
     oneshot::Sender<Option<(NodeId, Duration)>>,
 );
 
+/// What a BEP 44 get looks for.
+#[derive(Debug, Clone)]
+pub enum ItemQuery {
+    /// An immutable item, by the SHA-1 of its value.
+    Immutable(NodeId),
+    /// The mutable item of a public key and salt; with `seq`, only a newer one.
+    Mutable {
+        key: [u8; 32],
+        salt: Vec<u8>,
+        seq: Option<i64>,
+    },
+}
+
 enum Command {
+    GetItem(ItemQuery, mpsc::Sender<LookupUpdate>),
+    Put(Box<Item>, mpsc::Sender<LookupUpdate>),
     GetPeers(InfoHash, mpsc::Sender<LookupUpdate>),
     Announce(InfoHash, Option<u16>, mpsc::Sender<LookupUpdate>),
     Bootstrap(Vec<SocketAddr>, mpsc::Sender<LookupUpdate>),
@@ -132,6 +161,16 @@ impl Dht {
         self.lookup(|tx| Command::Announce(ih, port, tx)).await
     }
 
+    /// BEP 44 get: updates carry each verified item, then `Done`.
+    pub async fn get_item(&self, q: ItemQuery) -> mpsc::Receiver<LookupUpdate> {
+        self.lookup(|tx| Command::GetItem(q, tx)).await
+    }
+
+    /// BEP 44 put: updates end with `Stored`, then `Done`.
+    pub async fn put(&self, item: Item) -> mpsc::Receiver<LookupUpdate> {
+        self.lookup(|tx| Command::Put(Box::new(item), tx)).await
+    }
+
     pub async fn bootstrap(&self, routers: Vec<SocketAddr>) -> mpsc::Receiver<LookupUpdate> {
         self.lookup(|tx| Command::Bootstrap(routers, tx)).await
     }
@@ -179,6 +218,14 @@ async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command
                     None => return,
                     Some(Command::GetPeers(ih, tx)) => { lookups.insert(node.get_peers(now, ih), tx); }
                     Some(Command::Announce(ih, port, tx)) => { lookups.insert(node.announce(now, ih, port, false), tx); }
+                    Some(Command::GetItem(q, tx)) => {
+                        let l = match q {
+                            ItemQuery::Immutable(target) => node.get_immutable(now, target),
+                            ItemQuery::Mutable { key, salt, seq } => node.get_mutable(now, &key, &salt, seq),
+                        };
+                        lookups.insert(l, tx);
+                    }
+                    Some(Command::Put(item, tx)) => { lookups.insert(node.put(now, *item), tx); }
                     Some(Command::Bootstrap(routers, tx)) => { lookups.insert(node.bootstrap(now, &routers), tx); }
                     Some(Command::Ping(addr, tx)) => { node.ping(now, addr); pings.push((addr, now, tx)); }
                     Some(Command::Health(tx)) => {
@@ -187,6 +234,7 @@ async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command
                         let c = node.counters();
                         let _ = tx.send(Health {
                             nodes: t.len(),
+                            items_stored: node.items().len(),
                             good: t.count(NodeState::Good, now),
                             questionable: t.count(NodeState::Questionable, now),
                             buckets: t.num_buckets(),
@@ -256,6 +304,24 @@ fn dispatch(
             acked,
             ..
         } => send(&lookup, LookupUpdate::Announced { sent, acked }, lookups),
+        Event::Item { lookup, item, from } => {
+            send(&lookup, LookupUpdate::Item { item, from }, lookups)
+        }
+        Event::ItemStored {
+            lookup,
+            sent,
+            acked,
+            errors,
+            ..
+        } => send(
+            &lookup,
+            LookupUpdate::Stored {
+                sent,
+                acked,
+                errors,
+            },
+            lookups,
+        ),
         Event::LookupDone {
             lookup,
             stats,

@@ -605,7 +605,9 @@ async fn dht_discovery(
                     report.responses = responses;
                     PeerInput::DhtRound(report)
                 }
-                LookupUpdate::Hop { .. } => continue,
+                LookupUpdate::Hop { .. }
+                | LookupUpdate::Item { .. }
+                | LookupUpdate::Stored { .. } => continue,
             };
             if input.send(msg).await.is_err() {
                 return;

@@ -238,7 +238,8 @@ pub struct DhtCommon {
     /// Load the routing table from FILE at start and save it there at exit.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
-    /// BEP 43 read-only: ask, never answer.
+    /// BEP 43 read-only: ask, never answer (one-shot commands such as
+    /// get-peers, get and put always are; this matters for `dht node`).
     #[arg(long)]
     pub read_only: bool,
     /// Use this node id (40 hex) instead of a random one (for tests and
@@ -291,6 +292,46 @@ pub enum DhtCommand {
         /// The TCP port to announce (default: the DHT's own UDP port, implied_port).
         #[arg(long)]
         port: Option<u16>,
+        #[command(flatten)]
+        common: DhtCommon,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// BEP 44: fetch an item. Immutable: give its target (40 hex, the
+    /// SHA-1 of its value). Mutable: give --key (and --salt).
+    Get {
+        /// Target of an immutable item (40 hex).
+        #[arg(required_unless_present = "key", conflicts_with = "key")]
+        target: Option<NodeIdArg>,
+        /// Public key of a mutable item (64 hex).
+        #[arg(long, value_name = "HEX")]
+        key: Option<String>,
+        /// Salt of a mutable item (text).
+        #[arg(long, default_value = "", requires = "key")]
+        salt: String,
+        #[command(flatten)]
+        common: DhtCommon,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// BEP 44: store VALUE (a text string, or with --bencoded any bencoded
+    /// value) as an immutable item, or with --key-file as a mutable one.
+    Put {
+        value: String,
+        /// VALUE is already bencoded (e.g. `d3:fooi1ee`); it must be canonical.
+        #[arg(long)]
+        bencoded: bool,
+        /// Make a mutable item signed with the ed25519 secret key (32-byte
+        /// seed, hex) in FILE; a new key is written there if FILE does not exist.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Salt of a mutable item (text, at most 64 bytes).
+        #[arg(long, default_value = "", requires = "key_file")]
+        salt: String,
+        /// Sequence number of a mutable item (default: one above the newest
+        /// found in the DHT, or 1).
+        #[arg(long, requires = "key_file")]
+        seq: Option<i64>,
         #[command(flatten)]
         common: DhtCommon,
         #[arg(long, default_value_t = 30)]

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    bin, create_torrent, free_port, interop_script, lt_dht_swarm, port_block, require_libtorrent,
-    Child,
+    bin, create_torrent, free_port, interop_script, lodestone_dht_nodes, lt_dht_swarm, port_block,
+    require_libtorrent, Child,
 };
 use lodestone::payload;
 
@@ -145,22 +145,7 @@ fn aria2_finds_a_seeder_through_a_lodestone_dht() {
 
     let base = port_block(12);
     let router = format!("127.0.0.1:{base}");
-    let _nodes: Vec<Child> = (0..8)
-        .map(|i| {
-            Child::spawn(bin().args([
-                "dht",
-                "node",
-                "--listen",
-                &format!("127.0.0.1:{}", base + i),
-                "--bootstrap",
-                &router,
-                "--status-every",
-                "60",
-                "--duration",
-                "120",
-            ]))
-        })
-        .collect();
+    let _nodes = lodestone_dht_nodes(base, 8, 120);
     let seed_port = base + 8;
     let mut seeder = Child::spawn(
         bin()

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use lodestone_core::InfoHash;
+use lodestone_dht::items::Item;
 use lodestone_dht::rng::Rng;
 use lodestone_dht::{Config, Event, LookupId, Node, NodeId};
 
@@ -77,6 +78,10 @@ pub struct LookupRecord {
     pub hops: u32,
     pub peers: Vec<SocketAddr>,
     pub announce_acks: Option<(u32, u32)>,
+    /// BEP 44 get: the verified items, in the order they arrived.
+    pub items: Vec<Item>,
+    /// BEP 44 put: nodes asked, nodes that stored it, and the refusals.
+    pub put_acks: Option<(u32, u32, Vec<i64>)>,
 }
 
 pub struct DhtSim {
@@ -255,6 +260,26 @@ impl DhtSim {
                     r.announce_acks = Some((sent, acked));
                 }
             }
+            Event::Item { lookup, item, .. } => {
+                if let Some((r, _)) = self.records.get_mut(&(i, lookup)) {
+                    if r.found_at.is_none() {
+                        r.found_at = Some(now);
+                    }
+                    r.items.push(item);
+                }
+            }
+            Event::ItemStored {
+                lookup,
+                sent,
+                acked,
+                errors,
+                ..
+            } => {
+                if let Some((r, _)) = self.records.get_mut(&(i, lookup)) {
+                    let codes = errors.iter().map(|(_, c, _)| *c).collect();
+                    r.put_acks = Some((sent, acked, codes));
+                }
+            }
             _ => {}
         }
     }
@@ -270,6 +295,8 @@ impl DhtSim {
             hops: 0,
             peers: Vec::new(),
             announce_acks: None,
+            items: Vec::new(),
+            put_acks: None,
         };
         self.records.insert((i, lookup), (r, want));
     }
@@ -302,6 +329,33 @@ impl DhtSim {
         let now = self.now;
         let l = self.nodes[i].node.get_peers(now, ih);
         self.watch(i, l, want);
+        self.drain(i);
+        l
+    }
+
+    /// BEP 44: store `item` from node `i`.
+    pub fn put(&mut self, i: usize, item: Item) -> LookupId {
+        let now = self.now;
+        let l = self.nodes[i].node.put(now, item);
+        self.watch(i, l, None);
+        self.drain(i);
+        l
+    }
+
+    /// BEP 44: look up an immutable item from node `i`.
+    pub fn get_immutable(&mut self, i: usize, target: NodeId) -> LookupId {
+        let now = self.now;
+        let l = self.nodes[i].node.get_immutable(now, target);
+        self.watch(i, l, None);
+        self.drain(i);
+        l
+    }
+
+    /// BEP 44: look up the mutable item of `key` and `salt` from node `i`.
+    pub fn get_mutable(&mut self, i: usize, key: &[u8; 32], salt: &[u8]) -> LookupId {
+        let now = self.now;
+        let l = self.nodes[i].node.get_mutable(now, key, salt, None);
+        self.watch(i, l, None);
         self.drain(i);
         l
     }

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use lodestone_core::encoding::{from_hex, to_hex};
 use lodestone_core::InfoHash;
+use lodestone_dht::items::{self, Item, MutableItem};
 use lodestone_dht::rng::Rng;
-use lodestone_dht::{Config, NodeId};
-use lodestone_engine::dht::{self, Dht, LookupUpdate, DEFAULT_BOOTSTRAP};
+use lodestone_dht::{Config, NodeId, RawValue};
+use lodestone_engine::dht::{self, Dht, ItemQuery, LookupUpdate, DEFAULT_BOOTSTRAP};
 use serde_json::json;
 
 use crate::cli::{DhtArgs, DhtCommand, DhtCommon};
@@ -49,11 +51,22 @@ async fn routers(c: &DhtCommon) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(out)
 }
 
-async fn start(c: &DhtCommon, routers: &[SocketAddr]) -> anyhow::Result<Dht> {
+/// What a node started for the command is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `dht node`: a full member of the DHT (read-only only if asked).
+    Member,
+    /// A one-shot job (ping, get-peers, announce, get, put): BEP 43
+    /// read-only, so that others do not fill their routing tables with a
+    /// node that is gone a second later.
+    OneShot,
+}
+
+async fn start(c: &DhtCommon, routers: &[SocketAddr], role: Role) -> anyhow::Result<Dht> {
     let mut rng = Rng::from_u64(seed());
     let cfg = Config {
         bootstrap: routers.to_vec(),
-        read_only: c.read_only,
+        read_only: c.read_only || role == Role::OneShot,
         ..Config::default()
     };
     let known = c.state.as_deref().map(dht::load_nodes).unwrap_or_default();
@@ -93,6 +106,47 @@ pub fn run(a: &DhtArgs) -> anyhow::Result<ExitCode> {
                 common,
                 timeout,
             } => announce(common, parse_ih(info_hash)?, *port, *timeout).await,
+            DhtCommand::Get {
+                target,
+                key,
+                salt,
+                common,
+                timeout,
+            } => {
+                let q = match (target, key) {
+                    (Some(t), _) => ItemQuery::Immutable(NodeId(t.0)),
+                    (None, Some(k)) => ItemQuery::Mutable {
+                        key: from_hex::<32>(k)
+                            .with_context(|| format!("--key {k}: not 64 hex digits"))?,
+                        salt: salt.as_bytes().to_vec(),
+                        seq: None,
+                    },
+                    (None, None) => bail!("give a target or --key"),
+                };
+                get_item(common, q, *timeout).await
+            }
+            DhtCommand::Put {
+                value,
+                bencoded,
+                key_file,
+                salt,
+                seq,
+                common,
+                timeout,
+            } => {
+                let value = if *bencoded {
+                    RawValue::new(value.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("the value is not canonical bencode: {e}"))?
+                } else {
+                    RawValue::from_string(value.as_bytes())
+                        .context("the value is longer than BEP 44's 1000 bytes")?
+                };
+                let signer = match key_file {
+                    Some(path) => Some((load_or_create_key(path, common.json)?, salt.as_bytes())),
+                    None => None,
+                };
+                put_item(common, value, signer, *seq, *timeout).await
+            }
         }
     })
 }
@@ -107,7 +161,7 @@ fn parse_ih(s: &str) -> anyhow::Result<InfoHash> {
 
 async fn node(c: &DhtCommon, every: u64, duration: Option<u64>) -> anyhow::Result<ExitCode> {
     let routers = routers(c).await?;
-    let dht = start(c, &routers).await?;
+    let dht = start(c, &routers, Role::Member).await?;
     let mut boot = dht.bootstrap(routers).await;
     let started = Instant::now();
     let end = duration.map(|d| started + Duration::from_secs(d));
@@ -138,7 +192,7 @@ async fn node(c: &DhtCommon, every: u64, duration: Option<u64>) -> anyhow::Resul
 }
 
 async fn ping(c: &DhtCommon, addr: SocketAddr) -> anyhow::Result<ExitCode> {
-    let dht = start(c, &[]).await?;
+    let dht = start(c, &[], Role::OneShot).await?;
     match dht.ping(addr).await {
         Some((id, rtt)) => {
             if c.json {
@@ -166,7 +220,7 @@ async fn get_peers(
 ) -> anyhow::Result<ExitCode> {
     let routers = routers(c).await?;
     let t0 = Instant::now();
-    let dht = start(c, &routers).await?;
+    let dht = start(c, &routers, Role::OneShot).await?;
     let mut rx = dht.get_peers(ih).await;
     let mut peers: Vec<SocketAddr> = Vec::new();
     let deadline = tokio::time::sleep(Duration::from_secs(timeout));
@@ -221,7 +275,7 @@ async fn get_peers(
 /// Repeated lookups on one node: time from the command to the first peer.
 async fn repeat(c: &DhtCommon, ih: InfoHash, n: u32) -> anyhow::Result<ExitCode> {
     let routers = routers(c).await?;
-    let dht = start(c, &routers).await?;
+    let dht = start(c, &routers, Role::OneShot).await?;
     let mut warm = Vec::new();
     for i in 0..n.max(1) {
         let t0 = Instant::now();
@@ -275,7 +329,7 @@ async fn announce(
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
     let routers = routers(c).await?;
-    let dht = start(c, &routers).await?;
+    let dht = start(c, &routers, Role::OneShot).await?;
     let mut rx = dht.announce(ih, port).await;
     let result = tokio::time::timeout(Duration::from_secs(timeout), async {
         let mut acked = None;
@@ -310,4 +364,213 @@ async fn announce(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The ed25519 seed in `path` (64 hex digits), or a new one written there
+/// (mode 0600) when the file does not exist.
+fn load_or_create_key(path: &std::path::Path, quiet: bool) -> anyhow::Result<[u8; 32]> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => from_hex::<32>(text.trim()).with_context(|| {
+            format!(
+                "{}: expected an ed25519 secret key of 64 hex digits",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)
+                .map_err(|e| anyhow::anyhow!("no system randomness for a new key: {e}"))?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut f, format!("{}\n", to_hex(&seed)).as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            if !quiet {
+                eprintln!("new key written to {}", path.display());
+            }
+            Ok(seed)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A value for people: the text of a UTF-8 byte string, else its bencoding.
+fn show_value(v: &RawValue) -> String {
+    let b = v.as_bytes();
+    if let Some(colon) = b.iter().position(|&c| c == b':') {
+        if b[..colon].iter().all(u8::is_ascii_digit) {
+            if let Ok(text) = std::str::from_utf8(&b[colon + 1..]) {
+                return text.to_owned();
+            }
+        }
+    }
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn item_json(item: &Item, from: SocketAddr) -> serde_json::Value {
+    let v = item.value();
+    let mut j = json!({
+        "event": "item",
+        "target": item.target().to_hex(),
+        "value": show_value(v),
+        "bencoded_hex": to_hex(v.as_bytes()),
+        "from": from.to_string(),
+    });
+    if let Item::Mutable(m) = item {
+        j["seq"] = json!(m.seq);
+        j["key"] = json!(to_hex(&m.key));
+        j["salt"] = json!(String::from_utf8_lossy(&m.salt));
+    }
+    j
+}
+
+/// Run one BEP 44 get; the newest item found (for a mutable one, the
+/// highest seq), or `None` when the lookup ended without one.
+async fn newest_item(
+    dht: &Dht,
+    q: ItemQuery,
+    timeout: u64,
+    json: bool,
+    print: bool,
+) -> anyhow::Result<(Option<Item>, u32)> {
+    let mut rx = dht.get_item(q).await;
+    let mut best: Option<Item> = None;
+    let mut responses = 0;
+    let result = tokio::time::timeout(Duration::from_secs(timeout), async {
+        while let Some(u) = rx.recv().await {
+            match u {
+                LookupUpdate::Item { item, from } => {
+                    if print && json {
+                        crate::outln!("{}", item_json(&item, from));
+                    }
+                    if best.as_ref().is_none_or(|b| item.seq() > b.seq()) {
+                        best = Some(item);
+                    }
+                }
+                LookupUpdate::Done { responses: r, .. } => {
+                    responses = r;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    if result.is_err() {
+        bail!("the lookup did not finish in {timeout} s");
+    }
+    Ok((best, responses))
+}
+
+async fn get_item(c: &DhtCommon, q: ItemQuery, timeout: u64) -> anyhow::Result<ExitCode> {
+    let routers = routers(c).await?;
+    let dht = start(c, &routers, Role::OneShot).await?;
+    let (best, responses) = newest_item(&dht, q, timeout, c.json, true).await?;
+    match best {
+        Some(item) => {
+            if !c.json {
+                match item.seq() {
+                    Some(seq) => crate::outln!("{} (seq {seq})", show_value(item.value())),
+                    None => crate::outln!("{}", show_value(item.value())),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("error: not found ({responses} nodes answered, none had a valid item)");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn put_item(
+    c: &DhtCommon,
+    value: RawValue,
+    signer: Option<([u8; 32], &[u8])>,
+    seq: Option<i64>,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let routers = routers(c).await?;
+    let dht = start(c, &routers, Role::OneShot).await?;
+    let item = match signer {
+        None => Item::Immutable(value),
+        Some((secret, salt)) => {
+            let seq = match seq {
+                Some(s) => s,
+                None => {
+                    // One above the newest version anyone holds.
+                    let key = items::public_key(&secret);
+                    let q = ItemQuery::Mutable {
+                        key,
+                        salt: salt.to_vec(),
+                        seq: None,
+                    };
+                    let (found, _) = newest_item(&dht, q, timeout, c.json, false).await?;
+                    found
+                        .and_then(|i| i.seq())
+                        .map_or(1, |s| s.saturating_add(1))
+                }
+            };
+            Item::Mutable(
+                MutableItem::sign(&secret, salt, seq, value).map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        }
+    };
+    let target = item.target();
+    let mut rx = dht.put(item.clone()).await;
+    let result = tokio::time::timeout(Duration::from_secs(timeout), async {
+        let mut stored = None;
+        while let Some(u) = rx.recv().await {
+            match u {
+                LookupUpdate::Stored {
+                    sent,
+                    acked,
+                    errors,
+                } => stored = Some((sent, acked, errors)),
+                LookupUpdate::Done { .. } => break,
+                _ => {}
+            }
+        }
+        stored
+    })
+    .await;
+    let Ok(stored) = result else {
+        eprintln!("error: put did not finish in {timeout} s");
+        return Ok(ExitCode::FAILURE);
+    };
+    let (sent, acked, errors) = stored.unwrap_or((0, 0, Vec::new()));
+    if c.json {
+        let mut j = json!({
+            "event": "stored",
+            "target": target.to_hex(),
+            "sent": sent,
+            "acked": acked,
+            "errors": errors.iter().map(|(a, code, m)| json!({"node": a.to_string(), "code": code, "message": m})).collect::<Vec<_>>(),
+        });
+        if let Item::Mutable(m) = &item {
+            j["key"] = json!(to_hex(&m.key));
+            j["seq"] = json!(m.seq);
+        }
+        crate::outln!("{j}");
+    } else {
+        match &item {
+            Item::Immutable(_) => crate::outln!("target {target}"),
+            Item::Mutable(m) => {
+                crate::outln!("target {target}\nkey {}\nseq {}", to_hex(&m.key), m.seq)
+            }
+        }
+        crate::outln!("stored on {acked} of {sent} nodes");
+        for (a, code, m) in &errors {
+            eprintln!("  {a} refused: {code} {m}");
+        }
+    }
+    if acked == 0 {
+        eprintln!("error: no node stored the item");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

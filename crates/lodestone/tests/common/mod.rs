@@ -325,3 +325,25 @@ pub fn require_netns() -> bool {
     }
     require("iproute2", Command::new("ip").arg("-V"))
 }
+
+/// `n` Lodestone DHT nodes (`dht node`) on 127.0.0.1:base.., all joining
+/// through the first, for `secs` seconds. Killed when dropped.
+pub fn lodestone_dht_nodes(base: u16, n: u16, secs: u32) -> Vec<Child> {
+    let router = format!("127.0.0.1:{base}");
+    (0..n)
+        .map(|i| {
+            Child::spawn(bin().args([
+                "dht",
+                "node",
+                "--listen",
+                &format!("127.0.0.1:{}", base + i),
+                "--bootstrap",
+                &router,
+                "--status-every",
+                "60",
+                "--duration",
+                &secs.to_string(),
+            ]))
+        })
+        .collect()
+}
