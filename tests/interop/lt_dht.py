@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # Debian's interpreter on purpose: python3-libtorrent only imports there.
-"""libtorrent DHT roles for Lodestone's interop tests (127.0.0.1 only).
+"""libtorrent DHT roles for Lodestone's interop tests (127.0.0.1, or ::1
+with --ipv6 for the swarm).
 
   lt_dht.py swarm --n N --base-port P [--seed-torrent T --content D --seed-port Q] [--duration S]
       N DHT-only sessions on 127.0.0.1:P..P+N-1 bootstrapped from each other,
@@ -38,10 +39,17 @@ def on_signal(_s, _f):
     STOP = True
 
 
+IP = "127.0.0.1"
+
+
+def host_port(ip, port):
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def settings(port, bootstrap):
     return {
-        "listen_interfaces": f"127.0.0.1:{port}",
-        "outgoing_interfaces": "127.0.0.1",
+        "listen_interfaces": host_port(IP, port),
+        "outgoing_interfaces": IP,
         "enable_upnp": False, "enable_natpmp": False, "enable_lsd": False,
         "enable_dht": True, "dht_bootstrap_nodes": bootstrap,
         "enable_ip_notifier": False,
@@ -57,17 +65,20 @@ def settings(port, bootstrap):
 
 
 def swarm(a):
-    boot = f"127.0.0.1:{a.base_port}"
+    global IP
+    if a.ipv6:
+        IP = "::1"
+    boot = host_port(IP, a.base_port)
     sessions = []
     for i in range(a.n):
-        s = lt.session(settings(a.base_port + i, boot if i else f"127.0.0.1:{a.base_port + 1}"))
+        s = lt.session(settings(a.base_port + i, boot if i else host_port(IP, a.base_port + 1)))
         sessions.append(s)
     for i, s in enumerate(sessions):
-        s.add_dht_node(("127.0.0.1", a.base_port + (1 if i == 0 else 0)))
+        s.add_dht_node((IP, a.base_port + (1 if i == 0 else 0)))
     seeder = h = None
     if a.seed_torrent:
         seeder = lt.session(settings(a.seed_port, boot))
-        seeder.add_dht_node(("127.0.0.1", a.base_port))
+        seeder.add_dht_node((IP, a.base_port))
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(a.seed_torrent)
         atp.save_path = a.content
@@ -110,10 +121,13 @@ def swarm(a):
 
 
 def lookup(a):
+    global IP
     if a.repeat:
         return lookup_repeat(a)
-    s = lt.session(settings(a.port, a.bootstrap))
     host, port = a.bootstrap.rsplit(":", 1)
+    if host.startswith("["):
+        host = IP = host.strip("[]")  # an IPv6 bootstrap: run on ::1
+    s = lt.session(settings(a.port, a.bootstrap))
     s.add_dht_node((host, int(port)))
     ih = lt.sha1_hash(bytes.fromhex(a.info_hash))
     t0 = time.monotonic()
@@ -264,6 +278,7 @@ def main():
     s.add_argument("--content")
     s.add_argument("--seed-port", type=int, default=0)
     s.add_argument("--duration", type=float, default=120)
+    s.add_argument("--ipv6", action="store_true", help="run on [::1] (BEP 32 nodes6)")
     s.add_argument("--ready-nodes", type=int, default=1,
                    help="print READY once all nodes but one hold this many nodes")
     s.add_argument("--dump", help="write the nodes in the routing tables to this JSON file every 2 s")

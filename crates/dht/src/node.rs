@@ -11,8 +11,8 @@ use lodestone_core::InfoHash;
 use crate::id::NodeId;
 use crate::items::{self, Item, ItemLimits, ItemStore, MutableItem};
 use crate::krpc::{
-    error_code, query_transaction_id, Body, CompactNode, KrpcError, Message, MutablePut, Query,
-    Response, Token, TransactionId, Version, Want,
+    error_code, query_transaction_id, Body, CompactNode, CompactNode6, KrpcError, Message,
+    MutablePut, Query, Response, Token, TransactionId, Version, Want,
 };
 use crate::lookup::{Lookup, LookupId, LookupKind, LookupStats};
 use crate::rng::Rng;
@@ -493,7 +493,7 @@ impl Node {
         match q {
             Query::Ping { .. } => {}
             Query::FindNode { target, want, .. } => {
-                r.nodes = self.nodes_for(&target, want, from, now);
+                (r.nodes, r.nodes6) = self.nodes_for(&target, want, from, now);
             }
             Query::GetPeers {
                 info_hash,
@@ -506,7 +506,7 @@ impl Node {
                 r.values =
                     self.store
                         .peers(&info_hash, MAX_VALUES_PER_REPLY, from.is_ipv6(), now, start);
-                r.nodes = self.nodes_for(&NodeId(info_hash.0), want, from, now);
+                (r.nodes, r.nodes6) = self.nodes_for(&NodeId(info_hash.0), want, from, now);
                 if scrape {
                     if let Some((seeds, peers)) = self.store.scrape(&info_hash, now) {
                         r.bf_seeds = Some(Box::new(seeds));
@@ -537,7 +537,7 @@ impl Node {
                     .push_back(Event::IncomingAnnounce { info_hash, peer });
             }
             Query::SampleInfohashes { target, .. } => {
-                r.nodes = self.nodes_for(&target, Want::NONE, from, now);
+                (r.nodes, r.nodes6) = self.nodes_for(&target, Want::NONE, from, now);
                 let start = self.rng.next_u64() as usize;
                 r.samples = Some(self.store.sample(20, start));
                 r.num = Some(self.store.num_torrents() as i64);
@@ -545,7 +545,7 @@ impl Node {
             }
             Query::Get { target, seq, .. } => {
                 r.token = Token::new(&self.tokens.token_for(from.ip()));
-                r.nodes = self.nodes_for(&target, Want::NONE, from, now);
+                (r.nodes, r.nodes6) = self.nodes_for(&target, Want::NONE, from, now);
                 match self.items.get(&target, now) {
                     Some(Item::Immutable(v)) => r.v = Some(v.clone()),
                     Some(Item::Mutable(m)) => {
@@ -602,21 +602,38 @@ impl Node {
         self.send(from, &msg);
     }
 
+    /// The `k` closest nodes of each family asked for (BEP 32): those in
+    /// `want`, or without it the family the query came over.
     fn nodes_for(
         &self,
         target: &NodeId,
-        _want: Want,
-        _from: SocketAddr,
+        want: Want,
+        from: SocketAddr,
         now: Instant,
-    ) -> Vec<CompactNode> {
-        self.table
-            .closest(target, self.cfg.k, now)
-            .into_iter()
-            .filter_map(|(id, addr)| match addr {
-                SocketAddr::V4(a) => Some(CompactNode { id, addr: a }),
-                SocketAddr::V6(_) => None,
-            })
-            .collect()
+    ) -> (Vec<CompactNode>, Vec<CompactNode6>) {
+        let want = if want.is_given() {
+            want
+        } else {
+            Want {
+                v4: from.is_ipv4(),
+                v6: from.is_ipv6(),
+            }
+        };
+        let k = self.cfg.k;
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        // Both families share the table; ask for enough to fill each.
+        for (id, addr) in self.table.closest(target, k * 4, now) {
+            match addr {
+                SocketAddr::V4(a) if want.v4 && v4.len() < k => {
+                    v4.push(CompactNode { id, addr: a })
+                }
+                SocketAddr::V6(a) if want.v6 && v6.len() < k => {
+                    v6.push(CompactNode6 { id, addr: a })
+                }
+                _ => {}
+            }
+        }
+        (v4, v6)
     }
 
     fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, heard: Heard) {
@@ -695,10 +712,21 @@ impl Node {
                         addr: from,
                         rtt,
                         common_bits: common,
-                        nodes: r.nodes.len(),
+                        nodes: r.nodes.len() + r.nodes6.len(),
                         values: r.values.len(),
                     });
-                    l.add_candidates(&own, r.nodes.iter().map(|n| (n.id, SocketAddr::V4(n.addr))));
+                    // Only nodes we can reach: of the family this answer came over.
+                    if from.is_ipv4() {
+                        l.add_candidates(
+                            &own,
+                            r.nodes.iter().map(|n| (n.id, SocketAddr::V4(n.addr))),
+                        );
+                    } else {
+                        l.add_candidates(
+                            &own,
+                            r.nodes6.iter().map(|n| (n.id, SocketAddr::V6(n.addr))),
+                        );
+                    }
                     if matches!(l.kind, LookupKind::GetPeers | LookupKind::Announce { .. }) {
                         let fresh: Vec<SocketAddr> = r
                             .values

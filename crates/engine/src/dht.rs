@@ -1,6 +1,9 @@
-//! The DHT driver: one task owns the sans-IO [`Node`] and its UDP socket.
-//! It wakes on a datagram, a command, or the node's next deadline, never
-//! on a fixed tick, so a lookup leaves the machine the moment it is asked.
+//! The DHT driver: one task per address family owns a sans-IO [`Node`]
+//! and its UDP socket (BEP 32: IPv4 and IPv6 are two DHTs with two routing
+//! tables). A task wakes on a datagram, a command, or the node's next
+//! deadline, never on a fixed tick, so a lookup leaves the machine the
+//! moment it is asked. [`Dht`] sends each lookup to every family and
+//! merges what comes back.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -104,16 +107,26 @@ enum Command {
     Nodes(oneshot::Sender<Vec<(NodeId, SocketAddr)>>),
 }
 
-/// A handle to a running DHT node; cheap to clone.
+/// One node task: its command queue and where its socket is bound.
 #[derive(Clone)]
-pub struct Dht {
+struct Family {
     tx: mpsc::Sender<Command>,
     local: SocketAddr,
+    /// Announce our port here? Not when no peer listener takes this
+    /// family: the node then only looks up.
+    announces: bool,
+}
+
+/// A handle to a running DHT (one node per address family); cheap to clone.
+#[derive(Clone)]
+pub struct Dht {
+    families: Vec<Family>,
 }
 
 impl std::fmt::Debug for Dht {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Dht({})", self.local)
+        let addrs: Vec<SocketAddr> = self.families.iter().map(|f| f.local).collect();
+        write!(f, "Dht({addrs:?})")
     }
 }
 
@@ -127,74 +140,290 @@ impl Dht {
         seed: [u8; 32],
         known: &[(NodeId, SocketAddr)],
     ) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind(listen).await?;
-        let local = socket.local_addr()?;
-        let now = Instant::now();
-        let mut node = Node::new(cfg, id, seed, now);
-        for (id, addr) in known {
-            node.add_node(now, *id, *addr);
+        let family = spawn_node(listen, cfg, id, seed, known, true).await?;
+        Ok(Self {
+            families: vec![family],
+        })
+    }
+
+    /// Add a node for the other address family (BEP 32), bound to
+    /// `listen`, with its own routers in `cfg.bootstrap`. Lookups then go
+    /// to both and their results are merged; announces too if `announces`
+    /// (otherwise the node runs a get_peers in their place).
+    pub async fn add_family(
+        &mut self,
+        listen: SocketAddr,
+        cfg: Config,
+        id: NodeId,
+        seed: [u8; 32],
+        known: &[(NodeId, SocketAddr)],
+        announces: bool,
+    ) -> std::io::Result<()> {
+        if self
+            .families
+            .iter()
+            .any(|f| f.local.is_ipv4() == listen.is_ipv4())
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a DHT node of this address family is running already",
+            ));
         }
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(drive(socket, node, rx));
-        Ok(Self { tx, local })
+        let family = spawn_node(listen, cfg, id, seed, known, announces).await?;
+        self.families.push(family);
+        Ok(())
     }
 
+    /// The first node's address (the one `start` bound).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.families[0].local
     }
 
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.families.iter().map(|f| f.local).collect()
+    }
+
+    fn family_of(&self, addr: SocketAddr) -> Option<&Family> {
+        self.families
+            .iter()
+            .find(|f| f.local.is_ipv4() == addr.is_ipv4())
+    }
+
+    /// Start the same lookup on every family's node; one stream of updates
+    /// comes back, with one `Done` (and one `Announced`/`Stored`) summing
+    /// them all once every node has finished.
     async fn lookup(
         &self,
-        make: impl FnOnce(mpsc::Sender<LookupUpdate>) -> Command,
+        make: impl Fn(&Family, mpsc::Sender<LookupUpdate>) -> Command,
     ) -> mpsc::Receiver<LookupUpdate> {
-        let (tx, rx) = mpsc::channel(256);
-        let _ = self.tx.send(make(tx)).await;
+        if let [only] = self.families.as_slice() {
+            let (tx, rx) = mpsc::channel(256);
+            let _ = only.tx.send(make(only, tx)).await;
+            return rx;
+        }
+        let (out, rx) = mpsc::channel(256);
+        let (merged_tx, mut merged_rx) = mpsc::channel(256);
+        let mut running = 0;
+        for f in &self.families {
+            let (tx, mut family_rx) = mpsc::channel(256);
+            if f.tx.send(make(f, tx)).await.is_ok() {
+                running += 1;
+                let merged_tx = merged_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(u) = family_rx.recv().await {
+                        if merged_tx.send(u).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        drop(merged_tx);
+        tokio::spawn(async move {
+            let mut merge = Merge::default();
+            while let Some(u) = merged_rx.recv().await {
+                let pass = merge.take(u);
+                for u in pass {
+                    if out.send(u).await.is_err() {
+                        return;
+                    }
+                }
+                if merge.done == running {
+                    for u in merge.finish() {
+                        let _ = out.send(u).await;
+                    }
+                    return;
+                }
+            }
+        });
         rx
     }
 
     pub async fn get_peers(&self, ih: InfoHash) -> mpsc::Receiver<LookupUpdate> {
-        self.lookup(|tx| Command::GetPeers(ih, tx)).await
+        self.lookup(|_, tx| Command::GetPeers(ih, tx)).await
     }
 
     /// `port: None` announces the port we send from (implied_port).
     pub async fn announce(&self, ih: InfoHash, port: Option<u16>) -> mpsc::Receiver<LookupUpdate> {
-        self.lookup(|tx| Command::Announce(ih, port, tx)).await
+        self.lookup(|f, tx| {
+            if f.announces {
+                Command::Announce(ih, port, tx)
+            } else {
+                Command::GetPeers(ih, tx)
+            }
+        })
+        .await
     }
 
     /// BEP 44 get: updates carry each verified item, then `Done`.
     pub async fn get_item(&self, q: ItemQuery) -> mpsc::Receiver<LookupUpdate> {
-        self.lookup(|tx| Command::GetItem(q, tx)).await
+        self.lookup(|_, tx| Command::GetItem(q.clone(), tx)).await
     }
 
     /// BEP 44 put: updates end with `Stored`, then `Done`.
     pub async fn put(&self, item: Item) -> mpsc::Receiver<LookupUpdate> {
-        self.lookup(|tx| Command::Put(Box::new(item), tx)).await
+        self.lookup(|_, tx| Command::Put(Box::new(item.clone()), tx))
+            .await
     }
 
+    /// Join through `routers`; each family's node takes the routers of
+    /// its own family.
     pub async fn bootstrap(&self, routers: Vec<SocketAddr>) -> mpsc::Receiver<LookupUpdate> {
-        self.lookup(|tx| Command::Bootstrap(routers, tx)).await
+        self.lookup(|_, tx| Command::Bootstrap(routers.clone(), tx))
+            .await
     }
 
     pub async fn ping(&self, addr: SocketAddr) -> Option<(NodeId, Duration)> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Ping(addr, tx)).await.ok()?;
+        let family = self.family_of(addr)?;
+        family.tx.send(Command::Ping(addr, tx)).await.ok()?;
         rx.await.ok().flatten()
     }
 
-    pub async fn health(&self) -> Health {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Health(tx)).await.is_err() {
-            return Health::default();
+    /// Health of each family's node, in the order they were started.
+    pub async fn health_per_family(&self) -> Vec<(SocketAddr, Health)> {
+        let mut out = Vec::new();
+        for f in &self.families {
+            let (tx, rx) = oneshot::channel();
+            if f.tx.send(Command::Health(tx)).await.is_ok() {
+                out.push((f.local, rx.await.unwrap_or_default()));
+            }
         }
-        rx.await.unwrap_or_default()
+        out
     }
 
-    pub async fn nodes(&self) -> Vec<(NodeId, SocketAddr)> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Nodes(tx)).await.is_err() {
-            return Vec::new();
+    /// Health summed over the families (the id is the first node's).
+    pub async fn health(&self) -> Health {
+        let all = self.health_per_family().await;
+        let mut h = all.first().map(|(_, h)| *h).unwrap_or_default();
+        for (_, o) in all.iter().skip(1) {
+            h.nodes += o.nodes;
+            h.items_stored += o.items_stored;
+            h.good += o.good;
+            h.questionable += o.questionable;
+            h.buckets += o.buckets;
+            h.torrents_stored += o.torrents_stored;
+            h.received += o.received;
+            h.sent += o.sent;
+            h.timeouts += o.timeouts;
+            h.queries_answered += o.queries_answered;
         }
-        rx.await.unwrap_or_default()
+        h
+    }
+
+    /// Every family's routing-table nodes.
+    pub async fn nodes(&self) -> Vec<(NodeId, SocketAddr)> {
+        let mut out = Vec::new();
+        for f in &self.families {
+            let (tx, rx) = oneshot::channel();
+            if f.tx.send(Command::Nodes(tx)).await.is_ok() {
+                out.extend(rx.await.unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+async fn spawn_node(
+    listen: SocketAddr,
+    mut cfg: Config,
+    id: NodeId,
+    seed: [u8; 32],
+    known: &[(NodeId, SocketAddr)],
+    announces: bool,
+) -> std::io::Result<Family> {
+    let socket = UdpSocket::bind(listen).await?;
+    let local = socket.local_addr()?;
+    // A node's socket speaks one family: routers and saved nodes of the
+    // other are for the other node.
+    cfg.bootstrap.retain(|a| a.is_ipv4() == local.is_ipv4());
+    let now = Instant::now();
+    let mut node = Node::new(cfg, id, seed, now);
+    for (id, addr) in known.iter().filter(|(_, a)| a.is_ipv4() == local.is_ipv4()) {
+        node.add_node(now, *id, *addr);
+    }
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(drive(socket, node, rx));
+    Ok(Family {
+        tx,
+        local,
+        announces,
+    })
+}
+
+/// Sums the end-of-lookup updates of several families into one of each;
+/// everything else passes straight through.
+#[derive(Default)]
+struct Merge {
+    done: usize,
+    queries: u32,
+    responses: u32,
+    timeouts: u32,
+    duration: Duration,
+    closest: Vec<(NodeId, SocketAddr)>,
+    announced: Option<(u32, u32)>,
+    stored: Option<(u32, u32, Vec<(SocketAddr, i64, String)>)>,
+}
+
+impl Merge {
+    fn take(&mut self, u: LookupUpdate) -> Vec<LookupUpdate> {
+        match u {
+            LookupUpdate::Done {
+                queries,
+                responses,
+                timeouts,
+                duration,
+                closest,
+            } => {
+                self.done += 1;
+                self.queries += queries;
+                self.responses += responses;
+                self.timeouts += timeouts;
+                self.duration = self.duration.max(duration);
+                self.closest.extend(closest);
+                Vec::new()
+            }
+            LookupUpdate::Announced { sent, acked } => {
+                let (s, a) = self.announced.get_or_insert((0, 0));
+                *s += sent;
+                *a += acked;
+                Vec::new()
+            }
+            LookupUpdate::Stored {
+                sent,
+                acked,
+                errors,
+            } => {
+                let (s, a, e) = self.stored.get_or_insert((0, 0, Vec::new()));
+                *s += sent;
+                *a += acked;
+                e.extend(errors);
+                Vec::new()
+            }
+            other => vec![other],
+        }
+    }
+
+    fn finish(self) -> Vec<LookupUpdate> {
+        let mut out = Vec::new();
+        if let Some((sent, acked)) = self.announced {
+            out.push(LookupUpdate::Announced { sent, acked });
+        }
+        if let Some((sent, acked, errors)) = self.stored {
+            out.push(LookupUpdate::Stored {
+                sent,
+                acked,
+                errors,
+            });
+        }
+        out.push(LookupUpdate::Done {
+            queries: self.queries,
+            responses: self.responses,
+            timeouts: self.timeouts,
+            duration: self.duration,
+            closest: self.closest,
+        });
+        out
     }
 }
 
@@ -202,6 +431,7 @@ async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command
     let mut buf = vec![0u8; 2048];
     let mut lookups: BTreeMap<LookupId, mpsc::Sender<LookupUpdate>> = BTreeMap::new();
     let mut pings: Vec<PingWaiter> = Vec::new();
+    let v4 = socket.local_addr().map_or(true, |a| a.is_ipv4());
     loop {
         let deadline = node
             .poll_timeout()
@@ -226,7 +456,10 @@ async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command
                         lookups.insert(l, tx);
                     }
                     Some(Command::Put(item, tx)) => { lookups.insert(node.put(now, *item), tx); }
-                    Some(Command::Bootstrap(routers, tx)) => { lookups.insert(node.bootstrap(now, &routers), tx); }
+                    Some(Command::Bootstrap(mut routers, tx)) => {
+                        routers.retain(|a| a.is_ipv4() == v4);
+                        lookups.insert(node.bootstrap(now, &routers), tx);
+                    }
                     Some(Command::Ping(addr, tx)) => { node.ping(now, addr); pings.push((addr, now, tx)); }
                     Some(Command::Health(tx)) => {
                         use lodestone_dht::routing_table::NodeState;

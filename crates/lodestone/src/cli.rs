@@ -232,6 +232,11 @@ pub struct DhtCommon {
     /// UDP address to bind.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
     pub listen: std::net::SocketAddr,
+    /// Also run a node of the other address family on ADDR (BEP 32: IPv4
+    /// and IPv6 are separate DHTs). Without it, one starts on the
+    /// unspecified address when a --bootstrap node is of the other family.
+    #[arg(long, value_name = "ADDR")]
+    pub listen6: Option<std::net::SocketAddr>,
     /// A node to join through (HOST:PORT); repeat for several.
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
     pub bootstrap: Vec<String>,

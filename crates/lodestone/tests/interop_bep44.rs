@@ -79,7 +79,7 @@ fn lodestone_puts_items_that_libtorrent_gets() {
     let boot = |i: u16| format!("127.0.0.1:{}", base + i);
 
     // Immutable: stored on libtorrent nodes, and libtorrent finds it.
-    let (ok, put, err) = lodestone(&boot(1), &["put", "from lodestone, immutable"]);
+    let (ok, put, err) = lodestone(&boot(3), &["put", "from lodestone, immutable"]);
     assert!(ok, "put failed: {err} {put}");
     assert!(put["acked"].as_u64().unwrap() >= 3, "{put}");
     let target = put["target"].as_str().unwrap().to_owned();

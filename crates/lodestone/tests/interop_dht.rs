@@ -220,3 +220,86 @@ fn aria2_finds_a_seeder_through_a_lodestone_dht() {
         std::fs::read(out.join("a.bin")).unwrap()
     );
 }
+
+/// BEP 32 with libtorrent on [::1]: Lodestone announces over IPv6 and
+/// libtorrent's lookup finds the IPv6 peer; our lookup walks libtorrent's
+/// `nodes6`; a dual-stack `dht node` lands in libtorrent's IPv6 tables.
+#[test]
+fn lodestone_and_libtorrent_share_an_ipv6_dht() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = port_block(9);
+    let dump = dir.path().join("lt6-tables.json");
+    let mut swarm = Child::spawn(
+        interop_script("lt_dht.py")
+            .args(["swarm", "--ipv6", "--n", "8", "--base-port"])
+            .arg(base.to_string())
+            .args(["--duration", "120", "--ready-nodes", "4", "--dump"])
+            .arg(&dump),
+    );
+    swarm.wait_for_line("READY", Duration::from_secs(60));
+    let boot = |i: u16| format!("[::1]:{}", base + i);
+
+    let ih = "00112233445566778899aabbccddeeff00112233";
+    let o = bin()
+        .args([
+            "dht", "announce", ih, "--port", "4242", "--listen", "[::1]:0",
+        ])
+        // Not node 1: libtorrent's second node often keeps an empty table.
+        .args(["--bootstrap", &boot(3)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = Child::spawn(interop_script("lt_dht.py").args([
+        "lookup",
+        "--info-hash",
+        ih,
+        "--bootstrap",
+        &boot(4),
+        "--timeout",
+        "30",
+    ]))
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("::1:4242"),
+        "libtorrent did not find it: {text}"
+    );
+
+    let o = bin()
+        .args(["dht", "get-peers", ih, "--json", "--listen", "[::1]:0"])
+        .args(["--bootstrap", &boot(6), "--timeout", "10"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("\"addr\":\"[::1]:4242\""), "{text}");
+
+    // A dual-stack node: its IPv6 half joins libtorrent's IPv6 DHT.
+    let port = free_port();
+    let _node = Child::spawn(bin().args([
+        "dht",
+        "node",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--listen6",
+        &format!("[::1]:{port}"),
+        "--bootstrap",
+        &boot(0),
+        "--duration",
+        "40",
+    ]));
+    let want = format!("\"::1:{port}\"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut tables = String::new();
+    while std::time::Instant::now() < deadline && !tables.contains(&want) {
+        std::thread::sleep(Duration::from_secs(1));
+        tables = std::fs::read_to_string(&dump).unwrap_or_default();
+    }
+    assert!(
+        tables.contains(&want),
+        "[::1]:{port} in no libtorrent table: {tables}"
+    );
+}

@@ -27,28 +27,50 @@ fn seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
-/// The routers: the user's, or (only then) the public ones, resolved.
+/// The routers: the user's, or (only then) the public ones, resolved;
+/// both address families are kept (each family's node takes its own).
 async fn routers(c: &DhtCommon) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
     if !c.bootstrap.is_empty() {
-        let mut out = Vec::new();
         for b in &c.bootstrap {
             let addrs = tokio::net::lookup_host(b.as_str())
                 .await
                 .with_context(|| format!("cannot resolve bootstrap node {b}"))?;
-            out.extend(addrs.filter(|a| a.is_ipv4() == c.listen.is_ipv4()));
+            out.extend(addrs);
         }
         return Ok(out);
     }
-    let mut out = Vec::new();
     for b in DEFAULT_BOOTSTRAP {
         if let Ok(addrs) = tokio::net::lookup_host(*b).await {
-            out.extend(addrs.filter(|a| a.is_ipv4() == c.listen.is_ipv4()));
+            out.extend(addrs);
         }
     }
     if out.is_empty() {
         bail!("none of the default bootstrap routers resolved; give --bootstrap HOST:PORT");
     }
     Ok(out)
+}
+
+/// Where the node of the other address family listens: --listen6, or the
+/// unspecified address when a router of that family was given.
+fn other_family(c: &DhtCommon, routers: &[SocketAddr]) -> anyhow::Result<Option<SocketAddr>> {
+    if let Some(l) = c.listen6 {
+        if l.is_ipv4() == c.listen.is_ipv4() {
+            bail!(
+                "--listen6 {l} is of the same address family as --listen {}",
+                c.listen
+            );
+        }
+        return Ok(Some(l));
+    }
+    let v4 = c.listen.is_ipv4();
+    Ok(routers.iter().any(|a| a.is_ipv4() != v4).then(|| {
+        if v4 {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        }
+    }))
 }
 
 /// What a node started for the command is.
@@ -73,9 +95,23 @@ async fn start(c: &DhtCommon, routers: &[SocketAddr], role: Role) -> anyhow::Res
     let id = c
         .node_id
         .map_or_else(|| NodeId(rng.bytes20()), |n| NodeId(n.0));
-    Dht::start(c.listen, cfg, id, rng.bytes32(), &known)
+    let mut dht = Dht::start(c.listen, cfg.clone(), id, rng.bytes32(), &known)
         .await
-        .with_context(|| format!("cannot listen on {}", c.listen))
+        .with_context(|| format!("cannot listen on {}", c.listen))?;
+    if let Some(other) = other_family(c, routers)? {
+        // `dht announce --port` names a port the user vouches for.
+        dht.add_family(
+            other,
+            cfg,
+            NodeId(rng.bytes20()),
+            rng.bytes32(),
+            &known,
+            true,
+        )
+        .await
+        .with_context(|| format!("cannot listen on {other}"))?;
+    }
+    Ok(dht)
 }
 
 pub fn run(a: &DhtArgs) -> anyhow::Result<ExitCode> {
@@ -192,6 +228,9 @@ async fn node(c: &DhtCommon, every: u64, duration: Option<u64>) -> anyhow::Resul
 }
 
 async fn ping(c: &DhtCommon, addr: SocketAddr) -> anyhow::Result<ExitCode> {
+    if addr.is_ipv4() != c.listen.is_ipv4() && c.listen6.is_none() {
+        bail!("{addr} is of another address family than --listen {}; give --listen or --listen6 of its family", c.listen);
+    }
     let dht = start(c, &[], Role::OneShot).await?;
     match dht.ping(addr).await {
         Some((id, rtt)) => {

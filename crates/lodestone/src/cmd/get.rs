@@ -95,7 +95,7 @@ async fn start_dht(
     let mut routers = Vec::new();
     for n in &names {
         match tokio::net::lookup_host(n.as_str()).await {
-            Ok(addrs) => routers.extend(addrs.filter(|a| a.is_ipv4() == bind.is_ipv4())),
+            Ok(addrs) => routers.extend(addrs),
             Err(e) if !public => bail!("cannot resolve bootstrap node {n}: {e}"),
             Err(_) => {}
         }
@@ -105,15 +105,44 @@ async fn start_dht(
         bootstrap: routers.clone(),
         ..lodestone_dht::Config::default()
     };
-    let dht = lodestone_engine::dht::Dht::start(
+    let mut dht = lodestone_engine::dht::Dht::start(
         bind,
-        cfg,
+        cfg.clone(),
         lodestone_dht::NodeId(rng.bytes20()),
         rng.bytes32(),
         &[],
     )
     .await
     .with_context(|| format!("cannot bind the DHT socket on {bind}"))?;
+    // BEP 32: routers of the other family get a node of their own, on the
+    // same port where possible.
+    if routers.iter().any(|r| r.is_ipv4() != bind.is_ipv4()) {
+        let ip: std::net::IpAddr = if bind.is_ipv4() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        };
+        let port = dht.local_addr().port();
+        let mut added = false;
+        for port in [port, 0] {
+            let other = std::net::SocketAddr::new(ip, port);
+            let (id, seed) = (lodestone_dht::NodeId(rng.bytes20()), rng.bytes32());
+            // Announce there only if our peer listener takes that family
+            // too (an unspecified IPv6 listener is dual-stack on Linux).
+            let reachable = listen.is_some_and(|l| l.ip().is_unspecified() && l.is_ipv6());
+            if dht
+                .add_family(other, cfg.clone(), id, seed, &[], reachable)
+                .await
+                .is_ok()
+            {
+                added = true;
+                break;
+            }
+        }
+        if !added {
+            eprintln!("warning: no DHT node for the other address family (could not bind)");
+        }
+    }
     // Join in the background; lookups start from the routers meanwhile.
     let mut boot = dht.bootstrap(routers).await;
     tokio::spawn(async move { while boot.recv().await.is_some() {} });
