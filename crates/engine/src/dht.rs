@@ -24,6 +24,9 @@ pub const DEFAULT_BOOTSTRAP: &[&str] = &[
     "dht.libtorrent.org:25401",
 ];
 
+/// A node that refused a put: its address, the BEP 44 error code, the message.
+pub type Refusal = (SocketAddr, i64, String);
+
 /// What a lookup reports back as it goes.
 #[derive(Debug, Clone)]
 pub enum LookupUpdate {
@@ -50,7 +53,7 @@ pub enum LookupUpdate {
     Stored {
         sent: u32,
         acked: u32,
-        errors: Vec<(SocketAddr, i64, String)>,
+        errors: Vec<Refusal>,
     },
     Done {
         queries: u32,
@@ -362,7 +365,7 @@ struct Merge {
     duration: Duration,
     closest: Vec<(NodeId, SocketAddr)>,
     announced: Option<(u32, u32)>,
-    stored: Option<(u32, u32, Vec<(SocketAddr, i64, String)>)>,
+    stored: Option<(u32, u32, Vec<Refusal>)>,
 }
 
 impl Merge {
