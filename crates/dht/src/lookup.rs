@@ -36,6 +36,9 @@ pub enum LookupKind {
     PutItem {
         item: Box<Item>,
     },
+    /// BEP 51: walk towards the target asking each node for a sample of
+    /// the info hashes it stores.
+    Sample,
 }
 
 impl LookupKind {

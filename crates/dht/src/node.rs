@@ -122,6 +122,17 @@ pub enum Event {
         item: Item,
         from: SocketAddr,
     },
+    /// A node's answer to `sample_infohashes` (BEP 51).
+    Samples {
+        lookup: LookupId,
+        from: SocketAddr,
+        node: NodeId,
+        samples: Vec<InfoHash>,
+        /// Info hashes the node says it stores.
+        num: Option<i64>,
+        /// Seconds before that node should be asked again.
+        interval: Option<i64>,
+    },
     /// The put phase of a BEP 44 put ended: `acked` of `sent` nodes stored
     /// the item; `errors` are the refusals (node, BEP 44 code, message).
     ItemStored {
@@ -188,6 +199,8 @@ pub struct Node {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rate: BTreeMap<IpAddr, (f64, Instant)>,
+    /// BEP 51: nodes that asked not to be sampled again before a time.
+    sample_backoff: BTreeMap<SocketAddr, Instant>,
     next_maintenance: Instant,
     last_bootstrap: Option<Instant>,
     rebootstrap_wait: Duration,
@@ -219,6 +232,7 @@ impl Node {
             out: VecDeque::new(),
             events: VecDeque::new(),
             rate: BTreeMap::new(),
+            sample_backoff: BTreeMap::new(),
             next_maintenance: now + MAINTENANCE_EVERY,
             last_bootstrap: None,
             rebootstrap_wait: REBOOTSTRAP_FIRST,
@@ -356,6 +370,15 @@ impl Node {
             item: Box::new(item),
         };
         let lid = self.start_lookup(target, kind, now, &[]);
+        self.drive(lid, now);
+        lid
+    }
+
+    /// BEP 51: walk towards `target`, asking each node on the way for a
+    /// sample of its info hashes (nodes still in their `interval` are
+    /// only asked for nodes).
+    pub fn sample(&mut self, now: Instant, target: NodeId) -> LookupId {
+        let lid = self.start_lookup(target, LookupKind::Sample, now, &[]);
         self.drive(lid, now);
         lid
     }
@@ -743,6 +766,29 @@ impl Node {
                             });
                         }
                     }
+                    if l.kind == LookupKind::Sample {
+                        if let Some(samples) = r.samples.clone() {
+                            // BEP 51 allows up to 6 hours.
+                            let wait = r.interval.unwrap_or(0).clamp(0, 21_600) as u64;
+                            if wait > 0 {
+                                if self.sample_backoff.len() >= RATE_TABLE {
+                                    self.sample_backoff.retain(|_, until| *until > now);
+                                }
+                                if self.sample_backoff.len() < RATE_TABLE {
+                                    self.sample_backoff
+                                        .insert(from, now + Duration::from_secs(wait));
+                                }
+                            }
+                            self.events.push_back(Event::Samples {
+                                lookup: lid,
+                                from,
+                                node: r.id,
+                                samples,
+                                num: r.num,
+                                interval: r.interval,
+                            });
+                        }
+                    }
                     if let LookupKind::GetItem { salt, .. } = &l.kind {
                         if let Some(item) = checked_item(&l.target, salt.as_deref(), &r) {
                             let newer = match (item.seq(), l.best_seq) {
@@ -843,6 +889,19 @@ impl Node {
                     target,
                     seq: None,
                 },
+                LookupKind::Sample
+                    if self
+                        .sample_backoff
+                        .get(&addr)
+                        .is_some_and(|until| *until > now) =>
+                {
+                    Query::FindNode {
+                        id: own,
+                        target,
+                        want: Want::NONE,
+                    }
+                }
+                LookupKind::Sample => Query::SampleInfohashes { id: own, target },
             };
             self.send_query(now, addr, id, q, Purpose::Lookup(lid));
         }
@@ -980,6 +1039,7 @@ impl Node {
         self.tokens.maybe_rotate(now, fresh);
         self.store.expire(now);
         self.items.expire(now);
+        self.sample_backoff.retain(|_, until| *until > now);
         // Every node silent (sleep, network change): start over.
         let alive =
             self.table.count(NodeState::Good, now) + self.table.count(NodeState::Questionable, now);

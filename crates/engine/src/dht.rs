@@ -43,6 +43,14 @@ pub enum LookupUpdate {
         sent: u32,
         acked: u32,
     },
+    /// A node's BEP 51 sample of the info hashes it stores.
+    Samples {
+        from: SocketAddr,
+        node: NodeId,
+        samples: Vec<InfoHash>,
+        num: Option<i64>,
+        interval: Option<i64>,
+    },
     /// A verified BEP 44 item (each newer version of a mutable one).
     Item {
         item: Item,
@@ -100,6 +108,7 @@ pub enum ItemQuery {
 }
 
 enum Command {
+    Sample(NodeId, mpsc::Sender<LookupUpdate>),
     GetItem(ItemQuery, mpsc::Sender<LookupUpdate>),
     Put(Box<Item>, mpsc::Sender<LookupUpdate>),
     GetPeers(InfoHash, mpsc::Sender<LookupUpdate>),
@@ -256,6 +265,11 @@ impl Dht {
             }
         })
         .await
+    }
+
+    /// BEP 51: walk towards `target` collecting samples of info hashes.
+    pub async fn sample(&self, target: NodeId) -> mpsc::Receiver<LookupUpdate> {
+        self.lookup(|_, tx| Command::Sample(target, tx)).await
     }
 
     /// BEP 44 get: updates carry each verified item, then `Done`.
@@ -458,6 +472,7 @@ async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command
                         };
                         lookups.insert(l, tx);
                     }
+                    Some(Command::Sample(target, tx)) => { lookups.insert(node.sample(now, target), tx); }
                     Some(Command::Put(item, tx)) => { lookups.insert(node.put(now, *item), tx); }
                     Some(Command::Bootstrap(mut routers, tx)) => {
                         routers.retain(|a| a.is_ipv4() == v4);
@@ -540,6 +555,24 @@ fn dispatch(
             acked,
             ..
         } => send(&lookup, LookupUpdate::Announced { sent, acked }, lookups),
+        Event::Samples {
+            lookup,
+            from,
+            node,
+            samples,
+            num,
+            interval,
+        } => send(
+            &lookup,
+            LookupUpdate::Samples {
+                from,
+                node,
+                samples,
+                num,
+                interval,
+            },
+            lookups,
+        ),
         Event::Item { lookup, item, from } => {
             send(&lookup, LookupUpdate::Item { item, from }, lookups)
         }

@@ -607,6 +607,7 @@ async fn dht_discovery(
                 }
                 LookupUpdate::Hop { .. }
                 | LookupUpdate::Item { .. }
+                | LookupUpdate::Samples { .. }
                 | LookupUpdate::Stored { .. } => continue,
             };
             if input.send(msg).await.is_err() {

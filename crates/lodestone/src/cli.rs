@@ -302,6 +302,20 @@ pub enum DhtCommand {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// BEP 51: ask the nodes on the way to random targets (or --target)
+    /// for samples of the info hashes they store, and list them.
+    Sample {
+        /// Walk towards this id (40 hex) instead of random ones.
+        #[arg(long, value_name = "HEX")]
+        target: Option<NodeIdArg>,
+        /// Walks towards random targets (ignored with --target).
+        #[arg(long, default_value_t = 4)]
+        walks: u32,
+        #[command(flatten)]
+        common: DhtCommon,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// BEP 44: fetch an item. Immutable: give its target (40 hex, the
     /// SHA-1 of its value). Mutable: give --key (and --salt).
     Get {

@@ -97,6 +97,18 @@ fn lodestone_and_libtorrent_share_a_dht() {
         "libtorrent did not find our announce: {text}"
     );
 
+    // 2b. BEP 51: libtorrent nodes hand our announced hash out as a sample.
+    let o = bin()
+        .args(["dht", "sample", "--json", "--listen", "127.0.0.1:0"])
+        .args(["--bootstrap", &format!("127.0.0.1:{}", base + 3)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains(fake),
+        "dht sample: {text}"
+    );
+
     // 3. A Lodestone node joins: it learns the libtorrent nodes, and they
     // keep it in their routing tables (read back from libtorrent itself).
     let our_addr = format!("127.0.0.1:{}", free_port());

@@ -142,6 +142,12 @@ pub fn run(a: &DhtArgs) -> anyhow::Result<ExitCode> {
                 common,
                 timeout,
             } => announce(common, parse_ih(info_hash)?, *port, *timeout).await,
+            DhtCommand::Sample {
+                target,
+                walks,
+                common,
+                timeout,
+            } => sample(common, target.map(|t| NodeId(t.0)), *walks, *timeout).await,
             DhtCommand::Get {
                 target,
                 key,
@@ -612,4 +618,80 @@ async fn put_item(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// BEP 51: walk the DHT collecting samples; one line per node that
+/// answered, then the distinct info hashes.
+async fn sample(
+    c: &DhtCommon,
+    target: Option<NodeId>,
+    walks: u32,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let routers = routers(c).await?;
+    let dht = start(c, &routers, Role::OneShot).await?;
+    let mut rng = Rng::from_u64(seed());
+    let targets: Vec<NodeId> = match target {
+        Some(t) => vec![t],
+        None => (0..walks.max(1)).map(|_| NodeId(rng.bytes20())).collect(),
+    };
+    let mut seen: std::collections::BTreeSet<InfoHash> = std::collections::BTreeSet::new();
+    let mut nodes = 0u32;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    for t in targets {
+        let mut rx = dht.sample(t).await;
+        loop {
+            let u = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(u)) => u,
+                Ok(None) => break,
+                Err(_) => {
+                    eprintln!("error: sampling did not finish in {timeout} s");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            match u {
+                LookupUpdate::Samples {
+                    from,
+                    node,
+                    samples,
+                    num,
+                    interval,
+                } => {
+                    nodes += 1;
+                    if c.json {
+                        crate::outln!(
+                            "{}",
+                            json!({"event": "samples", "from": from.to_string(), "node": node.to_hex(), "num": num, "interval": interval, "samples": samples.iter().map(|h| h.to_hex()).collect::<Vec<_>>()})
+                        );
+                    } else {
+                        eprintln!(
+                            "{from} ({node}): {} samples of {} stored, ask again in {} s",
+                            samples.len(),
+                            num.map_or("?".to_owned(), |n| n.to_string()),
+                            interval.unwrap_or(0)
+                        );
+                    }
+                    seen.extend(samples);
+                }
+                LookupUpdate::Done { .. } => break,
+                _ => {}
+            }
+        }
+    }
+    if c.json {
+        crate::outln!(
+            "{}",
+            json!({"event": "done", "nodes": nodes, "info_hashes": seen.iter().map(|h| h.to_hex()).collect::<Vec<_>>()})
+        );
+    } else {
+        for h in &seen {
+            crate::outln!("{h}");
+        }
+        eprintln!("{} distinct info hashes from {nodes} nodes", seen.len());
+    }
+    Ok(if nodes == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
