@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod node;
 pub mod rng;
 pub mod routing_table;
+pub mod secure_id;
 pub mod store;
 pub mod tokens;
 

@@ -40,6 +40,12 @@ pub struct Config {
     pub store: StoreLimits,
     /// BEP 44 items kept for others.
     pub items: ItemLimits,
+    /// BEP 42: take into the routing table only nodes whose id is valid
+    /// for their IP (local addresses are exempt either way).
+    pub enforce_node_id: bool,
+    /// BEP 42: once the nodes we ask agree on our external IP, make our id
+    /// a valid one for it (the routing table is rebuilt around the new id).
+    pub secure_id: bool,
     /// Our BEP 20 client version in every message.
     pub version: [u8; 4],
 }
@@ -56,6 +62,8 @@ impl Default for Config {
             rate_limit: 200,
             store: StoreLimits::default(),
             items: ItemLimits::default(),
+            enforce_node_id: false,
+            secure_id: true,
             version: *b"LS\x00\x01",
         }
     }
@@ -122,6 +130,12 @@ pub enum Event {
         item: Item,
         from: SocketAddr,
     },
+    /// BEP 42: the nodes we ask agree that we are at `ip`; if our id was
+    /// not valid for it, it is now `id`.
+    ExternalIp {
+        ip: IpAddr,
+        id: NodeId,
+    },
     /// A node's answer to `sample_infohashes` (BEP 51).
     Samples {
         lookup: LookupId,
@@ -178,6 +192,9 @@ struct Pending {
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 /// Values returned per get_peers answer: fits one UDP packet.
 const MAX_VALUES_PER_REPLY: usize = 50;
+/// BEP 42: voters remembered, and votes needed to trust an external IP.
+const MAX_IP_VOTERS: usize = 64;
+const MIN_IP_VOTES: usize = 3;
 /// Remembered IPs for rate limiting.
 const RATE_TABLE: usize = 4096;
 /// Wait at least this long between re-bootstrap attempts.
@@ -199,6 +216,9 @@ pub struct Node {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rate: BTreeMap<IpAddr, (f64, Instant)>,
+    /// BEP 42: the address each answering node says we have (voter → ip).
+    ip_votes: BTreeMap<IpAddr, IpAddr>,
+    external_ip: Option<IpAddr>,
     /// BEP 51: nodes that asked not to be sampled again before a time.
     sample_backoff: BTreeMap<SocketAddr, Instant>,
     next_maintenance: Instant,
@@ -233,6 +253,8 @@ impl Node {
             events: VecDeque::new(),
             rate: BTreeMap::new(),
             sample_backoff: BTreeMap::new(),
+            ip_votes: BTreeMap::new(),
+            external_ip: None,
             next_maintenance: now + MAINTENANCE_EVERY,
             last_bootstrap: None,
             rebootstrap_wait: REBOOTSTRAP_FIRST,
@@ -260,6 +282,11 @@ impl Node {
 
     pub fn items(&self) -> &ItemStore {
         &self.items
+    }
+
+    /// BEP 42: our external IP, once the nodes we ask agree on it.
+    pub fn external_ip(&self) -> Option<IpAddr> {
+        self.external_ip
     }
 
     pub fn active_lookups(&self) -> usize {
@@ -455,9 +482,16 @@ impl Node {
         };
         match msg.body {
             Body::Query(q) => self.on_query(now, from, msg.transaction_id, q, msg.read_only),
-            Body::Response(r) => self.on_response(now, from, &msg.transaction_id, Ok(r)),
+            Body::Response(r) => {
+                let answered = self.on_response(now, from, &msg.transaction_id, Ok(r));
+                if answered {
+                    if let Some(ip) = msg.your_ip {
+                        self.vote_external_ip(now, from.ip(), ip.ip());
+                    }
+                }
+            }
             Body::Error { code, message } => {
-                self.on_response(now, from, &msg.transaction_id, Err((code, message)))
+                self.on_response(now, from, &msg.transaction_id, Err((code, message)));
             }
         }
     }
@@ -660,6 +694,9 @@ impl Node {
     }
 
     fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, heard: Heard) {
+        if self.cfg.enforce_node_id && !crate::secure_id::is_valid(&id, addr.ip()) {
+            return;
+        }
         if let Inserted::Cached {
             ping: Some((victim, vaddr)),
         } = self.table.insert(id, addr, heard, now)
@@ -679,21 +716,21 @@ impl Node {
         from: SocketAddr,
         tid: &TransactionId,
         r: Result<Response, (i64, String)>,
-    ) {
+    ) -> bool {
         let Some(key) = tid.as_u16() else {
             self.counters.unexpected_responses += 1;
-            return;
+            return false;
         };
         // Only the address we asked may answer.
         match self.pending.get(&key) {
             Some(p) if p.to == from => {}
             _ => {
                 self.counters.unexpected_responses += 1;
-                return;
+                return false;
             }
         }
         let Some(p) = self.pending.remove(&key) else {
-            return;
+            return false;
         };
         let rtt = now.saturating_duration_since(p.sent);
         let r = match r {
@@ -710,11 +747,11 @@ impl Node {
                     Purpose::Store(lid) => self.store_reply(lid, from, Err(error), now),
                     Purpose::Ping => {}
                 }
-                return;
+                return true;
             }
         };
         if r.id == self.id() {
-            return;
+            return false;
         }
         self.learn(now, r.id, from, Heard::Response);
         match p.purpose {
@@ -807,7 +844,7 @@ impl Node {
                                 if immutable {
                                     // Its hash proves it: nothing better to find.
                                     self.finish(lid, now);
-                                    return;
+                                    return true;
                                 }
                             }
                         } else if r.v.is_some() {
@@ -818,6 +855,42 @@ impl Node {
                 self.drive(lid, now);
             }
         }
+        true
+    }
+
+    /// BEP 42: count what answering nodes say our IP is (one vote per
+    /// voter IP, local addresses ignored); a clear winner becomes our
+    /// external IP, and our id is made valid for it.
+    fn vote_external_ip(&mut self, now: Instant, voter: IpAddr, ours: IpAddr) {
+        if !self.cfg.secure_id || crate::secure_id::is_exempt(ours) {
+            return;
+        }
+        if !self.ip_votes.contains_key(&voter) && self.ip_votes.len() >= MAX_IP_VOTERS {
+            if let Some(first) = self.ip_votes.keys().next().copied() {
+                self.ip_votes.remove(&first);
+            }
+        }
+        self.ip_votes.insert(voter, ours);
+        let mut tally: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for ip in self.ip_votes.values() {
+            *tally.entry(*ip).or_default() += 1;
+        }
+        let mut ranked: Vec<(usize, IpAddr)> = tally.into_iter().map(|(ip, n)| (n, ip)).collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&(votes, ip)) = ranked.first() else {
+            return;
+        };
+        let runner_up = ranked.get(1).map_or(0, |r| r.0);
+        if votes < MIN_IP_VOTES || votes < 2 * runner_up || self.external_ip == Some(ip) {
+            return;
+        }
+        self.external_ip = Some(ip);
+        let mut id = self.id();
+        if !crate::secure_id::is_valid(&id, ip) {
+            id = crate::secure_id::secure_id(ip, self.rng.bytes20());
+            self.table.set_own_id(id, now);
+        }
+        self.events.push_back(Event::ExternalIp { ip, id });
     }
 
     fn store_reply(

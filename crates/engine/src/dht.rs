@@ -85,6 +85,8 @@ pub struct Health {
     pub timeouts: u64,
     pub queries_answered: u64,
     pub id: NodeId,
+    /// BEP 42: our address as the nodes we ask agree it is.
+    pub external_ip: Option<std::net::IpAddr>,
 }
 
 /// A ping waiting for its answer: who, since when, and where to report.
@@ -495,6 +497,7 @@ async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command
                             timeouts: c.timeouts,
                             queries_answered: c.queries_answered,
                             id: node.id(),
+                            external_ip: node.external_ip(),
                         });
                     }
                     Some(Command::Nodes(tx)) => {
@@ -623,7 +626,8 @@ fn dispatch(
                 let _ = tx.send(None);
             }
         }
-        Event::IncomingAnnounce { .. } => {}
+        // Read through `health` (the node keeps them).
+        Event::IncomingAnnounce { .. } | Event::ExternalIp { .. } => {}
     }
 }
 

@@ -247,6 +247,10 @@ pub struct DhtCommon {
     /// get-peers, get and put always are; this matters for `dht node`).
     #[arg(long)]
     pub read_only: bool,
+    /// BEP 42: keep nodes whose id does not match their IP out of the
+    /// routing table (local addresses are exempt).
+    #[arg(long)]
+    pub enforce_node_id: bool,
     /// Use this node id (40 hex) instead of a random one (for tests and
     /// debugging: a node placed next to a torrent's info hash).
     #[arg(long, value_name = "HEX")]

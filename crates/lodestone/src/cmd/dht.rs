@@ -89,6 +89,10 @@ async fn start(c: &DhtCommon, routers: &[SocketAddr], role: Role) -> anyhow::Res
     let cfg = Config {
         bootstrap: routers.to_vec(),
         read_only: c.read_only || role == Role::OneShot,
+        enforce_node_id: c.enforce_node_id,
+        // An id the user chose stays; a random one becomes BEP 42-valid
+        // once our external IP is known.
+        secure_id: c.node_id.is_none(),
         ..Config::default()
     };
     let known = c.state.as_deref().map(dht::load_nodes).unwrap_or_default();
@@ -214,7 +218,7 @@ async fn node(c: &DhtCommon, every: u64, duration: Option<u64>) -> anyhow::Resul
             _ = tick.tick() => {
                 let h = dht.health().await;
                 if c.json {
-                    crate::outln!("{}", json!({"event": "health", "t": started.elapsed().as_secs_f64(), "listen": dht.local_addr().to_string(), "nodes": h.nodes, "good": h.good, "questionable": h.questionable, "buckets": h.buckets, "torrents_stored": h.torrents_stored, "received": h.received, "sent": h.sent, "timeouts": h.timeouts, "queries_answered": h.queries_answered, "id": h.id.to_hex()}));
+                    crate::outln!("{}", json!({"event": "health", "t": started.elapsed().as_secs_f64(), "listen": dht.local_addr().to_string(), "nodes": h.nodes, "good": h.good, "questionable": h.questionable, "buckets": h.buckets, "torrents_stored": h.torrents_stored, "received": h.received, "sent": h.sent, "timeouts": h.timeouts, "queries_answered": h.queries_answered, "id": h.id.to_hex(), "external_ip": h.external_ip.map(|ip| ip.to_string())}));
                 } else {
                     crate::outln!("{:>6.0}s  {} nodes ({} good, {} questionable) in {} buckets; {} torrents stored; {} in / {} out, {} timeouts, {} queries answered", started.elapsed().as_secs_f64(), h.nodes, h.good, h.questionable, h.buckets, h.torrents_stored, h.received, h.sent, h.timeouts, h.queries_answered);
                 }
