@@ -63,6 +63,14 @@ fn assert_same_nonempty(src: &Path, dst: &Path) {
     }
 }
 
+/// One Transmission test at a time: they are slow to start and sensitive
+/// to a loaded CPU (the DHT one most: Transmission paces its DHT start-up).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lodestone_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lodestone"))
 }
@@ -72,6 +80,7 @@ fn download_from_transmission() {
     if !available() {
         return;
     }
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("d");
@@ -114,6 +123,7 @@ fn seed_to_transmission() {
     if !available() {
         return;
     }
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("s");
@@ -156,11 +166,11 @@ fn seed_to_transmission() {
 /// and downloads from it. Transmission searches only once it has at least 4
 /// good nodes and 8 in all, and waits 20-50 s before its first search.
 #[test]
-#[ignore = "passes by hand (47 s and 68 s here) but timed out once in CI: Transmission's DHT start-up is slow and varies; run with --ignored"]
 fn transmission_finds_a_seeder_through_a_lodestone_dht() {
     if !available() {
         return;
     }
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("t");
@@ -177,7 +187,7 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
                 "--status-every",
                 "60",
                 "--duration",
-                "170",
+                "330",
             ]))
         })
         .collect();
@@ -187,7 +197,7 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
                 "seed",
                 "--json",
                 "--seed-time",
-                "170",
+                "330",
                 "--listen",
                 &format!("{A}:27060"),
             ])
@@ -206,7 +216,9 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
             .arg(&out)
             .arg(&torrent),
     );
-    let o = tr.finish(Duration::from_secs(170));
+    // Measured here: 47-68 s. Transmission waits 20-50 s before its first
+    // DHT search and needs 8 nodes first; a loaded CI machine is slower.
+    let o = tr.finish(Duration::from_secs(300));
     assert!(
         o.status.success(),
         "transmission-cli: {}",

@@ -115,17 +115,36 @@ impl Child {
             .unwrap_or_else(|_| panic!("child did not print the expected line within {timeout:?}"));
     }
 
-    /// Wait (bounded) for the child to exit; returns its output.
+    /// Wait (bounded) for the child to exit; returns its output. On a
+    /// timeout the child is killed and the test fails with the end of what
+    /// it printed.
     pub fn finish(mut self, timeout: std::time::Duration) -> Output {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(_)) = self.0.try_wait() {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "child still running after {timeout:?}"
-            );
+            if std::time::Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let child = std::mem::replace(
+                    &mut self.0,
+                    Command::new("true").spawn().expect("spawn true"),
+                );
+                let out = child.wait_with_output().expect("collect output");
+                let tail = |b: &[u8]| {
+                    let t = String::from_utf8_lossy(b);
+                    let start = t.len().saturating_sub(3000);
+                    let start = (start..t.len())
+                        .find(|&i| t.is_char_boundary(i))
+                        .unwrap_or(0);
+                    t[start..].to_owned()
+                };
+                panic!(
+                    "child still running after {timeout:?}\n--- stdout (end) ---\n{}\n--- stderr (end) ---\n{}",
+                    tail(&out.stdout),
+                    tail(&out.stderr)
+                );
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let child = std::mem::replace(
