@@ -23,10 +23,30 @@ impl PeerId {
         let id = &self.0;
         if id[0] == b'-' && id[7] == b'-' && id[1..7].iter().all(u8::is_ascii_alphanumeric) {
             String::from_utf8_lossy(&id[1..7]).into_owned()
+        } else if let Some(v) = id.strip_prefix(b"A2-").and_then(dashed_version) {
+            format!("aria2/{v}")
         } else {
             crate::encoding::to_hex(&id[..4])
         }
     }
+}
+
+/// `1-36-0-...` → `1.36.0`: up to three dash-separated numbers at the
+/// start (aria2's and Mainline's convention), or `None`.
+fn dashed_version(rest: &[u8]) -> Option<String> {
+    let parts: Vec<&[u8]> = rest
+        .split(|&b| b == b'-')
+        .take(3)
+        .take_while(|p| !p.is_empty() && p.len() <= 3 && p.iter().all(u8::is_ascii_digit))
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    Some(parts.join("."))
 }
 
 impl fmt::Debug for PeerId {
@@ -49,5 +69,15 @@ mod tests {
         assert!(id.0.starts_with(b"-LS0100-"));
         assert!(id.0.iter().all(u8::is_ascii_graphic));
         assert_eq!(id.client_hint(), "LS0100");
+    }
+
+    #[test]
+    fn client_hints() {
+        let mut id = [b'x'; 20];
+        id[..10].copy_from_slice(b"A2-1-36-0-");
+        assert_eq!(PeerId(id).client_hint(), "aria2/1.36.0");
+        id[..8].copy_from_slice(b"-TR3000-");
+        assert_eq!(PeerId(id).client_hint(), "TR3000");
+        assert_eq!(PeerId([0xab; 20]).client_hint(), "abababab");
     }
 }

@@ -1,35 +1,157 @@
 //! A minimal HTTP/1.1 client for trackers and `.torrent` sources: GET
-//! only, plain HTTP, bounded in time and size.
+//! only, over plain HTTP or HTTPS (rustls, Mozilla's roots plus any the
+//! user adds), bounded in time and size.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// GET `url` (plain HTTP/1.1) and return the body of a 200 answer, at
-/// most `max` bytes. Errors are sentences for the user.
-pub async fn get(url: &str, max: usize) -> Result<Vec<u8>, String> {
-    if !url.to_ascii_lowercase().starts_with("http://") {
-        return Err("only http:// URLs are supported yet".into());
+/// Does HTTP and HTTPS GETs; cheap to clone (the TLS setup is shared).
+#[derive(Clone)]
+pub struct HttpClient {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpClient")
     }
-    let (host, port, path) = split_url(url, 80)?;
-    let mut s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| "connection timed out".to_owned())?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: Lodestone/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    let raw = tokio::time::timeout(TIMEOUT, async {
+}
+
+impl Default for HttpClient {
+    /// Trusts Mozilla's root certificates.
+    fn default() -> Self {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Self::with_roots(roots)
+    }
+}
+
+impl HttpClient {
+    fn with_roots(roots: rustls::RootCertStore) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // The ring provider supports the safe default versions, so this
+        // cannot fail; fall back to TLS 1.3 alone if it ever did.
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .or_else(|_| {
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+            });
+        let tls = match builder {
+            Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
+            Err(_) => rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        Self { tls: Arc::new(tls) }
+    }
+
+    /// Mozilla's roots plus the certificates in the PEM file `path` (a
+    /// private tracker's own CA). Errors are sentences for the user.
+    pub fn with_ca_file(path: &std::path::Path) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate in it", path.display()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    /// GET `url` (http:// or https://) and return the body of a 200
+    /// answer, at most `max` bytes. Errors are sentences for the user.
+    pub async fn get(&self, url: &str, max: usize) -> Result<Vec<u8>, String> {
+        let lower = url.to_ascii_lowercase();
+        let tls = if lower.starts_with("https://") {
+            true
+        } else if lower.starts_with("http://") {
+            false
+        } else {
+            return Err("not an http:// or https:// URL".into());
+        };
+        let (host, port, path) = split_url(url, if tls { 443 } else { 80 })?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| "connection timed out".to_owned())?
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: Lodestone/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
+            host_header(&host, port, if tls { 443 } else { 80 }),
+            env!("CARGO_PKG_VERSION")
+        );
+        let raw = if tls {
+            let name = ServerName::try_from(host.clone())
+                .map_err(|_| format!("{host} is not a valid TLS server name"))?;
+            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                .await
+                .map_err(|_| "TLS handshake timed out".to_owned())?
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(stream, &request, max).await?
+        } else {
+            exchange(tcp, &request, max).await?
+        };
+        let body = http_body(&raw)?;
+        if body.len() > max {
+            return Err(format!("answer larger than {max} bytes"));
+        }
+        Ok(body)
+    }
+}
+
+/// `host:port`, or just `host` on the scheme's default port; IPv6
+/// literals in brackets.
+fn host_header(host: &str, port: u16, default: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    if port == default {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Send the request and read the whole answer (the server closes), at
+/// most a little over `max` bytes, within the time limit.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    request: &str,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    tokio::time::timeout(TIMEOUT, async {
         s.write_all(request.as_bytes()).await?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16384];
         loop {
-            let n = s.read(&mut chunk).await?;
+            let n = match s.read(&mut chunk).await {
+                Ok(n) => n,
+                // Servers that close without TLS close_notify: the answer
+                // is complete when it parses (http_body checks it).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 break;
             }
@@ -45,12 +167,7 @@ pub async fn get(url: &str, max: usize) -> Result<Vec<u8>, String> {
     })
     .await
     .map_err(|_| "no answer in time".to_owned())?
-    .map_err(|e| format!("read failed: {e}"))?;
-    let body = http_body(&raw)?;
-    if body.len() > max {
-        return Err(format!("answer larger than {max} bytes"));
-    }
-    Ok(body)
+    .map_err(|e| format!("read failed: {e}"))
 }
 
 /// `scheme://host:port/path` → (host, port, path-and-query).

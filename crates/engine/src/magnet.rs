@@ -38,6 +38,8 @@ pub struct FetchConfig {
     pub trackers: Vec<String>,
     /// Local Peer Discovery (needs `listen`).
     pub lpd: bool,
+    /// For HTTP(S) trackers.
+    pub http: crate::http::HttpClient,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +197,7 @@ pub async fn fetch_metadata(
                 base.clone(),
                 progress_rx.clone(),
                 input_tx.clone(),
+                cfg.http.clone(),
             ))
         })
         .collect();
@@ -497,10 +500,11 @@ pub const MAX_TORRENT_DOWNLOAD: usize = 16 << 20;
 pub async fn fetch_torrent_file(
     urls: &[String],
     hashes: InfoHashes,
+    http: &crate::http::HttpClient,
 ) -> Result<Metainfo, Vec<String>> {
     let mut errors = Vec::new();
     for url in urls {
-        match crate::http::get(url, MAX_TORRENT_DOWNLOAD).await {
+        match http.get(url, MAX_TORRENT_DOWNLOAD).await {
             Err(e) => errors.push(format!("{url}: {e}")),
             Ok(body) => match Metainfo::from_bytes(&body) {
                 Err(e) => errors.push(format!("{url}: not a valid .torrent: {e}")),

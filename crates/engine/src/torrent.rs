@@ -78,6 +78,8 @@ pub struct TorrentConfig {
     pub lpd: bool,
     /// Announce to the torrent's trackers.
     pub trackers: bool,
+    /// For HTTP(S) trackers.
+    pub http: crate::http::HttpClient,
 }
 
 impl TorrentConfig {
@@ -99,6 +101,7 @@ impl TorrentConfig {
             dht: None,
             lpd: false,
             trackers: true,
+            http: crate::http::HttpClient::default(),
         }
     }
 }
@@ -402,6 +405,7 @@ pub async fn run(
                     base.clone(),
                     progress_rx.clone(),
                     input_tx.clone(),
+                    cfg.http.clone(),
                 )))
             })
             .collect()
@@ -567,7 +571,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// Ask the DHT for peers (announcing our port when we listen), soon again
-/// at first and then every few minutes, feeding what it finds to the torrent.
+/// at first and then every few minutes, feeding what it finds to the
+/// torrent. While the DHT has given no peer at all, it keeps asking every
+/// 20 s (for 10 minutes, then every 2): a swarm that appears a minute
+/// later (a seeder still starting) is found a minute later, not in five.
 async fn dht_discovery(
     dht: crate::dht::Dht,
     info_hash: lodestone_core::InfoHash,
@@ -575,12 +582,18 @@ async fn dht_discovery(
     input: mpsc::Sender<PeerInput>,
 ) {
     use crate::dht::LookupUpdate;
+    let mut peers_ever = 0u64;
     for round in 0u32.. {
         let mut rx = match port {
             Some(p) => dht.announce(info_hash, Some(p)).await,
             None => dht.get_peers(info_hash).await,
         };
-        let wait = Duration::from_secs(if round < 3 { 15 } else { 300 });
+        let wait = Duration::from_secs(match (peers_ever, round) {
+            (0, 0..30) => 20,
+            (0, _) => 120,
+            (_, 0..3) => 15,
+            _ => 300,
+        });
         let mut report = crate::sources::DhtRound {
             next_in: wait,
             ..Default::default()
@@ -589,6 +602,7 @@ async fn dht_discovery(
             let msg = match u {
                 LookupUpdate::Peers(addrs) => {
                     report.peers += addrs.len() as u32;
+                    peers_ever += addrs.len() as u64;
                     PeerInput::Discovered {
                         addrs,
                         source: PeerSource::Dht,

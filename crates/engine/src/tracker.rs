@@ -52,6 +52,7 @@ pub async fn run_tier(
     base: AnnounceRequest,
     progress: watch::Receiver<Progress>,
     input: mpsc::Sender<PeerInput>,
+    http: crate::http::HttpClient,
 ) {
     let mut order = tier;
     let mut event = AnnounceEvent::Started;
@@ -68,7 +69,7 @@ pub async fn run_tier(
                 event,
                 ..base.clone()
             };
-            match announce(&url, &req).await {
+            match announce(&url, &req, &http).await {
                 Ok(r) => {
                     let interval = Duration::from_secs(u64::from(
                         r.min_interval.unwrap_or(r.interval).max(r.interval),
@@ -139,21 +140,29 @@ async fn send(
 }
 
 /// One announce to `url`, whatever its scheme. Errors are sentences.
-pub async fn announce(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, String> {
+pub async fn announce(
+    url: &str,
+    req: &AnnounceRequest,
+    client: &crate::http::HttpClient,
+) -> Result<AnnounceResponse, String> {
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("http://") {
-        http(url, req).await
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        http(url, req, client).await
     } else if lower.starts_with("udp://") {
         udp(url, req).await
-    } else if lower.starts_with("https://") {
-        Err("https trackers are not supported yet".into())
     } else {
         Err("unknown tracker URL scheme".into())
     }
 }
 
-async fn http(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, String> {
-    let body = crate::http::get(&http_announce_url(url, req), MAX_RESPONSE).await?;
+async fn http(
+    url: &str,
+    req: &AnnounceRequest,
+    client: &crate::http::HttpClient,
+) -> Result<AnnounceResponse, String> {
+    let body = client
+        .get(&http_announce_url(url, req), MAX_RESPONSE)
+        .await?;
     parse_http_response(&body).map_err(|e| e.to_string())
 }
 

@@ -159,6 +159,7 @@ async fn fetch(
         listen: None,
         trackers: Vec::new(),
         lpd: false,
+        http: lodestone_engine::http::HttpClient::default(),
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (_stop, stop_rx) = watch::channel(false);

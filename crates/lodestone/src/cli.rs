@@ -159,6 +159,10 @@ pub struct GetArgs {
     /// Do not announce to the torrent's or magnet's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// Also trust the CA certificates in this PEM file for https://
+    /// trackers and .torrent URLs (Mozilla's roots are always trusted).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Largest metadata (info dictionary) accepted from a magnet's peers.
     #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
     pub max_metadata_size: u64,
@@ -201,6 +205,10 @@ pub struct SeedArgs {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// Also trust the CA certificates in this PEM file for https://
+    /// trackers (Mozilla's roots are always trusted).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Print newline-delimited JSON events.
     #[arg(long)]
     pub json: bool,

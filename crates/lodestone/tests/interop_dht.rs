@@ -315,3 +315,71 @@ fn lodestone_and_libtorrent_share_an_ipv6_dht() {
         "[::1]:{port} in no libtorrent table: {tables}"
     );
 }
+
+/// The reverse of the test above: aria2 seeds, announced only in a DHT
+/// of Lodestone nodes; `lodestone get` with a bare magnet finds it there,
+/// takes the metadata from aria2 (BEP 9) and the content.
+#[test]
+fn bare_magnet_from_an_aria2_seeder_through_a_lodestone_dht() {
+    if !common::require_aria2() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_file(&src.join("s.bin"), "s.bin", 3 << 20, "aria2-seed").unwrap();
+    let torrent = dir.path().join("s.torrent");
+    let ih = create_torrent(&src.join("s.bin"), &torrent, &["--piece-size", "64K"]);
+
+    let base = port_block(11);
+    let router = format!("127.0.0.1:{base}");
+    let _nodes = lodestone_dht_nodes(base, 8, 150);
+    std::thread::sleep(Duration::from_secs(2));
+    let _seeder = Child::spawn(
+        Command::new("aria2c")
+            .args([
+                "--enable-dht=true",
+                "--enable-dht6=false",
+                "--disable-ipv6=true",
+                &format!("--listen-port={}", base + 8),
+                &format!("--dht-listen-port={}", base + 9),
+                &format!("--dht-entry-point={router}"),
+                &format!("--dht-file-path={}", dir.path().join("dht.dat").display()),
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--seed-ratio=0.0",
+                "--seed-time=3",
+                "--check-integrity=true",
+                "--file-allocation=none",
+                "--console-log-level=warn",
+                "--summary-interval=0",
+                "--dir",
+            ])
+            .arg(&src)
+            .arg(&torrent),
+    );
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}"), "-o"])
+            .arg(&out)
+            .args(["--bootstrap", &format!("127.0.0.1:{}", base + 4)])
+            .args(["--listen", &format!("127.0.0.1:{}", base + 10)]),
+    )
+    .finish(Duration::from_secs(120));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("\"event\":\"metadata\""), "{text}");
+    assert!(
+        text.contains("\"client\":\"aria2/"),
+        "no aria2 peer named in: {text}"
+    );
+    assert!(text.contains("\"source\":\"dht\""), "{text}");
+    assert_eq!(
+        std::fs::read(src.join("s.bin")).unwrap(),
+        std::fs::read(out.join("s.bin")).unwrap()
+    );
+}

@@ -163,3 +163,151 @@ fn a_garbage_tracker_is_reported_and_the_download_carries_on() {
         "{last_sources}"
     );
 }
+
+/// An HTTPS tracker: the real opentracker behind socat's TLS (OpenSSL),
+/// with a certificate from a test CA made by the openssl tool. With the
+/// CA given (--ca-file) the leecher finds the seeder through it; without,
+/// the tracker shows the certificate error and nothing is trusted.
+#[test]
+fn https_opentracker_behind_tls() {
+    let sh = |c: &str| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", c]);
+        cmd
+    };
+    if !require("opentracker", &mut sh("command -v opentracker"))
+        || !require("socat", &mut sh("command -v socat"))
+        || !require("openssl", &mut sh("command -v openssl"))
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |cmd: &mut Command| {
+        let o = cmd.current_dir(d).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Lodestone test CA",
+    ]));
+    run(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=localhost",
+    ]));
+    std::fs::write(
+        d.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]));
+
+    let src = d.join("src");
+    payload::write_file(&src.join("s.bin"), "s.bin", 2 << 20, "https").unwrap();
+    let (plain, tls) = (free_port(), free_port());
+    let url = format!("https://localhost:{tls}/announce");
+    let torrent = d.join("s.torrent");
+    let ih = create_torrent(&src.join("s.bin"), &torrent, &["--tracker", &url]);
+    std::fs::write(d.join("whitelist.txt"), format!("{ih}\n")).unwrap();
+    std::fs::write(
+        d.join("ot.conf"),
+        format!(
+            "listen.tcp 127.0.0.1:{plain}\naccess.whitelist {}\n",
+            d.join("whitelist.txt").display()
+        ),
+    )
+    .unwrap();
+    let _ot = Child::spawn(Command::new("opentracker").arg("-f").arg(d.join("ot.conf")));
+    let _tls = Child::spawn(Command::new("socat").current_dir(d).args([
+        &format!("OPENSSL-LISTEN:{tls},bind=127.0.0.1,reuseaddr,fork,cert=leaf.pem,key=leaf.key,verify=0"),
+        &format!("TCP:127.0.0.1:{plain}"),
+    ]));
+    for port in [plain, tls] {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let ca = d.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let (_seeder, _) = spawn_seeder(&torrent, &src, &["--ca-file", ca]);
+
+    // Without the CA: the certificate is refused, and said so.
+    let mut untrusting = Child::spawn(
+        bin()
+            .args(["get", "--json", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("-o")
+            .arg(d.join("dl-untrusting"))
+            .arg(&torrent),
+    );
+    untrusting.wait_for_line("UnknownIssuer", Duration::from_secs(30));
+    drop(untrusting);
+
+    let out = d.join("dl");
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", "--ca-file", ca, "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("-o")
+            .arg(&out)
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("\"source\":\"tracker\""), "{text}");
+    let last_sources = text
+        .lines()
+        .rfind(|l| l.contains("\"event\":\"sources\""))
+        .unwrap();
+    assert!(
+        last_sources.contains(&format!("\"name\":\"{url}\"")),
+        "{last_sources}"
+    );
+    assert!(
+        last_sources.contains("\"status\":\"working\""),
+        "{last_sources}"
+    );
+    assert_eq!(
+        std::fs::read(src.join("s.bin")).unwrap(),
+        std::fs::read(out.join("s.bin")).unwrap()
+    );
+}

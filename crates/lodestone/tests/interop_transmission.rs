@@ -226,3 +226,73 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
     );
     assert_same_nonempty(&src.join("multi"), &out.join("multi"));
 }
+
+/// The reverse: Transmission seeds (one namespace), announced only in a
+/// DHT of Lodestone nodes (the other); `lodestone get` with a bare magnet
+/// finds it there and takes the metadata and the content from it.
+#[test]
+fn bare_magnet_from_a_transmission_seeder_through_a_lodestone_dht() {
+    if !available() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let ih = {
+        let o = Command::new(lodestone_bin())
+            .args(["info", "--json"])
+            .arg(&torrent)
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        j["info_hash_v1"].as_str().unwrap().to_owned()
+    };
+    let net = NetnsPair::new("m");
+    let router = format!("{A}:26100");
+    let _nodes: Vec<Child> = (0..14u16)
+        .map(|i| {
+            Child::spawn(net.exec(&net.a, &lodestone_bin()).args([
+                "dht",
+                "node",
+                "--listen",
+                &format!("{A}:{}", 26100 + i),
+                "--bootstrap",
+                &router,
+                "--status-every",
+                "60",
+                "--duration",
+                "330",
+            ]))
+        })
+        .collect();
+    let cfg = tr_settings_dht(dir.path(), 51430, false, Some(&router));
+    let mut tr = Child::spawn(
+        net.exec(&net.b, Path::new("transmission-cli"))
+            .arg("-g")
+            .arg(&cfg)
+            .arg("-w")
+            .arg(&src)
+            .arg(&torrent),
+    );
+    tr.wait_for_line("Seeding", Duration::from_secs(60));
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        net.exec(&net.a, &lodestone_bin())
+            .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}"), "-o"])
+            .arg(&out)
+            .args(["--bootstrap", &format!("{A}:26103")])
+            .args(["--listen", &format!("{A}:27100")]),
+    )
+    // Transmission announces once its own DHT is up (20-60 s here).
+    .finish(Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("\"event\":\"metadata\""), "{stdout}");
+    assert!(stdout.contains("\"client\":\"TR3000\""), "{stdout}");
+    assert!(stdout.contains("\"source\":\"dht\""), "{stdout}");
+    assert_same_nonempty(&src.join("multi"), &out.join("multi"));
+}

@@ -172,9 +172,11 @@ async fn fetch(
             m.trackers.clone()
         },
         lpd: a.lpd,
+        http: http_client(a.ca_file.as_deref())?,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let cfg_http = cfg.http.clone();
     let task = tokio::spawn(fetch_metadata(cfg, tx, stop_rx));
     // The magnet's .torrent URLs race the peers; the first verified wins.
     let urls: Vec<String> = m
@@ -186,8 +188,9 @@ async fn fetch(
     let (file_tx, mut file_rx) = mpsc::channel(1);
     if !urls.is_empty() {
         let hashes = m.info_hashes;
+        let http = cfg_http.clone();
         tokio::spawn(async move {
-            let r = lodestone_engine::magnet::fetch_torrent_file(&urls, hashes).await;
+            let r = lodestone_engine::magnet::fetch_torrent_file(&urls, hashes, &http).await;
             let _ = file_tx.send(r).await;
         });
     }
@@ -314,7 +317,17 @@ async fn get_with(
     cfg.download_rate_limit = a.download_limit;
     cfg.lpd = a.lpd;
     cfg.trackers = !a.no_trackers;
+    cfg.http = http_client(a.ca_file.as_deref())?;
     drive_async(meta, cfg, a.json, a.explain).await
+}
+
+/// The HTTP(S) client: Mozilla's roots, plus the user's CA file if given.
+fn http_client(ca_file: Option<&Path>) -> anyhow::Result<lodestone_engine::http::HttpClient> {
+    match ca_file {
+        None => Ok(lodestone_engine::http::HttpClient::default()),
+        Some(p) => lodestone_engine::http::HttpClient::with_ca_file(p)
+            .map_err(|e| anyhow::anyhow!("--ca-file {e}")),
+    }
 }
 
 pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
@@ -329,6 +342,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.recheck = true;
     cfg.lpd = a.lpd;
     cfg.trackers = !a.no_trackers;
+    cfg.http = http_client(a.ca_file.as_deref())?;
     runtime()?.block_on(async {
         cfg.dht = start_dht(&a.bootstrap, a.dht, Some(a.listen), seed).await?;
         drive_async(meta, cfg, a.json, false).await
