@@ -1113,9 +1113,11 @@ impl Node {
         self.store.expire(now);
         self.items.expire(now);
         self.sample_backoff.retain(|_, until| *until > now);
-        // Every node silent (sleep, network change): start over.
-        let alive =
-            self.table.count(NodeState::Good, now) + self.table.count(NodeState::Questionable, now);
+        // Start over when no node has answered us lately: every node went
+        // silent (sleep, network change), or the first bootstrap failed and
+        // all we know are nodes that queried us (a node that only hears
+        // others never walks the network, and looks up in a corner).
+        let alive = self.table.count(NodeState::Good, now);
         if alive > 0 {
             self.rebootstrap_wait = REBOOTSTRAP_FIRST;
         }

@@ -584,6 +584,7 @@ async fn dht_discovery(
     use crate::dht::LookupUpdate;
     let mut peers_ever = 0u64;
     for round in 0u32.. {
+        let external_ip = dht.health().await.external_ip;
         let mut rx = match port {
             Some(p) => dht.announce(info_hash, Some(p)).await,
             None => dht.get_peers(info_hash).await,
@@ -602,7 +603,11 @@ async fn dht_discovery(
             let msg = match u {
                 LookupUpdate::Peers(addrs) => {
                     report.peers += addrs.len() as u32;
-                    peers_ever += addrs.len() as u64;
+                    // Our own announce coming back is not a swarm.
+                    peers_ever += addrs
+                        .iter()
+                        .filter(|a| !is_self(a, port, external_ip))
+                        .count() as u64;
                     PeerInput::Discovered {
                         addrs,
                         source: PeerSource::Dht,
@@ -630,6 +635,13 @@ async fn dht_discovery(
         }
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Is `addr` our own listener, as a DHT returns it (a loopback address in
+/// tests, our external address on the Internet)?
+fn is_self(addr: &SocketAddr, port: Option<u16>, external_ip: Option<std::net::IpAddr>) -> bool {
+    port == Some(addr.port())
+        && (addr.ip().is_loopback() || addr.ip().is_unspecified() || Some(addr.ip()) == external_ip)
 }
 
 /// What is on disk already: from resume data if it can be trusted,

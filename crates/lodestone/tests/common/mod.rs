@@ -346,11 +346,15 @@ pub fn require_netns() -> bool {
 }
 
 /// `n` Lodestone DHT nodes (`dht node`) on 127.0.0.1:base.., all joining
-/// through the first, for `secs` seconds. Killed when dropped.
+/// through the first, for `secs` seconds. Killed when dropped. The first
+/// starts a moment before the others, so that their bootstrap finds it up.
 pub fn lodestone_dht_nodes(base: u16, n: u16, secs: u32) -> Vec<Child> {
     let router = format!("127.0.0.1:{base}");
     (0..n)
         .map(|i| {
+            if i == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
             Child::spawn(bin().args([
                 "dht",
                 "node",
