@@ -2,17 +2,23 @@
 # Debian's interpreter: the libtorrent roles come from tests/interop/lt_dht.py.
 """Magnet -> verified metadata through a private DHT, timed from process spawn.
 
-  bench/metadata.py [--runs 5] [--nodes 8]
+  bench/metadata.py [--runs 5] [--nodes 8] [--rqbit PATH]
 
 Starts N libtorrent DHT nodes and one libtorrent seeder on 127.0.0.1, then
-alternates a Lodestone leecher (`lodestone get MAGNET --bootstrap ...`) and a
-libtorrent leecher (lt_dht.py metadata), each given only the bare magnet and
-one DHT node. The time is from spawning the process until it reports
-verified metadata. Prints every run, the medians and the ratio.
+alternates a Lodestone leecher (`lodestone get MAGNET --bootstrap ...`), a
+libtorrent leecher (lt_dht.py metadata) and, when its binary is found
+(--rqbit, $RQBIT, or `rqbit` on PATH; build it with `cargo install rqbit`),
+an rqbit leecher, each given only the bare magnet and one DHT node. The
+time is from spawning the process until it reports verified metadata.
+rqbit is kept on loopback: no public routers (its bootstrap list is
+replaced), no LSD, UPnP, trackers or DHT persistence, bound to `lo`.
+Prints every run (Lodestone's with where the time went), the medians and
+the ratios.
 """
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -78,58 +84,110 @@ def start_lt_swarm(nodes, base, torrent, content):
     return swarm
 
 
-def timed(cmd, marker, timeout=60):
+def timed(cmd, marker, timeout=60, stderr=False, lines=None):
+    """Seconds from spawn to the first output line matching `marker` (a
+    regular expression); the lines before it go to `lines` if given."""
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL, text=True,
+                         env=dict(os.environ, NO_COLOR="1"))
     found = None
+    pattern = re.compile(marker)
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
     try:
         for line in p.stdout:
-            if marker in line:
+            if lines is not None:
+                lines.append(line)
+            if pattern.search(line):
                 found = time.monotonic() - t0
                 break
-            if time.monotonic() - t0 > timeout:
-                break
     finally:
+        timer.cancel()
         p.kill()
         p.wait()
     return found
+
+
+def lodestone_phases(lines):
+    """Where Lodestone's time went, from its --json events (seconds since
+    its start): first DHT peers, first metadata peer connected, verified."""
+    out = {}
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        ev = e.get("event")
+        if ev == "metadata_peer" and "peer_ready" not in out:
+            out["peer_ready"] = e.get("t")
+            out["peer_source"] = e.get("source")
+        elif ev == "metadata":
+            out["verified"] = e.get("t")
+    return out
+
+
+def rqbit_cmd(rqbit, out, boot, magnet, port):
+    return [rqbit, "-v", "info", "--ipv4-only", "--listen-ip", "127.0.0.1", "--listen-port", str(port),
+            "--bind-device", "lo", "--disable-upnp-port-forward", "--disable-lsd", "--disable-trackers",
+            "--disable-dht-persistence", "--dht-bootstrap-addrs", boot,
+            "download", "--disable-http-api", "-o", out, "--list", magnet]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--nodes", type=int, default=8)
+    ap.add_argument("--rqbit", default=os.environ.get("RQBIT") or shutil.which("rqbit"),
+                    help="rqbit binary (default: $RQBIT, or rqbit on PATH)")
     a = ap.parse_args()
+    clients = ["lodestone", "libtorrent"]
+    if a.rqbit and os.path.exists(a.rqbit):
+        clients.append("rqbit")
+    else:
+        print("rqbit not found (give --rqbit PATH or build it: cargo install rqbit); comparing with libtorrent only")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "lodestone"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="lodestone-meta-", dir="/dev/shm")
     try:
         content, torrent, ih = make_torrent(work, "payload.bin", 16 << 20)
         magnet = f"magnet:?xt=urn:btih:{ih}"
-        base = free_block(a.nodes + 1)
+        base = free_block(a.nodes + 2)
         swarm = start_lt_swarm(a.nodes, base, torrent, content)
         boot = f"127.0.0.1:{base + 3}"
         print(f"{a.nodes} libtorrent DHT nodes + 1 libtorrent seeder on 127.0.0.1; bootstrap {boot}; "
               f"load average {os.getloadavg()[0]:.2f}")
-        res = {"lodestone": [], "libtorrent": []}
+        res = {c: [] for c in clients}
         for i in range(a.runs):
-            order = ["lodestone", "libtorrent"] if i % 2 == 0 else ["libtorrent", "lodestone"]
+            order = clients if i % 2 == 0 else list(reversed(clients))
             for who in order:
                 out = os.path.join(work, f"dl-{who}-{i}")
+                detail = ""
                 if who == "lodestone":
                     cmd = [LODESTONE, "get", "--json", magnet, "-o", out, "--bootstrap", boot,
                            "--listen", "127.0.0.1:0"]
-                    t = timed(cmd, '"event":"metadata"')
-                else:
+                    lines = []
+                    t = timed(cmd, '"event":"metadata"', lines=lines)
+                    ph = lodestone_phases(lines)
+                    if t and ph:
+                        detail = (f"  (in-process: metadata peer ready at {ph.get('peer_ready', 0) * 1000:.2f} ms"
+                                  f" via {ph.get('peer_source')}, verified at {ph.get('verified', 0) * 1000:.2f} ms;"
+                                  f" process start {(t - ph.get('verified', t)) * 1000:.2f} ms)")
+                elif who == "libtorrent":
                     cmd = ["/usr/bin/python3", LT_DHT, "metadata", "--magnet", magnet, "--bootstrap", boot,
                            "--save", out]
                     t = timed(cmd, '"ok": true')
+                else:
+                    # --list prints the files once the metadata is verified.
+                    cmd = rqbit_cmd(a.rqbit, out, boot, magnet, base + a.nodes + 1)
+                    t = timed(cmd, r"\bFile \S|added torrent", stderr=True)
                 shutil.rmtree(out, ignore_errors=True)
                 res[who].append(t)
-                print(f"run {i + 1} {who:10s} {'%.4f s' % t if t else 'FAILED'}", flush=True)
+                print(f"run {i + 1} {who:10s} {'%.4f s' % t if t else 'FAILED'}{detail}", flush=True)
         meds = {k: statistics.median([x for x in v if x is not None] or [float('nan')]) for k, v in res.items()}
         for k, m in meds.items():
             print(f"median {k:10s} {m:.4f} s  ({sum(1 for x in res[k] if x)}/{len(res[k])} succeeded)")
-        print(f"ratio lodestone/libtorrent: {meds['lodestone'] / meds['libtorrent']:.3f}")
+        for other in clients[1:]:
+            print(f"ratio lodestone/{other}: {meds['lodestone'] / meds[other]:.3f}")
         swarm.terminate()
         swarm.wait()
     finally:

@@ -37,7 +37,7 @@ def settings(listen, perf, encryption=True, lsd=False, force_rc4=False):
     s = {}
     if perf:
         s.update(lt.high_performance_seed())
-    host = listen.rsplit(":", 1)[0]
+    host = listen.rsplit(":", 1)[0].strip("[]")  # an IPv6 listen: [addr]:port
     s.update({
         "listen_interfaces": listen,
         "outgoing_interfaces": host,

@@ -1,6 +1,6 @@
-//! Local Peer Discovery (BEP 14) with libtorrent between two network
-//! namespaces joined by a veth pair: no DHT, no peer addresses, only the
-//! multicast announces. Both directions.
+//! Local Peer Discovery (BEP 14) with libtorrent and with aria2 between two
+//! network namespaces joined by a veth pair: no DHT, no peer addresses,
+//! only the multicast announces. Both directions with each.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -122,6 +122,208 @@ fn libtorrent_finds_a_lodestone_seeder_by_lpd() {
     .finish(Duration::from_secs(90));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
+    assert_eq!(
+        std::fs::read(src.join("l.bin")).unwrap(),
+        std::fs::read(out.join("l.bin")).unwrap()
+    );
+}
+
+/// aria2 in a namespace: LPD on, no DHT, no PEX, nothing else to find peers.
+fn aria2(net: &NetnsPair, ns: &str, port: u16, extra: &[&str]) -> Command {
+    let mut c = net.exec(ns, Path::new("aria2c"));
+    c.args([
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--enable-peer-exchange=false",
+        "--bt-enable-lpd=true",
+        "--disable-ipv6=true",
+        "--file-allocation=none",
+        "--console-log-level=warn",
+        "--summary-interval=0",
+        &format!("--listen-port={port}"),
+    ])
+    .args(extra);
+    c
+}
+
+#[test]
+fn lodestone_finds_an_aria2_seeder_by_lpd() {
+    if !require_netns() || !common::require_aria2() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let net = NetnsPair::new("l3");
+    let _seeder = Child::spawn(
+        aria2(
+            &net,
+            &net.a,
+            27904,
+            &[
+                "--seed-ratio=0.0",
+                "--seed-time=2",
+                "--check-integrity=true",
+                "--dir",
+            ],
+        )
+        .arg(&src)
+        .arg(&torrent),
+    );
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        lodestone(&net, &net.b)
+            .args([
+                "get",
+                "--json",
+                "--lpd",
+                "--listen",
+                &format!("{NS_B}:27905"),
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(90));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("\"source\":\"lpd\""), "{text}");
+    assert!(text.contains("\"client\":\"aria2/"), "{text}");
+    assert_eq!(
+        std::fs::read(src.join("l.bin")).unwrap(),
+        std::fs::read(out.join("l.bin")).unwrap()
+    );
+}
+
+#[test]
+fn aria2_finds_a_lodestone_seeder_by_lpd() {
+    if !require_netns() || !common::require_aria2() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let net = NetnsPair::new("l4");
+    let mut seeder = Child::spawn(
+        lodestone(&net, &net.a)
+            .args(["seed", "--json", "--lpd", "--seed-time", "90"])
+            .args(["--listen", &format!("{NS_A}:27906")])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        aria2(
+            &net,
+            &net.b,
+            27907,
+            &["--seed-time=0", "--bt-stop-timeout=80", "--dir"],
+        )
+        .arg(&out)
+        .arg(&torrent),
+    )
+    .finish(Duration::from_secs(100));
+    assert!(
+        o.status.success(),
+        "aria2: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(src.join("l.bin")).unwrap(),
+        std::fs::read(out.join("l.bin")).unwrap()
+    );
+}
+
+/// BEP 14 over IPv6 (ff15::efc0:988f): both ends listen on one IPv6
+/// address only, so the IPv4 announces lead nowhere and only the IPv6 ones
+/// bring them together.
+#[test]
+fn lodestone_finds_a_lodestone_seeder_by_ipv6_lpd() {
+    if !require_netns() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let net = NetnsPair::new("l5");
+    let mut seeder = Child::spawn(
+        lodestone(&net, &net.a)
+            .args(["seed", "--json", "--lpd", "--seed-time", "60"])
+            .args(["--listen", &format!("[{}]:27908", common::NS6_A)])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        lodestone(&net, &net.b)
+            .args(["get", "--json", "--lpd", "--listen"])
+            .arg(format!("[{}]:27909", common::NS6_B))
+            .arg("-o")
+            .arg(&out)
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let connected = text
+        .lines()
+        .find(|l| l.contains("\"event\":\"peer_connected\""))
+        .unwrap_or_else(|| panic!("no peer connected: {text}"));
+    // Both listen on one IPv6 address only and know of each other only
+    // through LPD: whichever dialed first heard the other's IPv6 announce.
+    assert!(
+        connected.contains("\"source\":\"lpd\"") || connected.contains("\"source\":\"incoming\""),
+        "{connected}"
+    );
+    assert!(
+        connected.contains("\"addr\":\"[fd78::"),
+        "not an IPv6 peer: {connected}"
+    );
+    assert!(text.contains("over IPv4 and IPv6"), "{text}");
+    assert_eq!(
+        std::fs::read(src.join("l.bin")).unwrap(),
+        std::fs::read(out.join("l.bin")).unwrap()
+    );
+}
+
+/// IPv6 LPD with libtorrent: its seeder listens on IPv6 only and never
+/// dials; Lodestone hears its ff15::efc0:988f announce and fetches.
+#[test]
+fn lodestone_finds_a_libtorrent_seeder_by_ipv6_lpd() {
+    if !require_netns() || !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let net = NetnsPair::new("l6");
+    let mut seeder = Child::spawn(
+        lt_peer(&net, &net.a)
+            .args(["seed", "--lsd", "--no-outgoing", "--duration", "60"])
+            .args(["--listen", &format!("[{}]:27910", common::NS6_A)])
+            .arg("--torrent")
+            .arg(&torrent)
+            .arg("--content-dir")
+            .arg(&src),
+    );
+    seeder.wait_for_line("READY", Duration::from_secs(30));
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        lodestone(&net, &net.b)
+            .args(["get", "--json", "--lpd", "--listen"])
+            .arg(format!("[{}]:27911", common::NS6_B))
+            .arg("-o")
+            .arg(&out)
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let connected = text
+        .lines()
+        .find(|l| l.contains("\"event\":\"peer_connected\""))
+        .unwrap_or_else(|| panic!("no peer connected: {text}"));
+    assert!(connected.contains("\"source\":\"lpd\""), "{connected}");
+    assert!(connected.contains("\"addr\":\"["), "not IPv6: {connected}");
     assert_eq!(
         std::fs::read(src.join("l.bin")).unwrap(),
         std::fs::read(out.join("l.bin")).unwrap()

@@ -258,6 +258,9 @@ pub fn spawn_seeder(torrent: &Path, content: &Path, extra: &[&str]) -> (Child, S
 
 pub const NS_A: &str = "10.78.0.1";
 pub const NS_B: &str = "10.78.0.2";
+/// The same two ends over IPv6 (unique local addresses).
+pub const NS6_A: &str = "fd78::1";
+pub const NS6_B: &str = "fd78::2";
 
 /// Two namespaces joined by a veth pair, deleted on drop.
 pub struct NetnsPair {
@@ -308,6 +311,19 @@ impl NetnsPair {
             "dev",
             &vb,
         ]);
+        // IPv6 too, without duplicate address detection's wait.
+        for (ns, dev, addr) in [(&pair.a, &va, NS6_A), (&pair.b, &vb, NS6_B)] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+        }
         ip(&["-n", &pair.a, "link", "set", &va, "up"]);
         ip(&["-n", &pair.b, "link", "set", &vb, "up"]);
         // Multicast (BEP 14) needs a route on the link.
