@@ -26,6 +26,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Benchmarks stay on this machine: no public DHT, no LPD on real interfaces.
+os.environ["LODESTONE_LOCAL_ONLY"] = "1"
 LT_PEER = os.path.join(ROOT, "tests", "interop", "lt_peer.py")
 LODESTONE = os.path.join(ROOT, "target", "release", "lodestone")
 LT_EXTRA = []

@@ -29,6 +29,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Benchmarks stay on this machine: no public DHT, no LPD on real interfaces.
+os.environ["LODESTONE_LOCAL_ONLY"] = "1"
 LT_DHT = os.path.join(ROOT, "tests", "interop", "lt_dht.py")
 LODESTONE = os.path.join(ROOT, "target", "release", "lodestone")
 

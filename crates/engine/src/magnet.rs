@@ -100,7 +100,10 @@ fn diagnose(s: &Seen, asm: &MetadataAssembler) -> Vec<String> {
             Some(r) => out.push(format!("DHT: {} nodes answered, {} peers returned", r.responses, r.peers)),
         }
     } else {
-        out.push("DHT: off (give --bootstrap HOST:PORT or --dht)".to_owned());
+        out.push(
+            "DHT: off (--no-dht, or a local-only run; give --bootstrap HOST:PORT or --dht)"
+                .to_owned(),
+        );
     }
     if s.found == 0 {
         out.push("no peer addresses known yet".to_owned());

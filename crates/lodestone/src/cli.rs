@@ -146,16 +146,23 @@ pub struct GetArgs {
     /// Hash the files on disk instead of trusting resume data.
     #[arg(long)]
     pub recheck: bool,
-    /// Use the DHT, joining through this node (HOST:PORT); repeat for several.
+    /// Join the DHT through this node (HOST:PORT) instead of the public
+    /// routers; repeat for several.
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
     pub bootstrap: Vec<String>,
-    /// Use the public DHT (its well-known routers).
-    #[arg(long, conflicts_with = "bootstrap")]
+    /// Use the public DHT (its well-known routers). On by default.
+    #[arg(long, conflicts_with_all = ["bootstrap", "no_dht"])]
     pub dht: bool,
-    /// Local Peer Discovery (BEP 14): announce on the LAN's multicast group
-    /// and dial peers heard there. Needs --listen.
-    #[arg(long)]
+    /// Do not use the DHT.
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub no_dht: bool,
+    /// Local Peer Discovery (BEP 14): announce on the LAN's multicast
+    /// groups and dial peers heard there. On by default with --listen.
+    #[arg(long, conflicts_with = "no_lpd")]
     pub lpd: bool,
+    /// Do not use Local Peer Discovery.
+    #[arg(long)]
+    pub no_lpd: bool,
     /// Do not announce to the torrent's or magnet's trackers.
     #[arg(long)]
     pub no_trackers: bool,
@@ -190,18 +197,25 @@ pub struct SeedArgs {
     /// A peer to connect to (IP:PORT); repeat for several.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<std::net::SocketAddr>,
-    /// Use the DHT, joining through this node (HOST:PORT); repeat for several.
+    /// Join the DHT through this node (HOST:PORT) instead of the public
+    /// routers; repeat for several.
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
     pub bootstrap: Vec<String>,
-    /// Use the public DHT (its well-known routers).
-    #[arg(long, conflicts_with = "bootstrap")]
+    /// Use the public DHT (its well-known routers). On by default.
+    #[arg(long, conflicts_with_all = ["bootstrap", "no_dht"])]
     pub dht: bool,
+    /// Do not use the DHT.
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub no_dht: bool,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub seed_time: Option<u64>,
-    /// Local Peer Discovery (BEP 14) on the LAN.
-    #[arg(long)]
+    /// Local Peer Discovery (BEP 14) on the LAN. On by default.
+    #[arg(long, conflicts_with = "no_lpd")]
     pub lpd: bool,
+    /// Do not use Local Peer Discovery.
+    #[arg(long)]
+    pub no_lpd: bool,
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,

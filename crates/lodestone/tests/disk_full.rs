@@ -47,6 +47,7 @@ fn full_disk_pauses_cleanly_and_resumes_later() {
         src = src.display()
     );
     let o = Command::new("unshare")
+        .env(common::LOCAL_ONLY.0, common::LOCAL_ONLY.1)
         .args(["-m", "sh", "-c", &script])
         .output()
         .unwrap();

@@ -40,6 +40,12 @@ async fn routers(c: &DhtCommon) -> anyhow::Result<Vec<SocketAddr>> {
         }
         return Ok(out);
     }
+    if super::get::local_only() {
+        bail!(
+            "give --bootstrap HOST:PORT: the public routers are refused because {} is set",
+            super::get::LOCAL_ONLY_ENV
+        );
+    }
     for b in DEFAULT_BOOTSTRAP {
         if let Ok(addrs) = tokio::net::lookup_host(*b).await {
             out.extend(addrs);

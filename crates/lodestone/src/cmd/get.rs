@@ -27,6 +27,37 @@ fn load(path: &Path) -> anyhow::Result<Metainfo> {
     }
 }
 
+/// Set (to anything but empty or 0) in tests and benchmarks: nothing may
+/// reach beyond the machine unless a command names it. The public DHT
+/// routers are refused, and the DHT and LPD are off unless asked for.
+pub const LOCAL_ONLY_ENV: &str = "LODESTONE_LOCAL_ONLY";
+
+pub fn local_only() -> bool {
+    std::env::var(LOCAL_ONLY_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Use the public DHT? Yes by default, unless another DHT (--bootstrap) or
+/// none (--no-dht) is asked for, or in a local-only run.
+fn public_dht(
+    explicit: bool,
+    no_dht: bool,
+    bootstrap: &[String],
+    local_only: bool,
+) -> anyhow::Result<bool> {
+    if local_only {
+        if explicit {
+            bail!("--dht: the public DHT is refused because {LOCAL_ONLY_ENV} is set");
+        }
+        return Ok(false);
+    }
+    Ok(explicit || (!no_dht && bootstrap.is_empty()))
+}
+
+/// LPD: when asked for, or by default when we listen (outside local-only runs).
+fn use_lpd(explicit: bool, no_lpd: bool, listening: bool, local_only: bool) -> bool {
+    explicit || (!no_lpd && listening && !local_only)
+}
+
 /// Fresh randomness per run for the peer id and the engine's seeded choices.
 fn run_seed_value() -> u64 {
     RandomState::new().hash_one(SystemTime::now())
@@ -44,7 +75,8 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
         let listen = a.listen;
-        let dht = start_dht(&a.bootstrap, a.dht, listen, seed).await?;
+        let public = public_dht(a.dht, a.no_dht, &a.bootstrap, local_only())?;
+        let dht = start_dht(&a.bootstrap, public, listen, seed).await?;
         let meta = match input {
             super::info::Input::Torrent(m) => *m,
             super::info::Input::Magnet(m) => {
@@ -54,8 +86,9 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                     lodestone_core::magnet::PeerAddr::Host(..) => None,
                 }));
                 let trackers = !a.no_trackers && !m.trackers.is_empty();
-                if peers.is_empty() && dht.is_none() && !trackers && !a.lpd {
-                    bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT) or --lpd, or use a magnet with trackers");
+                let lpd = use_lpd(a.lpd, a.no_lpd, a.listen.is_some(), local_only());
+                if peers.is_empty() && dht.is_none() && !trackers && !lpd {
+                    bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT) or --lpd with --listen, or use a magnet with trackers");
                 }
                 fetch(&m, peers, dht.clone(), a, seed).await?
             }
@@ -171,7 +204,7 @@ async fn fetch(
         } else {
             m.trackers.clone()
         },
-        lpd: a.lpd,
+        lpd: use_lpd(a.lpd, a.no_lpd, a.listen.is_some(), local_only()),
         http: http_client(a.ca_file.as_deref())?,
     };
     let (tx, mut rx) = mpsc::channel(256);
@@ -315,7 +348,7 @@ async fn get_with(
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
     cfg.download_rate_limit = a.download_limit;
-    cfg.lpd = a.lpd;
+    cfg.lpd = use_lpd(a.lpd, a.no_lpd, a.listen.is_some(), local_only());
     cfg.trackers = !a.no_trackers;
     cfg.http = http_client(a.ca_file.as_deref())?;
     drive_async(meta, cfg, a.json, a.explain).await
@@ -340,11 +373,12 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
     // Seeding what is there: never fetch; the recheck tells what we have.
     cfg.recheck = true;
-    cfg.lpd = a.lpd;
+    cfg.lpd = use_lpd(a.lpd, a.no_lpd, true, local_only());
     cfg.trackers = !a.no_trackers;
     cfg.http = http_client(a.ca_file.as_deref())?;
+    let public = public_dht(a.dht, a.no_dht, &a.bootstrap, local_only())?;
     runtime()?.block_on(async {
-        cfg.dht = start_dht(&a.bootstrap, a.dht, Some(a.listen), seed).await?;
+        cfg.dht = start_dht(&a.bootstrap, public, Some(a.listen), seed).await?;
         drive_async(meta, cfg, a.json, false).await
     })
 }
@@ -649,4 +683,27 @@ fn progress_json(t: f64, s: &Stats) -> serde_json::Value {
         "download_rate": s.download_rate, "upload_rate": s.upload_rate,
         "peers": s.peers, "seeds": s.seeds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dht_and_lpd_defaults() {
+        let boot = vec!["127.0.0.1:1".to_owned()];
+        // A user's run: the public DHT unless told otherwise.
+        assert!(public_dht(false, false, &[], false).unwrap());
+        assert!(!public_dht(false, true, &[], false).unwrap());
+        assert!(!public_dht(false, false, &boot, false).unwrap());
+        // A local-only run (tests, benchmarks): never, and asking fails.
+        assert!(!public_dht(false, false, &[], true).unwrap());
+        assert!(public_dht(true, false, &[], true).is_err());
+        // LPD needs a port to announce; on by default then.
+        assert!(use_lpd(false, false, true, false));
+        assert!(!use_lpd(false, false, false, false));
+        assert!(!use_lpd(false, true, true, false));
+        assert!(!use_lpd(false, false, true, true));
+        assert!(use_lpd(true, false, true, true));
+    }
 }

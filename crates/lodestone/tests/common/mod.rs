@@ -4,8 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Tests never reach beyond the machine by default: the public DHT and LPD
+/// on real interfaces stay off unless a test names them.
+pub const LOCAL_ONLY: (&str, &str) = ("LODESTONE_LOCAL_ONLY", "1");
+
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lodestone"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lodestone"));
+    c.env(LOCAL_ONLY.0, LOCAL_ONLY.1);
+    c
 }
 
 pub fn run(args: &[&str]) -> Output {
@@ -335,6 +341,7 @@ impl NetnsPair {
     pub fn exec(&self, ns: &str, program: &Path) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).arg(program);
+        c.env(LOCAL_ONLY.0, LOCAL_ONLY.1);
         c
     }
 }
