@@ -167,9 +167,10 @@ pub async fn fetch_metadata(
 ) -> Result<Metainfo, FetchError> {
     let (input_tx, mut input_rx) = mpsc::channel::<PeerInput>(64);
     let ih = cfg.info_hashes.wire();
-    let _dht = cfg.dht.clone().map(|d| {
-        crate::torrent::spawn_dht_discovery(d, ih, cfg.listen.map(|a| a.port()), input_tx.clone())
-    });
+    let _dht = cfg
+        .dht
+        .clone()
+        .map(|d| crate::torrent::spawn_dht_discovery(d, ih, cfg.listen, input_tx.clone()));
     // Trackers: we do not know the size yet, so say 1 byte is left.
     let (_progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
         left: 1,

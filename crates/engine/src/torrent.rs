@@ -80,6 +80,9 @@ pub struct TorrentConfig {
     pub trackers: bool,
     /// For HTTP(S) trackers.
     pub http: crate::http::HttpClient,
+    /// Peer exchange (BEP 11) with peers that speak it (never for a
+    /// private torrent, whatever this says).
+    pub pex: bool,
 }
 
 impl TorrentConfig {
@@ -102,6 +105,7 @@ impl TorrentConfig {
             lpd: false,
             trackers: true,
             http: crate::http::HttpClient::default(),
+            pex: true,
         }
     }
 }
@@ -361,14 +365,10 @@ pub async fn run(
         None => None,
     };
     let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
-    let _dht_task = cfg.dht.clone().map(|dht| {
-        spawn_dht_discovery(
-            dht,
-            meta.info_hashes.wire(),
-            cfg.listen.map(|a| a.port()),
-            input_tx.clone(),
-        )
-    });
+    let _dht_task = cfg
+        .dht
+        .clone()
+        .map(|dht| spawn_dht_discovery(dht, meta.info_hashes.wire(), cfg.listen, input_tx.clone()));
     let _lpd_task = match (cfg.lpd, cfg.listen) {
         (true, Some(listen)) if !meta.info.private => {
             let cookie = format!("{:016x}", cfg.seed);
@@ -380,37 +380,6 @@ pub async fn run(
             ))))
         }
         _ => None,
-    };
-    let (progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
-        left: meta.info.content_length(),
-        ..Default::default()
-    });
-    let _tracker_tasks: Vec<AbortOnDrop> = if cfg.trackers {
-        let base = lodestone_wire::tracker::AnnounceRequest {
-            info_hash: meta.info_hashes.wire(),
-            peer_id: cfg.peer_id,
-            port: cfg.listen.map_or(0, |a| a.port()),
-            uploaded: 0,
-            downloaded: 0,
-            left: 0,
-            event: lodestone_wire::tracker::AnnounceEvent::Started,
-            num_want: 50,
-            key: cfg.seed as u32,
-        };
-        meta.trackers
-            .iter()
-            .map(|tier| {
-                AbortOnDrop(tokio::spawn(crate::tracker::run_tier(
-                    tier.clone(),
-                    base.clone(),
-                    progress_rx.clone(),
-                    input_tx.clone(),
-                    cfg.http.clone(),
-                )))
-            })
-            .collect()
-    } else {
-        Vec::new()
     };
     let (have, state) = initial_have(&meta, &cfg, &storage).await;
     let _ = events
@@ -442,6 +411,40 @@ pub async fn run(
             .collect();
         picker.set_file_priorities(&meta.info.layout, &prio);
     }
+
+    // Trackers start once the files are checked, so that the first
+    // announce says how much is really left (a seeder says 0).
+    let (progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
+        left: picker.bytes_left(),
+        ..Default::default()
+    });
+    let _tracker_tasks: Vec<AbortOnDrop> = if cfg.trackers {
+        let base = lodestone_wire::tracker::AnnounceRequest {
+            info_hash: meta.info_hashes.wire(),
+            peer_id: cfg.peer_id,
+            port: cfg.listen.map_or(0, |a| a.port()),
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: lodestone_wire::tracker::AnnounceEvent::Started,
+            num_want: 50,
+            key: cfg.seed as u32,
+        };
+        meta.trackers
+            .iter()
+            .map(|tier| {
+                AbortOnDrop(tokio::spawn(crate::tracker::run_tier(
+                    tier.clone(),
+                    base.clone(),
+                    progress_rx.clone(),
+                    input_tx.clone(),
+                    cfg.http.clone(),
+                )))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     let (disk_tx, mut disk_rx) = mpsc::channel(64);
     let shape = TorrentShape::new(meta.info.piece_length, meta.info.total_length());
@@ -558,10 +561,10 @@ impl AbortOnDrop {
 pub fn spawn_dht_discovery(
     dht: crate::dht::Dht,
     info_hash: lodestone_core::InfoHash,
-    port: Option<u16>,
+    listen: Option<SocketAddr>,
     input: mpsc::Sender<PeerInput>,
 ) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(dht_discovery(dht, info_hash, port, input)))
+    AbortOnDrop(tokio::spawn(dht_discovery(dht, info_hash, listen, input)))
 }
 
 impl Drop for AbortOnDrop {
@@ -578,10 +581,11 @@ impl Drop for AbortOnDrop {
 async fn dht_discovery(
     dht: crate::dht::Dht,
     info_hash: lodestone_core::InfoHash,
-    port: Option<u16>,
+    listen: Option<SocketAddr>,
     input: mpsc::Sender<PeerInput>,
 ) {
     use crate::dht::LookupUpdate;
+    let port = listen.map(|a| a.port());
     let mut peers_ever = 0u64;
     for round in 0u32.. {
         let external_ip = dht.health().await.external_ip;
@@ -606,7 +610,7 @@ async fn dht_discovery(
                     // Our own announce coming back is not a swarm.
                     peers_ever += addrs
                         .iter()
-                        .filter(|a| !is_self(a, port, external_ip))
+                        .filter(|a| !is_self(a, listen, external_ip))
                         .count() as u64;
                     PeerInput::Discovered {
                         addrs,
@@ -637,11 +641,18 @@ async fn dht_discovery(
     }
 }
 
-/// Is `addr` our own listener, as a DHT returns it (a loopback address in
-/// tests, our external address on the Internet)?
-fn is_self(addr: &SocketAddr, port: Option<u16>, external_ip: Option<std::net::IpAddr>) -> bool {
-    port == Some(addr.port())
-        && (addr.ip().is_loopback() || addr.ip().is_unspecified() || Some(addr.ip()) == external_ip)
+/// Is `addr` our own listener as a DHT hands it back: the address we
+/// listen on, or our port on a loopback address or on our external IP?
+fn is_self(
+    addr: &SocketAddr,
+    listen: Option<SocketAddr>,
+    external_ip: Option<std::net::IpAddr>,
+) -> bool {
+    let Some(listen) = listen else {
+        return false;
+    };
+    listen.port() == addr.port()
+        && (listen.ip() == addr.ip() || addr.ip().is_loopback() || Some(addr.ip()) == external_ip)
 }
 
 /// What is on disk already: from resume data if it can be trusted,
@@ -976,15 +987,16 @@ impl Torrent {
                     p.session.send_extension(UT_METADATA, reply.encode());
                 }
             }
-            Event::Pex(m) if !self.meta.info.private => {
+            Event::Pex(m) if self.pex_on() => {
                 let addrs = m.added.into_iter().map(|(a, _)| a).collect();
                 self.discovered(addrs, PeerSource::Pex);
             }
             Event::Suggest(_) | Event::DhtPort(_) | Event::Metadata(_) | Event::Pex(_) => {}
             Event::ExtendedHandshake(h) => {
+                let pex_on = self.pex_on();
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.listen_port = h.listen_port;
-                    if h.id_of(UT_PEX).is_some() && !self.meta.info.private && p.pex.is_none() {
+                    if h.id_of(UT_PEX).is_some() && pex_on && p.pex.is_none() {
                         p.pex = Some(lodestone_peer::pex::PexState::new(Instant::now()));
                     }
                     if let Some(q) = h.request_queue {
@@ -1009,8 +1021,15 @@ impl Torrent {
             ..Default::default()
         };
         h.extensions.insert(UT_METADATA.into(), OUR_UT_METADATA_ID);
-        h.extensions.insert(UT_PEX.into(), OUR_UT_PEX_ID);
+        // BEP 27: no peer exchange for private torrents; none if turned off.
+        if self.pex_on() {
+            h.extensions.insert(UT_PEX.into(), OUR_UT_PEX_ID);
+        }
         h
+    }
+
+    fn pex_on(&self) -> bool {
+        self.cfg.pex && !self.meta.info.private
     }
 
     /// Two seeds have nothing to trade: free the connection slot.
@@ -1578,6 +1597,8 @@ impl Torrent {
             name: "[Peer Exchange]".into(),
             status: if private {
                 "disabled: private torrent".into()
+            } else if !self.cfg.pex {
+                "disabled (--no-pex)".into()
             } else if pex_peers == 0 {
                 "waiting: no connected peer speaks ut_pex".into()
             } else {
@@ -1736,5 +1757,23 @@ impl Torrent {
         }
         // Buffers of pieces only this peer was filling stay; the picker
         // re-requests their missing blocks from others.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_announce_is_recognised() {
+        let listen: SocketAddr = "10.78.0.1:27100".parse().unwrap();
+        let ext: IpAddr = "198.51.100.7".parse().unwrap();
+        let me = |a: &str| is_self(&a.parse().unwrap(), Some(listen), Some(ext));
+        assert!(me("10.78.0.1:27100"));
+        assert!(me("127.0.0.1:27100"));
+        assert!(me("198.51.100.7:27100"));
+        assert!(!me("10.78.0.2:27100"));
+        assert!(!me("10.78.0.1:27101"));
+        assert!(!is_self(&listen, None, None));
     }
 }

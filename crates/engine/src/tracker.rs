@@ -50,7 +50,7 @@ pub struct TrackerStatus {
 pub async fn run_tier(
     tier: Vec<String>,
     base: AnnounceRequest,
-    progress: watch::Receiver<Progress>,
+    mut progress: watch::Receiver<Progress>,
     input: mpsc::Sender<PeerInput>,
     http: crate::http::HttpClient,
 ) {
@@ -117,7 +117,18 @@ pub async fn run_tier(
             retry = (retry * 2).min(MAX_RETRY);
             w
         });
-        tokio::time::sleep(wait).await;
+        // Sleep until the next announce, or until the download completes:
+        // trackers hear `completed` at once (BEP 3) and count us a seed.
+        let downloading = progress.borrow().left > 0;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            done = progress.wait_for(|p| p.left == 0), if downloading => {
+                if done.is_err() {
+                    return; // the torrent is gone
+                }
+                event = AnnounceEvent::Completed;
+            }
+        }
     }
 }
 
@@ -166,7 +177,46 @@ async fn http(
     parse_http_response(&body).map_err(|e| e.to_string())
 }
 
-async fn udp(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, String> {
+/// Ask a tracker (HTTP(S) by BEP 48's URL convention, or UDP) what it
+/// knows about one torrent. Errors are sentences.
+pub async fn scrape(
+    url: &str,
+    info_hash: &lodestone_core::InfoHash,
+    client: &crate::http::HttpClient,
+) -> Result<lodestone_wire::tracker::ScrapeStats, String> {
+    use lodestone_wire::tracker::{
+        http_scrape_url, parse_http_scrape, udp_parse_scrape, udp_scrape_request,
+    };
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let scrape = http_scrape_url(url, info_hash)
+            .ok_or("this tracker's URL does not end in /announce, so it has no scrape URL")?;
+        let body = client.get(&scrape, MAX_RESPONSE).await?;
+        parse_http_scrape(&body, info_hash).map_err(|e| e.to_string())
+    } else if lower.starts_with("udp://") {
+        let (sock, _) = udp_socket(url).await?;
+        let mut buf = vec![0u8; 2048];
+        // Any number will do; only the answer's echo of it matters.
+        let t1 = u32::from_be_bytes([info_hash.0[0], info_hash.0[1], info_hash.0[2], 0x5c]);
+        let connection = exchange(&sock, &udp_connect_request(t1), &mut buf, |b| {
+            udp_parse_connect(b, t1)
+        })
+        .await?;
+        let t2 = t1.wrapping_add(1);
+        exchange(
+            &sock,
+            &udp_scrape_request(connection, t2, info_hash),
+            &mut buf,
+            |b| udp_parse_scrape(b, t2),
+        )
+        .await
+    } else {
+        Err("unknown tracker URL scheme".into())
+    }
+}
+
+/// A UDP socket connected to the tracker of `url`.
+async fn udp_socket(url: &str) -> Result<(UdpSocket, SocketAddr), String> {
     let (host, port, _) = crate::http::split_url(url, 80)?;
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
@@ -186,6 +236,11 @@ async fn udp(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, Strin
     sock.connect(addr)
         .await
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    Ok((sock, addr))
+}
+
+async fn udp(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, String> {
+    let (sock, addr) = udp_socket(url).await?;
     let mut buf = vec![0u8; 2048];
     let t1 = req.key ^ 0x1357_9bdf;
     let connection = exchange(&sock, &udp_connect_request(t1), &mut buf, |b| {

@@ -44,10 +44,13 @@ pub enum Command {
         after_help = "Examples:\n  lodestone create ./album -o album.torrent\n  lodestone create big.iso --piece-size 4M --tracker udp://tracker.example:1337\n  lodestone create ./dir --no-date   # byte-identical output for the same files"
     )]
     Create(CreateArgs),
+    /// Ask a torrent's or magnet's trackers how many seeds and peers they
+    /// know (BEP 48 over HTTP(S), BEP 15 over UDP).
+    Scrape(ScrapeArgs),
     /// Download a torrent or a magnet link, then optionally seed it.
     ///
-    /// Peers come from --peer, a magnet's x.pe, and the DHT (--bootstrap for
-    /// a private one, --dht for the public one). For a magnet, the metadata
+    /// Peers come from --peer, a magnet's x.pe, trackers, the DHT (public by
+    /// default; --bootstrap for a private one) and LPD. For a magnet, the metadata
     /// is fetched from the peers first (BEP 9) and checked against the info
     /// hash. Pieces already on disk (from an earlier run's resume data, or found by
     /// hashing) are not fetched again. Ctrl-C stops cleanly and saves resume
@@ -122,6 +125,21 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ScrapeArgs {
+    /// A .torrent file or a magnet link.
+    pub input: String,
+    /// Scrape this tracker too (or instead, when the input names none).
+    #[arg(long = "tracker", short = 't', value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Also trust the CA certificates in this PEM file for https:// trackers.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Print one JSON line per tracker.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct GetArgs {
     /// A .torrent file, a magnet link, or a bare info hash.
     pub input: String,
@@ -163,6 +181,10 @@ pub struct GetArgs {
     /// Do not use Local Peer Discovery.
     #[arg(long)]
     pub no_lpd: bool,
+    /// No peer exchange (BEP 11): neither tell peers about others nor
+    /// learn peers from them.
+    #[arg(long)]
+    pub no_pex: bool,
     /// Do not announce to the torrent's or magnet's trackers.
     #[arg(long)]
     pub no_trackers: bool,
@@ -216,6 +238,10 @@ pub struct SeedArgs {
     /// Do not use Local Peer Discovery.
     #[arg(long)]
     pub no_lpd: bool,
+    /// No peer exchange (BEP 11): neither tell peers about others nor
+    /// learn peers from them.
+    #[arg(long)]
+    pub no_pex: bool,
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     pub no_trackers: bool,
@@ -395,6 +421,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(a) => cmd::info::run(&a),
         Command::Create(a) => cmd::create::run(&a),
+        Command::Scrape(a) => cmd::scrape::run(&a),
         Command::Get(a) => cmd::get::run_get(&a),
         Command::Seed(a) => cmd::get::run_seed(&a),
         Command::Dht(a) => cmd::dht::run(&a),

@@ -98,6 +98,17 @@ fn http_and_udp_opentracker() {
     // A magnet whose only peer source is its tracker (the seeder of the
     // HTTP torrent is still announced there).
     let (_seeder, _) = spawn_seeder(&torrents[0], &src, &[]);
+
+    // Scrape over HTTP (BEP 48) and UDP (BEP 15): opentracker counts the
+    // seeder announced there.
+    for (t, url) in torrents.iter().zip(&urls) {
+        let o = bin().args(["scrape", "--json"]).arg(t).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "scrape {url}: {text}");
+        let j: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(j["tracker"], url.as_str(), "{j}");
+        assert!(j["seeders"].as_u64().unwrap() >= 1, "{j}");
+    }
     let magnet = format!(
         "magnet:?xt=urn:btih:{}&tr={}",
         hashes[0],
@@ -310,4 +321,13 @@ fn https_opentracker_behind_tls() {
         std::fs::read(src.join("s.bin")).unwrap(),
         std::fs::read(out.join("s.bin")).unwrap()
     );
+    // Scrape over HTTPS too.
+    let o = bin()
+        .args(["scrape", "--json", "--ca-file", ca])
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("\"seeders\":1"), "{text}");
 }

@@ -257,9 +257,159 @@ pub fn udp_parse_announce(
     })
 }
 
+// ---- Scrape (BEP 48 over HTTP, BEP 15 over UDP) ----
+
+/// What a tracker knows about one torrent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeStats {
+    /// Peers with the whole torrent (`complete`).
+    pub seeders: u32,
+    /// Peers still downloading (`incomplete`).
+    pub leechers: u32,
+    /// Completed downloads the tracker counted (`downloaded`).
+    pub completed: u32,
+}
+
+const ACTION_SCRAPE: u32 = 2;
+
+/// The scrape URL of an HTTP announce URL, by the convention of BEP 48:
+/// the last path segment's `announce` becomes `scrape`. `None` when the
+/// tracker does not follow it (then it does not support scrape).
+pub fn http_scrape_url(announce: &str, info_hash: &InfoHash) -> Option<String> {
+    let (path, query) = match announce.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (announce, None),
+    };
+    let slash = path.rfind('/')?;
+    let last = &path[slash + 1..];
+    let rest = last.strip_prefix("announce")?;
+    let mut url = format!("{}/scrape{rest}", &path[..slash]);
+    url.push('?');
+    if let Some(q) = query {
+        url.push_str(q);
+        url.push('&');
+    }
+    url.push_str("info_hash=");
+    url.push_str(&percent_encode(&info_hash.0, b""));
+    Some(url)
+}
+
+/// Parse an HTTP scrape answer: `files` → {info hash → counts}.
+pub fn parse_http_scrape(body: &[u8], info_hash: &InfoHash) -> Result<ScrapeStats, TrackerError> {
+    if body.len() > MAX_RESPONSE {
+        return Err(TrackerError::Malformed("answer too large"));
+    }
+    let opts = DecodeOptions {
+        max_depth: 8,
+        max_values: 20_000,
+        strict: false,
+    };
+    let v = Decoder::new(body, opts)
+        .decode_all()
+        .map_err(TrackerError::Bencode)?;
+    let d = v
+        .as_dict()
+        .ok_or(TrackerError::Malformed("not a dictionary"))?;
+    if let Some(reason) = d.get(b"failure reason").and_then(text) {
+        return Err(TrackerError::Failure(reason));
+    }
+    let files = d
+        .get(b"files")
+        .and_then(|f| f.as_dict())
+        .ok_or(TrackerError::Malformed("no files dictionary"))?;
+    let Some(entry) = files.get(&info_hash.0).and_then(|e| e.as_dict()) else {
+        // Trackers leave out torrents they do not know.
+        return Ok(ScrapeStats::default());
+    };
+    let int = |k: &[u8]| {
+        entry
+            .get(k)
+            .and_then(|v| v.as_int())
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(0)
+    };
+    Ok(ScrapeStats {
+        seeders: int(b"complete"),
+        leechers: int(b"incomplete"),
+        completed: int(b"downloaded"),
+    })
+}
+
+/// A UDP scrape request for one torrent.
+pub fn udp_scrape_request(connection: u64, transaction: u32, info_hash: &InfoHash) -> [u8; 36] {
+    let mut b = [0u8; 36];
+    b[..8].copy_from_slice(&connection.to_be_bytes());
+    b[8..12].copy_from_slice(&ACTION_SCRAPE.to_be_bytes());
+    b[12..16].copy_from_slice(&transaction.to_be_bytes());
+    b[16..36].copy_from_slice(&info_hash.0);
+    b
+}
+
+/// Parse a UDP scrape answer for the one torrent asked about.
+pub fn udp_parse_scrape(b: &[u8], transaction: u32) -> Result<ScrapeStats, TrackerError> {
+    udp_check(b, transaction, ACTION_SCRAPE)?;
+    let field = |at| u32_at(b, at).ok_or(TrackerError::Malformed("short scrape response"));
+    Ok(ScrapeStats {
+        seeders: field(8)?,
+        completed: field(12)?,
+        leechers: field(16)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrape_urls_follow_bep48() {
+        let ih = InfoHash([0x41; 20]);
+        assert_eq!(
+            http_scrape_url("http://t.example/announce", &ih).unwrap(),
+            "http://t.example/scrape?info_hash=AAAAAAAAAAAAAAAAAAAA"
+        );
+        assert_eq!(
+            http_scrape_url("https://t.example/x/announce.php?passkey=k", &ih).unwrap(),
+            "https://t.example/x/scrape.php?passkey=k&info_hash=AAAAAAAAAAAAAAAAAAAA"
+        );
+        assert_eq!(http_scrape_url("http://t.example/a", &ih), None);
+        assert_eq!(http_scrape_url("http://t.example/announce/x", &ih), None);
+    }
+
+    #[test]
+    fn scrape_answers() {
+        let ih = InfoHash([0x41; 20]);
+        let body =
+            b"d5:filesd20:AAAAAAAAAAAAAAAAAAAAd8:completei5e10:downloadedi50e10:incompletei10eeee";
+        assert_eq!(
+            parse_http_scrape(body, &ih).unwrap(),
+            ScrapeStats {
+                seeders: 5,
+                leechers: 10,
+                completed: 50
+            }
+        );
+        assert_eq!(
+            parse_http_scrape(b"d5:filesdee", &ih).unwrap(),
+            ScrapeStats::default()
+        );
+        assert!(parse_http_scrape(b"d14:failure reason4:nopee", &ih).is_err());
+        assert!(parse_http_scrape(b"de", &ih).is_err());
+        let mut udp = vec![0, 0, 0, 2, 0, 0, 0, 9];
+        udp.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 50, 0, 0, 0, 10]);
+        assert_eq!(
+            udp_parse_scrape(&udp, 9).unwrap(),
+            ScrapeStats {
+                seeders: 5,
+                leechers: 10,
+                completed: 50
+            }
+        );
+        assert!(udp_parse_scrape(&udp[..12], 9).is_err());
+        assert!(udp_parse_scrape(&udp, 8).is_err());
+        let r = udp_scrape_request(7, 9, &ih);
+        assert_eq!(&r[8..12], &[0, 0, 0, 2]);
+        assert_eq!(&r[16..], &[0x41; 20]);
+    }
 
     fn req() -> AnnounceRequest {
         AnnounceRequest {

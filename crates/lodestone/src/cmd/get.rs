@@ -350,12 +350,13 @@ async fn get_with(
     cfg.download_rate_limit = a.download_limit;
     cfg.lpd = use_lpd(a.lpd, a.no_lpd, a.listen.is_some(), local_only());
     cfg.trackers = !a.no_trackers;
+    cfg.pex = !a.no_pex;
     cfg.http = http_client(a.ca_file.as_deref())?;
     drive_async(meta, cfg, a.json, a.explain).await
 }
 
 /// The HTTP(S) client: Mozilla's roots, plus the user's CA file if given.
-fn http_client(ca_file: Option<&Path>) -> anyhow::Result<lodestone_engine::http::HttpClient> {
+pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<lodestone_engine::http::HttpClient> {
     match ca_file {
         None => Ok(lodestone_engine::http::HttpClient::default()),
         Some(p) => lodestone_engine::http::HttpClient::with_ca_file(p)
@@ -375,6 +376,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.recheck = true;
     cfg.lpd = use_lpd(a.lpd, a.no_lpd, true, local_only());
     cfg.trackers = !a.no_trackers;
+    cfg.pex = !a.no_pex;
     cfg.http = http_client(a.ca_file.as_deref())?;
     let public = public_dht(a.dht, a.no_dht, &a.bootstrap, local_only())?;
     runtime()?.block_on(async {

@@ -3,3 +3,4 @@ pub mod demo;
 pub mod dht;
 pub mod get;
 pub mod info;
+pub mod scrape;
