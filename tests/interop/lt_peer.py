@@ -116,6 +116,18 @@ def leech(a):
     if a.download_limit:
         # Local peers are exempt from the global limit; a per-torrent one applies.
         ses.set_peer_class_filter(lt.ip_filter())
+    if a.dht:
+        # Peers only from this (private) DHT; libtorrent's loopback filters off.
+        ses.apply_settings({
+            "enable_dht": True, "dht_bootstrap_nodes": a.dht,
+            "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+            "dht_prefer_verified_node_ids": False, "dht_enforce_node_id": False,
+            "dht_ignore_dark_internet": False, "dht_block_ratelimit": 1000000,
+            "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification
+            | lt.alert.category_t.dht_notification,
+        })
+        host, port = a.dht.rsplit(":", 1)
+        ses.add_dht_node((host, int(port)))
     if a.magnet:
         atp = lt.parse_magnet_uri(a.magnet)
     else:
@@ -197,6 +209,7 @@ def main():
     l.add_argument("--seed-after", type=float, default=0)
     l.add_argument("--perf", action="store_true")
     l.add_argument("--lsd", action="store_true", help="Local Service Discovery (BEP 14)")
+    l.add_argument("--dht", metavar="IP:PORT", help="find peers in the DHT through this node")
     l.add_argument("--no-verify", action="store_true", help="skip the final recheck (benchmarks)")
     l.add_argument("--no-encryption", action="store_true", help="do not try MSE/PE before plain BitTorrent")
     l.add_argument("--force-rc4", action="store_true", help="MSE/PE with RC4 only, never plain text")

@@ -100,3 +100,50 @@ fn libtorrent_gets_metadata_and_content_from_a_lodestone_seeder() {
     );
     same(&src.join("mag"), &out.join("mag"));
 }
+
+/// The reverse of the first test: a Lodestone seeder announced in a DHT
+/// of Lodestone nodes; libtorrent, given the bare magnet and one of those
+/// nodes, finds it there and takes the metadata and the content.
+#[test]
+fn libtorrent_finds_a_lodestone_seeder_through_a_lodestone_dht() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent, ih) = fixture(dir.path());
+    let base = port_block(10);
+    let _nodes = common::lodestone_dht_nodes(base, 8, 120);
+    let seeder_port = base + 8;
+    let mut seeder = Child::spawn(
+        bin()
+            .args(["seed", "--json", "--seed-time", "120"])
+            .args(["--listen", &format!("127.0.0.1:{seeder_port}")])
+            .args(["--bootstrap", &format!("127.0.0.1:{base}")])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"started\"", Duration::from_secs(30));
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        interop_script("lt_peer.py")
+            .args(["leech", "--timeout", "80"])
+            .args(["--magnet", &format!("magnet:?xt=urn:btih:{ih}")])
+            .args(["--listen", &format!("127.0.0.1:{}", base + 9)])
+            .args(["--dht", &format!("127.0.0.1:{}", base + 5)])
+            .arg("--save")
+            .arg(&out),
+    )
+    .finish(Duration::from_secs(100));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // lt_peer.py lists each peer with the sources libtorrent names.
+    assert!(
+        text.contains(&format!("\"127.0.0.1:{seeder_port}\": [\"dht\"]")),
+        "libtorrent did not find our seeder by DHT: {text}"
+    );
+    same(&src.join("mag"), &out.join("mag"));
+}
