@@ -141,6 +141,27 @@ fn lodestone_and_libtorrent_share_a_dht() {
     );
 }
 
+/// aria2 with its DHT (IPv4 only) joined through `router`, peers on
+/// `port`; no LPD, no PEX: the DHT is its only way to find anyone.
+fn aria2_in_dht(port: u16, dht_port: u16, router: &str, dir: &std::path::Path) -> Command {
+    let mut c = Command::new("aria2c");
+    c.args([
+        "--enable-dht=true",
+        "--enable-dht6=false",
+        "--disable-ipv6=true",
+        &format!("--listen-port={port}"),
+        &format!("--dht-listen-port={dht_port}"),
+        &format!("--dht-entry-point={router}"),
+        &format!("--dht-file-path={}", dir.join("dht.dat").display()),
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--file-allocation=none",
+        "--console-log-level=warn",
+        "--summary-interval=0",
+    ]);
+    c
+}
+
 /// A DHT made only of Lodestone nodes serves aria2: from a bare magnet it
 /// finds a Lodestone seeder announced there, gets the metadata and the
 /// content from it.
@@ -198,22 +219,10 @@ fn aria2_finds_a_seeder_through_a_lodestone_dht() {
 
     let out = dir.path().join("dl");
     let o = Child::spawn(
-        Command::new("aria2c")
+        aria2_in_dht(base + 9, base + 10, &router, dir.path())
             .args([
-                "--enable-dht=true",
-                "--enable-dht6=false",
-                "--disable-ipv6=true",
-                &format!("--listen-port={}", base + 9),
-                &format!("--dht-listen-port={}", base + 10),
-                &format!("--dht-entry-point={router}"),
-                &format!("--dht-file-path={}", dir.path().join("dht.dat").display()),
-                "--bt-enable-lpd=false",
-                "--enable-peer-exchange=false",
                 "--seed-time=0",
                 "--bt-stop-timeout=90",
-                "--file-allocation=none",
-                "--console-log-level=warn",
-                "--summary-interval=0",
                 "--bt-save-metadata=false",
                 "--dir",
             ])
@@ -335,23 +344,11 @@ fn bare_magnet_from_an_aria2_seeder_through_a_lodestone_dht() {
     let _nodes = lodestone_dht_nodes(base, 8, 150);
     std::thread::sleep(Duration::from_secs(2));
     let _seeder = Child::spawn(
-        Command::new("aria2c")
+        aria2_in_dht(base + 8, base + 9, &router, dir.path())
             .args([
-                "--enable-dht=true",
-                "--enable-dht6=false",
-                "--disable-ipv6=true",
-                &format!("--listen-port={}", base + 8),
-                &format!("--dht-listen-port={}", base + 9),
-                &format!("--dht-entry-point={router}"),
-                &format!("--dht-file-path={}", dir.path().join("dht.dat").display()),
-                "--bt-enable-lpd=false",
-                "--enable-peer-exchange=false",
                 "--seed-ratio=0.0",
                 "--seed-time=3",
                 "--check-integrity=true",
-                "--file-allocation=none",
-                "--console-log-level=warn",
-                "--summary-interval=0",
                 "--dir",
             ])
             .arg(&src)

@@ -56,28 +56,8 @@ fn lodestone_finds_a_libtorrent_seeder_by_lpd() {
             .arg(&src),
     );
     seeder.wait_for_line("READY", Duration::from_secs(30));
-    let out = dir.path().join("dl");
-    let o = Child::spawn(
-        lodestone(&net, &net.b)
-            .args([
-                "get",
-                "--json",
-                "--lpd",
-                "--listen",
-                &format!("{NS_B}:27901"),
-                "-o",
-            ])
-            .arg(&out)
-            .arg(&torrent),
-    )
-    .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
+    let text = lpd_leech(&net, &format!("{NS_B}:27901"), dir.path(), &src, &torrent);
     assert!(text.contains("\"source\":\"lpd\""), "{text}");
-    assert_eq!(
-        std::fs::read(src.join("l.bin")).unwrap(),
-        std::fs::read(out.join("l.bin")).unwrap()
-    );
 }
 
 #[test]
@@ -169,29 +149,9 @@ fn lodestone_finds_an_aria2_seeder_by_lpd() {
         .arg(&src)
         .arg(&torrent),
     );
-    let out = dir.path().join("dl");
-    let o = Child::spawn(
-        lodestone(&net, &net.b)
-            .args([
-                "get",
-                "--json",
-                "--lpd",
-                "--listen",
-                &format!("{NS_B}:27905"),
-                "-o",
-            ])
-            .arg(&out)
-            .arg(&torrent),
-    )
-    .finish(Duration::from_secs(90));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
+    let text = lpd_leech(&net, &format!("{NS_B}:27905"), dir.path(), &src, &torrent);
     assert!(text.contains("\"source\":\"lpd\""), "{text}");
     assert!(text.contains("\"client\":\"aria2/"), "{text}");
-    assert_eq!(
-        std::fs::read(src.join("l.bin")).unwrap(),
-        std::fs::read(out.join("l.bin")).unwrap()
-    );
 }
 
 #[test]
@@ -253,18 +213,13 @@ fn lodestone_finds_a_lodestone_seeder_by_ipv6_lpd() {
             .arg(&src),
     );
     seeder.wait_for_line("\"started\"", Duration::from_secs(30));
-    let out = dir.path().join("dl");
-    let o = Child::spawn(
-        lodestone(&net, &net.b)
-            .args(["get", "--json", "--lpd", "--listen"])
-            .arg(format!("[{}]:27909", common::NS6_B))
-            .arg("-o")
-            .arg(&out)
-            .arg(&torrent),
-    )
-    .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
+    let text = lpd_leech(
+        &net,
+        &format!("[{}]:27909", common::NS6_B),
+        dir.path(),
+        &src,
+        &torrent,
+    );
     let connected = text
         .lines()
         .find(|l| l.contains("\"event\":\"peer_connected\""))
@@ -280,10 +235,6 @@ fn lodestone_finds_a_lodestone_seeder_by_ipv6_lpd() {
         "not an IPv6 peer: {connected}"
     );
     assert!(text.contains("over IPv4 and IPv6"), "{text}");
-    assert_eq!(
-        std::fs::read(src.join("l.bin")).unwrap(),
-        std::fs::read(out.join("l.bin")).unwrap()
-    );
 }
 
 /// IPv6 LPD with libtorrent: its seeder listens on IPv6 only and never
@@ -306,26 +257,38 @@ fn lodestone_finds_a_libtorrent_seeder_by_ipv6_lpd() {
             .arg(&src),
     );
     seeder.wait_for_line("READY", Duration::from_secs(30));
-    let out = dir.path().join("dl");
-    let o = Child::spawn(
-        lodestone(&net, &net.b)
-            .args(["get", "--json", "--lpd", "--listen"])
-            .arg(format!("[{}]:27911", common::NS6_B))
-            .arg("-o")
-            .arg(&out)
-            .arg(&torrent),
-    )
-    .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
+    let text = lpd_leech(
+        &net,
+        &format!("[{}]:27911", common::NS6_B),
+        dir.path(),
+        &src,
+        &torrent,
+    );
     let connected = text
         .lines()
         .find(|l| l.contains("\"event\":\"peer_connected\""))
         .unwrap_or_else(|| panic!("no peer connected: {text}"));
     assert!(connected.contains("\"source\":\"lpd\""), "{connected}");
     assert!(connected.contains("\"addr\":\"["), "not IPv6: {connected}");
+}
+
+/// `lodestone get --lpd` in namespace b, listening on `listen` and knowing
+/// no peer: it must find the seeder by LPD. Checks that it finished and
+/// that the content matches; returns its JSON output.
+fn lpd_leech(net: &NetnsPair, listen: &str, dir: &Path, src: &Path, torrent: &Path) -> String {
+    let out = dir.join("dl");
+    let o = Child::spawn(
+        lodestone(net, &net.b)
+            .args(["get", "--json", "--lpd", "--listen", listen, "-o"])
+            .arg(&out)
+            .arg(torrent),
+    )
+    .finish(Duration::from_secs(90));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}");
     assert_eq!(
         std::fs::read(src.join("l.bin")).unwrap(),
         std::fs::read(out.join("l.bin")).unwrap()
     );
+    text
 }

@@ -39,24 +39,12 @@ fn http_and_udp_opentracker() {
         torrents.push(t);
     }
     // opentracker on the port the torrents name.
-    let whitelist = dir.path().join("whitelist.txt");
-    std::fs::write(&whitelist, hashes.join("\n") + "\n").unwrap();
-    let conf = dir.path().join("ot.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listen.tcp_udp 127.0.0.1:{port}\naccess.whitelist {}\n",
-            whitelist.display()
-        ),
-    )
-    .unwrap();
-    let _ot = Child::spawn(Command::new("opentracker").arg("-f").arg(&conf));
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _ot = opentracker(
+        dir.path(),
+        &format!("listen.tcp_udp 127.0.0.1:{port}"),
+        &hashes,
+    );
+    wait_listening(port);
     for (t, url) in torrents.iter().zip(&urls) {
         let (_seeder, _) = spawn_seeder(t, &src, &[]);
         let out = dir
@@ -254,28 +242,13 @@ fn https_opentracker_behind_tls() {
     let url = format!("https://localhost:{tls}/announce");
     let torrent = d.join("s.torrent");
     let ih = create_torrent(&src.join("s.bin"), &torrent, &["--tracker", &url]);
-    std::fs::write(d.join("whitelist.txt"), format!("{ih}\n")).unwrap();
-    std::fs::write(
-        d.join("ot.conf"),
-        format!(
-            "listen.tcp 127.0.0.1:{plain}\naccess.whitelist {}\n",
-            d.join("whitelist.txt").display()
-        ),
-    )
-    .unwrap();
-    let _ot = Child::spawn(Command::new("opentracker").arg("-f").arg(d.join("ot.conf")));
+    let _ot = opentracker(d, &format!("listen.tcp 127.0.0.1:{plain}"), &[ih]);
     let _tls = Child::spawn(Command::new("socat").current_dir(d).args([
         &format!("OPENSSL-LISTEN:{tls},bind=127.0.0.1,reuseaddr,fork,cert=leaf.pem,key=leaf.key,verify=0"),
         &format!("TCP:127.0.0.1:{plain}"),
     ]));
-    for port in [plain, tls] {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    wait_listening(plain);
+    wait_listening(tls);
     let ca = d.join("ca.pem");
     let ca = ca.to_str().unwrap();
     let (_seeder, _) = spawn_seeder(&torrent, &src, &["--ca-file", ca]);
@@ -330,4 +303,24 @@ fn https_opentracker_behind_tls() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
     assert!(text.contains("\"seeders\":1"), "{text}");
+}
+
+/// opentracker with `listen` (a config line) serving only `hashes`.
+fn opentracker(dir: &std::path::Path, listen: &str, hashes: &[String]) -> Child {
+    let whitelist = dir.join("whitelist.txt");
+    std::fs::write(&whitelist, hashes.join("\n") + "\n").unwrap();
+    let conf = dir.join("ot.conf");
+    let text = format!("{listen}\naccess.whitelist {}\n", whitelist.display());
+    std::fs::write(&conf, text).unwrap();
+    Child::spawn(Command::new("opentracker").arg("-f").arg(&conf))
+}
+
+/// Wait (at most 5 s) until something accepts TCP on 127.0.0.1:`port`.
+fn wait_listening(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

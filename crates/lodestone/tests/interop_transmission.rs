@@ -186,22 +186,7 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("t");
     let router = format!("{A}:26000");
-    let _nodes: Vec<Child> = (0..14u16)
-        .map(|i| {
-            Child::spawn(net.exec(&net.a, &lodestone_bin()).args([
-                "dht",
-                "node",
-                "--listen",
-                &format!("{A}:{}", 26000 + i),
-                "--bootstrap",
-                &router,
-                "--status-every",
-                "60",
-                "--duration",
-                "330",
-            ]))
-        })
-        .collect();
+    let _nodes = common::dht_nodes_with(|| net.exec(&net.a, &lodestone_bin()), A, 26000, 14, 330);
     let mut seeder = Child::spawn(
         net.exec(&net.a, &lodestone_bin())
             .args([
@@ -254,22 +239,7 @@ fn bare_magnet_from_a_transmission_seeder_through_a_lodestone_dht() {
     let ih = info_hash(&torrent);
     let net = NetnsPair::new("m");
     let router = format!("{A}:26100");
-    let _nodes: Vec<Child> = (0..14u16)
-        .map(|i| {
-            Child::spawn(net.exec(&net.a, &lodestone_bin()).args([
-                "dht",
-                "node",
-                "--listen",
-                &format!("{A}:{}", 26100 + i),
-                "--bootstrap",
-                &router,
-                "--status-every",
-                "60",
-                "--duration",
-                "330",
-            ]))
-        })
-        .collect();
+    let _nodes = common::dht_nodes_with(|| net.exec(&net.a, &lodestone_bin()), A, 26100, 14, 330);
     let cfg = tr_settings_dht(dir.path(), 51430, false, Some(&router));
     let mut tr = Child::spawn(
         net.exec(&net.b, Path::new("transmission-cli"))

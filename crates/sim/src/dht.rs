@@ -333,6 +333,22 @@ impl DhtSim {
         l
     }
 
+    /// Every node but the router (node 0) joins, `apart` after the one
+    /// before, through the router and (once there are some) one earlier
+    /// node picked by the seeded generator; then the network settles for
+    /// `settle`. Each step is bounded by `max_events`.
+    pub fn join_all(&mut self, apart: Duration, settle: Duration, max_events: u64) {
+        for i in 1..self.len() {
+            let mut via = vec![0];
+            if i > 10 {
+                via.push(1 + self.rng().below(i as u64 - 1) as usize);
+            }
+            self.bootstrap(i, &via);
+            self.run_for(apart, max_events);
+        }
+        self.run_for(settle, max_events);
+    }
+
     /// BEP 44: store `item` from node `i`.
     pub fn put(&mut self, i: usize, item: Item) -> LookupId {
         let now = self.now;

@@ -21,15 +21,11 @@ fn network(seed: u64) -> DhtSim {
         ..SimConfig::default()
     };
     let mut sim = DhtSim::new(&cfg);
-    for i in 1..NODES {
-        let mut via = vec![0];
-        if i > 10 {
-            via.push(1 + sim.rng().below(i as u64 - 1) as usize);
-        }
-        sim.bootstrap(i, &via);
-        sim.run_for(Duration::from_millis(10), MAX_EVENTS);
-    }
-    sim.run_for(Duration::from_secs(30), MAX_EVENTS);
+    sim.join_all(
+        Duration::from_millis(10),
+        Duration::from_secs(30),
+        MAX_EVENTS,
+    );
     sim
 }
 

@@ -21,16 +21,11 @@ fn boot(seed: u64) -> DhtSim {
     let mut sim = DhtSim::new(&cfg);
     // Nodes join over 20 s of virtual time, each through the router (node 0)
     // and, once there are some, one earlier node.
-    for i in 1..NODES {
-        let mut via = vec![0];
-        if i > 10 {
-            let other = 1 + sim.rng().below(i as u64 - 1) as usize;
-            via.push(other);
-        }
-        sim.bootstrap(i, &via);
-        sim.run_for(Duration::from_millis(10), MAX_EVENTS);
-    }
-    sim.run_for(Duration::from_secs(30), MAX_EVENTS);
+    sim.join_all(
+        Duration::from_millis(10),
+        Duration::from_secs(30),
+        MAX_EVENTS,
+    );
     sim
 }
 

@@ -103,8 +103,8 @@ fn text(v: &lodestone_bencode::Value<'_>) -> Option<String> {
         .map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned())
 }
 
-/// Parse an HTTP tracker's bencoded body.
-pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
+/// Decode a tracker's bencoded answer, bounded in size and shape.
+fn decode_answer(body: &[u8]) -> Result<lodestone_bencode::Value<'_>, TrackerError> {
     if body.len() > MAX_RESPONSE {
         return Err(TrackerError::Malformed("answer too large"));
     }
@@ -113,9 +113,14 @@ pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError
         max_values: 20_000,
         strict: false,
     };
-    let v = Decoder::new(body, opts)
+    Decoder::new(body, opts)
         .decode_all()
-        .map_err(TrackerError::Bencode)?;
+        .map_err(TrackerError::Bencode)
+}
+
+/// Parse an HTTP tracker's bencoded body.
+pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
+    let v = decode_answer(body)?;
     let d = v
         .as_dict()
         .ok_or(TrackerError::Malformed("not a dictionary"))?;
@@ -296,17 +301,7 @@ pub fn http_scrape_url(announce: &str, info_hash: &InfoHash) -> Option<String> {
 
 /// Parse an HTTP scrape answer: `files` → {info hash → counts}.
 pub fn parse_http_scrape(body: &[u8], info_hash: &InfoHash) -> Result<ScrapeStats, TrackerError> {
-    if body.len() > MAX_RESPONSE {
-        return Err(TrackerError::Malformed("answer too large"));
-    }
-    let opts = DecodeOptions {
-        max_depth: 8,
-        max_values: 20_000,
-        strict: false,
-    };
-    let v = Decoder::new(body, opts)
-        .decode_all()
-        .map_err(TrackerError::Bencode)?;
+    let v = decode_answer(body)?;
     let d = v
         .as_dict()
         .ok_or(TrackerError::Malformed("not a dictionary"))?;

@@ -372,17 +372,29 @@ pub fn require_netns() -> bool {
 /// through the first, for `secs` seconds. Killed when dropped. The first
 /// starts a moment before the others, so that their bootstrap finds it up.
 pub fn lodestone_dht_nodes(base: u16, n: u16, secs: u32) -> Vec<Child> {
-    let router = format!("127.0.0.1:{base}");
+    dht_nodes_with(bin, "127.0.0.1", base, n, secs)
+}
+
+/// [`lodestone_dht_nodes`] on `ip`, each started by `lodestone()` (a
+/// command that runs the binary, e.g. inside a network namespace).
+pub fn dht_nodes_with(
+    mut lodestone: impl FnMut() -> Command,
+    ip: &str,
+    base: u16,
+    n: u16,
+    secs: u32,
+) -> Vec<Child> {
+    let router = format!("{ip}:{base}");
     (0..n)
         .map(|i| {
             if i == 1 {
                 std::thread::sleep(std::time::Duration::from_millis(300));
             }
-            Child::spawn(bin().args([
+            Child::spawn(lodestone().args([
                 "dht",
                 "node",
                 "--listen",
-                &format!("127.0.0.1:{}", base + i),
+                &format!("{ip}:{}", base + i),
                 "--bootstrap",
                 &router,
                 "--status-every",

@@ -86,16 +86,11 @@ fn run(label: &str, a: &Args, node: Config) {
         ..SimConfig::default()
     };
     let mut sim = DhtSim::new(&cfg);
-    // Join: each node through the router and one earlier node, 1 ms apart.
-    for i in 1..a.nodes {
-        let mut via = vec![0];
-        if i > 10 {
-            via.push(1 + sim.rng().below(i as u64 - 1) as usize);
-        }
-        sim.bootstrap(i, &via);
-        sim.run_for(Duration::from_millis(1), MAX_EVENTS);
-    }
-    sim.run_for(Duration::from_secs(30), MAX_EVENTS);
+    sim.join_all(
+        Duration::from_millis(1),
+        Duration::from_secs(30),
+        MAX_EVENTS,
+    );
     let joined = sim.elapsed();
     let boot_msgs = sim.messages;
     let sizes = sim.table_sizes();
