@@ -121,7 +121,9 @@ def lodestone_phases(lines):
         except ValueError:
             continue
         ev = e.get("event")
-        if ev == "metadata_peer" and "peer_ready" not in out:
+        if ev == "peers_found" and "found" not in out:
+            out["found"] = e.get("t")
+        elif ev == "metadata_peer" and "peer_ready" not in out:
             out["peer_ready"] = e.get("t")
             out["peer_source"] = e.get("source")
         elif ev == "metadata":
@@ -171,8 +173,10 @@ def main():
                     t = timed(cmd, '"event":"metadata"', lines=lines)
                     ph = lodestone_phases(lines)
                     if t and ph:
-                        detail = (f"  (in-process: metadata peer ready at {ph.get('peer_ready', 0) * 1000:.2f} ms"
-                                  f" via {ph.get('peer_source')}, verified at {ph.get('verified', 0) * 1000:.2f} ms;"
+                        ms = lambda k: f"{ph[k] * 1000:.2f} ms" if ph.get(k) is not None else "?"  # noqa: E731
+                        detail = (f"  (in-process: first peers found at {ms('found')},"
+                                  f" metadata peer ready at {ms('peer_ready')} via {ph.get('peer_source')},"
+                                  f" verified at {ms('verified')};"
                                   f" process start {(t - ph.get('verified', t)) * 1000:.2f} ms)")
                 elif who == "libtorrent":
                     cmd = ["/usr/bin/python3", LT_DHT, "metadata", "--magnet", magnet, "--bootstrap", boot,

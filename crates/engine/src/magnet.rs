@@ -59,6 +59,11 @@ pub enum FetchEvent {
         total: usize,
         from: SocketAddr,
     },
+    /// A source named `new` peer addresses not known before.
+    PeersFound {
+        source: PeerSource,
+        new: usize,
+    },
     Banned {
         addr: SocketAddr,
         reason: String,
@@ -294,12 +299,15 @@ pub async fn fetch_metadata(
                 seen.failed += 1;
             }
             Some(PeerInput::Discovered { addrs, source }) => {
+                let mut new = 0;
                 for a in addrs {
-                    if Some(a) != cfg.listen && known.len() < 2000 {
-                        known
-                            .entry(a)
-                            .or_insert((source, now, Duration::from_secs(1)));
+                    if Some(a) != cfg.listen && known.len() < 2000 && !known.contains_key(&a) {
+                        known.insert(a, (source, now, Duration::from_secs(1)));
+                        new += 1;
                     }
+                }
+                if new > 0 {
+                    let _ = events.send(FetchEvent::PeersFound { source, new }).await;
                 }
             }
             Some(PeerInput::Data { key, bytes }) => {

@@ -246,6 +246,10 @@ async fn fetch(
                         json!({"event": "metadata_peer_refused", "t": t, "addr": addr.to_string(), "reason": reason}),
                         format!("peer {addr} dropped: {reason}"),
                     ),
+                    FetchEvent::PeersFound { source, new } => (
+                        json!({"event": "peers_found", "t": t, "source": source.name(), "new": new}),
+                        format!("{new} new peer addresses from {}", source.name()),
+                    ),
                     FetchEvent::Piece { done, total, from } => (
                         json!({"event": "metadata_piece", "t": t, "done": done, "total": total, "from": from.to_string()}),
                         format!("metadata {done}/{total} pieces"),
