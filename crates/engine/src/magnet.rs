@@ -256,7 +256,7 @@ pub async fn fetch_metadata(
             seen.attempts += 1;
             *due = now + *backoff;
             *backoff = (*backoff * 2).min(Duration::from_secs(60));
-            peer_io::connect(*addr, *source, input_tx.clone(), None);
+            peer_io::connect(*addr, cfg.listen, *source, input_tx.clone(), None);
         }
 
         let input = tokio::select! {

@@ -234,17 +234,36 @@ pub struct Obfuscate {
     pub pad: Vec<u8>,
 }
 
-/// Dial `addr` and report the outcome; with `obfuscate`, run the MSE/PE
-/// handshake first (offering plain text and RC4).
+/// Open a TCP connection to `addr`, from `local`'s IP when we listen on a
+/// specific address of the same family (the peer then sees the address we
+/// announce; libtorrent's outgoing_interfaces does the same).
+async fn dial(addr: SocketAddr, local: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+    let from = local.filter(|l| !l.ip().is_unspecified() && l.is_ipv4() == addr.is_ipv4());
+    let Some(from) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(from.ip(), 0))?;
+    socket.connect(addr).await
+}
+
+/// Dial `addr` (from `local`'s IP, see [`dial`]) and report the outcome;
+/// with `obfuscate`, run the MSE/PE handshake first (offering plain text
+/// and RC4).
 pub fn connect(
     addr: SocketAddr,
+    local: Option<SocketAddr>,
     source: PeerSource,
     input: mpsc::Sender<PeerInput>,
     obfuscate: Option<Obfuscate>,
 ) {
     tokio::spawn(async move {
         let failed = |error: String| PeerInput::ConnectFailed { addr, error };
-        let msg = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let msg = match tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, local)).await {
             Ok(Ok(stream)) => match obfuscate {
                 None => PeerInput::Connected {
                     stream,

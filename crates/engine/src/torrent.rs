@@ -751,7 +751,13 @@ impl Torrent {
                 private_key: self.rng.bytes20(),
                 pad: vec![0u8; self.rng.below(64) as usize],
             });
-            peer_io::connect(addr, source, self.input_tx.clone(), obfuscate);
+            peer_io::connect(
+                addr,
+                self.cfg.listen,
+                source,
+                self.input_tx.clone(),
+                obfuscate,
+            );
         }
     }
 

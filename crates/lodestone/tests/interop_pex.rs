@@ -1,5 +1,6 @@
-//! Peer exchange (BEP 11) with libtorrent, both ways. No DHT anywhere: the
-//! only way to learn the seeder is the middle peer's ut_pex message.
+//! Peer exchange (BEP 11) with libtorrent, both ways, and from aria2. The
+//! last peer never has another way to learn the seeder than the middle
+//! peer's ut_pex message.
 mod common;
 
 use std::time::Duration;
@@ -147,5 +148,80 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
             .as_array()
             .is_some_and(|a| a.iter().any(|v| v == "pex")),
         "libtorrent did not learn the seeder through PEX: {result}"
+    );
+}
+
+/// S (Lodestone seeder, 127.0.0.1, announced in a DHT of Lodestone nodes)
+/// <- A (aria2 on 127.0.0.2, finds and dials S through that DHT) <- C
+/// (Lodestone on 127.0.0.3, knows only A): C must reach S through aria2's
+/// ut_pex. aria2 only lists peers it dialed in the last 60 s and never one
+/// with the recipient's IP, hence the three addresses and the timing.
+#[test]
+fn lodestone_learns_a_seeder_from_aria2_pex() {
+    if !common::require_aria2() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent) = fixture(dir.path());
+    let base = common::port_block(12);
+    let router = format!("127.0.0.1:{base}");
+    let _nodes = common::lodestone_dht_nodes(base, 8, 150);
+    let seeder = format!("127.0.0.1:{}", base + 8);
+    let mut s = Child::spawn(
+        bin()
+            .args(["seed", "--json", "--seed-time", "150", "--listen", &seeder])
+            .args(["--bootstrap", &router])
+            .arg(&torrent)
+            .arg(&src),
+    );
+    // (One wait per child: S's stdout is watched below for aria2.)
+    std::thread::sleep(Duration::from_secs(1));
+    let a_port = base + 9;
+    let _a = Child::spawn(
+        std::process::Command::new("aria2c")
+            .args([
+                "--interface=127.0.0.2",
+                "--enable-dht=true",
+                "--enable-dht6=false",
+                "--disable-ipv6=true",
+                &format!("--listen-port={a_port}"),
+                &format!("--dht-listen-port={}", base + 10),
+                &format!("--dht-entry-point={router}"),
+                &format!("--dht-file-path={}", dir.path().join("dht.dat").display()),
+                "--enable-peer-exchange=true",
+                "--bt-enable-lpd=false",
+                // Slow, so A is still downloading (and S still fresh to it).
+                "--max-download-limit=300K",
+                "--seed-time=0",
+                "--file-allocation=none",
+                "--console-log-level=warn",
+                "--summary-interval=0",
+                "--dir",
+            ])
+            .arg(dir.path().join("a"))
+            .arg(&torrent),
+    );
+    // Once aria2 has dialed S (found in the DHT), C connects to aria2.
+    s.wait_for_line("\"addr\":\"127.0.0.2:", Duration::from_secs(90));
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", "--download-limit", "1M"])
+            .args(["--peer", &format!("127.0.0.2:{a_port}")])
+            .args(["--listen", &format!("127.0.0.3:{}", base + 11), "-o"])
+            .arg(dir.path().join("c"))
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let learned = text.lines().any(|l| {
+        l.contains("\"peer_connected\"")
+            && l.contains("\"source\":\"pex\"")
+            && l.contains(&format!("\"addr\":\"{seeder}\""))
+    });
+    assert!(learned, "C never reached the seeder as a PEX peer:\n{text}");
+    assert_eq!(
+        std::fs::read(src.join("p.bin")).unwrap(),
+        std::fs::read(dir.path().join("c/p.bin")).unwrap()
     );
 }
