@@ -20,19 +20,25 @@ fn available() -> bool {
 }
 
 fn tr_settings(dir: &Path, port: u16, stop_when_done: bool) -> PathBuf {
-    tr_settings_dht(dir, port, stop_when_done, None)
+    tr_settings_dht(dir, port, stop_when_done, &[])
 }
 
-/// Transmission's settings; with `dht`, its DHT on, bootstrapped there.
-fn tr_settings_dht(dir: &Path, port: u16, stop_when_done: bool, dht: Option<&str>) -> PathBuf {
+/// Transmission's settings; with `dht` nodes, its DHT on, bootstrapped
+/// from them.
+fn tr_settings_dht(dir: &Path, port: u16, stop_when_done: bool, dht: &[String]) -> PathBuf {
     let cfg = dir.join(format!("trcfg-{port}"));
     std::fs::create_dir_all(&cfg).unwrap();
-    if let Some(boot) = dht {
-        // Transmission 3.00 reads "<config-dir>/dht.bootstrap": "host port" lines.
-        std::fs::write(cfg.join("dht.bootstrap"), boot.replace(':', " ") + "\n").unwrap();
+    if !dht.is_empty() {
+        // Transmission 3.00 reads "<config-dir>/dht.bootstrap": "host port"
+        // lines, and pings each. It searches only once it has 4 good nodes
+        // and 8 in all, so give it 8: otherwise its start-up depends on how
+        // fast it walks from one node (it once gave up after 66 s and went
+        // for the public routers, which the namespace cannot reach).
+        let lines: String = dht.iter().map(|a| a.replace(':', " ") + "\n").collect();
+        std::fs::write(cfg.join("dht.bootstrap"), lines).unwrap();
     }
     let s = serde_json::json!({
-        "dht-enabled": dht.is_some(), "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
+        "dht-enabled": !dht.is_empty(), "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
         "port-forwarding-enabled": false, "peer-port": port, "peer-port-random-on-start": false,
         "bind-address-ipv4": B, "ratio-limit-enabled": stop_when_done, "ratio-limit": 0,
         "message-level": 2, "blocklist-enabled": false, "rpc-enabled": false,
@@ -202,7 +208,8 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
             .arg(&src),
     );
     seeder.wait_for_line("\"started\"", Duration::from_secs(30));
-    let cfg = tr_settings_dht(dir.path(), 51420, true, Some(&router));
+    let boot: Vec<String> = (0..8).map(|i| format!("{A}:{}", 26000 + i)).collect();
+    let cfg = tr_settings_dht(dir.path(), 51420, true, &boot);
     let out = dir.path().join("dl");
     // A bare magnet: Transmission finds the seeder in our DHT and takes the
     // metadata (BEP 9) from it too.
@@ -238,9 +245,9 @@ fn bare_magnet_from_a_transmission_seeder_through_a_lodestone_dht() {
     let (src, torrent) = fixture(dir.path());
     let ih = info_hash(&torrent);
     let net = NetnsPair::new("m");
-    let router = format!("{A}:26100");
     let _nodes = common::dht_nodes_with(|| net.exec(&net.a, &lodestone_bin()), A, 26100, 14, 330);
-    let cfg = tr_settings_dht(dir.path(), 51430, false, Some(&router));
+    let boot: Vec<String> = (0..8).map(|i| format!("{A}:{}", 26100 + i)).collect();
+    let cfg = tr_settings_dht(dir.path(), 51430, false, &boot);
     let mut tr = Child::spawn(
         net.exec(&net.b, Path::new("transmission-cli"))
             .arg("-g")

@@ -22,7 +22,7 @@ fn load(path: &Path) -> anyhow::Result<Metainfo> {
     match super::info::load(&path.to_string_lossy())? {
         super::info::Input::Torrent(m) => Ok(*m),
         super::info::Input::Magnet(_) => {
-            bail!("magnet links need the DHT and metadata exchange, which are not built yet; give a .torrent file")
+            bail!("seeding needs the .torrent file: a magnet link has no piece hashes to check the content against (fetch it with `lodestone get` first)")
         }
     }
 }
