@@ -63,27 +63,7 @@ fn http_and_udp_opentracker() {
                 .arg(t),
         )
         .finish(Duration::from_secs(60));
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{url}: {text}");
-        // The tracker is the only way the two can meet: either the leecher
-        // dials the seeder it was given, or the seeder (which now announces
-        // after its file check) dials the leecher it was given.
-        assert!(
-            text.contains("\"source\":\"tracker\"") || text.contains("\"source\":\"incoming\""),
-            "{url}: {text}"
-        );
-        let last_sources = text
-            .lines()
-            .rfind(|l| l.contains("\"event\":\"sources\""))
-            .unwrap();
-        assert!(
-            last_sources.contains(&format!("\"name\":\"{url}\"")),
-            "{last_sources}"
-        );
-        assert!(
-            last_sources.contains("\"status\":\"working\""),
-            "{last_sources}"
-        );
+        assert_met_through_tracker(&o, url);
         assert_eq!(
             std::fs::read(src.join("t.bin")).unwrap(),
             std::fs::read(out.join("t.bin")).unwrap()
@@ -281,25 +261,7 @@ fn https_opentracker_behind_tls() {
             .arg(&torrent),
     )
     .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
-    // As above: whichever side dials, it learned the other from the tracker.
-    assert!(
-        text.contains("\"source\":\"tracker\"") || text.contains("\"source\":\"incoming\""),
-        "{text}"
-    );
-    let last_sources = text
-        .lines()
-        .rfind(|l| l.contains("\"event\":\"sources\""))
-        .unwrap();
-    assert!(
-        last_sources.contains(&format!("\"name\":\"{url}\"")),
-        "{last_sources}"
-    );
-    assert!(
-        last_sources.contains("\"status\":\"working\""),
-        "{last_sources}"
-    );
+    assert_met_through_tracker(&o, &url);
     assert_eq!(
         std::fs::read(src.join("s.bin")).unwrap(),
         std::fs::read(out.join("s.bin")).unwrap()
@@ -333,4 +295,27 @@ fn wait_listening(port: u16) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A `get --json` that succeeded with the tracker at `url` as the only way
+/// to meet the seeder: either the leecher dialed the seeder it was given,
+/// or the seeder (which announces after its file check) dialed the leecher
+/// it was given. The last sources table shows that tracker working.
+fn assert_met_through_tracker(o: &std::process::Output, url: &str) {
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{url}: {text}");
+    assert!(
+        text.contains("\"source\":\"tracker\"") || text.contains("\"source\":\"incoming\""),
+        "{url}: {text}"
+    );
+    let last: serde_json::Value = text
+        .lines()
+        .rfind(|l| l.contains("\"event\":\"sources\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no sources table: {text}"));
+    let row = last["sources"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == url))
+        .unwrap_or_else(|| panic!("no row for {url}: {last}"));
+    assert_eq!(row["status"], "working", "{row}");
 }
