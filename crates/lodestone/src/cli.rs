@@ -164,6 +164,26 @@ pub struct GetArgs {
     /// Hash the files on disk instead of trusting resume data.
     #[arg(long)]
     pub recheck: bool,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Largest metadata (info dictionary) accepted from a magnet's peers.
+    #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
+    pub max_metadata_size: u64,
+    /// Cap the download rate, in bytes per second (suffixes: K, M, G).
+    #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
+    pub download_limit: Option<u64>,
+    /// Print newline-delimited JSON events; the last is a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Tell what happens and why: every peer, metadata piece and source
+    /// update, and the sources table every few seconds.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// Where `get` and `seed` look for peers besides --peer.
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
     /// Join the DHT through this node (HOST:PORT) instead of the public
     /// routers; repeat for several.
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]
@@ -175,7 +195,7 @@ pub struct GetArgs {
     #[arg(long, conflicts_with = "bootstrap")]
     pub no_dht: bool,
     /// Local Peer Discovery (BEP 14): announce on the LAN's multicast
-    /// groups and dial peers heard there. On by default with --listen.
+    /// groups and dial peers heard there. On by default when listening.
     #[arg(long, conflicts_with = "no_lpd")]
     pub lpd: bool,
     /// Do not use Local Peer Discovery.
@@ -192,19 +212,6 @@ pub struct GetArgs {
     /// trackers and .torrent URLs (Mozilla's roots are always trusted).
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
-    /// Largest metadata (info dictionary) accepted from a magnet's peers.
-    #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
-    pub max_metadata_size: u64,
-    /// Cap the download rate, in bytes per second (suffixes: K, M, G).
-    #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
-    pub download_limit: Option<u64>,
-    /// Print newline-delimited JSON events; the last is a summary.
-    #[arg(long)]
-    pub json: bool,
-    /// Tell what happens and why: every peer, metadata piece and source
-    /// update, and the sources table every few seconds.
-    #[arg(long)]
-    pub explain: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,36 +226,11 @@ pub struct SeedArgs {
     /// A peer to connect to (IP:PORT); repeat for several.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<std::net::SocketAddr>,
-    /// Join the DHT through this node (HOST:PORT) instead of the public
-    /// routers; repeat for several.
-    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
-    pub bootstrap: Vec<String>,
-    /// Use the public DHT (its well-known routers). On by default.
-    #[arg(long, conflicts_with_all = ["bootstrap", "no_dht"])]
-    pub dht: bool,
-    /// Do not use the DHT.
-    #[arg(long, conflicts_with = "bootstrap")]
-    pub no_dht: bool,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub seed_time: Option<u64>,
-    /// Local Peer Discovery (BEP 14) on the LAN. On by default.
-    #[arg(long, conflicts_with = "no_lpd")]
-    pub lpd: bool,
-    /// Do not use Local Peer Discovery.
-    #[arg(long)]
-    pub no_lpd: bool,
-    /// No peer exchange (BEP 11): neither tell peers about others nor
-    /// learn peers from them.
-    #[arg(long)]
-    pub no_pex: bool,
-    /// Do not announce to the torrent's trackers.
-    #[arg(long)]
-    pub no_trackers: bool,
-    /// Also trust the CA certificates in this PEM file for https://
-    /// trackers (Mozilla's roots are always trusted).
-    #[arg(long, value_name = "PEM")]
-    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// Print newline-delimited JSON events.
     #[arg(long)]
     pub json: bool,

@@ -75,8 +75,8 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
         let listen = a.listen;
-        let public = public_dht(a.dht, a.no_dht, &a.bootstrap, local_only())?;
-        let dht = start_dht(&a.bootstrap, public, listen, seed).await?;
+        let public = public_dht(a.sources.dht, a.sources.no_dht, &a.sources.bootstrap, local_only())?;
+        let dht = start_dht(&a.sources.bootstrap, public, listen, seed).await?;
         let meta = match input {
             super::info::Input::Torrent(m) => *m,
             super::info::Input::Magnet(m) => {
@@ -85,8 +85,8 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                     lodestone_core::magnet::PeerAddr::Ip(a) => Some(*a),
                     lodestone_core::magnet::PeerAddr::Host(..) => None,
                 }));
-                let trackers = !a.no_trackers && !m.trackers.is_empty();
-                let lpd = use_lpd(a.lpd, a.no_lpd, a.listen.is_some(), local_only());
+                let trackers = !a.sources.no_trackers && !m.trackers.is_empty();
+                let lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, a.listen.is_some(), local_only());
                 if peers.is_empty() && dht.is_none() && !trackers && !lpd {
                     bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT) or --lpd with --listen, or use a magnet with trackers");
                 }
@@ -199,13 +199,18 @@ async fn fetch(
         peer_id: peer_id(seed ^ 0x3e7a),
         max_size: u32::try_from(max_size).unwrap_or(u32::MAX),
         listen,
-        trackers: if a.no_trackers {
+        trackers: if a.sources.no_trackers {
             Vec::new()
         } else {
             m.trackers.clone()
         },
-        lpd: use_lpd(a.lpd, a.no_lpd, a.listen.is_some(), local_only()),
-        http: http_client(a.ca_file.as_deref())?,
+        lpd: use_lpd(
+            a.sources.lpd,
+            a.sources.no_lpd,
+            a.listen.is_some(),
+            local_only(),
+        ),
+        http: http_client(a.sources.ca_file.as_deref())?,
     };
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -352,10 +357,15 @@ async fn get_with(
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
     cfg.download_rate_limit = a.download_limit;
-    cfg.lpd = use_lpd(a.lpd, a.no_lpd, a.listen.is_some(), local_only());
-    cfg.trackers = !a.no_trackers;
-    cfg.pex = !a.no_pex;
-    cfg.http = http_client(a.ca_file.as_deref())?;
+    cfg.lpd = use_lpd(
+        a.sources.lpd,
+        a.sources.no_lpd,
+        a.listen.is_some(),
+        local_only(),
+    );
+    cfg.trackers = !a.sources.no_trackers;
+    cfg.pex = !a.sources.no_pex;
+    cfg.http = http_client(a.sources.ca_file.as_deref())?;
     drive_async(meta, cfg, a.json, a.explain).await
 }
 
@@ -378,13 +388,18 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
     // Seeding what is there: never fetch; the recheck tells what we have.
     cfg.recheck = true;
-    cfg.lpd = use_lpd(a.lpd, a.no_lpd, true, local_only());
-    cfg.trackers = !a.no_trackers;
-    cfg.pex = !a.no_pex;
-    cfg.http = http_client(a.ca_file.as_deref())?;
-    let public = public_dht(a.dht, a.no_dht, &a.bootstrap, local_only())?;
+    cfg.lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, true, local_only());
+    cfg.trackers = !a.sources.no_trackers;
+    cfg.pex = !a.sources.no_pex;
+    cfg.http = http_client(a.sources.ca_file.as_deref())?;
+    let public = public_dht(
+        a.sources.dht,
+        a.sources.no_dht,
+        &a.sources.bootstrap,
+        local_only(),
+    )?;
     runtime()?.block_on(async {
-        cfg.dht = start_dht(&a.bootstrap, public, Some(a.listen), seed).await?;
+        cfg.dht = start_dht(&a.sources.bootstrap, public, Some(a.listen), seed).await?;
         drive_async(meta, cfg, a.json, false).await
     })
 }
