@@ -16,21 +16,36 @@ use common::{bin, interop_script, lodestone_dht_nodes, port_block, require_libto
 const PUBLIC: &str = "77ff84905a91936367c01360803104f92432fcd904a43511876df5cdf3e7e548";
 const SECRET: &str = "e06d3183d14159228433ed599221b80bd0a5ce8352e4bdf0262f76786ef1c74db7e7a9fea2c0eb269d61e3b38e450a22e754941ac78479d6c54e1faf6037881d";
 
-fn json_line(out: &[u8]) -> serde_json::Value {
-    let text = String::from_utf8_lossy(out);
+/// The last stdout line of `out` as JSON, or why there is none.
+fn json_line(out: &std::process::Output) -> Result<serde_json::Value, String> {
+    let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    serde_json::from_str(line).map_err(|e| {
+        format!(
+            "not JSON ({e}): {text}\nstatus: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
-/// `lt_dht.py item ...`: libtorrent's answer as JSON.
+/// `lt_dht.py item ...`: libtorrent's answer as JSON. A run that prints
+/// nothing (once seen in CI: the Python process died before its answer)
+/// is shown and tried once more; a second failure fails the test.
 fn lt_item(bootstrap: &str, args: &[&str]) -> serde_json::Value {
-    let o = Child::spawn(
-        interop_script("lt_dht.py")
-            .args(["item", "--bootstrap", bootstrap, "--timeout", "40"])
-            .args(args),
-    )
-    .finish(Duration::from_secs(60));
-    json_line(&o.stdout)
+    let run = || {
+        let o = Child::spawn(
+            interop_script("lt_dht.py")
+                .args(["item", "--bootstrap", bootstrap, "--timeout", "40"])
+                .args(args),
+        )
+        .finish(Duration::from_secs(60));
+        json_line(&o)
+    };
+    run().unwrap_or_else(|first| {
+        eprintln!("lt_dht.py item {args:?} gave no answer, trying again: {first}");
+        run().unwrap_or_else(|again| panic!("{again}"))
+    })
 }
 
 /// `lodestone dht <args> --json` through `bootstrap`.
