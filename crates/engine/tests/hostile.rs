@@ -123,14 +123,63 @@ async fn send(s: &mut TcpStream, m: Message) -> std::io::Result<()> {
 
 /// Serve one scripted connection per accept, forever.
 fn spawn_hostile(meta: &Arc<Metainfo>, script: Script) -> SocketAddr {
+    spawn_hostile_watched(meta, script).0
+}
+
+/// How far a scripted connection has got.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+enum Stage {
+    Waiting,
+    /// Its scripted opening (the bad message, the unrequested blocks) is sent.
+    Opened,
+    /// The leecher hung up on it.
+    Ended,
+}
+
+/// [`spawn_hostile`], and the stage its latest connection has reached.
+fn spawn_hostile_watched(
+    meta: &Arc<Metainfo>,
+    script: Script,
+) -> (SocketAddr, watch::Receiver<Stage>) {
     let addr = free_port("127.0.0.2");
     let info_hash = meta.info_hashes.wire();
     let n = meta.info.num_pieces();
+    let (stage_tx, stage) = watch::channel(Stage::Waiting);
+    let stage_tx = Arc::new(stage_tx);
     tokio::spawn(async move {
         let l = TcpListener::bind(addr).await.unwrap();
         loop {
             let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(hostile_conn(s, info_hash, n, script));
+            let stage_tx = stage_tx.clone();
+            tokio::spawn(async move {
+                let _ = hostile_conn(s, info_hash, n, script, &stage_tx).await;
+                let _ = stage_tx.send(Stage::Ended);
+            });
+        }
+    });
+    (addr, stage)
+}
+
+/// A proxy to `target` that holds every connection until the hostile
+/// peer has reached `stage`: the leecher cannot finish from the honest
+/// seeder before the hostile one has had its say (a fast download did).
+fn gate(target: SocketAddr, hostile: watch::Receiver<Stage>, stage: Stage) -> SocketAddr {
+    let addr = free_port("127.0.0.1");
+    tokio::spawn(async move {
+        let l = TcpListener::bind(addr).await.unwrap();
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut hostile = hostile.clone();
+            tokio::spawn(async move {
+                if hostile.wait_for(|s| *s >= stage).await.is_err() {
+                    return;
+                }
+                if let Ok(mut t) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
+                }
+            });
         }
     });
     addr
@@ -141,6 +190,7 @@ async fn hostile_conn(
     info_hash: InfoHash,
     n: u32,
     script: Script,
+    stage: &watch::Sender<Stage>,
 ) -> std::io::Result<()> {
     let _theirs = read_handshake(&mut s).await;
     let hs = Handshake {
@@ -185,6 +235,7 @@ async fn hostile_conn(
             send(&mut s, Message::Unchoke).await?;
         }
     }
+    let _ = stage.send(Stage::Opened);
     // Then answer requests according to the script, until the peer hangs up.
     let limits = Limits::for_pieces(n);
     let mut buf = BytesMut::new();
@@ -246,7 +297,8 @@ async fn protocol_violations_disconnect_and_the_download_carries_on() {
     let meta = fixture(dir.path());
     let (good, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
     for script in [Script::HugeLength, Script::SpareBits, Script::ShortBitfield] {
-        let bad = spawn_hostile(&meta, script);
+        let (bad, stage) = spawn_hostile_watched(&meta, script);
+        let good = gate(good, stage, Stage::Ended);
         let out = dir.path().join(format!("dl-{script:?}"));
         let (summary, events) = leech(&meta, &out, vec![bad, good]).await;
         assert!(summary.complete, "{script:?}");
@@ -275,7 +327,9 @@ async fn unrequested_blocks_are_ignored_and_stalls_are_routed_around() {
     let meta = fixture(dir.path());
     let (good, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
     for script in [Script::Unrequested, Script::Stall] {
-        let bad = spawn_hostile(&meta, script);
+        let (bad, stage) = spawn_hostile_watched(&meta, script);
+        // The unrequested blocks are sent before the honest seeder opens.
+        let good = gate(good, stage, Stage::Opened);
         let out = dir.path().join(format!("dl-{script:?}"));
         let (summary, _events) = leech(&meta, &out, vec![bad, good]).await;
         assert!(summary.complete, "{script:?}");
