@@ -222,6 +222,7 @@ pub async fn fetch_metadata(
     let mut asm = MetadataAssembler::new(cfg.info_hashes, cfg.max_size);
     let mut peers: HashMap<PeerKey, Peer> = HashMap::new();
     let mut next_key = 0u64;
+    let buffers = std::sync::Arc::new(crate::peer_io::ReadBuffers::default());
     let mut known: BTreeMap<SocketAddr, (PeerSource, Instant, Duration)> = BTreeMap::new();
     let mut connecting: HashSet<SocketAddr> = HashSet::new();
     let mut banned: HashSet<IpAddr> = HashSet::new();
@@ -281,7 +282,8 @@ pub async fn fetch_metadata(
                 let key = PeerKey(next_key);
                 next_key += 1;
                 let session = Session::new(SessionConfig::new(ih, cfg.peer_id, None), now);
-                let conn = Connection::spawn(key, stream, input_tx.clone(), cipher);
+                let conn =
+                    Connection::spawn(key, stream, input_tx.clone(), cipher, buffers.clone());
                 peers.insert(
                     key,
                     Peer {
@@ -314,7 +316,7 @@ pub async fn fetch_metadata(
                 let Some(p) = peers.get_mut(&key) else {
                     continue;
                 };
-                if let Err(e) = p.session.handle_bytes(now, &bytes) {
+                if let Err(e) = p.session.handle_chunk(now, bytes) {
                     drop_peer(&mut peers, &mut asm, key, e.to_string(), &events).await;
                     continue;
                 }

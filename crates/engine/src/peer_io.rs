@@ -24,6 +24,39 @@ pub const WRITE_QUEUE: usize = 256;
 /// so this sends up to 32 blocks per system call.
 const WRITE_BATCH: usize = 64;
 
+/// Read buffers retired by the connections of one torrent, reused once
+/// every block sliced out of them is written: fresh 128 KiB buffers would
+/// fault their pages in on every read.
+#[derive(Debug, Default)]
+pub struct ReadBuffers {
+    retired: std::sync::Mutex<Vec<BytesMut>>,
+}
+
+/// Retired read buffers kept at most (2 MiB).
+const MAX_RETIRED_BUFFERS: usize = 16;
+
+impl ReadBuffers {
+    /// A buffer with room for a read: a retired one nobody else still
+    /// holds a slice of, or a new one.
+    fn take(&self) -> BytesMut {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let free = retired.iter_mut().position(|b| b.try_reclaim(READ_CHUNK));
+        match free {
+            Some(i) => retired.swap_remove(i),
+            None => BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// Hand back a buffer that has too little room left; it is reused
+    /// once the slices still pointing into it are dropped.
+    fn retire(&self, buf: BytesMut) {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        if retired.len() < MAX_RETIRED_BUFFERS {
+            retired.push(buf);
+        }
+    }
+}
+
 /// Write every chunk, as few system calls as possible; empties `batch`.
 async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
@@ -114,9 +147,11 @@ pub enum PeerInput {
         status: String,
         next_in: Option<std::time::Duration>,
     },
+    /// Bytes read; consecutive chunks are split off one allocation so the
+    /// session can join them without copying.
     Data {
         key: PeerKey,
-        bytes: Bytes,
+        bytes: BytesMut,
     },
     /// The writer drained its queue after the torrent held bytes back.
     Writable {
@@ -149,6 +184,7 @@ impl Connection {
         stream: TcpStream,
         input: mpsc::Sender<PeerInput>,
         cipher: Option<Box<Cipher>>,
+        buffers: Arc<ReadBuffers>,
     ) -> Self {
         let _ = stream.set_nodelay(true);
         let (mut decrypt, mut encrypt) = match cipher.map(|c| *c) {
@@ -161,10 +197,10 @@ impl Connection {
 
         let rinput = input.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let mut buf = buffers.take();
             let reason = loop {
                 if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                    buf.reserve(READ_CHUNK);
+                    buffers.retire(std::mem::replace(&mut buf, buffers.take()));
                 }
                 match rd.read_buf(&mut buf).await {
                     Ok(0) => break "connection closed by peer".to_owned(),
@@ -173,7 +209,7 @@ impl Connection {
                         if let Some(d) = decrypt.as_mut() {
                             d.apply(&mut chunk);
                         }
-                        let bytes = chunk.freeze();
+                        let bytes = chunk;
                         if rinput.send(PeerInput::Data { key, bytes }).await.is_err() {
                             return;
                         }

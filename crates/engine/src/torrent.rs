@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
 use lodestone_peer::choker::{Choker, ChokerConfig, PeerStats};
-use lodestone_peer::picker::{Block, BlockOutcome, PeerKey, PickerConfig, PiecePicker, Priority};
+use lodestone_peer::picker::{
+    Block, BlockOutcome, PeerKey, PickerConfig, PiecePicker, Priority, BLOCK_SIZE,
+};
 use lodestone_peer::session::{Event, Session, SessionConfig, TorrentShape};
 use lodestone_wire::extended::{
     ExtendedHandshake, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, UT_METADATA, UT_PEX,
@@ -48,6 +50,10 @@ const MAX_KNOWN_PEERS: usize = 2000;
 const MAX_HASH_BACKLOG: u64 = 4 << 20;
 /// Whole pieces kept in memory for serving requests.
 const READ_CACHE_PIECES: usize = 4;
+/// A piece still incomplete after this long has its blocks copied out of
+/// the read buffers they arrived in: a slow piece must not keep whole
+/// 128 KiB read buffers alive for one 16 KiB block each.
+const PIECE_COMPACT_AFTER: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct TorrentConfig {
@@ -249,10 +255,26 @@ impl Peer {
     }
 }
 
+/// A piece being received: its blocks as slices of the buffers they were
+/// read into (no copy into a piece buffer; they are hashed and written
+/// with `pwritev` from there).
 struct PieceBuf {
-    data: Vec<u8>,
+    /// Block `i` starts at `i * BLOCK_SIZE`; empty until it arrives.
+    blocks: Vec<Bytes>,
     /// Who sent each block: (begin, len, peer address).
     sources: Vec<BlockSource>,
+    /// When the first block came, and whether the blocks were since copied
+    /// out of their read buffers (see [`PIECE_COMPACT_AFTER`]).
+    started: Instant,
+    compacted: bool,
+}
+
+impl PieceBuf {
+    /// The block that starts at `begin` and is `len` long, if it is here.
+    fn block(blocks: &[Bytes], begin: u32, len: u32) -> Option<&[u8]> {
+        let b = blocks.get((begin / BLOCK_SIZE) as usize)?;
+        (b.len() == len as usize).then_some(&b[..])
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -271,8 +293,8 @@ struct Suspect {
 }
 
 enum DiskResult {
-    Verified(PieceIndex, Vec<u8>),
-    Failed(PieceIndex, Vec<u8>, Vec<BlockSource>),
+    Verified(PieceIndex, Vec<Bytes>),
+    Failed(PieceIndex, Vec<Bytes>, Vec<BlockSource>),
     WriteError(PieceIndex, StorageError),
 }
 
@@ -288,11 +310,11 @@ pub struct Torrent {
     input_tx: mpsc::Sender<PeerInput>,
     disk_tx: mpsc::Sender<DiskResult>,
     hashers: crate::pool::Pool,
+    read_buffers: Arc<peer_io::ReadBuffers>,
     /// Bytes handed to the hashers and not yet back.
     hashing: u64,
     events: mpsc::Sender<TorrentEvent>,
     pieces: HashMap<u32, PieceBuf>,
-    spare_buffers: Vec<Vec<u8>>,
     strikes: HashMap<IpAddr, u32>,
     suspects: HashMap<u32, Vec<Suspect>>,
     banned: HashSet<IpAddr>,
@@ -471,10 +493,10 @@ pub async fn run(
         input_tx,
         disk_tx,
         hashers: crate::pool::Pool::new("hash", cfg.threads),
+        read_buffers: Arc::default(),
         hashing: 0,
         events,
         pieces: HashMap::new(),
-        spare_buffers: Vec::new(),
         strikes: HashMap::new(),
         suspects: HashMap::new(),
         banned: HashSet::new(),
@@ -810,7 +832,13 @@ impl Torrent {
                     ),
                     now,
                 );
-                let conn = Connection::spawn(key, stream, self.input_tx.clone(), cipher);
+                let conn = Connection::spawn(
+                    key,
+                    stream,
+                    self.input_tx.clone(),
+                    cipher,
+                    self.read_buffers.clone(),
+                );
                 self.peers.insert(
                     key,
                     Peer {
@@ -833,7 +861,7 @@ impl Torrent {
                 );
                 self.flush(key);
                 if !initial.is_empty() {
-                    self.receive(key, &initial).await;
+                    self.receive(key, initial[..].into()).await;
                 }
             }
             PeerInput::ConnectFailed { addr, .. } => {
@@ -855,17 +883,17 @@ impl Torrent {
                 self.source_status
                     .insert(source, (status, Instant::now(), next_in));
             }
-            PeerInput::Data { key, bytes } => self.receive(key, &bytes).await,
+            PeerInput::Data { key, bytes } => self.receive(key, bytes).await,
             PeerInput::Writable { key } => self.flush(key),
             PeerInput::Closed { key, reason } => self.disconnect(key, reason).await,
         }
     }
 
     /// Bytes from a peer's socket.
-    async fn receive(&mut self, key: PeerKey, bytes: &[u8]) {
+    async fn receive(&mut self, key: PeerKey, bytes: bytes::BytesMut) {
         let now = Instant::now();
         let result = match self.peers.get_mut(&key) {
-            Some(p) => p.session.handle_bytes(now, bytes),
+            Some(p) => p.session.handle_chunk(now, bytes),
             None => return,
         };
         if let Err(e) = result {
@@ -1079,22 +1107,20 @@ impl Torrent {
                         self.flush(other);
                     }
                 }
-                let piece_len = self.picker.piece_len(piece) as usize;
-                let buf = match self.pieces.entry(piece.0) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let mut data = self.spare_buffers.pop().unwrap_or_default();
-                        data.resize(piece_len, 0);
-                        e.insert(PieceBuf {
-                            data,
-                            sources: Vec::new(),
-                        })
-                    }
-                };
-                let start = begin as usize;
+                let piece_len = self.picker.piece_len(piece);
+                let buf = self.pieces.entry(piece.0).or_insert_with(|| PieceBuf {
+                    blocks: vec![Bytes::new(); piece_len.div_ceil(BLOCK_SIZE) as usize],
+                    sources: Vec::new(),
+                    started: Instant::now(),
+                    compacted: false,
+                });
                 // The picker only accepts blocks it laid out, so this fits.
-                if let Some(dst) = buf.data.get_mut(start..start + data.len()) {
-                    dst.copy_from_slice(&data);
+                if let Some(slot) = buf.blocks.get_mut((begin / BLOCK_SIZE) as usize) {
+                    *slot = if buf.compacted {
+                        Bytes::copy_from_slice(&data)
+                    } else {
+                        data
+                    };
                 }
                 if let Some(ip) = self.peers.get(&key).map(|p| p.addr.ip()) {
                     buf.sources.push(BlockSource { begin, len, ip });
@@ -1111,14 +1137,16 @@ impl Torrent {
     fn hash_and_write(&mut self, piece: PieceIndex, buf: PieceBuf) {
         let storage = self.storage.clone();
         let tx = self.disk_tx.clone();
-        self.hashing += buf.data.len() as u64;
+        self.hashing += u64::from(self.picker.piece_len(piece));
         self.hashers.run(move || {
-            let PieceBuf { data, sources } = buf;
-            let result = if !storage.check(piece, &data) {
-                DiskResult::Failed(piece, data, sources)
+            let PieceBuf {
+                blocks, sources, ..
+            } = buf;
+            let result = if !storage.check_blocks(piece, &blocks) {
+                DiskResult::Failed(piece, blocks, sources)
             } else {
-                match storage.write_piece(piece, &data) {
-                    Ok(()) => DiskResult::Verified(piece, data),
+                match storage.write_blocks(piece, &blocks) {
+                    Ok(()) => DiskResult::Verified(piece, blocks),
                     Err(e) => DiskResult::WriteError(piece, e),
                 }
             };
@@ -1146,7 +1174,7 @@ impl Torrent {
                 if let Some(suspects) = self.suspects.remove(&piece.0) {
                     self.convict(piece, &buf, suspects).await;
                 }
-                self.recycle(buf);
+                drop(buf);
                 self.picker.piece_verified(piece);
                 self.resume_dirty = true;
                 let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
@@ -1191,7 +1219,7 @@ impl Torrent {
                     let suspects = sources
                         .iter()
                         .filter_map(|s| {
-                            let block = buf.get(s.begin as usize..(s.begin + s.len) as usize)?;
+                            let block = PieceBuf::block(&buf, s.begin, s.len)?;
                             Some(Suspect {
                                 source: *s,
                                 digest: Sha1::digest(block).into(),
@@ -1200,7 +1228,7 @@ impl Torrent {
                         .collect();
                     self.suspects.insert(piece.0, suspects);
                 }
-                self.recycle(buf);
+                drop(buf);
             }
             DiskResult::WriteError(piece, e) => {
                 // Not verified on disk: it stays missing in the picker and
@@ -1215,12 +1243,11 @@ impl Torrent {
 
     /// The piece now passed: any peer whose earlier block differs from the
     /// good one sent bad data.
-    async fn convict(&mut self, piece: PieceIndex, good: &[u8], suspects: Vec<Suspect>) {
+    async fn convict(&mut self, piece: PieceIndex, good: &[Bytes], suspects: Vec<Suspect>) {
         let mut liars: Vec<IpAddr> = suspects
             .iter()
             .filter(|s| {
-                let range = s.source.begin as usize..(s.source.begin + s.source.len) as usize;
-                good.get(range)
+                PieceBuf::block(good, s.source.begin, s.source.len)
                     .is_some_and(|b| <[u8; 20]>::from(Sha1::digest(b)) != s.digest)
             })
             .map(|s| s.source.ip)
@@ -1248,12 +1275,6 @@ impl Torrent {
             })
             .await;
             self.disconnect(k, reason.clone()).await;
-        }
-    }
-
-    fn recycle(&mut self, buf: Vec<u8>) {
-        if self.spare_buffers.len() < 2 {
-            self.spare_buffers.push(buf);
         }
     }
 
@@ -1475,6 +1496,14 @@ impl Torrent {
         }
         self.down.tick(dt);
         self.up.tick(dt);
+        for buf in self.pieces.values_mut() {
+            if !buf.compacted && now.duration_since(buf.started) >= PIECE_COMPACT_AFTER {
+                for b in buf.blocks.iter_mut().filter(|b| !b.is_empty()) {
+                    *b = Bytes::copy_from_slice(b);
+                }
+                buf.compacted = true;
+            }
+        }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
             let mut closed = None;

@@ -16,6 +16,9 @@ use lodestone_wire::{decode, BlockRequest, Handshake, Limits, Message, Reserved,
 pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
 /// Requests from one peer we queue before rejecting more (our `reqq`).
 pub const MAX_PEER_REQUESTS: usize = 2000;
+/// The largest message tail [`Session::handle_chunk`] copies to join two
+/// read buffers: a block message and some slack.
+const MAX_STRADDLE_COPY: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -248,10 +251,56 @@ impl Session {
         self.cfg.reserved.fast() && self.peer.is_some_and(|p| p.reserved.fast())
     }
 
-    /// Bytes read from the socket.
+    /// Bytes read from the socket (copied; see [`Session::handle_chunk`]).
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) -> Result<(), SessionError> {
-        self.last_recv = now;
         self.recv.extend_from_slice(bytes);
+        self.process(now)
+    }
+
+    /// A buffer read from the socket, taken without copying when it
+    /// follows what is left of the previous one in memory (the driver
+    /// splits consecutive reads off one allocation): blocks then reach the
+    /// caller as slices of the read buffer itself.
+    pub fn handle_chunk(&mut self, now: Instant, mut chunk: BytesMut) -> Result<(), SessionError> {
+        if self.recv.is_empty() {
+            self.recv = chunk;
+            return self.process(now);
+        }
+        let contiguous = self.recv.as_ptr().wrapping_add(self.recv.len()) == chunk.as_ptr();
+        if contiguous || self.peer.is_none() {
+            // O(1) when contiguous; the handshake is small anyway.
+            self.recv.unsplit(chunk);
+            return self.process(now);
+        }
+        // A new read buffer while a message is cut in two: copy only the
+        // rest of that message, then take the new buffer as it is.
+        while !chunk.is_empty() {
+            let need = match self.recv.get(..4) {
+                None => 4 - self.recv.len(),
+                Some(prefix) => {
+                    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+                    (len as usize + 4).saturating_sub(self.recv.len())
+                }
+            };
+            if need == 0 || need > MAX_STRADDLE_COPY {
+                // A whole message already, or a large one: let the decoder
+                // judge it (and refuse what is too long) after a plain join.
+                break;
+            }
+            let take = need.min(chunk.len());
+            self.recv.extend_from_slice(&chunk.split_to(take));
+        }
+        self.process(now)?;
+        if self.recv.is_empty() {
+            self.recv = chunk;
+        } else {
+            self.recv.unsplit(chunk);
+        }
+        self.process(now)
+    }
+
+    fn process(&mut self, now: Instant) -> Result<(), SessionError> {
+        self.last_recv = now;
         if self.peer.is_none() {
             let Some(hs) = Handshake::decode(&self.recv)? else {
                 return Ok(());
@@ -593,6 +642,82 @@ mod tests {
         pump(now, &mut b, &mut a).unwrap();
         assert_eq!(events(&mut b), [Event::HaveAll]);
         assert_eq!(events(&mut a), [Event::HaveNone]);
+    }
+
+    proptest::proptest! {
+        /// Reads cut anywhere, some split off one allocation (joined
+        /// without copying) and some in new ones (only the cut message is
+        /// copied), give the same events as the whole stream at once.
+        #[test]
+        fn chunked_reads_give_the_same_events(
+            lens in proptest::collection::vec(0usize..=16384, 1..12),
+            cuts in proptest::collection::vec((1usize..40_000, proptest::bool::ANY), 1..30),
+        ) {
+            let now = Instant::now();
+            let mut stream = Vec::new();
+            for (i, len) in lens.iter().enumerate() {
+                stream.extend(raw(Message::Have(PieceIndex(i as u32 % 4))));
+                stream.extend(raw(Message::Piece {
+                    piece: PieceIndex(i as u32 % 4),
+                    begin: 0,
+                    data: Bytes::from(vec![i as u8; *len]),
+                }));
+                stream.extend(raw(Message::KeepAlive));
+            }
+            let (mut whole, _) = connected(now);
+            whole.handle_bytes(now, &stream).unwrap();
+            let want = events(&mut whole);
+
+            let (mut chunked, _) = connected(now);
+            let mut rest = &stream[..];
+            let mut alloc = BytesMut::new();
+            for (cut, fresh) in cuts.iter().chain(std::iter::once(&(usize::MAX, true))) {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = (*cut).min(rest.len());
+                if *fresh || alloc.capacity() - alloc.len() < n {
+                    alloc = BytesMut::with_capacity(n + 40_000);
+                }
+                alloc.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                chunked.handle_chunk(now, alloc.split()).unwrap();
+            }
+            proptest::prop_assert_eq!(events(&mut chunked), want);
+        }
+    }
+
+    #[test]
+    fn a_new_read_buffer_is_not_copied() {
+        let now = Instant::now();
+        let (mut s, _) = connected(now);
+        let block = |fill: u8| {
+            raw(Message::Piece {
+                piece: PieceIndex(1),
+                begin: 0,
+                data: Bytes::from(vec![fill; 10_000]),
+            })
+        };
+        let (a, b) = (block(1), block(2));
+        s.handle_chunk(now, BytesMut::from(&a[..5000])).unwrap();
+        let mut second = BytesMut::from(&a[5000..]);
+        second.extend_from_slice(&b);
+        let range = second.as_ptr_range();
+        s.handle_chunk(now, second).unwrap();
+        let blocks: Vec<Bytes> = events(&mut s)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Block { data, .. } => Some(data),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0], vec![1u8; 10_000]);
+        assert_eq!(blocks[1], vec![2u8; 10_000]);
+        // Only the message cut in two was copied; the next one is a slice
+        // of the buffer it was read into.
+        assert!(range.contains(&blocks[1].as_ptr()));
+        assert!(!range.contains(&blocks[0].as_ptr()));
     }
 
     #[test]

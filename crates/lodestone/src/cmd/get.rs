@@ -97,9 +97,13 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// One network thread, as libtorrent has: hashing and disk writes run on
+/// their own pool, and with a single worker every read buffer is allocated
+/// and freed in one malloc arena (two workers measured 3-8 MiB more RSS
+/// and more CPU for a 512 MiB download).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")
