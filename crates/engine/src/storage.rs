@@ -194,7 +194,9 @@ impl Storage {
         Ok(())
     }
 
-    /// Read `len` bytes at `begin` of `piece` into `buf` (cleared first).
+    /// Read `len` bytes at `begin` of `piece` into `buf`, which ends up
+    /// exactly that long. A reused `buf` is not zeroed first: every byte is
+    /// overwritten by the read.
     pub fn read(
         &self,
         piece: PieceIndex,
@@ -211,7 +213,7 @@ impl Storage {
         if end > range.end {
             return Err(StorageError::BadPiece(piece.0));
         }
-        buf.clear();
+        buf.truncate(len as usize);
         buf.resize(len as usize, 0);
         let mut at = 0usize;
         for s in self.layout.slices(start..end) {
@@ -219,7 +221,8 @@ impl Storage {
             at += s.len as usize;
             let f = &self.files[s.file_index];
             if f.pad {
-                continue; // zeros
+                dst.fill(0);
+                continue;
             }
             self.handle(s.file_index, false)?
                 .read_exact_at(dst, s.offset_in_file)
@@ -458,6 +461,44 @@ mod tests {
                 fs::read(dir.path().join("dst/t").join(f)).unwrap()
             );
         }
+    }
+
+    /// BEP 47 pad files read back as zeros, also into a reused buffer
+    /// that held other data (reads do not zero it first).
+    #[test]
+    fn pad_files_read_as_zeros_into_a_dirty_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        let b = vec![7u8; 5000];
+        let mut content = a.clone();
+        content.resize(32_768, 0);
+        content.extend(&b);
+        let pieces: Vec<u8> = content
+            .chunks(16384)
+            .flat_map(|c| Sha1::digest(c).to_vec())
+            .collect();
+        let mut info = b"d5:filesl".to_vec();
+        info.extend(b"d6:lengthi20000e4:pathl1:aee");
+        info.extend(b"d4:attr1:p6:lengthi12768e4:pathl4:.pad5:12768ee");
+        info.extend(b"d6:lengthi5000e4:pathl1:bee");
+        info.extend(b"e4:name1:t12:piece lengthi16384e6:pieces");
+        info.extend(format!("{}:", pieces.len()).as_bytes());
+        info.extend(&pieces);
+        info.push(b'e');
+        let mut torrent = b"d4:info".to_vec();
+        torrent.extend(&info);
+        torrent.push(b'e');
+        let m = Metainfo::from_bytes(&torrent).unwrap();
+        fs::create_dir_all(dir.path().join("t")).unwrap();
+        fs::write(dir.path().join("t/a"), &a).unwrap();
+        fs::write(dir.path().join("t/b"), &b).unwrap();
+        let s = Storage::new(dir.path(), &m.info).unwrap();
+        assert!(!dir.path().join("t/.pad").exists());
+        let mut buf = vec![0xffu8; 16384];
+        s.read(PieceIndex(1), 0, 16384, &mut buf).unwrap();
+        assert_eq!(buf, content[16384..32768]);
+        assert!(s.check(PieceIndex(1), &buf));
+        assert!(s.recheck(1).is_full());
     }
 
     #[test]

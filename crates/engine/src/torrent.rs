@@ -50,6 +50,9 @@ const MAX_KNOWN_PEERS: usize = 2000;
 const MAX_HASH_BACKLOG: u64 = 4 << 20;
 /// Whole pieces kept in memory for serving requests.
 const READ_CACHE_PIECES: usize = 4;
+/// Evicted read-cache buffers kept for reuse (a peer's queue of unsent
+/// blocks can span this many pieces).
+const MAX_SPARE_READS: usize = 8;
 /// A piece still incomplete after this long has its blocks copied out of
 /// the read buffers they arrived in: a slow piece must not keep whole
 /// 128 KiB read buffers alive for one 16 KiB block each.
@@ -230,6 +233,9 @@ struct Peer {
     conn: Connection,
     /// Bytes the writer could not take yet.
     backlog: VecDeque<Bytes>,
+    /// Blocks the peer asked for, read and sent as the writer takes them
+    /// (not all at once: a peer may queue 2000 requests).
+    to_serve: VecDeque<BlockRequest>,
     established: bool,
     is_seed: bool,
     down: Rate,
@@ -311,6 +317,9 @@ pub struct Torrent {
     disk_tx: mpsc::Sender<DiskResult>,
     hashers: crate::pool::Pool,
     read_buffers: Arc<peer_io::ReadBuffers>,
+    /// Piece buffers evicted from the seeding read cache, reused for the
+    /// next reads once the blocks sliced from them are sent.
+    spare_reads: Vec<Bytes>,
     /// Bytes handed to the hashers and not yet back.
     hashing: u64,
     events: mpsc::Sender<TorrentEvent>,
@@ -494,6 +503,7 @@ pub async fn run(
         disk_tx,
         hashers: crate::pool::Pool::new("hash", cfg.threads),
         read_buffers: Arc::default(),
+        spare_reads: Vec::new(),
         hashing: 0,
         events,
         pieces: HashMap::new(),
@@ -847,6 +857,7 @@ impl Torrent {
                         session,
                         conn,
                         backlog: VecDeque::new(),
+                        to_serve: VecDeque::new(),
                         established: false,
                         is_seed: false,
                         down: Rate::default(),
@@ -987,8 +998,18 @@ impl Torrent {
                 }
             }
             Event::Block { piece, begin, data } => self.on_block(key, piece, begin, data).await,
-            Event::Request(r) => self.serve(key, r),
-            Event::Cancel(_) => {}
+            Event::Request(r) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.to_serve.push_back(r);
+                }
+            }
+            Event::Cancel(r) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if let Some(i) = p.to_serve.iter().position(|q| *q == r) {
+                        p.to_serve.remove(i);
+                    }
+                }
+            }
             Event::Rejected(r) => {
                 self.picker.on_request_failed(
                     key,
@@ -1333,12 +1354,21 @@ impl Torrent {
             }
             None => {
                 let len = self.picker.piece_len(r.piece);
-                let mut buf = Vec::with_capacity(len as usize);
+                // A buffer of an evicted piece that no queued block points
+                // into any more: no fresh pages to fault in and zero.
+                let reusable = self.spare_reads.iter().position(Bytes::is_unique);
+                let mut buf = reusable
+                    .and_then(|i| self.spare_reads.swap_remove(i).try_into_mut().ok())
+                    .map(Vec::from)
+                    .unwrap_or_default();
                 match self.storage.read(r.piece, 0, len, &mut buf) {
                     Ok(()) => {
                         let data = Bytes::from(buf);
                         if self.read_cache.len() >= READ_CACHE_PIECES {
-                            self.read_cache.remove(0);
+                            let (_, old) = self.read_cache.remove(0);
+                            if self.spare_reads.len() < MAX_SPARE_READS {
+                                self.spare_reads.push(old);
+                            }
                         }
                         self.read_cache.push((r.piece, data.clone()));
                         Some(data)
@@ -1420,9 +1450,25 @@ impl Torrent {
         self.scratch = out;
     }
 
+    /// Hand the peer's output to its writer and, while the writer has room,
+    /// serve the blocks it asked for.
     fn flush(&mut self, key: PeerKey) {
+        while self.drain_to_writer(key) {
+            let next = self
+                .peers
+                .get_mut(&key)
+                .and_then(|p| p.to_serve.pop_front());
+            match next {
+                Some(r) => self.serve(key, r),
+                None => return,
+            }
+        }
+    }
+
+    /// Move the session's output to the writer; true when all of it went.
+    fn drain_to_writer(&mut self, key: PeerKey) -> bool {
         let Some(p) = self.peers.get_mut(&key) else {
-            return;
+            return false;
         };
         let now = Instant::now();
         loop {
@@ -1430,7 +1476,7 @@ impl Torrent {
                 Some(b) => b,
                 None => match p.session.poll_transmit(now) {
                     Some(b) => b,
-                    None => return,
+                    None => return true,
                 },
             };
             match p.conn.tx.try_send(next) {
@@ -1438,9 +1484,9 @@ impl Torrent {
                 Err(mpsc::error::TrySendError::Full(b)) => {
                     p.backlog.push_front(b);
                     p.conn.want_writable.store(true, Ordering::Release);
-                    return;
+                    return false;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
             }
         }
     }
@@ -1482,6 +1528,10 @@ impl Torrent {
                     p.session.unchoke();
                 } else {
                     p.session.choke();
+                    // What it asked for is dropped (and rejected, with BEP 6).
+                    for r in std::mem::take(&mut p.to_serve) {
+                        p.session.reject(r);
+                    }
                 }
             }
             self.flush(k);
