@@ -15,6 +15,7 @@ use lodestone_peer::choker::{Choker, ChokerConfig, PeerStats};
 use lodestone_peer::picker::{
     Block, BlockOutcome, PeerKey, PickerConfig, PiecePicker, Priority, BLOCK_SIZE,
 };
+use lodestone_peer::queue::QueueSizer;
 use lodestone_peer::session::{Event, Session, SessionConfig, TorrentShape};
 use lodestone_wire::extended::{
     ExtendedHandshake, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, UT_METADATA, UT_PEX,
@@ -28,11 +29,6 @@ use crate::peer_io::{self, Connection, PeerInput, PeerSource};
 use crate::resume::{self, ResumeData};
 use crate::storage::{Storage, StorageError};
 
-/// Requests kept in flight per peer, before the rate says otherwise.
-const MIN_QUEUE: usize = 32;
-const MAX_QUEUE: usize = 256;
-/// Seconds of data to keep requested from a peer (bandwidth-delay product).
-const QUEUE_SECONDS: f64 = 0.5;
 /// A peer with requests out that sends nothing for this long is snubbed;
 /// its requests go back to the pool.
 const SNUB_AFTER: Duration = Duration::from_secs(15);
@@ -233,6 +229,9 @@ struct Peer {
     conn: Connection,
     /// Bytes the writer could not take yet.
     backlog: VecDeque<Bytes>,
+    /// How many requests to keep outstanding with it (its measured
+    /// bandwidth-delay product).
+    queue: QueueSizer,
     /// Blocks the peer asked for, read and sent as the writer takes them
     /// (not all at once: a peer may queue 2000 requests).
     to_serve: VecDeque<BlockRequest>,
@@ -858,6 +857,7 @@ impl Torrent {
                         conn,
                         backlog: VecDeque::new(),
                         to_serve: VecDeque::new(),
+                        queue: QueueSizer::new(),
                         established: false,
                         is_seed: false,
                         down: Rate::default(),
@@ -989,7 +989,12 @@ impl Torrent {
                 self.picker.peer_has(key, piece);
                 self.update_interest(key);
             }
-            Event::Choked => self.picker.on_choked(key),
+            Event::Choked => {
+                self.picker.on_choked(key);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.queue.on_all_lost();
+                }
+            }
             Event::Unchoked => {}
             Event::Interested | Event::NotInterested => {
                 // Answer quickly when there is a free slot, rather than at the next rechoke.
@@ -1011,14 +1016,15 @@ impl Torrent {
                 }
             }
             Event::Rejected(r) => {
-                self.picker.on_request_failed(
-                    key,
-                    Block {
-                        piece: r.piece,
-                        begin: r.begin,
-                        len: r.len,
-                    },
-                );
+                let block = Block {
+                    piece: r.piece,
+                    begin: r.begin,
+                    len: r.len,
+                };
+                self.picker.on_request_failed(key, block);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.queue.on_request_lost(block);
+                }
             }
             Event::AllowedFast(piece) => {
                 if let Some(p) = self.peers.get_mut(&key) {
@@ -1055,7 +1061,7 @@ impl Torrent {
                         p.pex = Some(lodestone_peer::pex::PexState::new(Instant::now()));
                     }
                     if let Some(q) = h.request_queue {
-                        p.peer_reqq = (q as usize).clamp(1, MAX_QUEUE);
+                        p.peer_reqq = (q as usize).clamp(1, QueueSizer::FAR_MAX_BLOCKS);
                     }
                     if h.upload_only {
                         p.is_seed = true;
@@ -1106,12 +1112,13 @@ impl Torrent {
         let len = data.len() as u32;
         self.down.add(u64::from(len));
         self.stats.downloaded += u64::from(len);
+        let block = Block { piece, begin, len };
         if let Some(p) = self.peers.get_mut(&key) {
             p.down.add(u64::from(len));
             p.last_block = Instant::now();
             p.snubbed = false;
+            p.queue.on_block(block, p.last_block);
         }
-        let block = Block { piece, begin, len };
         match self.picker.on_block(key, block) {
             BlockOutcome::Unrequested => self.stats.wasted += u64::from(len),
             BlockOutcome::Accepted {
@@ -1120,6 +1127,7 @@ impl Torrent {
             } => {
                 for (other, b) in cancel {
                     if let Some(p) = self.peers.get_mut(&other) {
+                        p.queue.on_request_lost(b);
                         p.session.cancel(BlockRequest {
                             piece: b.piece,
                             begin: b.begin,
@@ -1408,10 +1416,7 @@ impl Torrent {
         if !p.established || !p.session.am_interested() {
             return;
         }
-        let target = ((p.down.per_sec * QUEUE_SECONDS) as usize
-            / lodestone_peer::picker::BLOCK_SIZE as usize)
-            .clamp(MIN_QUEUE, MAX_QUEUE)
-            .min(p.peer_reqq.max(1));
+        let target = p.queue.target(p.down.per_sec, p.peer_reqq);
         let inflight = self.picker.in_flight(key);
         if inflight >= target {
             return;
@@ -1439,7 +1444,9 @@ impl Torrent {
         self.picker.pick(key, room, allowed.as_deref(), &mut out);
         self.request_budget -= out.iter().map(|b| f64::from(b.len)).sum::<f64>();
         if let Some(p) = self.peers.get_mut(&key) {
-            for b in &out {
+            let now = Instant::now();
+            for (i, b) in out.iter().enumerate() {
+                p.queue.on_request(*b, inflight + i, now);
                 p.session.request(BlockRequest {
                     piece: b.piece,
                     begin: b.begin,

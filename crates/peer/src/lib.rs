@@ -7,4 +7,5 @@ pub mod choker;
 pub mod metadata;
 pub mod pex;
 pub mod picker;
+pub mod queue;
 pub mod session;

@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+# Debian's interpreter: it drives python3-libtorrent through tests/interop/lt_peer.py.
+"""Far-peer benchmark: a download across a long round trip, Lodestone
+against libtorrent, same run.
+
+  bench/far_peer.py [--size-mib 32] [--rtt-ms 600] [--runs 2] [--lodestone BIN]
+
+A Lodestone seeder sits behind a TCP proxy on loopback that holds every
+byte for RTT/2 in each direction (this machine has no netem). A leecher
+that keeps too few requests in flight is limited to queue / RTT, whatever
+the link could do; one that sizes its queue to the bandwidth-delay product
+is not. Alternates a libtorrent leecher (high-performance preset) and a
+Lodestone leecher, RUNS times each, and prints MiB/s and the ratio.
+
+Only 127.0.0.1 is used.
+"""
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["LODESTONE_LOCAL_ONLY"] = "1"
+LT_PEER = os.path.join(ROOT, "tests", "interop", "lt_peer.py")
+LODESTONE = os.path.join(ROOT, "target", "release", "lodestone")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def pipe(reader, writer, delay):
+    """Forward bytes, each chunk released `delay` seconds after it came."""
+    queue = asyncio.Queue()
+
+    async def release():
+        while True:
+            due, data = await queue.get()
+            if data is None:
+                break
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    task = asyncio.create_task(release())
+    try:
+        while True:
+            data = await reader.read(1 << 16)
+            if not data:
+                break
+            await queue.put((time.monotonic() + delay, data))
+    except ConnectionError:
+        pass
+    await queue.put((0, None))
+    await task
+
+
+def run_proxy(listen_port, target_port, one_way):
+    async def handle(r, w):
+        try:
+            tr, tw = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            w.close()
+            return
+        await asyncio.gather(pipe(r, tw, one_way), pipe(tr, w, one_way), return_exceptions=True)
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
+        async with server:
+            await server.serve_forever()
+
+    threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
+
+
+def leech(kind, torrent, save, port, lodestone):
+    shutil.rmtree(save, ignore_errors=True)
+    os.makedirs(save)
+    if kind == "lt":
+        cmd = ["/usr/bin/python3", LT_PEER, "leech", "--perf", "--no-verify", "--timeout", "300",
+               "--torrent", torrent, "--save", save, "--listen", f"127.0.0.1:{free_port()}",
+               "--peer", f"127.0.0.1:{port}"]
+    else:
+        cmd = [lodestone, "get", "--json", "-o", save, "--peer", f"127.0.0.1:{port}", torrent]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400).stdout
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    last = lines[-1] if lines else {}
+    ok = last.get("ok") is True if kind == "lt" else last.get("complete") is True
+    shutil.rmtree(save, ignore_errors=True)
+    return ok, last.get("time_to_complete_s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=32)
+    ap.add_argument("--rtt-ms", type=int, default=600)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--lodestone", help="leech with this binary instead of a fresh release build")
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "lodestone"], cwd=ROOT, check=True)
+    leecher = a.lodestone or LODESTONE
+    work = "/dev/shm/lodestone-far"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.join(work, "content"))
+    with open(os.path.join(work, "content", "payload.bin"), "wb") as f:
+        f.write(os.urandom(a.size_mib << 20))
+    torrent = os.path.join(work, "payload.torrent")
+    subprocess.run([LODESTONE, "create", "--no-date", "--piece-size", "256K", "-o", torrent,
+                    os.path.join(work, "content", "payload.bin")], check=True, stdout=subprocess.DEVNULL)
+    seed_port, proxy_port = free_port(), free_port()
+    seeder = subprocess.Popen([LODESTONE, "seed", "--json", "--listen", f"127.0.0.1:{seed_port}",
+                               torrent, os.path.join(work, "content")],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in seeder.stdout:
+        if '"started"' in line:
+            break
+    threading.Thread(target=lambda: [None for _ in seeder.stdout], daemon=True).start()
+    run_proxy(proxy_port, seed_port, a.rtt_ms / 2000)
+    print(f"{a.size_mib} MiB from a Lodestone seeder through a proxy adding {a.rtt_ms} ms of round trip")
+    rates = {}
+    try:
+        for i in range(a.runs):
+            for kind in (["lt", "lodestone"] if i % 2 == 0 else ["lodestone", "lt"]):
+                ok, t = leech(kind, torrent, os.path.join(work, f"dl-{kind}"), proxy_port, leecher)
+                rate = a.size_mib / t if ok and t else 0.0
+                rates.setdefault(kind, []).append(rate)
+                print(f"run {i + 1} {kind:10s} leecher ok={ok!s:5} {t or 0:7.2f} s {rate:7.2f} MiB/s", flush=True)
+    finally:
+        seeder.terminate()
+        seeder.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    for k, v in med.items():
+        print(f"median {k:10s} leecher: {v:7.2f} MiB/s")
+    if med.get("lt"):
+        print(f"ratio lodestone/libtorrent: {med['lodestone'] / med['lt']:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
