@@ -185,6 +185,12 @@ pub enum TorrentEvent {
     Paused {
         reason: String,
     },
+    /// A piece we have could not be read to seed it (file gone or
+    /// unreadable): its requests are rejected from now on.
+    ReadFailed {
+        piece: u32,
+        reason: String,
+    },
     /// Where peers come from (emitted about once a second).
     Sources(Vec<crate::sources::SourceRow>),
 }
@@ -301,6 +307,8 @@ enum DiskResult {
     Verified(PieceIndex, Vec<Bytes>),
     Failed(PieceIndex, Vec<Bytes>, Vec<BlockSource>),
     WriteError(PieceIndex, StorageError),
+    /// A piece read for seeding.
+    Read(PieceIndex, Result<Bytes, StorageError>),
 }
 
 pub struct Torrent {
@@ -362,6 +370,10 @@ pub struct Torrent {
     request_budget: f64,
     /// Recently read pieces, most recent last.
     read_cache: Vec<(PieceIndex, Bytes)>,
+    /// Pieces being read for seeding.
+    reading: HashSet<u32>,
+    /// Pieces whose read failed: not offered again.
+    unreadable: HashSet<u32>,
 }
 
 /// Run a torrent until it is done (complete and seed time over), stopped
@@ -533,6 +545,8 @@ pub async fn run(
         scratch: Vec::new(),
         request_budget: 0.0,
         read_cache: Vec::new(),
+        reading: HashSet::new(),
+        unreadable: HashSet::new(),
         cfg,
     };
     t.check_complete().await;
@@ -1184,10 +1198,11 @@ impl Torrent {
     }
 
     async fn on_disk(&mut self, result: DiskResult) {
-        let len = match &result {
+        let len = match result {
             DiskResult::Verified(p, _)
             | DiskResult::Failed(p, ..)
-            | DiskResult::WriteError(p, _) => self.picker.piece_len(*p),
+            | DiskResult::WriteError(p, _) => self.picker.piece_len(p),
+            DiskResult::Read(piece, result) => return self.on_read(piece, result).await,
         };
         let was_full = self.hashing >= MAX_HASH_BACKLOG;
         self.hashing = self.hashing.saturating_sub(u64::from(len));
@@ -1259,6 +1274,7 @@ impl Torrent {
                 }
                 drop(buf);
             }
+            DiskResult::Read(..) => {}
             DiskResult::WriteError(piece, e) => {
                 // Not verified on disk: it stays missing in the picker and
                 // in the resume data. Stop downloading; keep what we have.
@@ -1340,63 +1356,108 @@ impl Torrent {
         .await;
     }
 
-    /// Answer a peer's request from disk.
-    fn serve(&mut self, key: PeerKey, r: BlockRequest) {
-        let have = self.picker.have().get(r.piece);
+    /// Answer the request at the front of the peer's queue from the read
+    /// cache. False when its piece is not in memory: a read is started on
+    /// the disk pool (never on the network thread: a slow disk must not
+    /// stall every peer) and the queue waits for it.
+    fn serve_next(&mut self, key: PeerKey) -> bool {
         let Some(p) = self.peers.get_mut(&key) else {
-            return;
+            return false;
         };
+        let Some(&r) = p.to_serve.front() else {
+            return false;
+        };
+        let have = self.picker.have().get(r.piece) && !self.unreadable.contains(&r.piece.0);
         if !have || p.session.am_choking() {
+            p.to_serve.pop_front();
             p.session.reject(r);
-            return;
+            return true;
         }
         // Peers ask for a piece's blocks in a row: read the whole piece once
         // and hand out slices of it (no copy, one read per piece).
-        let cached = self.read_cache.iter().position(|(i, _)| *i == r.piece);
-        let piece = match cached {
-            Some(i) => {
-                let entry = self.read_cache.remove(i);
-                let data = entry.1.clone();
-                self.read_cache.push(entry);
-                Some(data)
-            }
-            None => {
-                let len = self.picker.piece_len(r.piece);
-                // A buffer of an evicted piece that no queued block points
-                // into any more: no fresh pages to fault in and zero.
-                let reusable = self.spare_reads.iter().position(Bytes::is_unique);
-                let mut buf = reusable
-                    .and_then(|i| self.spare_reads.swap_remove(i).try_into_mut().ok())
-                    .map(Vec::from)
-                    .unwrap_or_default();
-                match self.storage.read(r.piece, 0, len, &mut buf) {
-                    Ok(()) => {
-                        let data = Bytes::from(buf);
-                        if self.read_cache.len() >= READ_CACHE_PIECES {
-                            let (_, old) = self.read_cache.remove(0);
-                            if self.spare_reads.len() < MAX_SPARE_READS {
-                                self.spare_reads.push(old);
-                            }
-                        }
-                        self.read_cache.push((r.piece, data.clone()));
-                        Some(data)
+        let Some(i) = self.read_cache.iter().position(|(i, _)| *i == r.piece) else {
+            self.start_read(r.piece);
+            return false;
+        };
+        let entry = self.read_cache.remove(i);
+        let data = entry.1.clone();
+        self.read_cache.push(entry);
+        p.to_serve.pop_front();
+        let range = r.begin as usize..(r.begin as usize + r.len as usize);
+        if range.end > data.len() {
+            p.session.reject(r);
+            return true;
+        }
+        p.up.add(u64::from(r.len));
+        self.up.add(u64::from(r.len));
+        self.stats.uploaded += u64::from(r.len);
+        p.session.send_block(r.piece, r.begin, data.slice(range));
+        true
+    }
+
+    /// Read a whole piece for seeding on the disk pool.
+    fn start_read(&mut self, piece: PieceIndex) {
+        if !self.reading.insert(piece.0) {
+            return;
+        }
+        let len = self.picker.piece_len(piece);
+        // A buffer of an evicted piece that no queued block points into any
+        // more: no fresh pages to fault in and zero.
+        let reusable = self.spare_reads.iter().position(Bytes::is_unique);
+        let mut buf = reusable
+            .and_then(|i| self.spare_reads.swap_remove(i).try_into_mut().ok())
+            .map(Vec::from)
+            .unwrap_or_default();
+        let storage = self.storage.clone();
+        let tx = self.disk_tx.clone();
+        self.hashers.run(move || {
+            let result = storage
+                .read(piece, 0, len, &mut buf)
+                .map(|()| Bytes::from(buf));
+            let _ = tx.blocking_send(DiskResult::Read(piece, result));
+        });
+    }
+
+    /// A piece read for seeding came back: cache it and serve the peers
+    /// waiting for it (or reject what they asked of it, if it failed).
+    async fn on_read(&mut self, piece: PieceIndex, result: Result<Bytes, StorageError>) {
+        self.reading.remove(&piece.0);
+        match result {
+            Ok(data) => {
+                if self.read_cache.len() >= READ_CACHE_PIECES {
+                    let (_, old) = self.read_cache.remove(0);
+                    if self.spare_reads.len() < MAX_SPARE_READS {
+                        self.spare_reads.push(old);
                     }
-                    Err(_) => None,
+                }
+                self.read_cache.push((piece, data));
+            }
+            Err(e) => {
+                self.unreadable.insert(piece.0);
+                self.emit(TorrentEvent::ReadFailed {
+                    piece: piece.0,
+                    reason: e.to_string(),
+                })
+                .await;
+                for p in self.peers.values_mut() {
+                    let (bad, keep) = std::mem::take(&mut p.to_serve)
+                        .into_iter()
+                        .partition(|r| r.piece == piece);
+                    p.to_serve = keep;
+                    for r in bad {
+                        p.session.reject(r);
+                    }
                 }
             }
-        };
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        let range = r.begin as usize..(r.begin as usize + r.len as usize);
-        match piece.filter(|d| range.end <= d.len()) {
-            Some(data) => {
-                p.up.add(u64::from(r.len));
-                self.up.add(u64::from(r.len));
-                self.stats.uploaded += u64::from(r.len);
-                p.session.send_block(r.piece, r.begin, data.slice(range));
-            }
-            None => p.session.reject(r),
+        }
+        let waiting: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.to_serve.is_empty() || !p.backlog.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in waiting {
+            self.flush(k);
         }
     }
 
@@ -1460,16 +1521,7 @@ impl Torrent {
     /// Hand the peer's output to its writer and, while the writer has room,
     /// serve the blocks it asked for.
     fn flush(&mut self, key: PeerKey) {
-        while self.drain_to_writer(key) {
-            let next = self
-                .peers
-                .get_mut(&key)
-                .and_then(|p| p.to_serve.pop_front());
-            match next {
-                Some(r) => self.serve(key, r),
-                None => return,
-            }
-        }
+        while self.drain_to_writer(key) && self.serve_next(key) {}
     }
 
     /// Move the session's output to the writer; true when all of it went.

@@ -343,6 +343,40 @@ async fn unrequested_blocks_are_ignored_and_stalls_are_routed_around() {
     }
 }
 
+/// A raw connection to our seeder, handshake done and interest shown.
+async fn connect(seeder: SocketAddr, ih: InfoHash) -> TcpStream {
+    // The seeder rechecks before it serves; retry the handshake until it answers.
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(seeder).await {
+            let hs = Handshake {
+                reserved: Reserved::ours(),
+                info_hash: ih,
+                peer_id: PeerId([9; 20]),
+            };
+            s.write_all(&hs.encode()).await.unwrap();
+            let _ = read_handshake(&mut s).await;
+            send(&mut s, Message::Interested).await.unwrap();
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("seeder never accepted");
+}
+
+/// The next message from the seeder; None once it hangs up.
+async fn next_msg(s: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Option<Message> {
+    loop {
+        if let Some(m) = decode(buf, limits).unwrap() {
+            return Some(m);
+        }
+        match tokio::time::timeout(Duration::from_secs(15), s.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("seeder went quiet"),
+        }
+    }
+}
+
 /// Our seeder against a leecher that asks for too much or for nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_to_our_seeder() {
@@ -351,38 +385,6 @@ async fn bad_requests_to_our_seeder() {
     let (seeder, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
     let n = meta.info.num_pieces();
     let limits = Limits::for_pieces(n);
-
-    async fn connect(seeder: SocketAddr, ih: InfoHash) -> TcpStream {
-        // The seeder rechecks before it serves; retry the handshake until it answers.
-        for _ in 0..100 {
-            if let Ok(mut s) = TcpStream::connect(seeder).await {
-                let hs = Handshake {
-                    reserved: Reserved::ours(),
-                    info_hash: ih,
-                    peer_id: PeerId([9; 20]),
-                };
-                s.write_all(&hs.encode()).await.unwrap();
-                let _ = read_handshake(&mut s).await;
-                send(&mut s, Message::Interested).await.unwrap();
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("seeder never accepted");
-    }
-
-    async fn next_msg(s: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Option<Message> {
-        loop {
-            if let Some(m) = decode(buf, limits).unwrap() {
-                return Some(m);
-            }
-            match tokio::time::timeout(Duration::from_secs(15), s.read_buf(buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Ok(Ok(_)) => {}
-                Err(_) => panic!("seeder went quiet"),
-            }
-        }
-    }
 
     let ih = meta.info_hashes.wire();
     // Out of range: rejected (BEP 6), connection stays up.
@@ -433,4 +435,84 @@ async fn bad_requests_to_our_seeder() {
     };
     send(&mut s, Message::Request(huge)).await.unwrap();
     while next_msg(&mut s, &mut buf, &limits).await.is_some() {}
+}
+
+/// The data of a piece vanishes behind the seeder's back (the file is cut
+/// short): its requests are rejected, the seeder says why, and the pieces
+/// still on disk are served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeder_that_cannot_read_a_piece_refuses_it_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = fixture(dir.path());
+    let addr = free_port("127.0.0.1");
+    let mut cfg = config(&dir.path().join("src"), 1);
+    cfg.listen = Some(addr);
+    cfg.recheck = true;
+    cfg.seed_time = None;
+    let (tx, mut events) = mpsc::channel(1024);
+    let (_stop, stop_rx) = watch::channel(false);
+    tokio::spawn(torrent::run(meta.clone(), cfg, tx, stop_rx));
+    loop {
+        match events.recv().await.expect("seeder runs") {
+            TorrentEvent::Started { have, .. } => {
+                assert_eq!(have, meta.info.num_pieces());
+                break;
+            }
+            _ => continue,
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("src/data.bin"))
+        .unwrap()
+        .set_len(20 * PIECE)
+        .unwrap();
+
+    let limits = Limits::for_pieces(meta.info.num_pieces());
+    let mut s = connect(addr, meta.info_hashes.wire()).await;
+    let mut buf = BytesMut::new();
+    while !matches!(
+        next_msg(&mut s, &mut buf, &limits)
+            .await
+            .expect("connected"),
+        Message::Unchoke
+    ) {}
+    let gone = BlockRequest {
+        piece: PieceIndex(30),
+        begin: 0,
+        len: 16384,
+    };
+    let kept = BlockRequest {
+        piece: PieceIndex(3),
+        begin: 16384,
+        len: 16384,
+    };
+    send(&mut s, Message::Request(gone)).await.unwrap();
+    send(&mut s, Message::Request(kept)).await.unwrap();
+    let (mut rejected, mut served) = (false, false);
+    while !(rejected && served) {
+        match next_msg(&mut s, &mut buf, &limits)
+            .await
+            .expect("still connected")
+        {
+            Message::Reject(r) if r == gone => rejected = true,
+            Message::Piece { piece, begin, data } => {
+                assert_eq!((piece, begin, data.len()), (kept.piece, kept.begin, 16384));
+                served = true;
+            }
+            _ => {}
+        }
+    }
+    let said = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let TorrentEvent::ReadFailed { piece, reason } = events.recv().await? {
+                return Some((piece, reason));
+            }
+        }
+    })
+    .await
+    .expect("the seeder reports the failed read");
+    let (piece, reason) = said.expect("event");
+    assert_eq!(piece, 30);
+    assert!(reason.contains("data.bin"), "{reason}");
 }

@@ -564,6 +564,9 @@ impl Ui {
                 TorrentEvent::Paused { reason } => {
                     json!({"event": "paused", "t": t, "reason": reason})
                 }
+                TorrentEvent::ReadFailed { piece, reason } => {
+                    json!({"event": "read_failed", "t": t, "piece": piece, "reason": reason})
+                }
                 TorrentEvent::Sources(rows) => {
                     let rows: Vec<serde_json::Value> = rows
                         .iter()
@@ -627,6 +630,9 @@ impl Ui {
             )),
             TorrentEvent::Paused { reason } => self.note(&format!(
                 "paused: {reason}. What was verified is kept; run again to resume."
+            )),
+            TorrentEvent::ReadFailed { piece, reason } => self.note(&format!(
+                "cannot seed piece {piece}: {reason}. Its requests are refused; --recheck finds what is still good."
             )),
             TorrentEvent::Sources(rows) => self.sources(rows),
         }
