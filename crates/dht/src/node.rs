@@ -865,6 +865,10 @@ impl Node {
         if !self.cfg.secure_id || crate::secure_id::is_exempt(ours) {
             return;
         }
+        if self.ip_votes.get(&voter) == Some(&ours) {
+            // The same vote again: the tally, and so the verdict, stand.
+            return;
+        }
         if !self.ip_votes.contains_key(&voter) && self.ip_votes.len() >= MAX_IP_VOTERS {
             if let Some(first) = self.ip_votes.keys().next().copied() {
                 self.ip_votes.remove(&first);

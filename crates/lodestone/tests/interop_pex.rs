@@ -27,7 +27,9 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
-    let (_s, seeder) = spawn_seeder(&torrent, &src, &[]);
+    // S speaks no PEX: otherwise B tells S about C, S dials C first, and
+    // C never needs B's word about S (a race CI once lost).
+    let (_s, seeder) = spawn_seeder(&torrent, &src, &["--no-pex"]);
     let b_addr = format!("127.0.0.1:{}", free_port());
     let mut b = Child::spawn(
         interop_script("lt_peer.py")
