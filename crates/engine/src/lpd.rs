@@ -71,6 +71,28 @@ fn reusable(domain: socket2::Domain) -> std::io::Result<socket2::Socket> {
     Ok(s)
 }
 
+/// Join the group on every link that lets us; an error only when none
+/// did (the last one's, or `none` when there was no link at all).
+fn join_any<T>(
+    links: &[T],
+    mut join: impl FnMut(&T) -> std::io::Result<()>,
+    none: &str,
+) -> std::io::Result<()> {
+    let mut last = None;
+    let mut joined = false;
+    for l in links {
+        match join(l) {
+            Ok(()) => joined = true,
+            Err(e) => last = Some(e),
+        }
+    }
+    match (joined, last) {
+        (true, _) => Ok(()),
+        (false, Some(e)) => Err(e),
+        (false, None) => Err(std::io::Error::other(none.to_owned())),
+    }
+}
+
 /// The IPv4 socket, in the group on every link (or on the default one when
 /// none is known). Errors are sentences for the status line.
 fn socket_v4(links: &[Ipv4Addr]) -> Result<UdpSocket, String> {
@@ -84,19 +106,7 @@ fn socket_v4(links: &[Ipv4Addr]) -> Result<UdpSocket, String> {
     } else {
         links
     };
-    let mut joined = 0;
-    let mut last = None;
-    for a in links {
-        match s.join_multicast_v4(&GROUP4, a) {
-            Ok(()) => joined += 1,
-            Err(e) => last = Some(e),
-        }
-    }
-    if joined == 0 {
-        return Err(err(
-            last.unwrap_or_else(|| std::io::Error::other("no interface"))
-        ));
-    }
+    join_any(links, |a| s.join_multicast_v4(&GROUP4, a), "no interface").map_err(err)?;
     s.set_multicast_ttl_v4(HOPS).map_err(err)?;
     s.set_multicast_loop_v4(true).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
@@ -110,19 +120,12 @@ fn socket_v6(links: &[u32]) -> Result<UdpSocket, String> {
     s.set_only_v6(true).map_err(err)?;
     s.bind(&SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, PORT, 0, 0)).into())
         .map_err(err)?;
-    let mut joined = 0;
-    let mut last = None;
-    for idx in links {
-        match s.join_multicast_v6(&GROUP6, *idx) {
-            Ok(()) => joined += 1,
-            Err(e) => last = Some(e),
-        }
-    }
-    if joined == 0 {
-        return Err(err(
-            last.unwrap_or_else(|| std::io::Error::other("no IPv6 interface"))
-        ));
-    }
+    join_any(
+        links,
+        |i| s.join_multicast_v6(&GROUP6, *i),
+        "no IPv6 interface",
+    )
+    .map_err(err)?;
     s.set_multicast_hops_v6(HOPS).map_err(err)?;
     s.set_multicast_loop_v6(true).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;

@@ -140,26 +140,6 @@ impl Storage {
         Ok(file)
     }
 
-    /// Write a whole verified piece.
-    pub fn write_piece(&self, piece: PieceIndex, data: &[u8]) -> Result<(), StorageError> {
-        let mut at = 0usize;
-        for s in self.layout.piece_slices(piece) {
-            let len = s.len as usize;
-            let chunk = data
-                .get(at..at + len)
-                .ok_or(StorageError::BadPiece(piece.0))?;
-            at += len;
-            let f = &self.files[s.file_index];
-            if f.pad {
-                continue;
-            }
-            self.handle(s.file_index, true)?
-                .write_all_at(chunk, s.offset_in_file)
-                .map_err(|e| StorageError::io("write", &f.path, e))?;
-        }
-        Ok(())
-    }
-
     /// Write a whole verified piece given as its blocks in order (slices of
     /// the buffers they were received in): one `pwritev` per file the
     /// piece touches, no copy into a piece buffer first.
@@ -402,7 +382,7 @@ mod tests {
             let len = m.info.layout.piece_len(p).unwrap();
             src.read(p, 0, len, &mut buf).unwrap();
             assert!(dst.check(p, &buf));
-            dst.write_piece(p, &buf).unwrap();
+            dst.write_blocks(p, &[Bytes::from(buf.clone())]).unwrap();
         }
         dst.sync().unwrap();
         assert!(dst.recheck(1).is_full());

@@ -1274,6 +1274,7 @@ impl Torrent {
                 }
                 drop(buf);
             }
+            // Returned to on_read before the hashing accounting above.
             DiskResult::Read(..) => {}
             DiskResult::WriteError(piece, e) => {
                 // Not verified on disk: it stays missing in the picker and

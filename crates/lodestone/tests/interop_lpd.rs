@@ -38,24 +38,7 @@ fn lodestone_finds_a_libtorrent_seeder_by_lpd() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("l1");
-    let mut seeder = Child::spawn(
-        lt_peer(&net, &net.a)
-            // It never dials: we must hear its announce and dial it.
-            .args([
-                "seed",
-                "--lsd",
-                "--no-outgoing",
-                "--duration",
-                "60",
-                "--listen",
-                &format!("{NS_A}:27900"),
-            ])
-            .arg("--torrent")
-            .arg(&torrent)
-            .arg("--content-dir")
-            .arg(&src),
-    );
-    seeder.wait_for_line("READY", Duration::from_secs(30));
+    let _seeder = lt_lpd_seeder(&net, &format!("{NS_A}:27900"), &src, &torrent);
     let text = lpd_leech(&net, &format!("{NS_B}:27901"), dir.path(), &src, &torrent);
     assert!(text.contains("\"source\":\"lpd\""), "{text}");
 }
@@ -247,16 +230,7 @@ fn lodestone_finds_a_libtorrent_seeder_by_ipv6_lpd() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("l6");
-    let mut seeder = Child::spawn(
-        lt_peer(&net, &net.a)
-            .args(["seed", "--lsd", "--no-outgoing", "--duration", "60"])
-            .args(["--listen", &format!("[{}]:27910", common::NS6_A)])
-            .arg("--torrent")
-            .arg(&torrent)
-            .arg("--content-dir")
-            .arg(&src),
-    );
-    seeder.wait_for_line("READY", Duration::from_secs(30));
+    let _seeder = lt_lpd_seeder(&net, &format!("[{}]:27910", common::NS6_A), &src, &torrent);
     let text = lpd_leech(
         &net,
         &format!("[{}]:27911", common::NS6_B),
@@ -270,6 +244,22 @@ fn lodestone_finds_a_libtorrent_seeder_by_ipv6_lpd() {
         .unwrap_or_else(|| panic!("no peer connected: {text}"));
     assert!(connected.contains("\"source\":\"lpd\""), "{connected}");
     assert!(connected.contains("\"addr\":\"["), "not IPv6: {connected}");
+}
+
+/// A libtorrent seeder in namespace a with LPD on, listening on `listen`,
+/// ready. It never dials: a leecher must hear its announce and dial it.
+fn lt_lpd_seeder(net: &NetnsPair, listen: &str, src: &Path, torrent: &Path) -> Child {
+    let mut seeder = Child::spawn(
+        lt_peer(net, &net.a)
+            .args(["seed", "--lsd", "--no-outgoing", "--duration", "60"])
+            .args(["--listen", listen])
+            .arg("--torrent")
+            .arg(torrent)
+            .arg("--content-dir")
+            .arg(src),
+    );
+    seeder.wait_for_line("READY", Duration::from_secs(30));
+    seeder
 }
 
 /// `lodestone get --lpd` in namespace b, listening on `listen` and knowing

@@ -51,13 +51,27 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
             .arg(dir.path().join("b")),
     );
     b.wait_for_line("READY", Duration::from_secs(30));
+    let listen = format!("127.0.0.1:{}", free_port());
+    lodestone_reaches_seeder_by_pex(&b_addr, &listen, dir.path(), &src, &torrent, &seeder);
+}
+
+/// C, a slow Lodestone leecher (still downloading when the middle peer's
+/// PEX message comes) that knows only `middle`, downloads into `dir/c`:
+/// it must connect to `seeder` as a PEX peer and get the content.
+fn lodestone_reaches_seeder_by_pex(
+    middle: &str,
+    listen: &str,
+    dir: &std::path::Path,
+    src: &std::path::Path,
+    torrent: &std::path::Path,
+    seeder: &str,
+) {
     let o = Child::spawn(
         bin()
-            // Slow, so it is still downloading when B's PEX message comes.
-            .args(["get", "--json", "--download-limit", "1M", "--peer", &b_addr])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port()), "-o"])
-            .arg(dir.path().join("c"))
-            .arg(&torrent),
+            .args(["get", "--json", "--download-limit", "1M", "--peer", middle])
+            .args(["--listen", listen, "-o"])
+            .arg(dir.join("c"))
+            .arg(torrent),
     )
     .finish(Duration::from_secs(60));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -67,13 +81,10 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
             && l.contains("\"source\":\"pex\"")
             && l.contains(&format!("\"addr\":\"{seeder}\""))
     });
-    assert!(
-        learned,
-        "C never connected to the seeder as a PEX peer:\n{text}"
-    );
+    assert!(learned, "C never reached the seeder as a PEX peer:\n{text}");
     assert_eq!(
         std::fs::read(src.join("p.bin")).unwrap(),
-        std::fs::read(dir.path().join("c/p.bin")).unwrap()
+        std::fs::read(dir.join("c/p.bin")).unwrap()
     );
 }
 
@@ -205,25 +216,12 @@ fn lodestone_learns_a_seeder_from_aria2_pex() {
     );
     // Once aria2 has dialed S (found in the DHT), C connects to aria2.
     s.wait_for_line("\"addr\":\"127.0.0.2:", Duration::from_secs(90));
-    let o = Child::spawn(
-        bin()
-            .args(["get", "--json", "--download-limit", "1M"])
-            .args(["--peer", &format!("127.0.0.2:{a_port}")])
-            .args(["--listen", &format!("127.0.0.3:{}", base + 11), "-o"])
-            .arg(dir.path().join("c"))
-            .arg(&torrent),
-    )
-    .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
-    let learned = text.lines().any(|l| {
-        l.contains("\"peer_connected\"")
-            && l.contains("\"source\":\"pex\"")
-            && l.contains(&format!("\"addr\":\"{seeder}\""))
-    });
-    assert!(learned, "C never reached the seeder as a PEX peer:\n{text}");
-    assert_eq!(
-        std::fs::read(src.join("p.bin")).unwrap(),
-        std::fs::read(dir.path().join("c/p.bin")).unwrap()
+    lodestone_reaches_seeder_by_pex(
+        &format!("127.0.0.2:{a_port}"),
+        &format!("127.0.0.3:{}", base + 11),
+        dir.path(),
+        &src,
+        &torrent,
+        &seeder,
     );
 }

@@ -118,15 +118,24 @@ fn decode_answer(body: &[u8]) -> Result<lodestone_bencode::Value<'_>, TrackerErr
         .map_err(TrackerError::Bencode)
 }
 
-/// Parse an HTTP tracker's bencoded body.
-pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let v = decode_answer(body)?;
+/// The top dictionary of a decoded answer, or the tracker's own
+/// `failure reason`.
+fn answer_dict<'v, 'a>(
+    v: &'v lodestone_bencode::Value<'a>,
+) -> Result<&'v lodestone_bencode::Dict<'a>, TrackerError> {
     let d = v
         .as_dict()
         .ok_or(TrackerError::Malformed("not a dictionary"))?;
-    if let Some(reason) = d.get(b"failure reason").and_then(text) {
-        return Err(TrackerError::Failure(reason));
+    match d.get(b"failure reason").and_then(text) {
+        Some(reason) => Err(TrackerError::Failure(reason)),
+        None => Ok(d),
     }
+}
+
+/// Parse an HTTP tracker's bencoded body.
+pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
+    let v = decode_answer(body)?;
+    let d = answer_dict(&v)?;
     let int = |k: &[u8]| {
         d.get(k)
             .and_then(|v| v.as_int())
@@ -302,12 +311,7 @@ pub fn http_scrape_url(announce: &str, info_hash: &InfoHash) -> Option<String> {
 /// Parse an HTTP scrape answer: `files` → {info hash → counts}.
 pub fn parse_http_scrape(body: &[u8], info_hash: &InfoHash) -> Result<ScrapeStats, TrackerError> {
     let v = decode_answer(body)?;
-    let d = v
-        .as_dict()
-        .ok_or(TrackerError::Malformed("not a dictionary"))?;
-    if let Some(reason) = d.get(b"failure reason").and_then(text) {
-        return Err(TrackerError::Failure(reason));
-    }
+    let d = answer_dict(&v)?;
     let files = d
         .get(b"files")
         .and_then(|f| f.as_dict())
