@@ -275,16 +275,22 @@ pub struct Obfuscate {
 /// announce; libtorrent's outgoing_interfaces does the same).
 async fn dial(addr: SocketAddr, local: Option<SocketAddr>) -> std::io::Result<TcpStream> {
     let from = local.filter(|l| !l.ip().is_unspecified() && l.is_ipv4() == addr.is_ipv4());
-    let Some(from) = from else {
-        return TcpStream::connect(addr).await;
+    let stream = match from {
+        None => TcpStream::connect(addr).await?,
+        Some(from) => {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(from.ip(), 0))?;
+            socket.connect(addr).await?
+        }
     };
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.bind(SocketAddr::new(from.ip(), 0))?;
-    socket.connect(addr).await
+    // No Nagle from the first byte: handshakes are small writes that each
+    // wait for an answer.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Dial `addr` (from `local`'s IP, see [`dial`]) and report the outcome;
@@ -376,6 +382,7 @@ pub fn listen(
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
                     let key = rng.bytes20();
                     let pad_len = rng.below(64) as usize;
                     let mut pad = vec![0u8; pad_len];

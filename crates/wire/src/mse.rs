@@ -178,9 +178,10 @@ enum Stage {
     PadC {
         pad: usize,
     },
-    /// Waiting for IA.
+    /// Our answer (crypto_select) is sent; waiting for IA.
     Ia {
         len: usize,
+        select: u32,
     },
     Done,
 }
@@ -199,6 +200,8 @@ pub struct MseResponder {
     req1: [u8; 20],
     skey: Option<InfoHash>,
     dec: Option<Rc4>,
+    /// Our cipher from crypto_select on, while IA is still to come.
+    enc: Option<Rc4>,
     provide: u32,
     /// Bytes of padding scanned while looking for req1.
     scanned: usize,
@@ -231,6 +234,7 @@ impl MseResponder {
             req1: [0; 20],
             skey: None,
             dec: None,
+            enc: None,
             provide: 0,
             scanned: 0,
         }
@@ -296,23 +300,12 @@ impl MseResponder {
                     if self.buf.len() < pad + 2 {
                         return Ok((out, None));
                     }
-                    let Some(dec) = self.dec.as_mut() else {
+                    let (Some(skey), Some(dec)) = (self.skey, self.dec.as_mut()) else {
                         return Err(MseError::BadVc);
                     };
                     let mut chunk: Vec<u8> = self.buf.drain(..pad + 2).collect();
                     dec.apply(&mut chunk);
                     let len = usize::from(u16::from_be_bytes([chunk[pad], chunk[pad + 1]]));
-                    self.stage = Stage::Ia { len };
-                }
-                Stage::Ia { len } => {
-                    if self.buf.len() < len {
-                        return Ok((out, None));
-                    }
-                    let (Some(skey), Some(mut dec)) = (self.skey, self.dec.take()) else {
-                        return Err(MseError::BadVc);
-                    };
-                    let mut ia: Vec<u8> = self.buf.drain(..len).collect();
-                    dec.apply(&mut ia);
                     // Plain text when offered and allowed: no cipher cost after the handshake.
                     let select = if self.allow_plain && self.provide & CRYPTO_PLAIN != 0 {
                         CRYPTO_PLAIN
@@ -321,15 +314,32 @@ impl MseResponder {
                     } else {
                         return Err(MseError::NoCommonMethod);
                     };
+                    // Answer now, not once IA is in: a peer that writes IA
+                    // separately (libtorrent does) has it held back by Nagle
+                    // until we send something, a delayed ACK (40 ms) later.
                     let mut enc = Rc4::for_mse(b"keyB", &self.secret, &skey);
                     let mut reply = [0u8; 14];
                     reply[8..12].copy_from_slice(&select.to_be_bytes());
                     enc.apply(&mut reply);
                     out.extend_from_slice(&reply);
+                    self.enc = Some(enc);
+                    self.stage = Stage::Ia { len, select };
+                }
+                Stage::Ia { len, select } => {
+                    if self.buf.len() < len {
+                        return Ok((out, None));
+                    }
+                    let (Some(skey), Some(mut dec), Some(enc)) =
+                        (self.skey, self.dec.take(), self.enc.take())
+                    else {
+                        return Err(MseError::BadVc);
+                    };
+                    self.stage = Stage::Done;
+                    let mut ia: Vec<u8> = self.buf.drain(..len).collect();
+                    dec.apply(&mut ia);
                     let mut rest = std::mem::take(&mut self.buf);
                     let (decrypt, encrypt) = kept_ciphers(select, dec, enc, &mut rest);
                     ia.extend_from_slice(&rest);
-                    self.stage = Stage::Done;
                     return Ok((
                         out,
                         Some(Established {
@@ -563,7 +573,14 @@ mod tests {
                 enc.apply(&mut after);
             }
             step3.extend_from_slice(&after);
-            let (reply, done) = b.handle(&step3).unwrap();
+            // The answer goes out as soon as len(IA) is in, before IA: a
+            // peer whose IA is held back by Nagle must not wait on us.
+            let ia_at = 40 + 8 + 4 + 2 + 3 + 2;
+            let (reply, done) = b.handle(&step3[..ia_at]).unwrap();
+            assert_eq!(reply.len(), 14, "crypto_select sent before IA");
+            assert!(done.is_none());
+            let (more, done) = b.handle(&step3[ia_at..]).unwrap();
+            assert!(more.is_empty());
             let est = done.expect("handshake complete");
             assert_eq!(est.info_hash, skey);
             assert_eq!(est.decrypt.is_some(), want_rc4);
