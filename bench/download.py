@@ -111,6 +111,7 @@ def leech(kind, torrent, save, seed_port):
     if kind == "lt":
         ok = last.get("ok") is True
         t = last.get("time_to_complete_s")
+        r["first_byte_s"] = last.get("first_byte_s")
     else:
         ok = last.get("complete") is True and r["rc"] == 0
         t = last.get("time_to_complete_s")
@@ -184,8 +185,21 @@ def rate(r, size):
     return size / (1 << 20) / r["transfer_s"] if r["ok"] and r["transfer_s"] else 0.0
 
 
+def data_rate(r, size):
+    """MiB/s from the leecher's first payload byte to its completion: the
+    transfer without the leecher's own start-up (libtorrent connects on its
+    500 ms tick), the same for both seeders."""
+    fb = r.get("first_byte_s")
+    if not (r["ok"] and r["transfer_s"] and fb is not None and r["transfer_s"] > fb):
+        return None
+    return size / (1 << 20) / (r["transfer_s"] - fb)
+
+
 def report(label, i, r, size):
     seeder = f"  seeder cpu {r['seeder_cpu_s']:5.2f} s" if "seeder_cpu_s" in r else ""
+    d = data_rate(r, size)
+    if d is not None:
+        seeder += f"  first byte {r['first_byte_s']:.2f} s, from there {d:6.1f} MiB/s"
     print(f"run {i + 1} {label:34s} ok={r['ok']!s:5} transfer {r['transfer_s'] or 0:6.2f} s "
           f"{rate(r, size):7.1f} MiB/s  wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:5.2f} s  "
           f"max rss {r['rss_mib']:7.1f} MiB{seeder}", flush=True)
@@ -200,6 +214,8 @@ def summarize(results, size, role, other):
             "rss": statistics.median(r["rss_mib"] for r in rs),
             "seeder_cpu": statistics.median(r.get("seeder_cpu_s", 0.0) for r in rs),
         }
+        data = [data_rate(r, size) for r in rs]
+        med[kind]["data"] = statistics.median(data) if None not in data else None
         m = med[kind]
         extra = f", seeder process cpu {m['seeder_cpu']:.2f} s" if role == "seeder" else ""
         print(f"median {kind:10s} {role}: {m['rate']:7.1f} MiB/s, cpu {m['cpu']:.2f} s "
@@ -209,6 +225,9 @@ def summarize(results, size, role, other):
         note = "CPU/RSS are the leecher processes'" if role == "leecher" else f"CPU/RSS are the {other}'s"
         print(f"ratio lodestone/libtorrent ({role}s, with a {other}): rate {l['rate'] / t['rate']:.2f}x, "
               f"cpu {l['cpu'] / t['cpu']:.2f}x, rss {l['rss'] / max(t['rss'], 1e-9):.2f}x  [{note}]")
+        if l["data"] and t["data"]:
+            print(f"ratio from the first byte (median {l['data']:.1f} vs {t['data']:.1f} MiB/s): "
+                  f"{l['data'] / t['data']:.2f}x")
 
 
 if __name__ == "__main__":

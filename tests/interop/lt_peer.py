@@ -144,6 +144,7 @@ def leech(a):
         h.connect_peer(ep(p))
     print("READY", flush=True)
     done = None
+    first_byte = None
     deadline = t0 + a.timeout
     seen = {}
     while not STOP and time.monotonic() < deadline:
@@ -153,6 +154,9 @@ def leech(a):
                    if p.source & bit]
             seen.setdefault(key, set()).update(src)
         ses.wait_for_alert(20)
+        if first_byte is None and h.status().total_payload_download > 0:
+            # libtorrent connects on its 500 ms tick: this is where data starts.
+            first_byte = time.monotonic() - t0
         for al in ses.pop_alerts():
             if isinstance(al, lt.torrent_finished_alert) and done is None:
                 done = time.monotonic() - t0
@@ -178,7 +182,7 @@ def leech(a):
                     and st.progress >= 1.0:
                 break
         ok = h.status().progress >= 1.0
-    emit(event="result", ok=ok, time_to_complete_s=done, downloaded=before.total_payload_download,
+    emit(event="result", ok=ok, time_to_complete_s=done, first_byte_s=first_byte, downloaded=before.total_payload_download,
          uploaded=before.total_payload_upload, cpu_s=round(cpu, 3),
          peers={k: sorted(v) for k, v in seen.items()})
     return 0 if ok else 1
