@@ -115,6 +115,7 @@ def leech(kind, torrent, save, seed_port):
     else:
         ok = last.get("complete") is True and r["rc"] == 0
         t = last.get("time_to_complete_s")
+        r["first_byte_s"] = last.get("first_byte_s")
     r.update(ok=ok, transfer_s=t)
     shutil.rmtree(save, ignore_errors=True)
     return r
@@ -187,8 +188,8 @@ def rate(r, size):
 
 def data_rate(r, size):
     """MiB/s from the leecher's first payload byte to its completion: the
-    transfer without the leecher's own start-up (libtorrent connects on its
-    500 ms tick), the same for both seeders."""
+    transfer without the leecher's start-up (libtorrent connects on its
+    500 ms tick; Lodestone dials at once)."""
     fb = r.get("first_byte_s")
     if not (r["ok"] and r["transfer_s"] and fb is not None and r["transfer_s"] > fb):
         return None

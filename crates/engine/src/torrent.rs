@@ -200,6 +200,8 @@ pub struct Summary {
     pub complete: bool,
     pub stats: Stats,
     pub time_to_complete: Option<Duration>,
+    /// When the first block of payload arrived (none was downloaded: `None`).
+    pub time_to_first_byte: Option<Duration>,
     pub peers_by_source: BTreeMap<&'static str, usize>,
     pub paused: Option<String>,
 }
@@ -359,6 +361,7 @@ pub struct Torrent {
     up: Rate,
     started: Instant,
     completed_at: Option<Instant>,
+    first_byte_at: Option<Instant>,
     seed_until: Option<Instant>,
     resume_dirty: bool,
     last_resume: Instant,
@@ -536,6 +539,7 @@ pub async fn run(
         up: Rate::default(),
         started,
         completed_at: None,
+        first_byte_at: None,
         seed_until: None,
         resume_dirty: false,
         last_resume: now,
@@ -588,6 +592,7 @@ pub async fn run(
         complete: t.picker.is_complete(),
         stats: t.stats.clone(),
         time_to_complete: t.completed_at.map(|c| c - t.started),
+        time_to_first_byte: t.first_byte_at.map(|f| f - t.started),
         peers_by_source: t.peers_by_source.clone(),
         paused: t.paused.clone(),
     })
@@ -1126,6 +1131,7 @@ impl Torrent {
         let len = data.len() as u32;
         self.down.add(u64::from(len));
         self.stats.downloaded += u64::from(len);
+        self.first_byte_at.get_or_insert_with(Instant::now);
         let block = Block { piece, begin, len };
         if let Some(p) = self.peers.get_mut(&key) {
             p.down.add(u64::from(len));

@@ -686,6 +686,7 @@ impl Ui {
                 "bytes": self.total,
                 "complete": s.complete,
                 "time_to_complete_s": s.time_to_complete.map(|d| d.as_secs_f64()),
+                "first_byte_s": s.time_to_first_byte.map(|d| d.as_secs_f64()),
                 "downloaded_bytes": s.stats.downloaded,
                 "uploaded_bytes": s.stats.uploaded,
                 "wasted_bytes": s.stats.wasted,
