@@ -64,6 +64,14 @@ fn lodestone_get(torrent: &Path, out: &Path, peer: &str, expect_bytes: u64) {
     assert_eq!(summary["complete"], true);
     assert_eq!(summary["bytes"], expect_bytes);
     assert!(summary["downloaded_bytes"].as_u64().unwrap() >= expect_bytes);
+    let first = summary["first_byte_s"].as_f64().expect("first_byte_s");
+    let done = summary["time_to_complete_s"]
+        .as_f64()
+        .expect("time_to_complete_s");
+    assert!(
+        first <= done,
+        "first byte at {first} s, complete at {done} s"
+    );
 }
 
 fn size_of(torrent: &Path) -> u64 {
