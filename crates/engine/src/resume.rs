@@ -1,7 +1,9 @@
 //! Resume data: which pieces are verified on disk, so a restart (even after
 //! `kill -9`) does not download them again. Written atomically; a file that
 //! is unreadable, for another torrent, or disagrees with the files on disk
-//! is not trusted (the caller rechecks instead).
+//! is not trusted (the caller rechecks instead). Each file's size and
+//! modification time are recorded: a file modified since (by us after the
+//! last save, or by someone else) has its pieces hashed again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,20 +13,63 @@ use lodestone_core::{Bitfield, InfoHash};
 
 use crate::fsutil::write_atomic;
 
-const VERSION: i64 = 1;
+/// Version 2 added the modification times.
+const VERSION: i64 = 2;
+
+/// A file as seen on disk: its size and when it was last modified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    /// Nanoseconds since the Unix epoch (negative before it); `None` when
+    /// the file does not exist.
+    pub mtime_ns: Option<i64>,
+}
+
+impl FileStamp {
+    pub const MISSING: Self = Self {
+        size: 0,
+        mtime_ns: None,
+    };
+
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        let mtime_ns =
+            meta.modified()
+                .ok()
+                .map(|t| match t.duration_since(std::time::UNIX_EPOCH) {
+                    Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+                    Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+                });
+        Self {
+            size: meta.len(),
+            mtime_ns,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeData {
     pub info_hash: InfoHash,
     pub have: Bitfield,
-    /// Size of each file when the resume data was written.
-    pub file_sizes: Vec<u64>,
+    /// Each file when the resume data was written.
+    pub files: Vec<FileStamp>,
+}
+
+/// What the files on disk say about resume data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskCheck {
+    /// Usable; the files listed (by index) changed since it was written,
+    /// so their pieces must be hashed again.
+    Trusted { changed: Vec<usize> },
+    /// A file shrank or vanished: someone else changed the files.
+    Untrusted,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ResumeError {
     #[error("resume file is damaged: {0}")]
     Damaged(&'static str),
+    #[error("resume file is from an older Lodestone (version {0})")]
+    OldVersion(i64),
     #[error("resume file belongs to another torrent")]
     OtherTorrent,
     #[error("resume file lists {got} pieces/files, the torrent has {want}")]
@@ -41,7 +86,13 @@ impl ResumeData {
         let mut d = BTreeMap::new();
         d.insert(
             b"file-sizes".to_vec(),
-            V::List(self.file_sizes.iter().map(|&s| V::Int(s as i64)).collect()),
+            V::List(self.files.iter().map(|f| V::Int(f.size as i64)).collect()),
+        );
+        // A missing file is an empty string: any integer is a valid time.
+        let mtime = |f: &FileStamp| f.mtime_ns.map_or(V::Bytes(Vec::new()), V::Int);
+        d.insert(
+            b"file-mtimes".to_vec(),
+            V::List(self.files.iter().map(mtime).collect()),
         );
         d.insert(b"info-hash".to_vec(), V::Bytes(self.info_hash.0.to_vec()));
         d.insert(b"pieces".to_vec(), V::Bytes(self.have.as_bytes().to_vec()));
@@ -59,8 +110,10 @@ impl ResumeData {
         let d = v
             .as_dict()
             .ok_or(ResumeError::Damaged("not a dictionary"))?;
-        if d.get(b"version").and_then(|v| v.as_int()) != Some(VERSION) {
-            return Err(ResumeError::Damaged("unknown version"));
+        match d.get(b"version").and_then(|v| v.as_int()) {
+            Some(VERSION) => {}
+            Some(v @ 1..VERSION) => return Err(ResumeError::OldVersion(v)),
+            _ => return Err(ResumeError::Damaged("unknown version")),
         }
         let ih = d
             .get(b"info-hash")
@@ -78,37 +131,56 @@ impl ResumeData {
             got: bits.len() as u64 * 8,
             want: u64::from(num_pieces),
         })?;
-        let sizes = d
-            .get(b"file-sizes")
-            .and_then(|v| v.as_list())
-            .ok_or(ResumeError::Damaged("file-sizes"))?;
-        let file_sizes = sizes
-            .iter()
-            .map(|s| s.as_int().and_then(|i| u64::try_from(i).ok()))
-            .collect::<Option<Vec<u64>>>()
-            .ok_or(ResumeError::Damaged("file-sizes"))?;
-        if file_sizes.len() != num_files {
+        let list = |key: &'static str| {
+            d.get(key.as_bytes())
+                .and_then(|v| v.as_list())
+                .ok_or(ResumeError::Damaged(key))
+        };
+        let sizes = list("file-sizes")?;
+        let mtimes = list("file-mtimes")?;
+        if sizes.len() != num_files || mtimes.len() != num_files {
             return Err(ResumeError::Mismatch {
-                got: file_sizes.len() as u64,
+                got: sizes.len().min(mtimes.len()) as u64,
                 want: num_files as u64,
             });
         }
+        let files = sizes
+            .iter()
+            .zip(mtimes)
+            .map(|(s, m)| {
+                let size = s.as_int().and_then(|i| u64::try_from(i).ok())?;
+                let mtime_ns = match (m.as_int(), m.as_bytes()) {
+                    (Some(t), _) => Some(t),
+                    (None, Some(b"")) => None,
+                    _ => return Option::None,
+                };
+                Some(FileStamp { size, mtime_ns })
+            })
+            .collect::<Option<Vec<FileStamp>>>()
+            .ok_or(ResumeError::Damaged("file-sizes/file-mtimes"))?;
         Ok(Self {
             info_hash: *info_hash,
             have,
-            file_sizes,
+            files,
         })
     }
 
-    /// The files on disk still hold at least what they held when this was
-    /// written (they only grow while we download; shrinking or vanishing
-    /// means someone else changed them).
-    pub fn matches_disk(&self, current_sizes: &[u64]) -> bool {
-        current_sizes.len() == self.file_sizes.len()
-            && current_sizes
-                .iter()
-                .zip(&self.file_sizes)
-                .all(|(now, then)| now >= then)
+    /// Compare with the files on disk now. They only grow while we
+    /// download; one that shrank or vanished was changed by someone else.
+    pub fn check_disk(&self, now: &[FileStamp]) -> DiskCheck {
+        if now.len() != self.files.len()
+            || now.iter().zip(&self.files).any(|(n, t)| n.size < t.size)
+        {
+            return DiskCheck::Untrusted;
+        }
+        let changed = now
+            .iter()
+            .zip(&self.files)
+            .enumerate()
+            .filter(|(_, (n, t))| n != t)
+            .map(|(i, _)| i)
+            .collect();
+        DiskCheck::Trusted { changed }
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
@@ -133,7 +205,13 @@ mod tests {
         let r = ResumeData {
             info_hash: ih,
             have,
-            file_sizes: vec![100, 0],
+            files: vec![
+                FileStamp {
+                    size: 100,
+                    mtime_ns: Some(-5),
+                },
+                FileStamp::MISSING,
+            ],
         };
         let bytes = r.encode();
         assert_eq!(ResumeData::decode(&bytes, &ih, 10, 2), Ok(r.clone()));
@@ -153,9 +231,32 @@ mod tests {
             ResumeData::decode(&bytes[..bytes.len() - 1], &ih, 10, 2),
             Err(ResumeError::Damaged("not bencode"))
         );
-        assert!(r.matches_disk(&[100, 5]));
-        assert!(!r.matches_disk(&[99, 0]));
-        assert!(!r.matches_disk(&[100]));
+        let at = |size, t| FileStamp {
+            size,
+            mtime_ns: Some(t),
+        };
+        let same = [at(100, -5), FileStamp::MISSING];
+        assert_eq!(r.check_disk(&same), DiskCheck::Trusted { changed: vec![] });
+        // Touched, grown, or created since: hashed again.
+        assert_eq!(
+            r.check_disk(&[at(100, 7), at(5, 9)]),
+            DiskCheck::Trusted {
+                changed: vec![0, 1]
+            }
+        );
+        assert_eq!(
+            r.check_disk(&[at(99, -5), FileStamp::MISSING]),
+            DiskCheck::Untrusted
+        );
+        assert_eq!(r.check_disk(&same[..1]), DiskCheck::Untrusted);
+        // A version 1 file (no times) is not trusted: a recheck follows.
+        let mut v1 = bytes.clone();
+        let at = v1.windows(12).position(|w| w == b"7:versioni2e").unwrap();
+        v1[at + 10] = b'1';
+        assert_eq!(
+            ResumeData::decode(&v1, &ih, 10, 2),
+            Err(ResumeError::OldVersion(1))
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let p = path_for(dir.path(), &ih);

@@ -11,6 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::resume::FileStamp;
 use bytes::Bytes;
 use lodestone_core::{Bitfield, Info, Layout, PieceIndex};
 use sha1::{Digest, Sha1};
@@ -287,12 +288,12 @@ impl Storage {
         Ok(())
     }
 
-    /// Current size of each file on disk (0 when missing): the resume
-    /// file records these to notice files changed behind our back.
-    pub fn file_sizes(&self) -> Vec<u64> {
+    /// Each file's size and modification time on disk: the resume file
+    /// records these to notice files changed behind our back.
+    pub fn file_stamps(&self) -> Vec<FileStamp> {
         self.files
             .iter()
-            .map(|f| fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
+            .map(|f| fs::metadata(&f.path).map_or(FileStamp::MISSING, |m| FileStamp::of(&m)))
             .collect()
     }
 

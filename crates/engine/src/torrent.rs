@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::peer_io::{self, Connection, PeerInput, PeerSource};
-use crate::resume::{self, ResumeData};
+use crate::resume::{self, DiskCheck, ResumeData};
 use crate::storage::{Storage, StorageError};
 
 /// A peer with requests out that sends nothing for this long is snubbed;
@@ -132,8 +132,14 @@ pub enum EngineError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartState {
     Fresh,
-    Resumed,
-    Rechecked { reason: String },
+    /// From resume data; the pieces of files modified since it was
+    /// written were hashed again.
+    Resumed {
+        changed_files: usize,
+    },
+    Rechecked {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -427,6 +433,12 @@ pub async fn run(
         _ => None,
     };
     let (have, state) = initial_have(&meta, &cfg, &storage).await;
+    // What was hashed goes into a resume file soon: the next start (of a
+    // seed, say) then need not hash it again.
+    let resume_stale = !matches!(
+        state,
+        StartState::Fresh | StartState::Resumed { changed_files: 0 }
+    );
     let _ = events
         .send(TorrentEvent::Started {
             state,
@@ -541,7 +553,7 @@ pub async fn run(
         completed_at: None,
         first_byte_at: None,
         seed_until: None,
-        resume_dirty: false,
+        resume_dirty: resume_stale,
         last_resume: now,
         last_rechoke: None,
         peers_by_source: BTreeMap::new(),
@@ -715,29 +727,45 @@ async fn initial_have(
     let ih = meta.info_hashes.wire();
     let path = resume::path_for(&cfg.output_dir, &ih);
     let n = meta.info.num_pieces();
-    let sizes = storage.file_sizes();
+    let stamps = storage.file_stamps();
     let reason = if cfg.recheck {
         "--recheck".to_owned()
     } else {
         match std::fs::read(&path) {
-            Err(_) if sizes.iter().all(|&s| s == 0) => {
+            Err(_) if stamps.iter().all(|f| f.size == 0) => {
                 return (Bitfield::new(n), StartState::Fresh)
             }
             Err(_) => "files exist but there is no resume data".to_owned(),
             Ok(bytes) => match ResumeData::decode(&bytes, &ih, n, storage.num_files()) {
-                Ok(r) if r.matches_disk(&sizes) => {
-                    // Pieces verified after the last save (a crash, kill -9)
-                    // are on disk too: hash just those instead of fetching them.
-                    let s = storage.clone();
-                    let threads = cfg.threads;
-                    let known = r.have.clone();
-                    let have =
-                        tokio::task::spawn_blocking(move || s.recheck_missing(&known, threads))
-                            .await
-                            .unwrap_or(r.have);
-                    return (have, StartState::Resumed);
-                }
-                Ok(_) => "files on disk changed since the resume data was written".to_owned(),
+                Ok(r) => match r.check_disk(&stamps) {
+                    DiskCheck::Trusted { changed } => {
+                        // Files modified since the save (written after it
+                        // before a crash, or edited by someone) are hashed
+                        // again, with every piece the resume file lacks:
+                        // those verified after the last save are on disk too.
+                        let mut known = r.have.clone();
+                        for &i in &changed {
+                            for p in storage.layout().file_pieces(i) {
+                                known.clear(PieceIndex(p));
+                            }
+                        }
+                        let s = storage.clone();
+                        let threads = cfg.threads;
+                        let have =
+                            tokio::task::spawn_blocking(move || s.recheck_missing(&known, threads))
+                                .await
+                                .unwrap_or_else(|_| Bitfield::new(n));
+                        return (
+                            have,
+                            StartState::Resumed {
+                                changed_files: changed.len(),
+                            },
+                        );
+                    }
+                    DiskCheck::Untrusted => {
+                        "files on disk changed since the resume data was written".to_owned()
+                    }
+                },
                 Err(e) => e.to_string(),
             },
         }
@@ -1871,7 +1899,7 @@ impl Torrent {
         let r = ResumeData {
             info_hash: self.meta.info_hashes.wire(),
             have: self.picker.have().clone(),
-            file_sizes: self.storage.file_sizes(),
+            files: self.storage.file_stamps(),
         };
         if r.save(&resume::path_for(&self.cfg.output_dir, &r.info_hash))
             .is_ok()

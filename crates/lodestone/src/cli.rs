@@ -229,6 +229,9 @@ pub struct SeedArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub seed_time: Option<u64>,
+    /// Hash the files instead of trusting resume data.
+    #[arg(long)]
+    pub recheck: bool,
     #[command(flatten)]
     pub sources: SourceArgs,
     /// Print newline-delimited JSON events.

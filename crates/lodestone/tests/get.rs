@@ -109,3 +109,83 @@ fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
     assert_eq!(started["resume"], "resumed", "{started}");
     assert!(started["have_pieces"].as_u64().unwrap() > 0, "{started}");
 }
+
+/// One `seed` run, stopped (Ctrl-C) once it has started: its `started` event.
+fn seed_once(torrent: &Path, content: &Path, extra: &[&str]) -> serde_json::Value {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let log = content.with_extension("seed.log");
+    let mut child = bin()
+        .args(["seed", "--json", "--listen", &addr])
+        .args(extra)
+        .arg(torrent)
+        .arg(content)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = |text: &str| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "started")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let event = loop {
+        if let Some(v) = started(&std::fs::read_to_string(&log).unwrap_or_default()) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "seed never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // A clean stop writes the resume file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "seed did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    event
+}
+
+#[test]
+fn seed_starts_from_its_resume_file_and_hashes_only_modified_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_multi(&src, "multi", 8 << 20, 256 << 10, "seed-resume").unwrap();
+    let torrent = dir.path().join("multi.torrent");
+    create_torrent(&src.join("multi"), &torrent, &["--piece-size", "256K"]);
+    let pieces = 8 * 4;
+
+    // No resume file yet: every file is hashed, and the result saved.
+    let first = seed_once(&torrent, &src, &[]);
+    assert_eq!(
+        first["resume"], "rechecked: files exist but there is no resume data",
+        "{first}"
+    );
+    assert_eq!(first["have_pieces"], pieces, "{first}");
+    // The next start trusts it.
+    let second = seed_once(&torrent, &src, &[]);
+    assert_eq!(second["resume"], "resumed", "{second}");
+    assert_eq!(second["changed_files"], 0, "{second}");
+    assert_eq!(second["have_pieces"], pieces, "{second}");
+
+    // One byte of one file changed in place, same size: that file's pieces
+    // are hashed again and the damaged one is no longer claimed.
+    let edited = src.join("multi/sub/b.bin");
+    let mut bytes = std::fs::read(&edited).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&edited, &bytes).unwrap();
+    let third = seed_once(&torrent, &src, &[]);
+    assert_eq!(third["resume"], "resumed", "{third}");
+    assert_eq!(third["changed_files"], 1, "{third}");
+    assert_eq!(third["have_pieces"], pieces - 1, "{third}");
+
+    // --recheck hashes everything whatever the resume file says.
+    let forced = seed_once(&torrent, &src, &["--recheck"]);
+    assert_eq!(forced["resume"], "rechecked: --recheck", "{forced}");
+    assert_eq!(forced["have_pieces"], pieces - 1, "{forced}");
+}

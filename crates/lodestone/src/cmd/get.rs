@@ -390,8 +390,9 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.listen = Some(a.listen);
     cfg.peers = a.peers.clone();
     cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
-    // Seeding what is there: never fetch; the recheck tells what we have.
-    cfg.recheck = true;
+    // What is there: from the resume file a `get` or an earlier `seed` left
+    // (files modified since are hashed again), else by hashing the files.
+    cfg.recheck = a.recheck;
     cfg.lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, true, local_only());
     cfg.trackers = !a.sources.no_trackers;
     cfg.pex = !a.sources.no_pex;
@@ -539,7 +540,8 @@ impl Ui {
                     num_pieces,
                 } => json!({
                     "event": "started", "t": t, "have_pieces": have, "num_pieces": num_pieces,
-                    "resume": match state { StartState::Fresh => "fresh".to_owned(), StartState::Resumed => "resumed".to_owned(), StartState::Rechecked { reason } => format!("rechecked: {reason}") },
+                    "resume": match state { StartState::Fresh => "fresh".to_owned(), StartState::Resumed { .. } => "resumed".to_owned(), StartState::Rechecked { reason } => format!("rechecked: {reason}") },
+                    "changed_files": match state { StartState::Resumed { changed_files } => *changed_files, _ => 0 },
                 }),
                 TorrentEvent::PeerConnected {
                     addr,
@@ -586,7 +588,10 @@ impl Ui {
             } => {
                 let how = match state {
                     StartState::Fresh => "new download".to_owned(),
-                    StartState::Resumed => "resumed".to_owned(),
+                    StartState::Resumed { changed_files: 0 } => "resumed".to_owned(),
+                    StartState::Resumed { changed_files } => {
+                        format!("resumed ({changed_files} files modified since, hashed again)")
+                    }
                     StartState::Rechecked { reason } => format!("checked files on disk ({reason})"),
                 };
                 self.note(&format!("{how}: {have}/{num_pieces} pieces present"));
