@@ -379,9 +379,14 @@ pub fn listen(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut rng = lodestone_dht::rng::Rng::from_u64(seed ^ 0x3a5e);
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
+                    // Closed at once when too many are still handshaking.
+                    let Ok(permit) = pending.clone().try_acquire_owned() else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let key = rng.bytes20();
                     let pad_len = rng.below(64) as usize;
@@ -389,7 +394,9 @@ pub fn listen(
                     rng.fill(&mut pad);
                     let (input, hashes) = (input.clone(), info_hashes.clone());
                     tokio::spawn(async move {
-                        if let Some(msg) = sniff(stream, addr, hashes, key, pad).await {
+                        let msg = sniff(stream, addr, hashes, key, pad).await;
+                        drop(permit);
+                        if let Some(msg) = msg {
                             let _ = input.send(msg).await;
                         }
                     });
@@ -403,6 +410,10 @@ pub fn listen(
 
 /// How long an incoming peer has to finish its (MSE) handshake.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// Incoming connections in their first read or MSE handshake at once. A
+/// flood of idle connections must not hold every file descriptor (the
+/// storage needs some) for [`SNIFF_TIMEOUT`] each.
+const MAX_PENDING_HANDSHAKES: usize = 32;
 
 /// Plain BitTorrent or MSE? Run MSE to its end when it is that.
 async fn sniff(
@@ -451,4 +462,58 @@ async fn sniff(
         initial,
         cipher,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Read until EOF or `wait` passes: true when the peer closed.
+    async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(wait, s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn idle_connections_beyond_the_pending_limit_are_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let ih = lodestone_core::InfoHash([7; 20]);
+        let _task = listen(listener, tx, vec![ih], 1);
+        let mut idle = Vec::new();
+        for _ in 0..MAX_PENDING_HANDSHAKES {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the listener take them all before the extra ones arrive.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut extra = Vec::new();
+        for _ in 0..4 {
+            extra.push(TcpStream::connect(addr).await.unwrap());
+        }
+        for s in &mut extra {
+            assert!(closed_within(s, Duration::from_secs(2)).await);
+        }
+        // The first ones are still waited on.
+        assert!(!closed_within(&mut idle[0], Duration::from_millis(200)).await);
+        // Once they go, a real peer gets through again.
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let hs = lodestone_wire::Handshake {
+            reserved: lodestone_wire::Reserved::ours(),
+            info_hash: ih,
+            peer_id: lodestone_core::PeerId([1; 20]),
+        };
+        peer.write_all(&hs.encode()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the handshake reaches the torrent")
+            .expect("channel open");
+        assert!(matches!(got, PeerInput::Connected { .. }), "{got:?}");
+    }
 }
