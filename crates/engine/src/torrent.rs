@@ -77,6 +77,8 @@ pub struct TorrentConfig {
     pub threads: usize,
     /// Cap on the download rate, bytes per second.
     pub download_rate_limit: Option<u64>,
+    /// Cap on the upload rate (blocks served), bytes per second.
+    pub upload_rate_limit: Option<u64>,
     /// Find peers through this DHT node (and announce `listen`'s port there).
     pub dht: Option<crate::dht::Dht>,
     /// Announce on the LAN and listen for others (BEP 14); needs `listen`.
@@ -106,6 +108,7 @@ impl TorrentConfig {
             seed,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             download_rate_limit: None,
+            upload_rate_limit: None,
             dht: None,
             lpd: false,
             trackers: true,
@@ -377,6 +380,8 @@ pub struct Torrent {
     scratch: Vec<Block>,
     /// Bytes we may still request under the rate limit (refilled each tick).
     request_budget: f64,
+    /// Bytes we may still serve under `upload_rate_limit`.
+    upload_budget: f64,
     /// Recently read pieces, most recent last.
     read_cache: Vec<(PieceIndex, Bytes)>,
     /// Pieces being read for seeding.
@@ -560,6 +565,7 @@ pub async fn run(
         paused: None,
         scratch: Vec::new(),
         request_budget: 0.0,
+        upload_budget: 0.0,
         read_cache: Vec::new(),
         reading: HashSet::new(),
         unreadable: HashSet::new(),
@@ -1408,6 +1414,10 @@ impl Torrent {
             p.session.reject(r);
             return true;
         }
+        // Over the upload limit: the queue waits for the next tick's refill.
+        if self.cfg.upload_rate_limit.is_some() && self.upload_budget < f64::from(r.len) {
+            return false;
+        }
         // Peers ask for a piece's blocks in a row: read the whole piece once
         // and hand out slices of it (no copy, one read per piece).
         let Some(i) = self.read_cache.iter().position(|(i, _)| *i == r.piece) else {
@@ -1425,6 +1435,7 @@ impl Torrent {
         }
         p.up.add(u64::from(r.len));
         self.up.add(u64::from(r.len));
+        self.upload_budget -= f64::from(r.len);
         self.stats.uploaded += u64::from(r.len);
         p.session.send_block(r.piece, r.begin, data.slice(range));
         true
@@ -1633,10 +1644,19 @@ impl Torrent {
     }
 
     async fn on_tick(&mut self, now: Instant, dt: Duration) {
-        if let Some(limit) = self.cfg.download_rate_limit {
-            // At most one second of burst.
+        // At most one second of burst, and at least room for one block
+        // (else a limit under a block per second would never allow one).
+        let refill = |budget: f64, limit: u64, largest: u32| {
             let limit = limit as f64;
-            self.request_budget = (self.request_budget + limit * dt.as_secs_f64()).min(limit);
+            (budget + limit * dt.as_secs_f64()).min(limit.max(f64::from(largest)))
+        };
+        if let Some(limit) = self.cfg.download_rate_limit {
+            let block = lodestone_peer::picker::BLOCK_SIZE;
+            self.request_budget = refill(self.request_budget, limit, block);
+        }
+        if let Some(limit) = self.cfg.upload_rate_limit {
+            let largest = lodestone_peer::session::MAX_REQUEST_LEN;
+            self.upload_budget = refill(self.upload_budget, limit, largest);
         }
         self.down.tick(dt);
         self.up.tick(dt);

@@ -169,9 +169,12 @@ pub struct GetArgs {
     /// Largest metadata (info dictionary) accepted from a magnet's peers.
     #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
     pub max_metadata_size: u64,
-    /// Cap the download rate, in bytes per second (suffixes: K, M, G).
+    /// Cap the download rate, in bytes per second (suffixes: K, M, G; 0: no cap).
     #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
     pub download_limit: Option<u64>,
+    /// Cap the upload rate, in bytes per second (suffixes: K, M, G; 0: no cap).
+    #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
+    pub upload_limit: Option<u64>,
     /// Print newline-delimited JSON events; the last is a summary.
     #[arg(long)]
     pub json: bool,
@@ -232,6 +235,9 @@ pub struct SeedArgs {
     /// Hash the files instead of trusting resume data.
     #[arg(long)]
     pub recheck: bool,
+    /// Cap the upload rate, in bytes per second (suffixes: K, M, G; 0: no cap).
+    #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
+    pub upload_limit: Option<u64>,
     #[command(flatten)]
     pub sources: SourceArgs,
     /// Print newline-delimited JSON events.

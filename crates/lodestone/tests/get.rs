@@ -189,3 +189,37 @@ fn seed_starts_from_its_resume_file_and_hashes_only_modified_files() {
     assert_eq!(forced["resume"], "rechecked: --recheck", "{forced}");
     assert_eq!(forced["have_pieces"], pieces - 1, "{forced}");
 }
+
+#[test]
+fn upload_limit_holds_the_seeder_to_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    payload::write_file(&src.join("two.bin"), "two.bin", 2 << 20, "upload-limit").unwrap();
+    let torrent = dir.path().join("two.torrent");
+    create_torrent(&src.join("two.bin"), &torrent, &["--piece-size", "256K"]);
+    let (_seeder, peer) = spawn_seeder(&torrent, &src, &["--upload-limit", "512K"]);
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", "--peer", &peer, "-o"])
+            .arg(&out)
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["complete"], true);
+    // 2 MiB at 512 KiB/s, after at most one second's burst: 3 s at least
+    // (a lower bound the limiter guarantees, not a speed measurement).
+    let took = summary["time_to_complete_s"].as_f64().unwrap();
+    assert!(
+        took >= 2.5,
+        "2 MiB came in {took} s through a 512 KiB/s limit"
+    );
+    assert_eq!(
+        std::fs::read(src.join("two.bin")).unwrap(),
+        std::fs::read(out.join("two.bin")).unwrap()
+    );
+}

@@ -360,7 +360,8 @@ async fn get_with(
     cfg.recheck = a.recheck;
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
-    cfg.download_rate_limit = a.download_limit;
+    cfg.download_rate_limit = a.download_limit.filter(|&l| l > 0);
+    cfg.upload_rate_limit = a.upload_limit.filter(|&l| l > 0);
     cfg.lpd = use_lpd(
         a.sources.lpd,
         a.sources.no_lpd,
@@ -393,6 +394,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     // What is there: from the resume file a `get` or an earlier `seed` left
     // (files modified since are hashed again), else by hashing the files.
     cfg.recheck = a.recheck;
+    cfg.upload_rate_limit = a.upload_limit.filter(|&l| l > 0);
     cfg.lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, true, local_only());
     cfg.trackers = !a.sources.no_trackers;
     cfg.pex = !a.sources.no_pex;
