@@ -175,7 +175,7 @@ pub struct Connection {
     pub tx: mpsc::Sender<Bytes>,
     pub want_writable: Arc<AtomicBool>,
     reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl Connection {
@@ -248,8 +248,16 @@ impl Connection {
             tx,
             want_writable,
             reader,
-            writer,
+            writer: Some(writer),
         }
+    }
+}
+
+impl Connection {
+    /// Stop reading; the writer sends what it was given, then closes.
+    /// Its handle, to wait for that.
+    pub fn close(mut self) -> Option<JoinHandle<()>> {
+        self.writer.take()
     }
 }
 
@@ -257,7 +265,6 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
         // The writer ends when `tx` is dropped, after flushing what it has.
-        let _ = &self.writer;
     }
 }
 

@@ -34,6 +34,8 @@ use crate::storage::{Storage, StorageError};
 const SNUB_AFTER: Duration = Duration::from_secs(15);
 const RECHOKE_EVERY: Duration = Duration::from_secs(10);
 const RESUME_EVERY: Duration = Duration::from_secs(2);
+/// How long a stopping torrent waits for its writers to send what is queued.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Bad pieces a peer may be part of before it is banned.
 const BAN_STRIKES: u32 = 2;
 const TICK: Duration = Duration::from_millis(250);
@@ -79,6 +81,9 @@ pub struct TorrentConfig {
     pub download_rate_limit: Option<u64>,
     /// Cap on the upload rate (blocks served), bytes per second.
     pub upload_rate_limit: Option<u64>,
+    /// Stop seeding once this run has uploaded this many times what we
+    /// hold (whichever comes first with `seed_time`).
+    pub seed_ratio: Option<f64>,
     /// Find peers through this DHT node (and announce `listen`'s port there).
     pub dht: Option<crate::dht::Dht>,
     /// Announce on the LAN and listen for others (BEP 14); needs `listen`.
@@ -109,6 +114,7 @@ impl TorrentConfig {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             download_rate_limit: None,
             upload_rate_limit: None,
+            seed_ratio: None,
             dht: None,
             lpd: false,
             trackers: true,
@@ -601,6 +607,7 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
     }
+    t.close_connections().await;
     t.save_resume();
     let _ = t.storage.sync();
     t.refresh_stats();
@@ -789,11 +796,43 @@ impl Torrent {
         if self.paused.is_some() {
             return true;
         }
-        match (self.completed_at, self.cfg.seed_time) {
-            (Some(_), Some(d)) if d.is_zero() => true,
-            (Some(_), Some(_)) => self.seed_until.is_some_and(|t| Instant::now() >= t),
-            _ => false,
+        if self.completed_at.is_none() {
+            return false;
         }
+        let time_up = match self.cfg.seed_time {
+            Some(d) if d.is_zero() => true,
+            Some(_) => self.seed_until.is_some_and(|t| Instant::now() >= t),
+            None => false,
+        };
+        time_up || self.seed_ratio_reached()
+    }
+
+    /// On the way out: hand each peer what is already queued for it and
+    /// give the writers a moment to send it (the last blocks of a seed
+    /// that reached its ratio, say), never more than [`CLOSE_GRACE`].
+    async fn close_connections(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in &keys {
+            self.drain_to_writer(*k);
+        }
+        let writers: Vec<_> = self
+            .peers
+            .drain()
+            .filter_map(|(_, p)| p.conn.close())
+            .collect();
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            for w in writers {
+                let _ = w.await;
+            }
+        })
+        .await;
+    }
+
+    fn seed_ratio_reached(&self) -> bool {
+        self.cfg.seed_ratio.is_some_and(|r| {
+            let held = self.verified_wanted_bytes();
+            held > 0 && self.stats.uploaded as f64 >= r * held as f64
+        })
     }
 
     async fn emit(&self, e: TorrentEvent) {

@@ -152,9 +152,14 @@ pub struct GetArgs {
     /// Accept incoming peers on this address (IP:PORT).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Seconds to keep seeding after the download completes (default 0).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
-    pub seed_time: u64,
+    /// Seconds to keep seeding after the download completes (default 0,
+    /// or until --seed-ratio when that is given).
+    #[arg(long, value_name = "SECS")]
+    pub seed_time: Option<u64>,
+    /// Keep seeding until this run uploaded RATIO times the download (with
+    /// --seed-time too: whichever comes first).
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub seed_ratio: Option<f64>,
     /// Download only these files (indices as listed by `lodestone info`).
     #[arg(long, value_name = "INDEX,...", value_delimiter = ',')]
     pub only: Vec<usize>,
@@ -232,6 +237,10 @@ pub struct SeedArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub seed_time: Option<u64>,
+    /// Stop once this run uploaded RATIO times the content (with
+    /// --seed-time too: whichever comes first).
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub seed_ratio: Option<f64>,
     /// Hash the files instead of trusting resume data.
     #[arg(long)]
     pub recheck: bool,
@@ -243,6 +252,14 @@ pub struct SeedArgs {
     /// Print newline-delimited JSON events.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A share ratio: a positive finite number such as 1.5.
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("'{s}' is not a positive ratio (such as 1.5)")),
+    }
 }
 
 /// A 40-hex DHT node id on the command line.

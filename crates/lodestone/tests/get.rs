@@ -223,3 +223,36 @@ fn upload_limit_holds_the_seeder_to_its_rate() {
         std::fs::read(out.join("two.bin")).unwrap()
     );
 }
+
+#[test]
+fn a_seeder_stops_at_its_seed_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    payload::write_file(&src.join("one.bin"), "one.bin", 1 << 20, "seed-ratio").unwrap();
+    let torrent = dir.path().join("one.torrent");
+    create_torrent(&src.join("one.bin"), &torrent, &["--piece-size", "64K"]);
+    // --seed-time 120 too: the ratio comes first.
+    let (seeder, peer) = spawn_seeder(&torrent, &src, &["--seed-ratio", "1"]);
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", "--peer", &peer, "-o"])
+            .arg(&out)
+            .arg(&torrent),
+    )
+    .finish(Duration::from_secs(60));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    // One whole copy uploaded: the seeder ends by itself, successfully.
+    let o = seeder.finish(Duration::from_secs(30));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = bin()
+        .args(["seed", "--seed-ratio", "0"])
+        .arg(&torrent)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a positive ratio"));
+}

@@ -356,7 +356,13 @@ async fn get_with(
     cfg.dht = dht;
     cfg.listen = a.listen;
     cfg.peers = a.peers.clone();
-    cfg.seed_time = Some(Duration::from_secs(a.seed_time));
+    // A ratio alone seeds until it is reached; neither: stop when done.
+    cfg.seed_time = match (a.seed_time, a.seed_ratio) {
+        (Some(t), _) => Some(Duration::from_secs(t)),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::ZERO),
+    };
+    cfg.seed_ratio = a.seed_ratio;
     cfg.recheck = a.recheck;
     cfg.only_files = (!a.only.is_empty()).then(|| a.only.clone());
     cfg.sequential = a.sequential;
@@ -391,6 +397,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     cfg.listen = Some(a.listen);
     cfg.peers = a.peers.clone();
     cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
+    cfg.seed_ratio = a.seed_ratio;
     // What is there: from the resume file a `get` or an earlier `seed` left
     // (files modified since are hashed again), else by hashing the files.
     cfg.recheck = a.recheck;
