@@ -138,9 +138,9 @@ impl ResumeData {
         };
         let sizes = list("file-sizes")?;
         let mtimes = list("file-mtimes")?;
-        if sizes.len() != num_files || mtimes.len() != num_files {
+        if let Some(list) = [sizes, mtimes].into_iter().find(|l| l.len() != num_files) {
             return Err(ResumeError::Mismatch {
-                got: sizes.len().min(mtimes.len()) as u64,
+                got: list.len() as u64,
                 want: num_files as u64,
             });
         }
@@ -152,7 +152,7 @@ impl ResumeData {
                 let mtime_ns = match (m.as_int(), m.as_bytes()) {
                     (Some(t), _) => Some(t),
                     (None, Some(b"")) => None,
-                    _ => return Option::None,
+                    _ => return None,
                 };
                 Some(FileStamp { size, mtime_ns })
             })
