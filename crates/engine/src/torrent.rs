@@ -378,6 +378,8 @@ pub struct Torrent {
     completed_at: Option<Instant>,
     first_byte_at: Option<Instant>,
     seed_until: Option<Instant>,
+    /// Bytes to upload before `seed_ratio` is reached (set on completion).
+    upload_goal: Option<f64>,
     resume_dirty: bool,
     last_resume: Instant,
     last_rechoke: Option<Instant>,
@@ -564,6 +566,7 @@ pub async fn run(
         completed_at: None,
         first_byte_at: None,
         seed_until: None,
+        upload_goal: None,
         resume_dirty: resume_stale,
         last_resume: now,
         last_rechoke: None,
@@ -829,10 +832,8 @@ impl Torrent {
     }
 
     fn seed_ratio_reached(&self) -> bool {
-        self.cfg.seed_ratio.is_some_and(|r| {
-            let held = self.verified_wanted_bytes();
-            held > 0 && self.stats.uploaded as f64 >= r * held as f64
-        })
+        self.upload_goal
+            .is_some_and(|goal| goal > 0.0 && self.stats.uploaded as f64 >= goal)
     }
 
     async fn emit(&self, e: TorrentEvent) {
@@ -1410,6 +1411,11 @@ impl Torrent {
         let now = Instant::now();
         self.completed_at = Some(now);
         self.seed_until = self.cfg.seed_time.map(|d| now + d);
+        // Counted once here: finished() asks on every event.
+        self.upload_goal = self
+            .cfg
+            .seed_ratio
+            .map(|r| r * self.verified_wanted_bytes() as f64);
         let _ = self.storage.sync();
         self.save_resume();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
