@@ -5,7 +5,7 @@
 Local-only settings: no DHT, LSD, UPnP or NAT-PMP; it binds one loopback
 address and dials from it.
 
-  lt_peer.py seed  --torrent T --content-dir D --listen IP:PORT [--duration S] [--perf]
+  lt_peer.py seed  --torrent T --content-dir D --listen IP:PORT [--duration S] [--perf] [--force-rc4]
       Prints one line 'READY' when it seeds, runs until SIGTERM or the
       duration, then prints a JSON line {"event":"exit","uploaded":N}.
   lt_peer.py leech (--torrent T | --magnet M) --save D --listen IP:PORT [--peer IP:PORT]...
@@ -83,7 +83,7 @@ def cpu_s():
 
 
 def seed(a):
-    st = settings(a.listen, a.perf, lsd=a.lsd)
+    st = settings(a.listen, a.perf, lsd=a.lsd, force_rc4=a.force_rc4)
     if a.no_outgoing:  # accept peers, never dial them
         st["enable_outgoing_tcp"] = False
     ses = lt.session(st)
@@ -202,6 +202,7 @@ def main():
     s.add_argument("--perf", action="store_true")
     s.add_argument("--lsd", action="store_true", help="Local Service Discovery (BEP 14)")
     s.add_argument("--no-outgoing", action="store_true", help="never dial peers (incoming only)")
+    s.add_argument("--force-rc4", action="store_true", help="MSE with RC4 only: plain peers are refused")
     l = sub.add_parser("leech")
     g = l.add_mutually_exclusive_group(required=True)
     g.add_argument("--torrent")

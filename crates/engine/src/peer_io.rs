@@ -127,6 +127,8 @@ pub enum PeerInput {
         initial: Vec<u8>,
         /// RC4 streams when the peer negotiated MSE with RC4.
         cipher: Option<Box<Cipher>>,
+        /// Our handshake went out inside the MSE handshake.
+        handshake_sent: bool,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -275,6 +277,9 @@ pub struct Obfuscate {
     pub info_hash: lodestone_core::InfoHash,
     pub private_key: [u8; 20],
     pub pad: Vec<u8>,
+    /// Our BitTorrent handshake, sent inside the MSE handshake (its IA):
+    /// one round trip fewer.
+    pub handshake: Vec<u8>,
 }
 
 /// Open a TCP connection to `addr`, from `local`'s IP when we listen on a
@@ -320,6 +325,7 @@ pub fn connect(
                     source,
                     initial: Vec::new(),
                     cipher: None,
+                    handshake_sent: false,
                 },
                 Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
                     Ok(Ok((stream, initial, cipher))) => PeerInput::Connected {
@@ -328,6 +334,7 @@ pub fn connect(
                         source,
                         initial,
                         cipher,
+                        handshake_sent: true,
                     },
                     Ok(Err(e)) => failed(format!("encrypted handshake failed: {e}")),
                     Err(_) => failed("encrypted handshake timed out".into()),
@@ -340,8 +347,8 @@ pub fn connect(
     });
 }
 
-/// The initiating MSE handshake (no initial payload; the BitTorrent
-/// handshake follows on the negotiated stream).
+/// The initiating MSE handshake, our BitTorrent handshake as its initial
+/// payload (IA).
 async fn initiate(
     mut stream: TcpStream,
     o: Obfuscate,
@@ -351,7 +358,7 @@ async fn initiate(
         o.private_key,
         o.pad,
         o.info_hash,
-        Vec::new(),
+        o.handshake,
         CRYPTO_PLAIN | CRYPTO_RC4,
     );
     stream.write_all(&first).await.map_err(|e| e.to_string())?;
@@ -468,6 +475,7 @@ async fn sniff(
         source: PeerSource::Incoming,
         initial,
         cipher,
+        handshake_sent: false,
     })
 }
 

@@ -118,6 +118,37 @@ fn download_from_libtorrent() {
     }
 }
 
+/// A libtorrent seeder that takes only RC4-encrypted peers: our plain dial
+/// is refused, the next one speaks MSE/PE with our handshake inside it
+/// (its IA), and the download goes through.
+#[test]
+fn download_from_libtorrent_that_requires_encryption() {
+    if !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (torrent, name) = fixtures(dir.path()).remove(0);
+    let port = free_port();
+    let mut seeder = Child::spawn(
+        interop_script("lt_peer.py")
+            .args(["seed", "--force-rc4", "--duration", "60", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--torrent")
+            .arg(&torrent)
+            .arg("--content-dir")
+            .arg(dir.path().join("src")),
+    );
+    seeder.wait_for_line("READY", Duration::from_secs(30));
+    let out = dir.path().join("dl-lt-rc4");
+    lodestone_get(
+        &torrent,
+        &out,
+        &format!("127.0.0.1:{port}"),
+        size_of(&torrent),
+    );
+    assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
+}
+
 #[test]
 fn seed_to_libtorrent() {
     if !require_libtorrent() {
