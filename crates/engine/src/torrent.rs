@@ -34,6 +34,8 @@ use crate::storage::{Storage, StorageError};
 const SNUB_AFTER: Duration = Duration::from_secs(15);
 const RECHOKE_EVERY: Duration = Duration::from_secs(10);
 const RESUME_EVERY: Duration = Duration::from_secs(2);
+/// Seeding "forever" is at most this long (an `Instant` cannot go further).
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long a stopping torrent waits for its writers to send what is queued.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Bad pieces a peer may be part of before it is banned.
@@ -610,6 +612,8 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
     }
+    // Nobody reads the inputs any more: a writer must not wait to report.
+    input_rx.close();
     t.close_connections().await;
     t.save_resume();
     let _ = t.storage.sync();
@@ -814,21 +818,57 @@ impl Torrent {
     /// give the writers a moment to send it (the last blocks of a seed
     /// that reached its ratio, say), never more than [`CLOSE_GRACE`].
     async fn close_connections(&mut self) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for k in &keys {
-            self.drain_to_writer(*k);
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        // Output beyond a writer's queue goes in as the writer makes room.
+        loop {
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            let mut done = true;
+            for k in keys {
+                let alive = self.peers.get(&k).is_some_and(|p| !p.conn.tx.is_closed());
+                done &= !alive || self.drain_to_writer(k);
+            }
+            if done || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let writers: Vec<_> = self
             .peers
             .drain()
             .filter_map(|(_, p)| p.conn.close())
             .collect();
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = tokio::time::timeout_at(deadline, async {
             for w in writers {
                 let _ = w.await;
             }
         })
         .await;
+    }
+
+    /// Under an upload limit: the tick's budget goes one block per waiting
+    /// peer in turn, from a different peer each tick, so the first peer in
+    /// the map cannot take all of it (and keep the best choker rank too).
+    fn serve_in_turn(&mut self) {
+        let mut keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.to_serve.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        keys.sort_unstable();
+        let n = keys.len();
+        keys.rotate_left(self.ticks as usize % n);
+        let mut served = true;
+        while served {
+            served = false;
+            for &k in &keys {
+                // Each success takes a request off a queue: this ends.
+                served |= self.drain_to_writer(k) && self.serve_next(k);
+            }
+        }
     }
 
     fn seed_ratio_reached(&self) -> bool {
@@ -1414,7 +1454,11 @@ impl Torrent {
         }
         let now = Instant::now();
         self.completed_at = Some(now);
-        self.seed_until = self.cfg.seed_time.map(|d| now + d);
+        // A seed time too large to add is forever.
+        self.seed_until = self
+            .cfg
+            .seed_time
+            .map(|d| now.checked_add(d).unwrap_or(now + YEAR));
         // Counted once here: finished() asks on every event.
         self.upload_goal = self
             .cfg
@@ -1706,6 +1750,7 @@ impl Torrent {
         if let Some(limit) = self.cfg.upload_rate_limit {
             let largest = lodestone_peer::session::MAX_REQUEST_LEN;
             self.upload_budget = refill(self.upload_budget, limit, largest);
+            self.serve_in_turn();
         }
         self.down.tick(dt);
         self.up.tick(dt);

@@ -256,3 +256,40 @@ fn a_seeder_stops_at_its_seed_ratio() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a positive ratio"));
 }
+
+#[test]
+fn an_upload_limit_is_shared_between_leechers() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    payload::write_file(&src.join("two.bin"), "two.bin", 2 << 20, "shared-limit").unwrap();
+    let torrent = dir.path().join("two.torrent");
+    create_torrent(&src.join("two.bin"), &torrent, &["--piece-size", "256K"]);
+    // No PEX: the two leechers can only get the content from the seeder.
+    let (_seeder, peer) = spawn_seeder(&torrent, &src, &["--upload-limit", "1M", "--no-pex"]);
+    let leech = |name: &str| {
+        Child::spawn(
+            bin()
+                .args(["get", "--json", "--no-pex", "--peer", &peer, "-o"])
+                .arg(dir.path().join(name))
+                .arg(&torrent),
+        )
+    };
+    let (a, b) = (leech("a"), leech("b"));
+    let took = |c: Child| {
+        let o = c.finish(Duration::from_secs(60));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{text}");
+        let summary: serde_json::Value =
+            serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        summary["time_to_complete_s"].as_f64().unwrap()
+    };
+    let (ta, tb) = (took(a), took(b));
+    // Shared in turn, both finish together (4.0 s and 4.0 s here); with the
+    // first peer in line taking each tick's budget: 2.75 s and 4.0 s.
+    let (fast, slow) = (ta.min(tb), ta.max(tb));
+    assert!(
+        fast >= 0.85 * slow,
+        "one leecher took {fast:.2} s, the other {slow:.2} s"
+    );
+}
