@@ -2,6 +2,7 @@
 //! only move bytes; every decision is made by the torrent task, which owns
 //! the session core.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -393,27 +394,39 @@ pub fn listen(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut rng = lodestone_dht::rng::Rng::from_u64(seed ^ 0x3a5e);
-        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        // Handshakes under way, oldest first; a finished one sets its flag.
+        let mut pending: VecDeque<(Arc<AtomicBool>, tokio::task::AbortHandle)> = VecDeque::new();
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
-                    // Closed at once when too many are still handshaking.
-                    let Ok(permit) = pending.clone().try_acquire_owned() else {
-                        continue;
-                    };
+                    pending.retain(|(done, _)| !done.load(Ordering::Acquire));
+                    // Full: the oldest goes. A real peer sends its handshake
+                    // at once, so idle connections are what gets dropped, and
+                    // a flood of them cannot keep newcomers out.
+                    if pending.len() >= MAX_PENDING_HANDSHAKES {
+                        while let Some((done, oldest)) = pending.pop_front() {
+                            if !done.load(Ordering::Acquire) {
+                                oldest.abort();
+                                break;
+                            }
+                        }
+                    }
                     let _ = stream.set_nodelay(true);
                     let key = rng.bytes20();
                     let pad_len = rng.below(64) as usize;
                     let mut pad = vec![0u8; pad_len];
                     rng.fill(&mut pad);
                     let (input, hashes) = (input.clone(), info_hashes.clone());
-                    tokio::spawn(async move {
+                    let done = Arc::new(AtomicBool::new(false));
+                    let flag = done.clone();
+                    let task = tokio::spawn(async move {
                         let msg = sniff(stream, addr, hashes, key, pad).await;
-                        drop(permit);
+                        flag.store(true, Ordering::Release);
                         if let Some(msg) = msg {
                             let _ = input.send(msg).await;
                         }
                     });
+                    pending.push_back((done, task.abort_handle()));
                 }
                 // Out of descriptors and the like: back off, don't spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -424,9 +437,10 @@ pub fn listen(
 
 /// How long an incoming peer has to finish its (MSE) handshake.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
-/// Incoming connections in their first read or MSE handshake at once. A
-/// flood of idle connections must not hold every file descriptor (the
-/// storage needs some) for [`SNIFF_TIMEOUT`] each.
+/// Incoming connections in their first read or MSE handshake at once; a
+/// newcomer beyond it closes the oldest. A flood of idle connections must
+/// not hold every file descriptor (the storage needs some) for
+/// [`SNIFF_TIMEOUT`] each.
 const MAX_PENDING_HANDSHAKES: usize = 32;
 
 /// Plain BitTorrent or MSE? Run MSE to its end when it is that.
@@ -501,23 +515,20 @@ mod tests {
         let ih = lodestone_core::InfoHash([7; 20]);
         let _task = listen(listener, tx, vec![ih], 1);
         let mut idle = Vec::new();
-        for _ in 0..MAX_PENDING_HANDSHAKES {
+        for _ in 0..MAX_PENDING_HANDSHAKES + 4 {
             idle.push(TcpStream::connect(addr).await.unwrap());
+            // In order: the listener takes each before the next.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Let the listener take them all before the extra ones arrive.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut extra = Vec::new();
-        for _ in 0..4 {
-            extra.push(TcpStream::connect(addr).await.unwrap());
-        }
-        for s in &mut extra {
+        // The four oldest made room for the last four.
+        for s in &mut idle[..4] {
             assert!(closed_within(s, Duration::from_secs(2)).await);
         }
-        // The first ones are still waited on.
-        assert!(!closed_within(&mut idle[0], Duration::from_millis(200)).await);
-        // Once they go, a real peer gets through again.
-        drop(idle);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        for s in &mut idle[4..8] {
+            assert!(!closed_within(s, Duration::from_millis(100)).await);
+        }
+        // With the table still full of idle connections, a real peer gets
+        // through: it too pushes out the oldest, then answers at once.
         let mut peer = TcpStream::connect(addr).await.unwrap();
         let hs = lodestone_wire::Handshake {
             reserved: lodestone_wire::Reserved::ours(),
