@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use lodestone_bencode::{decode, OwnedValue as V};
 use lodestone_core::{Bitfield, InfoHash};
@@ -21,7 +22,7 @@ const VERSION: i64 = 2;
 pub struct FileStamp {
     pub size: u64,
     /// Nanoseconds since the Unix epoch (negative before it); `None` when
-    /// the file does not exist.
+    /// the file does not exist or its time was too recent to vouch for.
     pub mtime_ns: Option<i64>,
 }
 
@@ -32,17 +33,37 @@ impl FileStamp {
     };
 
     pub fn of(meta: &std::fs::Metadata) -> Self {
-        let mtime_ns =
-            meta.modified()
-                .ok()
-                .map(|t| match t.duration_since(std::time::UNIX_EPOCH) {
-                    Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-                    Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
-                });
         Self {
             size: meta.len(),
-            mtime_ns,
+            mtime_ns: meta.modified().ok().map(nanos),
         }
+    }
+
+    /// This stamp as resume data written at `now` records it. A time within
+    /// [`RACY`] of `now` is left out: the file could change again within the
+    /// same timestamp tick without its time moving, so the next start
+    /// hashes it rather than trust it.
+    pub fn vouched_at(self, now: SystemTime) -> Self {
+        let recent = self
+            .mtime_ns
+            .is_some_and(|t| t > nanos(now).saturating_sub(RACY_NS));
+        Self {
+            mtime_ns: if recent { None } else { self.mtime_ns },
+            ..self
+        }
+    }
+}
+
+/// How recent a modification time must not be to be trusted (file systems
+/// keep times in ticks of up to 2 s).
+pub const RACY: Duration = Duration::from_secs(2);
+const RACY_NS: i64 = RACY.as_nanos() as i64;
+
+/// Nanoseconds since the Unix epoch (negative before it).
+fn nanos(t: SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
     }
 }
 
@@ -249,6 +270,18 @@ mod tests {
             DiskCheck::Untrusted
         );
         assert_eq!(r.check_disk(&same[..1]), DiskCheck::Untrusted);
+        // A time too recent to vouch for is not recorded.
+        let now = SystemTime::now();
+        let fresh = FileStamp {
+            size: 9,
+            mtime_ns: Some(nanos(now) - 1_000),
+        };
+        assert_eq!(fresh.vouched_at(now).mtime_ns, None);
+        let old = FileStamp {
+            size: 9,
+            mtime_ns: Some(nanos(now - Duration::from_secs(3))),
+        };
+        assert_eq!(old.vouched_at(now), old);
         // A version 1 file (no times) is not trusted: a recheck follows.
         let mut v1 = bytes.clone();
         let at = v1.windows(12).position(|w| w == b"7:versioni2e").unwrap();

@@ -2010,15 +2010,25 @@ impl Torrent {
         if self.storage.sync().is_err() {
             return;
         }
+        let now = std::time::SystemTime::now();
+        let files: Vec<_> = self
+            .storage
+            .file_stamps()
+            .into_iter()
+            .map(|f| f.vouched_at(now))
+            .collect();
+        // A file too freshly written to vouch for: save again later, once
+        // its time can be trusted (if we are still running then).
+        let unvouched = files.iter().any(|f| f.size > 0 && f.mtime_ns.is_none());
         let r = ResumeData {
             info_hash: self.meta.info_hashes.wire(),
             have: self.picker.have().clone(),
-            files: self.storage.file_stamps(),
+            files,
         };
         if r.save(&resume::path_for(&self.cfg.output_dir, &r.info_hash))
             .is_ok()
         {
-            self.resume_dirty = false;
+            self.resume_dirty = unvouched;
             self.last_resume = Instant::now();
         }
     }

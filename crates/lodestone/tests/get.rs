@@ -159,6 +159,21 @@ fn seed_starts_from_its_resume_file_and_hashes_only_modified_files() {
     let torrent = dir.path().join("multi.torrent");
     create_torrent(&src.join("multi"), &torrent, &["--piece-size", "256K"]);
     let pieces = 8 * 4;
+    // Content written a minute ago: a time from the last 2 s is not
+    // trusted (it could change again within the same timestamp tick).
+    let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+    let mut dirs = vec![src.join("multi")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let f = std::fs::File::options().write(true).open(&p).unwrap();
+                f.set_modified(minute_ago).unwrap();
+            }
+        }
+    }
 
     // No resume file yet: every file is hashed, and the result saved.
     let first = seed_once(&torrent, &src, &[]);
@@ -183,6 +198,11 @@ fn seed_starts_from_its_resume_file_and_hashes_only_modified_files() {
     assert_eq!(third["resume"], "resumed", "{third}");
     assert_eq!(third["changed_files"], 1, "{third}");
     assert_eq!(third["have_pieces"], pieces - 1, "{third}");
+    // Edited just now: its time is too fresh to vouch for, so the next
+    // start hashes that file again (and only it).
+    let fourth = seed_once(&torrent, &src, &[]);
+    assert_eq!(fourth["changed_files"], 1, "{fourth}");
+    assert_eq!(fourth["have_pieces"], pieces - 1, "{fourth}");
 
     // --recheck hashes everything whatever the resume file says.
     let forced = seed_once(&torrent, &src, &["--recheck"]);
