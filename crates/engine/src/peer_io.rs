@@ -128,8 +128,6 @@ pub enum PeerInput {
         initial: Vec<u8>,
         /// RC4 streams when the peer negotiated MSE with RC4.
         cipher: Option<Box<Cipher>>,
-        /// Our handshake went out inside the MSE handshake.
-        handshake_sent: bool,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -278,9 +276,6 @@ pub struct Obfuscate {
     pub info_hash: lodestone_core::InfoHash,
     pub private_key: [u8; 20],
     pub pad: Vec<u8>,
-    /// Our BitTorrent handshake, sent inside the MSE handshake (its IA):
-    /// one round trip fewer.
-    pub handshake: Vec<u8>,
 }
 
 /// Open a TCP connection to `addr`, from `local`'s IP when we listen on a
@@ -326,7 +321,6 @@ pub fn connect(
                     source,
                     initial: Vec::new(),
                     cipher: None,
-                    handshake_sent: false,
                 },
                 Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
                     Ok(Ok((stream, initial, cipher))) => PeerInput::Connected {
@@ -335,7 +329,6 @@ pub fn connect(
                         source,
                         initial,
                         cipher,
-                        handshake_sent: true,
                     },
                     Ok(Err(e)) => failed(format!("encrypted handshake failed: {e}")),
                     Err(_) => failed("encrypted handshake timed out".into()),
@@ -348,8 +341,8 @@ pub fn connect(
     });
 }
 
-/// The initiating MSE handshake, our BitTorrent handshake as its initial
-/// payload (IA).
+/// The initiating MSE handshake (no initial payload; the BitTorrent
+/// handshake follows on the negotiated stream).
 async fn initiate(
     mut stream: TcpStream,
     o: Obfuscate,
@@ -359,7 +352,7 @@ async fn initiate(
         o.private_key,
         o.pad,
         o.info_hash,
-        o.handshake,
+        Vec::new(),
         CRYPTO_PLAIN | CRYPTO_RC4,
     );
     stream.write_all(&first).await.map_err(|e| e.to_string())?;
@@ -489,7 +482,6 @@ async fn sniff(
         source: PeerSource::Incoming,
         initial,
         cipher,
-        handshake_sent: false,
     })
 }
 

@@ -910,14 +910,10 @@ impl Torrent {
                 .copied()
                 .unwrap_or(PeerSource::Manual);
             // A peer that hung up on our plain handshake gets an encrypted one.
-            let obfuscate = self.wants_mse.contains(&addr).then(|| {
-                let ours = SessionConfig::new(self.meta.info_hashes.wire(), self.cfg.peer_id, None);
-                peer_io::Obfuscate {
-                    info_hash: ours.info_hash,
-                    private_key: self.rng.bytes20(),
-                    pad: vec![0u8; self.rng.below(64) as usize],
-                    handshake: ours.handshake().encode().to_vec(),
-                }
+            let obfuscate = self.wants_mse.contains(&addr).then(|| peer_io::Obfuscate {
+                info_hash: self.meta.info_hashes.wire(),
+                private_key: self.rng.bytes20(),
+                pad: vec![0u8; self.rng.below(64) as usize],
             });
             peer_io::connect(
                 addr,
@@ -962,7 +958,6 @@ impl Torrent {
                 source,
                 initial,
                 cipher,
-                handshake_sent,
             } => {
                 self.connecting.remove(&addr);
                 if self.banned.contains(&addr.ip()) || self.peers.len() >= self.cfg.max_peers {
@@ -971,13 +966,14 @@ impl Torrent {
                 let key = PeerKey(self.next_key);
                 self.next_key += 1;
                 let now = Instant::now();
-                let mut cfg = SessionConfig::new(
-                    self.meta.info_hashes.wire(),
-                    self.cfg.peer_id,
-                    Some(self.shape),
+                let session = Session::new(
+                    SessionConfig::new(
+                        self.meta.info_hashes.wire(),
+                        self.cfg.peer_id,
+                        Some(self.shape),
+                    ),
+                    now,
                 );
-                cfg.handshake_sent = handshake_sent;
-                let session = Session::new(cfg, now);
                 let conn = Connection::spawn(
                     key,
                     stream,

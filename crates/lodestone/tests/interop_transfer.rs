@@ -119,8 +119,8 @@ fn download_from_libtorrent() {
 }
 
 /// A libtorrent seeder that takes only RC4-encrypted peers: our plain dial
-/// is refused, the next one speaks MSE/PE with our handshake inside it
-/// (its IA), and the download goes through.
+/// is refused, the next one speaks MSE/PE (initiator side), and the
+/// download goes through.
 #[test]
 fn download_from_libtorrent_that_requires_encryption() {
     if !require_libtorrent() {

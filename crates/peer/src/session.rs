@@ -34,9 +34,6 @@ pub struct SessionConfig {
     pub keepalive_interval: Duration,
     /// The peer must complete its handshake within this time.
     pub handshake_timeout: Duration,
-    /// Our handshake already went out (inside an MSE initiator's IA): the
-    /// session does not send it again.
-    pub handshake_sent: bool,
 }
 
 impl SessionConfig {
@@ -49,16 +46,6 @@ impl SessionConfig {
             idle_timeout: Duration::from_secs(180),
             keepalive_interval: Duration::from_secs(90),
             handshake_timeout: Duration::from_secs(15),
-            handshake_sent: false,
-        }
-    }
-
-    /// The handshake this session sends (or sent another way).
-    pub fn handshake(&self) -> Handshake {
-        Handshake {
-            reserved: self.reserved,
-            info_hash: self.info_hash,
-            peer_id: self.our_id,
         }
     }
 }
@@ -195,10 +182,13 @@ impl Session {
             Some(s) => Limits::for_pieces(s.num_pieces),
             None => Limits::default(),
         };
+        let hs = Handshake {
+            reserved: cfg.reserved,
+            info_hash: cfg.info_hash,
+            peer_id: cfg.our_id,
+        };
         let mut pending = BytesMut::with_capacity(256);
-        if !cfg.handshake_sent {
-            pending.extend_from_slice(&cfg.handshake().encode());
-        }
+        pending.extend_from_slice(&hs.encode());
         Self {
             cfg,
             limits,
@@ -652,34 +642,6 @@ mod tests {
         pump(now, &mut b, &mut a).unwrap();
         assert_eq!(events(&mut b), [Event::HaveAll]);
         assert_eq!(events(&mut a), [Event::HaveNone]);
-    }
-
-    #[test]
-    fn a_handshake_sent_inside_mse_is_not_sent_again() {
-        let now = Instant::now();
-        let shape = Some(TorrentShape::new(32768, 100_000));
-        let mut cfg = SessionConfig::new(IH, PeerId([1; 20]), shape);
-        cfg.handshake_sent = true;
-        let ia = cfg.handshake().encode();
-        let mut a = Session::new(cfg, now);
-        let mut b = Session::new(SessionConfig::new(IH, PeerId([2; 20]), shape), now);
-        assert!(
-            a.poll_transmit(now).is_none(),
-            "nothing before the peer answers"
-        );
-        // The peer got our handshake as the MSE initial payload.
-        b.handle_bytes(now, &ia).unwrap();
-        pump(now, &mut b, &mut a).unwrap();
-        assert!(
-            matches!(&events(&mut a)[..], [Event::Connected { peer_id, .. }] if *peer_id == PeerId([2; 20]))
-        );
-        assert!(
-            matches!(&events(&mut b)[..], [Event::Connected { peer_id, .. }] if *peer_id == PeerId([1; 20]))
-        );
-        // What A sends next is a message, not a second handshake.
-        a.send_have_set(&Bitfield::full(4));
-        pump(now, &mut a, &mut b).unwrap();
-        assert_eq!(events(&mut b), [Event::HaveAll]);
     }
 
     proptest::proptest! {
