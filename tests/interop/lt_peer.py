@@ -145,6 +145,7 @@ def leech(a):
     print("READY", flush=True)
     done = None
     first_byte = None
+    last_dht_ask = t0
     deadline = t0 + a.timeout
     seen = {}
     while not STOP and time.monotonic() < deadline:
@@ -164,6 +165,12 @@ def leech(a):
                 print(f"TORRENT ERROR {al.message()}", file=sys.stderr, flush=True)
         if done is not None and time.monotonic() - t0 - done >= a.seed_after:
             break
+        if done is None and a.dht and h.status().num_peers == 0 \
+                and time.monotonic() - last_dht_ask >= 5:
+            # libtorrent asks the DHT again only every 15 min: a lookup that
+            # ran before the seeder's announce landed would end the test.
+            h.force_dht_announce()
+            last_dht_ask = time.monotonic()
         if done is None and a.peer and h.status().num_peers == 0 and time.monotonic() - t0 > 1:
             for p in a.peer:
                 h.connect_peer(ep(p))
