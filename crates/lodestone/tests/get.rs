@@ -18,23 +18,44 @@ fn setup(dir: &Path) -> (std::path::PathBuf, Child, String) {
     (torrent, seeder, peer)
 }
 
+/// One file of `size` bytes in `dir/src` and its torrent (256 KiB pieces).
+fn single_file(dir: &Path, size: u64, tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    payload::write_file(&src.join("one.bin"), "one.bin", size, tag).unwrap();
+    let torrent = dir.join("one.torrent");
+    create_torrent(&src.join("one.bin"), &torrent, &["--piece-size", "256K"]);
+    (src, torrent)
+}
+
+/// `lodestone get --json` of `torrent` from `peer` into `out`, started.
+fn spawn_get(torrent: &Path, peer: &str, out: &Path, extra: &[&str]) -> Child {
+    Child::spawn(
+        bin()
+            .args(["get", "--json", "--peer", peer, "-o"])
+            .arg(out)
+            .args(extra)
+            .arg(torrent),
+    )
+}
+
+/// Wait for a `get --json` to succeed; its summary.
+fn summary_of(get: Child) -> serde_json::Value {
+    let o = get.finish(Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["complete"], true, "{summary}");
+    summary
+}
+
 #[test]
 fn only_selected_files_are_fetched() {
     let dir = tempfile::tempdir().unwrap();
     let (torrent, _seeder, peer) = setup(dir.path());
     let out = dir.path().join("dl");
     // File 3 is the 100-byte tiny.txt; file 1 is sub/b.bin (3 pieces + 17 bytes).
-    let o = Child::spawn(
-        bin()
-            .args(["get", "--json", "--only", "1,3", "--peer", &peer, "-o"])
-            .arg(&out)
-            .arg(&torrent),
-    )
-    .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
-    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["complete"], true);
+    let summary = summary_of(spawn_get(&torrent, &peer, &out, &["--only", "1,3"]));
     let src = dir.path().join("src/multi");
     for f in ["sub/b.bin", "sub/deeper/tiny.txt"] {
         assert_eq!(
@@ -213,24 +234,10 @@ fn seed_starts_from_its_resume_file_and_hashes_only_modified_files() {
 #[test]
 fn upload_limit_holds_the_seeder_to_its_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    payload::write_file(&src.join("two.bin"), "two.bin", 2 << 20, "upload-limit").unwrap();
-    let torrent = dir.path().join("two.torrent");
-    create_torrent(&src.join("two.bin"), &torrent, &["--piece-size", "256K"]);
+    let (src, torrent) = single_file(dir.path(), 2 << 20, "upload-limit");
     let (_seeder, peer) = spawn_seeder(&torrent, &src, &["--upload-limit", "512K"]);
     let out = dir.path().join("dl");
-    let o = Child::spawn(
-        bin()
-            .args(["get", "--json", "--peer", &peer, "-o"])
-            .arg(&out)
-            .arg(&torrent),
-    )
-    .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
-    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["complete"], true);
+    let summary = summary_of(spawn_get(&torrent, &peer, &out, &[]));
     // 2 MiB at 512 KiB/s, after at most one second's burst: 3 s at least
     // (a lower bound the limiter guarantees, not a speed measurement).
     let took = summary["time_to_complete_s"].as_f64().unwrap();
@@ -239,29 +246,20 @@ fn upload_limit_holds_the_seeder_to_its_rate() {
         "2 MiB came in {took} s through a 512 KiB/s limit"
     );
     assert_eq!(
-        std::fs::read(src.join("two.bin")).unwrap(),
-        std::fs::read(out.join("two.bin")).unwrap()
+        std::fs::read(src.join("one.bin")).unwrap(),
+        std::fs::read(out.join("one.bin")).unwrap()
     );
 }
 
 #[test]
 fn a_seeder_stops_at_its_seed_ratio() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    payload::write_file(&src.join("one.bin"), "one.bin", 1 << 20, "seed-ratio").unwrap();
-    let torrent = dir.path().join("one.torrent");
-    create_torrent(&src.join("one.bin"), &torrent, &["--piece-size", "64K"]);
+    let (src, torrent) = single_file(dir.path(), 1 << 20, "seed-ratio");
     // Half a copy uploaded (--seed-time 120 too: the ratio comes first).
     // Uploaded bytes count every block sent, repeats too, so only a ratio
     // under one says for sure the leecher cannot have finished before it.
     let (seeder, peer) = spawn_seeder(&torrent, &src, &["--seed-ratio", "0.5"]);
-    let _leecher = Child::spawn(
-        bin()
-            .args(["get", "--json", "--peer", &peer, "-o"])
-            .arg(dir.path().join("dl"))
-            .arg(&torrent),
-    );
+    let _leecher = spawn_get(&torrent, &peer, &dir.path().join("dl"), &[]);
     // The seeder ends by itself, successfully (its content is complete).
     let o = seeder.finish(Duration::from_secs(30));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -279,30 +277,12 @@ fn a_seeder_stops_at_its_seed_ratio() {
 #[test]
 fn an_upload_limit_is_shared_between_leechers() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    payload::write_file(&src.join("two.bin"), "two.bin", 2 << 20, "shared-limit").unwrap();
-    let torrent = dir.path().join("two.torrent");
-    create_torrent(&src.join("two.bin"), &torrent, &["--piece-size", "256K"]);
+    let (src, torrent) = single_file(dir.path(), 2 << 20, "shared-limit");
     // No PEX: the two leechers can only get the content from the seeder.
     let (_seeder, peer) = spawn_seeder(&torrent, &src, &["--upload-limit", "1M", "--no-pex"]);
-    let leech = |name: &str| {
-        Child::spawn(
-            bin()
-                .args(["get", "--json", "--no-pex", "--peer", &peer, "-o"])
-                .arg(dir.path().join(name))
-                .arg(&torrent),
-        )
-    };
+    let leech = |name: &str| spawn_get(&torrent, &peer, &dir.path().join(name), &["--no-pex"]);
     let (a, b) = (leech("a"), leech("b"));
-    let took = |c: Child| {
-        let o = c.finish(Duration::from_secs(60));
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{text}");
-        let summary: serde_json::Value =
-            serde_json::from_str(text.lines().last().unwrap()).unwrap();
-        summary["time_to_complete_s"].as_f64().unwrap()
-    };
+    let took = |get: Child| summary_of(get)["time_to_complete_s"].as_f64().unwrap();
     let (ta, tb) = (took(a), took(b));
     // Shared in turn, both finish together (4.0 s and 4.0 s here); with the
     // first peer in line taking each tick's budget: 2.75 s and 4.0 s.

@@ -84,6 +84,22 @@ fn size_of(torrent: &Path) -> u64 {
     j["total_size"].as_u64().unwrap()
 }
 
+/// A libtorrent seeder of `torrent` from `content`, seeding; its address.
+fn lt_seeder(torrent: &Path, content: &Path, extra: &[&str]) -> (Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut seeder = Child::spawn(
+        interop_script("lt_peer.py")
+            .args(["seed", "--duration", "60", "--listen", &addr])
+            .args(extra)
+            .arg("--torrent")
+            .arg(torrent)
+            .arg("--content-dir")
+            .arg(content),
+    );
+    seeder.wait_for_line("READY", Duration::from_secs(30));
+    (seeder, addr)
+}
+
 #[test]
 fn download_from_libtorrent() {
     if !require_libtorrent() {
@@ -91,29 +107,9 @@ fn download_from_libtorrent() {
     }
     let dir = tempfile::tempdir().unwrap();
     for (torrent, name) in fixtures(dir.path()) {
-        let port = free_port();
-        let mut seeder = Child::spawn(
-            interop_script("lt_peer.py")
-                .args([
-                    "seed",
-                    "--duration",
-                    "60",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                ])
-                .arg("--torrent")
-                .arg(&torrent)
-                .arg("--content-dir")
-                .arg(dir.path().join("src")),
-        );
-        seeder.wait_for_line("READY", Duration::from_secs(30));
+        let (_seeder, addr) = lt_seeder(&torrent, &dir.path().join("src"), &[]);
         let out = dir.path().join(format!("dl-lt-{name}"));
-        lodestone_get(
-            &torrent,
-            &out,
-            &format!("127.0.0.1:{port}"),
-            size_of(&torrent),
-        );
+        lodestone_get(&torrent, &out, &addr, size_of(&torrent));
         assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
     }
 }
@@ -128,24 +124,9 @@ fn download_from_libtorrent_that_requires_encryption() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (torrent, name) = fixtures(dir.path()).remove(0);
-    let port = free_port();
-    let mut seeder = Child::spawn(
-        interop_script("lt_peer.py")
-            .args(["seed", "--force-rc4", "--duration", "60", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--torrent")
-            .arg(&torrent)
-            .arg("--content-dir")
-            .arg(dir.path().join("src")),
-    );
-    seeder.wait_for_line("READY", Duration::from_secs(30));
+    let (_seeder, addr) = lt_seeder(&torrent, &dir.path().join("src"), &["--force-rc4"]);
     let out = dir.path().join("dl-lt-rc4");
-    lodestone_get(
-        &torrent,
-        &out,
-        &format!("127.0.0.1:{port}"),
-        size_of(&torrent),
-    );
+    lodestone_get(&torrent, &out, &addr, size_of(&torrent));
     assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
 }
 
