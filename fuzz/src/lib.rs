@@ -1,0 +1,45 @@
+//! The fuzz targets' bodies, one function per target, so that the same
+//! code runs under libFuzzer (`fuzz_targets/<name>.rs`, nightly) and in the
+//! corpus replay (`tests/replay.rs`, stable, no libFuzzer).
+#![forbid(unsafe_code)]
+
+mod bencode;
+pub mod encode;
+mod krpc;
+mod lpd;
+mod magnet;
+mod metainfo;
+mod mse;
+mod peer_extension;
+mod peer_session;
+pub mod seeds;
+mod tracker_http;
+mod tracker_udp;
+
+pub use bencode::bencode;
+pub use krpc::krpc;
+pub use lpd::lpd;
+pub use magnet::magnet;
+pub use metainfo::metainfo;
+pub use mse::mse;
+pub use peer_extension::peer_extension;
+pub use peer_session::peer_session;
+pub use tracker_http::tracker_http;
+pub use tracker_udp::tracker_udp;
+
+/// A target's body: one input, a panic on anything wrong.
+pub type Target = fn(&[u8]);
+
+/// Every target by name, as its file in `fuzz_targets/` is named.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("bencode", bencode),
+    ("krpc", krpc),
+    ("lpd", lpd),
+    ("magnet", magnet),
+    ("metainfo", metainfo),
+    ("mse", mse),
+    ("peer_extension", peer_extension),
+    ("peer_session", peer_session),
+    ("tracker_http", tracker_http),
+    ("tracker_udp", tracker_udp),
+];
