@@ -183,12 +183,46 @@ mod tests {
             },
             3,
         );
+        // Peer 4 gives us the most, then 3, 2, 1, 0.
         let mut peers: Vec<PeerStats> = (0..5)
             .map(|k| peer(k, true, k as f64, (10 - k) as f64))
             .collect();
-        peers[4].snubbed = true;
         let u = c.rechoke(t0, false, &peers);
-        assert!(u.contains(&PeerKey(3)), "{u:?}");
+        let opt = c.optimistic().unwrap();
+        assert_ne!(
+            opt,
+            PeerKey(4),
+            "the best peer has a regular slot, not the optimistic one"
+        );
+        assert!(u.contains(&PeerKey(4)), "{u:?}");
+        assert_eq!(u.len(), 2, "{u:?}");
+        // Peer 4 stops sending though we asked: within the same optimistic
+        // period (so only the snub changed), it loses its slot to the best
+        // peer that still sends.
+        peers[4].snubbed = true;
+        let later = t0 + Duration::from_secs(10);
+        let u = c.rechoke(later, false, &peers);
+        assert_eq!(
+            c.optimistic(),
+            Some(opt),
+            "the optimistic slot is not due yet"
+        );
+        assert!(
+            !u.contains(&PeerKey(4)),
+            "a snubbed peer keeps its slot: {u:?}"
+        );
+        let best_unsnubbed = if opt == PeerKey(3) { 2 } else { 3 };
+        assert!(
+            u.contains(&PeerKey(best_unsnubbed)),
+            "{u:?} (optimistic {opt:?})"
+        );
+        assert_eq!(u.len(), 2, "the freed slot is filled: {u:?}");
+        // Sending again, it takes the slot back from that peer.
+        peers[4].snubbed = false;
+        let u = c.rechoke(later + Duration::from_secs(10), false, &peers);
+        assert!(u.contains(&PeerKey(4)), "{u:?}");
+        assert_eq!(u.len(), 2, "{u:?}");
+
         let mut c = Choker::new(
             ChokerConfig {
                 upload_slots: 2,
