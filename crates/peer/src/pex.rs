@@ -102,4 +102,64 @@ mod tests {
         // Nothing new: nothing sent.
         assert_eq!(s.poll(later + INTERVAL, &peers[5..]), None);
     }
+
+    /// The schedule interop_pex relies on, with literal figures so a
+    /// changed constant shows here: nothing before 2 s after the extension
+    /// handshake, the first message at 2 s, then at most one a minute.
+    #[test]
+    fn first_message_two_seconds_after_the_handshake_then_once_a_minute() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut s = PexState::new(t0);
+        let peers = [(a(1), PexFlags(0))];
+        assert_eq!(s.next_due(), t0 + secs(2));
+        let just_before = t0 + secs(2) - Duration::from_millis(1);
+        assert_eq!(s.poll(just_before, &peers), None, "before 2 s");
+        assert_eq!(s.next_due(), t0 + secs(2), "an early poll moves nothing");
+        let m = s
+            .poll(t0 + secs(2), &peers)
+            .expect("the first message at 2 s");
+        assert_eq!(m.added, peers);
+        assert_eq!(s.next_due(), t0 + secs(62));
+        // News within the minute waits for the minute to end.
+        let more = [(a(1), PexFlags(0)), (a(2), PexFlags(0))];
+        assert_eq!(
+            s.poll(t0 + secs(61), &more),
+            None,
+            "a second message within 60 s"
+        );
+        let m = s.poll(t0 + secs(62), &more).expect("the news at 62 s");
+        assert_eq!(m.added, [(a(2), PexFlags(0))], "only what is new");
+        assert_eq!(s.next_due(), t0 + secs(122));
+    }
+
+    /// A driver polls on its tick, a little after the due time: the minute
+    /// counts from when the message went out.
+    #[test]
+    fn a_late_poll_counts_the_minute_from_the_message() {
+        let t0 = Instant::now();
+        let mut s = PexState::new(t0);
+        let late = t0 + Duration::from_millis(2_250);
+        assert!(s.poll(late, &[(a(1), PexFlags(0))]).is_some());
+        assert_eq!(s.next_due(), late + Duration::from_secs(60));
+    }
+
+    /// Nothing to say at 2 s (no other peer yet) sends nothing, and the
+    /// next chance is a minute later: a peer that connects to us before we
+    /// know anyone learns nothing from us for a minute (interop_pex lets
+    /// the middle peer reach the seeder first for this reason).
+    #[test]
+    fn nothing_to_say_at_2_s_means_the_next_try_a_minute_later() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut s = PexState::new(t0);
+        assert_eq!(s.poll(t0 + secs(2), &[]), None, "nothing to say");
+        assert_eq!(s.next_due(), t0 + secs(62));
+        let peers = [(a(1), PexFlags(PexFlags::SEED))];
+        assert_eq!(s.poll(t0 + secs(3), &peers), None, "not before the minute");
+        assert_eq!(s.poll(t0 + secs(61), &peers), None, "not before the minute");
+        let m = s.poll(t0 + secs(62), &peers).expect("the news at 62 s");
+        assert_eq!(m.added, peers, "with its flags");
+        assert!(m.dropped.is_empty());
+    }
 }
