@@ -12,6 +12,7 @@ pub mod items;
 pub mod krpc;
 pub mod lookup;
 pub mod node;
+pub mod reannounce;
 pub mod rng;
 pub mod routing_table;
 pub mod secure_id;

@@ -657,9 +657,7 @@ impl Drop for AbortOnDrop {
 
 /// Ask the DHT for peers (announcing our port when we listen), soon again
 /// at first and then every few minutes, feeding what it finds to the
-/// torrent. While the DHT has given no peer at all, it keeps asking every
-/// 20 s (for 10 minutes, then every 2): a swarm that appears a minute
-/// later (a seeder still starting) is found a minute later, not in five.
+/// torrent; when, is [`lodestone_dht::reannounce::Schedule`]'s rule.
 async fn dht_discovery(
     dht: crate::dht::Dht,
     info_hash: lodestone_core::InfoHash,
@@ -668,19 +666,14 @@ async fn dht_discovery(
 ) {
     use crate::dht::LookupUpdate;
     let port = listen.map(|a| a.port());
-    let mut peers_ever = 0u64;
-    for round in 0u32.. {
+    let mut schedule = lodestone_dht::reannounce::Schedule::new();
+    loop {
         let external_ip = dht.health().await.external_ip;
         let mut rx = match port {
             Some(p) => dht.announce(info_hash, Some(p)).await,
             None => dht.get_peers(info_hash).await,
         };
-        let wait = Duration::from_secs(match (peers_ever, round) {
-            (0, 0..30) => 20,
-            (0, _) => 120,
-            (_, 0..3) => 15,
-            _ => 300,
-        });
+        let wait = schedule.start_round();
         let mut report = crate::sources::DhtRound {
             next_in: wait,
             ..Default::default()
@@ -690,10 +683,12 @@ async fn dht_discovery(
                 LookupUpdate::Peers(addrs) => {
                     report.peers += addrs.len() as u32;
                     // Our own announce coming back is not a swarm.
-                    peers_ever += addrs
-                        .iter()
-                        .filter(|a| !is_self(a, listen, external_ip))
-                        .count() as u64;
+                    schedule.found_peers(
+                        addrs
+                            .iter()
+                            .filter(|a| !is_self(a, listen, external_ip))
+                            .count() as u64,
+                    );
                     PeerInput::Discovered {
                         addrs,
                         source: PeerSource::Dht,
