@@ -6,17 +6,53 @@
 
 Makes SIZE MiB of random content in tmpfs (/dev/shm), a v1 torrent with
 1 MiB pieces, and a libtorrent seeder (high_performance_seed preset) on
-loopback TCP. Then it alternates a libtorrent leecher (same preset) and a
-Lodestone leecher, RUNS times each, writing into tmpfs, and prints MiB/s,
-CPU seconds and max RSS of each leecher process, the medians and the ratio.
+loopback TCP. Then it alternates a libtorrent leecher (same preset, through
+tests/interop/lt_peer.py leech --lean) and a Lodestone leecher (`get
+--json`), RUNS times each (at least 3), writing into tmpfs.
 
 With --reverse it compares seeders instead: a Lodestone seeder and a
 libtorrent seeder, each serving a libtorrent leecher (high-performance).
-The libtorrent leecher tops out near 500 MiB/s here whoever seeds, so
 --leecher lodestone serves a Lodestone leecher instead: what each seeder
-can deliver when the leecher is not the bottleneck.
+can deliver when a libtorrent leecher is not the bottleneck.
 
-Only 127.0.0.1 is used.
+What is counted, the same way for both clients:
+- Time: each leecher's own time to complete, from adding the torrent
+  (libtorrent: just before add_torrent; Lodestone: the engine's start) to
+  every piece verified (torrent_finished_alert / Lodestone's completion).
+  Process start-up (Python, `import libtorrent`, the session; Lodestone's
+  exec) is NOT in it. Also shown: the first payload byte and the rate from
+  there (a libtorrent leecher dials a given peer on its 500 ms tick, so
+  about half a second of its time is start-up whoever seeds).
+- CPU of a leecher, from that same start point to completion:
+  libtorrent's threads only (getrusage in its process: the whole process
+  minus the Python thread that runs the polling loop; that thread's CPU is
+  NOT counted, which favours libtorrent: the status() calls it makes cost
+  libtorrent's network thread, and that IS counted). Lodestone: the whole
+  process (/proc/PID/stat, 10 ms ticks) between its "started" and
+  "completed" events. The whole-process figure from spawn to exit (wait4,
+  Python start and the polling included for libtorrent) is shown as
+  "process cpu", not used in the ratio.
+- Memory: peak anonymous RSS (RssAnon, sampled every 5 ms from outside,
+  the same for both). libtorrent 2.x maps the files it writes (tmpfs pages
+  of the payload land in its RSS as shared memory), so max RSS (VmHWM) is
+  ~1 GiB for it; that is shown but NOT compared. From libtorrent's peak
+  the anon RSS of Python with libtorrent imported, before the session, is
+  subtracted (shown as "base"); nothing is subtracted from Lodestone.
+- Seeders (--reverse): both have the same state on disk: before the runs
+  each seeder starts once and checks every piece (not timed: shown as
+  "prepared"), then every measured start resumes from its own resume data
+  (libtorrent: its write_resume_data/read_resume_data through lt_peer.py
+  --resume; Lodestone: its resume file), so neither hashes 1 GiB per run;
+  the script checks that each start resumed. The seeder's CPU is its
+  process's CPU (/proc, 10 ms ticks) from the leecher's spawn to its exit,
+  libtorrent's without its Python thread.
+- Failures: a run that does not complete is printed as FAILED, left out
+  of the medians (each median says how many runs it holds), and the
+  script exits 1.
+
+Both leechers run with MSE/PE as they come (libtorrent tries MSE first;
+Lodestone answers it); --lt-no-encryption makes libtorrent skip its MSE
+attempt. Only 127.0.0.1 is used.
 """
 import argparse
 import json
@@ -26,6 +62,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +71,8 @@ os.environ["LODESTONE_LOCAL_ONLY"] = "1"
 LT_PEER = os.path.join(ROOT, "tests", "interop", "lt_peer.py")
 LODESTONE = os.path.join(ROOT, "target", "release", "lodestone")
 LT_EXTRA = []
+TICK = os.sysconf("SC_CLK_TCK")
+MIB = 1 << 20
 
 
 def free_port():
@@ -42,19 +81,56 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_child(cmd, timeout):
+def proc_cpu(pid, without_main=False):
+    """CPU seconds of a live process (all its threads, dead ones included),
+    from /proc; with without_main, minus its main thread's."""
+    def ticks(path):
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    try:
+        t = ticks(f"/proc/{pid}/stat")
+        if without_main:
+            t -= ticks(f"/proc/{pid}/task/{pid}/stat")
+        return t / TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def rss_anon_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_child(cmd, timeout, marks=()):
+    """Runs cmd; a reader thread takes its stdout line by line and, the
+    moment a line holds one of `marks`, samples the process's CPU from
+    /proc; the main thread samples its anonymous RSS every 5 ms."""
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines, at = [], {}
+
+    def read():
+        for line in p.stdout:
+            for m in marks:
+                if m in line and m not in at:
+                    at[m] = proc_cpu(p.pid)
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    peak = 0.0
     deadline = t0 + timeout
-    out = b""
-    os.set_blocking(p.stdout.fileno(), False)
     while True:
-        try:
-            chunk = p.stdout.read()
-            if chunk:
-                out += chunk
-        except BlockingIOError:
-            pass
+        a = rss_anon_mib(p.pid)
+        if a is not None:
+            peak = max(peak, a)
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
         if pid:
             break
@@ -63,60 +139,83 @@ def run_child(cmd, timeout):
             pid, status, ru = os.wait4(p.pid, 0)
             break
         time.sleep(0.005)
-    try:
-        rest = p.stdout.read()
-        if rest:
-            out += rest
-    except BlockingIOError:
-        pass
-    wall = time.monotonic() - t0
+    reader.join(10)
     return {
-        "out": out.decode(errors="replace"),
-        "wall_s": wall,
-        "cpu_s": ru.ru_utime + ru.ru_stime,
-        "rss_mib": ru.ru_maxrss / 1024,
+        "lines": lines,
+        "marks": at,
+        "wall_s": time.monotonic() - t0,
+        "process_cpu_s": ru.ru_utime + ru.ru_stime,
+        "max_rss_mib": ru.ru_maxrss / 1024,
+        "anon_peak_mib": peak,
         "rc": os.waitstatus_to_exitcode(status),
     }
 
 
-def start_seeder(kind, torrent, content_dir, port):
+def start_seeder(kind, torrent, content_dir, port, resume):
+    """A seeder; returns (process, seconds to ready, resumed?)."""
+    t0 = time.monotonic()
     if kind == "lt":
-        cmd = ["/usr/bin/python3", LT_PEER, "seed", "--perf", "--duration", "3600",
+        cmd = ["/usr/bin/python3", LT_PEER, "seed", "--perf", "--duration", "3600", "--resume", resume,
                "--torrent", torrent, "--content-dir", content_dir, "--listen", f"127.0.0.1:{port}"]
-        ready = "READY"
+        ready = '"seeding"'
     else:
         cmd = [LODESTONE, "seed", "--json", "--listen", f"127.0.0.1:{port}", torrent, content_dir]
         ready = '"started"'
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    resumed = None
     for line in p.stdout:
         if ready in line:
+            e = json.loads(line)
+            resumed = e.get("resumed") if kind == "lt" else e.get("resume") == "resumed"
             break
+    up = time.monotonic() - t0
     # keep draining so the seeder never blocks on a full pipe
-    import threading
     threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
-    return p
+    return p, up, resumed
+
+
+def stop(p):
+    p.terminate()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def leech(kind, torrent, save, seed_port):
     shutil.rmtree(save, ignore_errors=True)
     os.makedirs(save)
     if kind == "lt":
-        cmd = ["/usr/bin/python3", LT_PEER, "leech", "--perf", "--no-verify", *LT_EXTRA, "--timeout", "300", "--torrent", torrent,
-               "--save", save, "--listen", f"127.0.0.1:{free_port()}", "--peer", f"127.0.0.1:{seed_port}"]
+        cmd = ["/usr/bin/python3", LT_PEER, "leech", "--perf", "--no-verify", "--lean", *LT_EXTRA,
+               "--timeout", "300", "--torrent", torrent, "--save", save,
+               "--listen", f"127.0.0.1:{free_port()}", "--peer", f"127.0.0.1:{seed_port}"]
+        r = run_child(cmd, 400)
     else:
         cmd = [LODESTONE, "get", "--json", "-o", save, "--peer", f"127.0.0.1:{seed_port}", torrent]
-    r = run_child(cmd, 400)
-    lines = [json.loads(l) for l in r["out"].splitlines() if l.startswith("{")]
-    last = lines[-1] if lines else {}
+        r = run_child(cmd, 400, marks=('"event":"started"', '"event":"completed"'))
+    events = []
+    for line in r["lines"]:
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    last = events[-1] if events else {}
+    r["transfer_s"] = last.get("time_to_complete_s")
+    r["first_byte_s"] = last.get("first_byte_s")
     if kind == "lt":
-        ok = last.get("ok") is True
-        t = last.get("time_to_complete_s")
-        r["first_byte_s"] = last.get("first_byte_s")
+        r["ok"] = last.get("ok") is True and r["rc"] == 0
+        done, main = last.get("cpu_to_done_s"), last.get("cpu_main_to_done_s")
+        r["cpu_s"] = done - main if done is not None and main is not None else None
+        base = last.get("rss_anon_kib_before_session")
+        r["anon_base_mib"] = base / 1024 if base is not None else None
     else:
-        ok = last.get("complete") is True and r["rc"] == 0
-        t = last.get("time_to_complete_s")
-        r["first_byte_s"] = last.get("first_byte_s")
-    r.update(ok=ok, transfer_s=t)
+        r["ok"] = last.get("complete") is True and r["rc"] == 0
+        a, b = r["marks"].get('"event":"started"'), r["marks"].get('"event":"completed"')
+        r["cpu_s"] = b - a if a is not None and b is not None else None
+        r["anon_base_mib"] = 0.0
+    r["ok"] = r["ok"] and bool(r["transfer_s"])
+    r["anon_own_mib"] = r["anon_peak_mib"] - (r["anon_base_mib"] or 0.0)
     shutil.rmtree(save, ignore_errors=True)
     return r
 
@@ -129,106 +228,146 @@ def main():
     ap.add_argument("--leecher", choices=["lt", "lodestone"], default="lt",
                     help="with --reverse: who downloads from the two seeders")
     ap.add_argument("--lt-no-encryption", action="store_true",
-                    help="libtorrent leechers skip their MSE/PE attempt (Lodestone has no MSE yet)")
+                    help="libtorrent leechers skip their MSE/PE attempt and speak plain BitTorrent")
     a = ap.parse_args()
+    if a.runs < 3:
+        ap.error("--runs must be at least 3 (a median of fewer is not one)")
     global LT_EXTRA
     LT_EXTRA = ["--no-encryption"] if a.lt_no_encryption else []
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "lodestone"], cwd=ROOT, check=True)
     work = "/dev/shm/lodestone-bench"
     shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(os.path.join(work, "content"))
-    data = os.path.join(work, "content", "payload.bin")
+    content = os.path.join(work, "content")
+    os.makedirs(content)
+    data = os.path.join(content, "payload.bin")
     with open(data, "wb") as f:
         for _ in range(a.size_mib):
-            f.write(os.urandom(1 << 20))
+            f.write(os.urandom(MIB))
     torrent = os.path.join(work, "payload.torrent")
     subprocess.run([LODESTONE, "create", "--no-date", "--piece-size", "1M", "-o", torrent, data],
                    check=True, stdout=subprocess.DEVNULL)
-    size = a.size_mib * (1 << 20)
-    print(f"load average before: {os.getloadavg()[0]:.2f}; {a.size_mib} MiB, 1 MiB pieces, loopback TCP, tmpfs")
+    size = a.size_mib * MIB
+    print(f"load average before: {' '.join('%.2f' % x for x in os.getloadavg())}; "
+          f"{a.size_mib} MiB, 1 MiB pieces, loopback TCP, tmpfs")
 
     results = {}
-    if not a.reverse:
-        port = free_port()
-        seeder = start_seeder("lt", torrent, os.path.join(work, "content"), port)
-        order = ["lt", "lodestone"]
-        try:
+    order = ["lt", "lodestone"]
+    try:
+        if not a.reverse:
+            port = free_port()
+            seeder, _, _ = start_seeder("lt", torrent, content, port, os.path.join(work, "lt.resume"))
+            try:
+                for i in range(a.runs):
+                    for kind in (order if i % 2 == 0 else order[::-1]):
+                        r = leech(kind, torrent, os.path.join(work, f"dl-{kind}"), port)
+                        results.setdefault(kind, []).append(r)
+                        report(kind + " leecher", i, r, size)
+            finally:
+                stop(seeder)
+            summarize(results, size, "leecher", "libtorrent seeder")
+        else:
+            lt_resume = os.path.join(work, "lt.resume")
+            # Lodestone vouches only for a file modified over 2 s ago.
+            time.sleep(max(0.0, 3 - (time.time() - os.path.getmtime(data))))
+            # Same state on disk for both: each checks everything once here
+            # (not timed) and resumes from its own resume data in every run.
+            for kind in order:
+                p, up, _ = start_seeder(kind, torrent, content, free_port(), lt_resume)
+                stop(p)
+                print(f"prepared: {kind} seeder checked every piece and saved resume data ({up:.2f} s)")
             for i in range(a.runs):
                 for kind in (order if i % 2 == 0 else order[::-1]):
-                    r = leech(kind, torrent, os.path.join(work, f"dl-{kind}"), port)
+                    port = free_port()
+                    seeder, up, resumed = start_seeder(kind, torrent, content, port, lt_resume)
+                    try:
+                        c0 = proc_cpu(seeder.pid, without_main=kind == "lt")
+                        r = leech(a.leecher, torrent, os.path.join(work, "dl"), port)
+                        c1 = proc_cpu(seeder.pid, without_main=kind == "lt")
+                    finally:
+                        stop(seeder)
+                    r["seeder_cpu_s"] = c1 - c0 if c0 is not None and c1 is not None else None
+                    r["seeder_up_s"], r["seeder_resumed"] = up, resumed
+                    if not resumed:
+                        r["ok"] = False
+                        print(f"run {i + 1} {kind} seeder did NOT start from its resume data: run counted as FAILED")
                     results.setdefault(kind, []).append(r)
-                    report(kind + " leecher", i, r, size)
-        finally:
-            seeder.terminate()
-            seeder.wait()
-        summarize(results, size, "leecher", "libtorrent seeder")
-    else:
-        order = ["lt", "lodestone"]
-        for i in range(a.runs):
-            for kind in (order if i % 2 == 0 else order[::-1]):
-                port = free_port()
-                seeder = start_seeder(kind, torrent, os.path.join(work, "content"), port)
-                try:
-                    r = leech(a.leecher, torrent, os.path.join(work, "dl"), port)
-                finally:
-                    seeder.terminate()
-                    _, _, ru = os.wait4(seeder.pid, 0)
-                r["seeder_cpu_s"] = ru.ru_utime + ru.ru_stime
-                results.setdefault(kind, []).append(r)
-                report(f"{kind} seeder -> {a.leecher} leecher", i, r, size)
-        who = "libtorrent" if a.leecher == "lt" else "Lodestone"
-        summarize(results, size, "seeder", f"{who} leecher")
-    shutil.rmtree(work, ignore_errors=True)
+                    report(f"{kind} seeder -> {a.leecher} leecher", i, r, size)
+            who = "libtorrent" if a.leecher == "lt" else "Lodestone"
+            summarize(results, size, "seeder", f"{who} leecher")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    failed = sum(1 for rs in results.values() for r in rs if not r["ok"])
+    if failed:
+        print(f"FAILED: {failed} of {sum(len(rs) for rs in results.values())} runs did not complete")
+        return 1
+    return 0
 
 
 def rate(r, size):
-    return size / (1 << 20) / r["transfer_s"] if r["ok"] and r["transfer_s"] else 0.0
+    return size / MIB / r["transfer_s"] if r["ok"] else None
 
 
 def data_rate(r, size):
-    """MiB/s from the leecher's first payload byte to its completion: the
-    transfer without the leecher's start-up (libtorrent connects on its
-    500 ms tick; Lodestone dials at once)."""
+    """MiB/s from the leecher's first payload byte to its completion."""
     fb = r.get("first_byte_s")
-    if not (r["ok"] and r["transfer_s"] and fb is not None and r["transfer_s"] > fb):
+    if not (r["ok"] and fb is not None and r["transfer_s"] > fb):
         return None
-    return size / (1 << 20) / (r["transfer_s"] - fb)
+    return size / MIB / (r["transfer_s"] - fb)
+
+
+def f(x, fmt):
+    return fmt % x if x is not None else "?"
 
 
 def report(label, i, r, size):
-    seeder = f"  seeder cpu {r['seeder_cpu_s']:5.2f} s" if "seeder_cpu_s" in r else ""
+    if not r["ok"]:
+        print(f"run {i + 1} {label:32s} FAILED (rc {r['rc']}, wall {r['wall_s']:.1f} s, "
+              f"last line: {r['lines'][-1].strip() if r['lines'] else 'none'})", flush=True)
+        return
+    extra = ""
+    if "seeder_cpu_s" in r:
+        extra = f"  seeder cpu {f(r['seeder_cpu_s'], '%.2f')} s (up in {r['seeder_up_s']:.2f} s, resumed)"
     d = data_rate(r, size)
-    if d is not None:
-        seeder += f"  first byte {r['first_byte_s']:.2f} s, from there {d:6.1f} MiB/s"
-    print(f"run {i + 1} {label:34s} ok={r['ok']!s:5} transfer {r['transfer_s'] or 0:6.2f} s "
-          f"{rate(r, size):7.1f} MiB/s  wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:5.2f} s  "
-          f"max rss {r['rss_mib']:7.1f} MiB{seeder}", flush=True)
+    print(f"run {i + 1} {label:32s} {r['transfer_s']:5.2f} s {rate(r, size):6.1f} MiB/s  "
+          f"first byte {f(r['first_byte_s'], '%.2f')} s, from there {f(d, '%6.1f')} MiB/s  "
+          f"cpu {f(r['cpu_s'], '%.2f')} s (process {r['process_cpu_s']:.2f})  "
+          f"anon rss {r['anon_own_mib']:5.1f} MiB (peak {r['anon_peak_mib']:.1f} - base "
+          f"{f(r['anon_base_mib'], '%.1f')}; max rss {r['max_rss_mib']:.1f}){extra}", flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
 
 
 def summarize(results, size, role, other):
     med = {}
     for kind, rs in results.items():
-        med[kind] = {
-            "rate": statistics.median(rate(r, size) for r in rs),
-            "cpu": statistics.median(r["cpu_s"] for r in rs),
-            "rss": statistics.median(r["rss_mib"] for r in rs),
-            "seeder_cpu": statistics.median(r.get("seeder_cpu_s", 0.0) for r in rs),
+        ok = [r for r in rs if r["ok"]]
+        m = med[kind] = {
+            "rate": median(rate(r, size) for r in ok),
+            "data": median(data_rate(r, size) for r in ok),
+            "cpu": median(r["cpu_s"] for r in ok),
+            "anon": median(r["anon_own_mib"] for r in ok),
+            "seeder_cpu": median(r.get("seeder_cpu_s") for r in ok),
         }
-        data = [data_rate(r, size) for r in rs]
-        med[kind]["data"] = statistics.median(data) if None not in data else None
-        m = med[kind]
-        extra = f", seeder process cpu {m['seeder_cpu']:.2f} s" if role == "seeder" else ""
-        print(f"median {kind:10s} {role}: {m['rate']:7.1f} MiB/s, cpu {m['cpu']:.2f} s "
-              f"({m['cpu'] / (size / (1 << 30)):.2f} s/GiB), max rss {m['rss']:.1f} MiB{extra}")
-    if "lt" in med and "lodestone" in med and med["lt"]["rate"] > 0:
-        l, t = med["lodestone"], med["lt"]
-        note = "CPU/RSS are the leecher processes'" if role == "leecher" else f"CPU/RSS are the {other}'s"
-        print(f"ratio lodestone/libtorrent ({role}s, with a {other}): rate {l['rate'] / t['rate']:.2f}x, "
-              f"cpu {l['cpu'] / t['cpu']:.2f}x, rss {l['rss'] / max(t['rss'], 1e-9):.2f}x  [{note}]")
-        if l["data"] and t["data"]:
-            print(f"ratio from the first byte (median {l['data']:.1f} vs {t['data']:.1f} MiB/s): "
-                  f"{l['data'] / t['data']:.2f}x")
+        extra = f", seeder cpu {f(m['seeder_cpu'], '%.2f')} s" if role == "seeder" else ""
+        whose = "" if role == "leecher" else other + " "
+        print(f"median {kind:10s} {role} ({len(ok)}/{len(rs)} runs ok): {f(m['rate'], '%.1f')} MiB/s, "
+              f"from the first byte {f(m['data'], '%.1f')} MiB/s, {whose}cpu {f(m['cpu'], '%.2f')} s"
+              f", {whose}anon rss {f(m['anon'], '%.1f')} MiB{extra}")
+    l, t = med.get("lodestone"), med.get("lt")
+    if not (l and t and l["rate"] and t["rate"]):
+        print("no ratio: a side has no completed run")
+        return
+
+    def ratio(k):
+        return f"{l[k] / t[k]:.2f}x" if l[k] and t[k] else "?"
+    who = "leechers'" if role == "leecher" else f"the {other}'s"
+    print(f"ratio lodestone/libtorrent ({role}s, with a {other}): rate {ratio('rate')}, "
+          f"from the first byte {ratio('data')}; cpu {ratio('cpu')}, anon rss {ratio('anon')} [{who}]"
+          + (f"; seeder cpu {ratio('seeder_cpu')}" if role == "seeder" else ""))
 
 
 if __name__ == "__main__":

@@ -6,14 +6,29 @@ Local-only settings: no DHT, LSD, UPnP or NAT-PMP; it binds one loopback
 address and dials from it.
 
   lt_peer.py seed  --torrent T --content-dir D --listen IP:PORT [--duration S] [--perf] [--force-rc4]
+                   [--resume FILE]
       Prints one line 'READY' when it seeds, runs until SIGTERM or the
       duration, then prints a JSON line {"event":"exit","uploaded":N}.
+      With --resume, FILE (libtorrent's own resume data) is read if it
+      exists, so the files are trusted as a resumed client trusts them,
+      and written once it seeds; after READY a line
+      {"event":"seeding","after_s":..,"resumed":..} says how long the start
+      took and whether the resume data was taken (no full check).
   lt_peer.py leech (--torrent T | --magnet M) --save D --listen IP:PORT [--peer IP:PORT]...
                    [--timeout S] [--perf] [--seed-after S]
       Prints a JSON line {"event":"result","ok":..,"time_to_complete_s":..,
       "downloaded":..,"cpu_s":..} and exits 0 when the download completed
       and libtorrent's own hash check of every piece passed (skipped with
       --no-verify, for benchmarks).
+      For benchmarks: --lean drops the per-peer polling ("peers" and
+      "crypto" stay empty) and polls the status only until the first
+      payload byte; and the result also holds, measured in this process
+      from just before add_torrent: cpu_to_done_s (the whole process, up
+      to torrent_finished_alert), cpu_main_to_done_s (of that, this
+      script's own thread: Python and its polling loop, so libtorrent's
+      threads are the difference) and rss_anon_kib_before_session
+      (anonymous RSS of Python with libtorrent imported, before the
+      session exists: the baseline to subtract).
 """
 import argparse
 import json
@@ -77,9 +92,48 @@ def emit(**kw):
     print(json.dumps(kw), flush=True)
 
 
-def cpu_s():
-    r = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_s(who=resource.RUSAGE_SELF):
+    r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
+
+
+def rss_anon_kib():
+    """This process's anonymous resident memory (no file or tmpfs pages)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return None
+
+
+def read_resume(path, atp):
+    """libtorrent's own resume data from `path` into a new add_torrent_params
+    (keeping ti and save_path); the old one when there is none."""
+    if not path or not os.path.exists(path):
+        return atp, False
+    with open(path, "rb") as f:
+        r = lt.read_resume_data(f.read())
+    r.ti = atp.ti
+    r.save_path = atp.save_path
+    return r, True
+
+
+def write_resume(ses, h, path):
+    """Ask for resume data and write it to `path` (bounded wait)."""
+    h.save_resume_data(lt.torrent_handle.save_info_dict)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        ses.wait_for_alert(100)
+        for al in ses.pop_alerts():
+            if isinstance(al, lt.save_resume_data_alert):
+                with open(path + ".tmp", "wb") as f:
+                    f.write(lt.write_resume_data_buf(al.params))
+                os.replace(path + ".tmp", path)
+                return True
+            if isinstance(al, lt.save_resume_data_failed_alert):
+                print(f"RESUME SAVE FAILED {al.message()}", file=sys.stderr, flush=True)
+                return False
+    return False
 
 
 def seed(a):
@@ -90,20 +144,30 @@ def seed(a):
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(a.torrent)
     atp.save_path = a.content_dir
+    atp, resumed = read_resume(a.resume, atp)
+    t_add = time.monotonic()
     h = ses.add_torrent(atp)
     for p in a.peer or []:
         h.connect_peer(ep(p))
     deadline = time.monotonic() + a.duration
     ready = False
+    checked = False
     while not STOP and time.monotonic() < deadline:
         ses.wait_for_alert(100)
         for al in ses.pop_alerts():
             if isinstance(al, lt.torrent_error_alert):
                 print(f"TORRENT ERROR {al.message()}", file=sys.stderr, flush=True)
         st = h.status()
+        if st.state == lt.torrent_status.checking_files:
+            checked = True  # a full check, whatever resume data said
         if not ready and st.is_seeding:
             ready = True
             print("READY", flush=True)
+            if a.resume:
+                after = time.monotonic() - t_add
+                if not resumed or checked:
+                    write_resume(ses, h, a.resume)
+                emit(event="seeding", after_s=round(after, 4), resumed=resumed and not checked)
         if ready and a.peer and st.num_peers == 0:
             for p in a.peer:
                 h.connect_peer(ep(p))
@@ -111,6 +175,7 @@ def seed(a):
 
 
 def leech(a):
+    rss_base = rss_anon_kib()
     ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption, lsd=a.lsd,
                               force_rc4=a.force_rc4))
     if a.download_limit:
@@ -137,6 +202,8 @@ def leech(a):
     os.makedirs(a.save, exist_ok=True)
     t0 = time.monotonic()
     cpu0 = cpu_s()
+    main0 = cpu_s(resource.RUSAGE_THREAD)
+    cpu_done = main_done = None
     h = ses.add_torrent(atp)
     if a.download_limit:
         h.set_download_limit(a.download_limit)
@@ -149,22 +216,28 @@ def leech(a):
     deadline = t0 + a.timeout
     seen = {}
     while not STOP and time.monotonic() < deadline:
-        for p in h.get_peer_info():
+        for p in ([] if a.lean else h.get_peer_info()):
             key = f"{p.ip[0]}:{p.ip[1]}"
             src = [n for bit, n in ((1, "tracker"), (2, "dht"), (4, "pex"), (8, "lsd"), (32, "incoming"))
                    if p.source & bit]
             seen.setdefault(key, set()).update(src)
-        ses.wait_for_alert(20)
+        # --lean: status polled every 5 ms only until the first payload
+        # byte, then nothing but alerts (each status() call is work for
+        # libtorrent's network thread).
+        ses.wait_for_alert(20 if not a.lean else 5 if first_byte is None else 100)
         if first_byte is None and h.status().total_payload_download > 0:
             # libtorrent connects on its 500 ms tick: this is where data starts.
             first_byte = time.monotonic() - t0
         for al in ses.pop_alerts():
             if isinstance(al, lt.torrent_finished_alert) and done is None:
                 done = time.monotonic() - t0
+                cpu_done, main_done = cpu_s() - cpu0, cpu_s(resource.RUSAGE_THREAD) - main0
             elif isinstance(al, lt.torrent_error_alert):
                 print(f"TORRENT ERROR {al.message()}", file=sys.stderr, flush=True)
         if done is not None and time.monotonic() - t0 - done >= a.seed_after:
             break
+        if a.lean and first_byte is not None:
+            continue
         if done is None and a.dht and h.status().num_peers == 0 \
                 and time.monotonic() - last_dht_ask >= 5:
             # libtorrent asks the DHT again only every 15 min: a lookup that
@@ -191,6 +264,9 @@ def leech(a):
         ok = h.status().progress >= 1.0
     emit(event="result", ok=ok, time_to_complete_s=done, first_byte_s=first_byte, downloaded=before.total_payload_download,
          uploaded=before.total_payload_upload, cpu_s=round(cpu, 3),
+         cpu_to_done_s=None if cpu_done is None else round(cpu_done, 4),
+         cpu_main_to_done_s=None if main_done is None else round(main_done, 4),
+         rss_anon_kib_before_session=rss_base,
          peers={k: sorted(v) for k, v in seen.items()})
     return 0 if ok else 1
 
@@ -210,6 +286,7 @@ def main():
     s.add_argument("--lsd", action="store_true", help="Local Service Discovery (BEP 14)")
     s.add_argument("--no-outgoing", action="store_true", help="never dial peers (incoming only)")
     s.add_argument("--force-rc4", action="store_true", help="MSE with RC4 only: plain peers are refused")
+    s.add_argument("--resume", metavar="FILE", help="libtorrent resume data: read if present, written once seeding")
     l = sub.add_parser("leech")
     g = l.add_mutually_exclusive_group(required=True)
     g.add_argument("--torrent")
@@ -223,6 +300,8 @@ def main():
     l.add_argument("--lsd", action="store_true", help="Local Service Discovery (BEP 14)")
     l.add_argument("--dht", metavar="IP:PORT", help="find peers in the DHT through this node")
     l.add_argument("--no-verify", action="store_true", help="skip the final recheck (benchmarks)")
+    l.add_argument("--lean", action="store_true",
+                   help="benchmarks: no per-peer polling, status polled only until the first byte")
     l.add_argument("--no-encryption", action="store_true", help="do not try MSE/PE before plain BitTorrent")
     l.add_argument("--force-rc4", action="store_true", help="MSE/PE with RC4 only, never plain text")
     l.add_argument("--download-limit", type=int, default=0, help="bytes/s (stay a leecher for a while)")
