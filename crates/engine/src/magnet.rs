@@ -49,6 +49,9 @@ pub enum FetchEvent {
         source: PeerSource,
         ut_metadata: bool,
         metadata_size: Option<u64>,
+        /// Where the peer takes connections (for one that dialled us, its
+        /// extension handshake's listen port), for the download phase.
+        dial: Option<SocketAddr>,
     },
     PeerRefused {
         addr: SocketAddr,
@@ -153,6 +156,11 @@ pub enum FetchError {
     Stopped,
     #[error("the metadata matched the info hash but does not parse: {0}")]
     Invalid(lodestone_core::MetainfoError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 struct Peer {
@@ -164,13 +172,66 @@ struct Peer {
 }
 
 /// Fetch and verify the metadata. Returns the torrent (info dict only; the
-/// caller adds trackers and the like from the magnet).
+/// caller adds trackers and the like from the magnet). With `listen`, peers
+/// that dial us are taken too; the port is free again when this returns.
 pub async fn fetch_metadata(
     cfg: FetchConfig,
     events: mpsc::Sender<FetchEvent>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<Metainfo, FetchError> {
-    let (input_tx, mut input_rx) = mpsc::channel::<PeerInput>(64);
+    let (input_tx, input_rx) = mpsc::channel::<PeerInput>(64);
+    let listener = match cfg.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| FetchError::Listen { addr, error })?;
+            let seed = u64::from_le_bytes(cfg.peer_id.0[12..20].try_into().unwrap_or([0; 8]));
+            let ih = vec![cfg.info_hashes.wire()];
+            Some(Listener(Some(peer_io::listen(
+                l,
+                input_tx.clone(),
+                ih,
+                seed,
+            ))))
+        }
+        None => None,
+    };
+    let r = fetch(cfg, events, shutdown, input_tx, input_rx).await;
+    // The download phase binds the same port: wait until the listener is gone.
+    if let Some(l) = listener {
+        l.stop().await;
+    }
+    r
+}
+
+/// The metadata phase's accept task: aborted if the fetch is dropped.
+struct Listener(Option<tokio::task::JoinHandle<()>>);
+
+impl Listener {
+    /// Abort the task and wait until it (and so the socket) is gone.
+    async fn stop(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+async fn fetch(
+    cfg: FetchConfig,
+    events: mpsc::Sender<FetchEvent>,
+    mut shutdown: watch::Receiver<bool>,
+    input_tx: mpsc::Sender<PeerInput>,
+    mut input_rx: mpsc::Receiver<PeerInput>,
+) -> Result<Metainfo, FetchError> {
     let ih = cfg.info_hashes.wire();
     let _dht = cfg
         .dht
@@ -273,7 +334,7 @@ pub async fn fetch_metadata(
                 addr,
                 source,
                 cipher,
-                ..
+                initial,
             }) => {
                 connecting.remove(&addr);
                 if banned.contains(&addr.ip()) {
@@ -281,7 +342,11 @@ pub async fn fetch_metadata(
                 }
                 let key = PeerKey(next_key);
                 next_key += 1;
-                let session = Session::new(SessionConfig::new(ih, cfg.peer_id, None), now);
+                let mut session = Session::new(SessionConfig::new(ih, cfg.peer_id, None), now);
+                // What the listener read while sniffing: the peer's handshake.
+                if !initial.is_empty() && session.handle_chunk(now, initial[..].into()).is_err() {
+                    continue;
+                }
                 let conn =
                     Connection::spawn(key, stream, input_tx.clone(), cipher, buffers.clone());
                 peers.insert(
@@ -361,6 +426,13 @@ pub async fn fetch_metadata(
                     }
                     Event::ExtendedHandshake(h) => {
                         let (addr, source) = (p.addr, p.source);
+                        let dial = match source {
+                            PeerSource::Incoming => h
+                                .listen_port
+                                .filter(|&port| port != 0)
+                                .map(|port| SocketAddr::new(addr.ip(), port)),
+                            _ => Some(addr),
+                        };
                         p.ut_metadata = h.id_of(UT_METADATA).is_some();
                         if p.ut_metadata {
                             seen.with_ut_metadata += 1;
@@ -371,6 +443,7 @@ pub async fn fetch_metadata(
                                 source,
                                 ut_metadata: p.ut_metadata,
                                 metadata_size: h.metadata_size,
+                                dial,
                             })
                             .await;
                         if let (true, Some(size)) = (p.ut_metadata, h.metadata_size) {

@@ -77,8 +77,8 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
         let listen = a.listen;
         let public = public_dht(a.sources.dht, a.sources.no_dht, &a.sources.bootstrap, local_only())?;
         let dht = start_dht(&a.sources.bootstrap, public, listen, seed).await?;
-        let meta = match input {
-            super::info::Input::Torrent(m) => *m,
+        let (meta, peers) = match input {
+            super::info::Input::Torrent(m) => (*m, a.peers.clone()),
             super::info::Input::Magnet(m) => {
                 let mut peers: Vec<std::net::SocketAddr> = a.peers.clone();
                 peers.extend(m.peers.iter().filter_map(|p| match p {
@@ -87,13 +87,22 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 }));
                 let trackers = !a.sources.no_trackers && !m.trackers.is_empty();
                 let lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, a.listen.is_some(), local_only());
-                if peers.is_empty() && dht.is_none() && !trackers && !lpd {
-                    bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT) or --lpd with --listen, or use a magnet with trackers");
+                // A listener is a way too: peers told our address dial us.
+                if peers.is_empty() && dht.is_none() && !trackers && !lpd && listen.is_none() {
+                    bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT), --listen (for peers that know our address) or --lpd with --listen, or use a magnet with trackers");
                 }
-                fetch(&m, peers, dht.clone(), a, seed).await?
+                // The download phase gets the same peers (x.pe too) and
+                // those the metadata phase met.
+                let (meta, met) = fetch(&m, peers.clone(), dht.clone(), a, seed).await?;
+                for p in met {
+                    if !peers.contains(&p) {
+                        peers.push(p);
+                    }
+                }
+                (meta, peers)
             }
         };
-        get_with(meta, a, seed, dht).await
+        get_with(meta, peers, a, seed, dht).await
     })
 }
 
@@ -193,7 +202,7 @@ async fn fetch(
     dht: Option<lodestone_engine::dht::Dht>,
     a: &GetArgs,
     seed: u64,
-) -> anyhow::Result<Metainfo> {
+) -> anyhow::Result<(Metainfo, Vec<std::net::SocketAddr>)> {
     let (listen, max_size, json, explain) = (a.listen, a.max_metadata_size, a.json, a.explain);
     use lodestone_engine::magnet::{fetch_metadata, FetchConfig, FetchEvent};
     let cfg = FetchConfig {
@@ -241,13 +250,17 @@ async fn fetch(
     let started = Instant::now();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stopping = false;
+    let mut met = Vec::new();
     loop {
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
+                if let FetchEvent::PeerConnected { dial: Some(d), .. } = &ev {
+                    met.push(*d);
+                }
                 let t = started.elapsed().as_secs_f64();
                 let (j, text) = match &ev {
-                    FetchEvent::PeerConnected { addr, source, ut_metadata, metadata_size } => (
+                    FetchEvent::PeerConnected { addr, source, ut_metadata, metadata_size, .. } => (
                         json!({"event": "metadata_peer", "t": t, "addr": addr.to_string(), "source": source.name(), "ut_metadata": ut_metadata, "metadata_size": metadata_size}),
                         format!("peer {addr} ({}): {}", source.name(), if *ut_metadata { "has ut_metadata" } else { "no ut_metadata" }),
                     ),
@@ -334,11 +347,12 @@ async fn fetch(
             human::bytes(meta.info.content_length())
         );
     }
-    Ok(meta)
+    Ok((meta, met))
 }
 
 async fn get_with(
     meta: Metainfo,
+    peers: Vec<std::net::SocketAddr>,
     a: &GetArgs,
     seed: u64,
     dht: Option<lodestone_engine::dht::Dht>,
@@ -355,7 +369,7 @@ async fn get_with(
     let mut cfg = TorrentConfig::new(a.output.clone(), peer_id(seed), seed);
     cfg.dht = dht;
     cfg.listen = a.listen;
-    cfg.peers = a.peers.clone();
+    cfg.peers = peers;
     // A ratio alone seeds until it is reached; neither: stop when done.
     cfg.seed_time = match (a.seed_time, a.seed_ratio) {
         (Some(t), _) => Some(Duration::from_secs(t)),
