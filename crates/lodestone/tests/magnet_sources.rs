@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{bin, create_torrent, free_port, Child};
+use common::{assert_same_tree, bin, create_torrent, free_port, Child};
 use lodestone::payload;
 
 /// Serve `body` to every GET, for as long as the test runs.
@@ -62,26 +62,28 @@ fn the_torrent_file_url_wins_and_a_wrong_one_is_refused() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
     assert!(text.contains("\"event\":\"torrent_file\""), "{text}");
-    assert_eq!(
-        std::fs::read(src.join("x.bin")).unwrap(),
-        std::fs::read(out.join("x.bin")).unwrap()
-    );
+    // Exit 0 is our own word: the bytes must be the seeder's.
+    assert_same_tree(&src.join("x.bin"), &out.join("x.bin"));
 
     // Only the wrong URL: refused (its answer comes before the peer is up),
     // and the metadata comes from the peer.
     let (seeder, peer_port) = delayed_seeder(&torrent, &src);
     let peer = format!("127.0.0.1:{peer_port}");
     let magnet = format!("magnet:?xt=urn:btih:{ih}&xs=http://127.0.0.1:{wrong}/other.torrent");
+    let out2 = dir.path().join("dl2");
     let o = Child::spawn(
         bin()
             .args(["get", "--json", &magnet, "--peer", &peer, "-o"])
-            .arg(dir.path().join("dl2")),
+            .arg(&out2),
     )
     .finish(Duration::from_secs(60));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
     assert!(text.contains("a torrent for another info hash"), "{text}");
     assert!(text.contains("\"event\":\"metadata\""), "{text}");
+    // The other torrent's file was not used: the content is x.bin's.
+    assert_same_tree(&src.join("x.bin"), &out2.join("x.bin"));
+    assert!(!out2.join("y.bin").exists(), "the refused torrent was used");
     drop(seeder.join().unwrap());
 }
 
