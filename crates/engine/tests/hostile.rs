@@ -76,20 +76,49 @@ async fn leech(
     let mut events = Vec::new();
     let collect = async {
         while let Some(e) = rx.recv().await {
-            events.push(e);
+            if !matches!(e, TorrentEvent::Progress(_) | TorrentEvent::Sources(_)) {
+                events.push(e);
+            }
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), collect)
+    if tokio::time::timeout(Duration::from_secs(60), collect)
         .await
-        .expect("leecher finished in time");
+        .is_err()
+    {
+        panic!("the leecher did not finish within 60 s; its events: {events:?}");
+    }
     let summary = run.await.unwrap().unwrap();
     (summary, events)
 }
 
-fn assert_content(dir: &Path, src: &Path) {
+/// The download is the source file, and every piece has the SHA-1 the
+/// torrent names (an independent check: the source could be wrong too).
+fn assert_content(meta: &Metainfo, dir: &Path, src: &Path) {
+    use sha1::{Digest, Sha1};
     let a = std::fs::read(src.join("src/data.bin")).unwrap();
     let b = std::fs::read(dir.join("data.bin")).unwrap();
+    assert_eq!(
+        b.len() as u64,
+        meta.info.total_length(),
+        "downloaded length"
+    );
+    for (i, chunk) in b.chunks(PIECE as usize).enumerate() {
+        let want = meta.info.piece_hash(PieceIndex(i as u32)).unwrap();
+        assert!(
+            <[u8; 20]>::from(Sha1::digest(chunk)) == want,
+            "piece {i} does not match the torrent's hash"
+        );
+    }
     assert!(a == b, "downloaded content differs");
+}
+
+/// The honest seeder (behind `good`) was never banned.
+fn assert_honest_not_banned(events: &[TorrentEvent], good: SocketAddr) {
+    for e in events {
+        if let TorrentEvent::PeerBanned { addr, reason } = e {
+            assert!(*addr != good, "the honest seeder was banned: {reason}");
+        }
+    }
 }
 
 /// How a scripted peer behaves once the handshake is done.
@@ -105,7 +134,9 @@ enum Script {
     SpareBits,
     /// Sends a bitfield one byte too short.
     ShortBitfield,
-    /// Sends blocks nobody asked for, then nothing.
+    /// Has everything, sends blocks nobody asked for (while it still
+    /// chokes us, so no request can have crossed them), unchokes, then
+    /// never answers.
     Unrequested,
 }
 
@@ -121,11 +152,6 @@ async fn send(s: &mut TcpStream, m: Message) -> std::io::Result<()> {
     s.write_all(&b).await
 }
 
-/// Serve one scripted connection per accept, forever.
-fn spawn_hostile(meta: &Arc<Metainfo>, script: Script) -> SocketAddr {
-    spawn_hostile_watched(meta, script).0
-}
-
 /// How far a scripted connection has got.
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
 enum Stage {
@@ -136,7 +162,8 @@ enum Stage {
     Ended,
 }
 
-/// [`spawn_hostile`], and the stage its latest connection has reached.
+/// Serve one scripted connection per accept, forever; also returns the
+/// stage its latest connection has reached.
 fn spawn_hostile_watched(
     meta: &Arc<Metainfo>,
     script: Script,
@@ -216,7 +243,6 @@ async fn hostile_conn(
         }
         Script::Unrequested => {
             send(&mut s, Message::HaveAll).await?;
-            send(&mut s, Message::Unchoke).await?;
             for p in 0..n.min(8) {
                 let data = vec![0xee; 16384];
                 send(
@@ -229,6 +255,7 @@ async fn hostile_conn(
                 )
                 .await?;
             }
+            send(&mut s, Message::Unchoke).await?;
         }
         Script::BadData | Script::Stall => {
             send(&mut s, Message::HaveAll).await?;
@@ -269,26 +296,53 @@ async fn bad_data_is_refetched_and_the_sender_banned() {
     let dir = tempfile::tempdir().unwrap();
     let meta = fixture(dir.path());
     let (good, _stop) = spawn_seeder(&meta, &dir.path().join("src"));
-    let bad = spawn_hostile(&meta, Script::BadData);
+    let (bad, stage) = spawn_hostile_watched(&meta, Script::BadData);
+    // The honest seeder opens once the leecher has hung up on the liar: until
+    // then every block comes from the liar (ungated, a fast honest seeder
+    // could serve the whole file before the liar's first piece failed).
+    let good = gate(good, stage, Stage::Ended);
     let out = dir.path().join("dl");
     let (summary, events) = leech(&meta, &out, vec![bad, good]).await;
     assert!(summary.complete, "{events:?}");
-    assert_content(&out, dir.path());
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, TorrentEvent::HashFailed { .. })),
-        "a bad piece was seen"
-    );
-    let banned: Vec<SocketAddr> = events
+    assert_content(&meta, &out, dir.path());
+    // Two bad pieces, each sent by the liar alone, then the ban. (Pieces
+    // the liar had already sent, whole or in part, fail after it; by then
+    // it is gone, so they name nobody or the honest seeder that finished
+    // them, which is not banned for it.)
+    let banned_at = events
+        .iter()
+        .position(|e| matches!(e, TorrentEvent::PeerBanned { .. }))
+        .unwrap_or_else(|| panic!("nobody was banned: {events:?}"));
+    let strikes: Vec<&Vec<SocketAddr>> = events[..banned_at]
         .iter()
         .filter_map(|e| match e {
-            TorrentEvent::PeerBanned { addr, .. } => Some(*addr),
+            TorrentEvent::HashFailed { peers, .. } => Some(peers),
             _ => None,
         })
         .collect();
-    assert!(banned.contains(&bad), "the liar is banned: {banned:?}");
-    assert!(!banned.contains(&good), "the honest seeder is not");
+    assert_eq!(strikes.len(), 2, "two strikes before the ban: {events:?}");
+    for peers in &strikes {
+        assert_eq!(peers[..], [bad], "a bad piece names the liar alone");
+    }
+    let bans: Vec<(SocketAddr, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            TorrentEvent::PeerBanned { addr, reason } => Some((*addr, reason.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bans, [(bad, "sent bad data for 2 pieces")], "{events:?}");
+    let dropped = events.iter().any(|e| {
+        matches!(e, TorrentEvent::PeerDisconnected { addr, reason }
+            if *addr == bad && reason == "sent bad data for 2 pieces")
+    });
+    assert!(dropped, "the liar's connection is closed: {events:?}");
+    assert!(
+        summary.stats.wasted >= 2 * PIECE,
+        "two bad pieces are waste: {}",
+        summary.stats.wasted
+    );
+    assert_honest_not_banned(&events, good);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +356,8 @@ async fn protocol_violations_disconnect_and_the_download_carries_on() {
         let out = dir.path().join(format!("dl-{script:?}"));
         let (summary, events) = leech(&meta, &out, vec![bad, good]).await;
         assert!(summary.complete, "{script:?}");
-        assert_content(&out, dir.path());
+        assert_content(&meta, &out, dir.path());
+        assert_honest_not_banned(&events, good);
         let reason = events
             .iter()
             .find_map(|e| match e {
@@ -318,6 +373,15 @@ async fn protocol_violations_disconnect_and_the_download_carries_on() {
             _ => "bitfield is",
         };
         assert!(reason.contains(want), "{script:?}: {reason}");
+        // A broken message is a disconnect, not a ban, and nothing it sent
+        // was kept.
+        assert!(
+            !events.iter().any(|e| matches!(
+                e,
+                TorrentEvent::PeerBanned { .. } | TorrentEvent::HashFailed { .. }
+            )),
+            "{script:?}: {events:?}"
+        );
     }
 }
 
@@ -331,13 +395,22 @@ async fn unrequested_blocks_are_ignored_and_stalls_are_routed_around() {
         // The unrequested blocks are sent before the honest seeder opens.
         let good = gate(good, stage, Stage::Opened);
         let out = dir.path().join(format!("dl-{script:?}"));
-        let (summary, _events) = leech(&meta, &out, vec![bad, good]).await;
+        let (summary, events) = leech(&meta, &out, vec![bad, good]).await;
         assert!(summary.complete, "{script:?}");
-        assert_content(&out, dir.path());
+        assert_content(&meta, &out, dir.path());
+        // Ignored, not stored: no piece failed, nobody was banned.
+        assert!(
+            !events.iter().any(|e| matches!(
+                e,
+                TorrentEvent::PeerBanned { .. } | TorrentEvent::HashFailed { .. }
+            )),
+            "{script:?}: {events:?}"
+        );
         if script == Script::Unrequested {
             assert!(
                 summary.stats.wasted >= 8 * 16384,
-                "unrequested blocks counted as waste"
+                "unrequested blocks counted as waste: {}",
+                summary.stats.wasted
             );
         }
     }
