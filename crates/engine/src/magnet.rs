@@ -87,10 +87,11 @@ struct Seen {
     found: usize,
     attempts: usize,
     failed: usize,
-    handshaken: usize,
-    with_ut_metadata: usize,
+    /// Peers, not connections: a peer dialled again counts once.
+    handshaken: HashSet<SocketAddr>,
+    with_ut_metadata: HashSet<SocketAddr>,
     banned: usize,
-    refused_size: usize,
+    refused_size: HashSet<SocketAddr>,
 }
 
 /// Why the metadata has not arrived, as sentences a person can act on.
@@ -115,36 +116,39 @@ fn diagnose(s: &Seen, asm: &MetadataAssembler) -> Vec<String> {
     }
     if s.found == 0 {
         out.push("no peer addresses known yet".to_owned());
-    } else if s.handshaken == 0 {
+    } else if s.handshaken.is_empty() {
         out.push(format!(
             "{} peers found, {} connection attempts, {} failed, none completed a BitTorrent handshake",
             s.found, s.attempts, s.failed
         ));
-    } else if s.with_ut_metadata == 0 {
+    } else if s.with_ut_metadata.is_empty() {
         out.push(format!(
             "{} peers connected, none supports ut_metadata (BEP 9)",
-            s.handshaken
+            s.handshaken.len()
         ));
     } else if asm.size().is_none() {
-        out.push(format!(
-            "{} peers support ut_metadata but none told the metadata size",
-            s.with_ut_metadata
-        ));
+        // Those refused for their size did tell it (said below).
+        let unsized_ = s.with_ut_metadata.difference(&s.refused_size).count();
+        if unsized_ > 0 {
+            out.push(format!(
+                "{unsized_} peers support ut_metadata but none told the metadata size"
+            ));
+        }
     } else {
         out.push(format!(
             "metadata {}/{} pieces from {} peers with ut_metadata",
             asm.pieces_done(),
             asm.num_pieces(),
-            s.with_ut_metadata
+            s.with_ut_metadata.len()
         ));
     }
     if s.banned > 0 {
         out.push(format!("{} peer(s) banned for bad metadata", s.banned));
     }
-    if s.refused_size > 0 {
+    if !s.refused_size.is_empty() {
         out.push(format!(
             "{} peer(s) refused: metadata size above the limit",
-            s.refused_size
+            s.refused_size.len()
         ));
     }
     out
@@ -373,6 +377,7 @@ async fn fetch(
                         new += 1;
                     }
                 }
+                seen.found = known.len();
                 if new > 0 {
                     let _ = events.send(FetchEvent::PeersFound { source, new }).await;
                 }
@@ -415,7 +420,7 @@ async fn fetch(
                 let Some(p) = peers.get_mut(&key) else { break };
                 match ev {
                     Event::Connected { .. } => {
-                        seen.handshaken += 1;
+                        seen.handshaken.insert(p.addr);
                         let mut h = ExtendedHandshake {
                             client: Some(format!("Lodestone {}", env!("CARGO_PKG_VERSION"))),
                             listen_port: cfg.listen.map(|a| a.port()),
@@ -435,7 +440,7 @@ async fn fetch(
                         };
                         p.ut_metadata = h.id_of(UT_METADATA).is_some();
                         if p.ut_metadata {
-                            seen.with_ut_metadata += 1;
+                            seen.with_ut_metadata.insert(addr);
                         }
                         let _ = events
                             .send(FetchEvent::PeerConnected {
@@ -448,7 +453,7 @@ async fn fetch(
                             .await;
                         if let (true, Some(size)) = (p.ut_metadata, h.metadata_size) {
                             if let Err(e) = asm.peer_size(key, size) {
-                                seen.refused_size += 1;
+                                seen.refused_size.insert(addr);
                                 peers.remove(&key);
                                 let _ = events
                                     .send(FetchEvent::PeerRefused {
@@ -483,6 +488,14 @@ async fn fetch(
                                 ban(&mut peers, &mut asm, &mut banned, &liars, &events).await;
                             }
                             Outcome::Complete { info, liars } => {
+                                // The last piece too: --explain shows each.
+                                let total = asm.num_pieces();
+                                let piece = FetchEvent::Piece {
+                                    done: total,
+                                    total,
+                                    from,
+                                };
+                                let _ = events.send(piece).await;
                                 ban(&mut peers, &mut asm, &mut banned, &liars, &events).await;
                                 return Metainfo::from_info_bytes(&info)
                                     .map_err(FetchError::Invalid);

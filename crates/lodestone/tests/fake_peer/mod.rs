@@ -236,15 +236,25 @@ fn serve(
     Ok(())
 }
 
-/// A child's stdout, line by line (`\n` or `\r`), read on a thread.
+/// A child's stdout or stderr, line by line (`\n` or `\r`), read on a
+/// thread.
 pub struct Lines {
     rx: mpsc::Receiver<String>,
     pub seen: Vec<String>,
 }
 
 impl Lines {
+    /// The child's stdout.
     pub fn new(child: &mut std::process::Child) -> Self {
-        let mut out = child.stdout.take().expect("stdout piped");
+        Self::of(child.stdout.take().expect("stdout piped"))
+    }
+
+    /// The child's stderr.
+    pub fn stderr(child: &mut std::process::Child) -> Self {
+        Self::of(child.stderr.take().expect("stderr piped"))
+    }
+
+    fn of(mut out: impl Read + Send + 'static) -> Self {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut line = Vec::new();
@@ -288,25 +298,35 @@ impl Lines {
                     }
                 }
                 Err(e) => panic!(
-                    "no {what} within {timeout:?} ({e:?}); stdout so far:\n{}",
+                    "no {what} within {timeout:?} ({e:?}); output so far:\n{}",
                     self.seen.join("\n")
                 ),
             }
         }
     }
 
-    /// The next `diagnosis` event's sentences (they come every 5 s).
-    pub fn diagnosis(&mut self, timeout: Duration) -> Vec<String> {
-        let l = self.wait("diagnosis event", timeout, |l| {
-            l.contains("\"event\":\"diagnosis\"")
+    /// The sentences of the first `diagnosis` event (they come every 5 s)
+    /// that `pred` accepts, within `timeout`.
+    pub fn diagnosis(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let sentences = |l: &str| -> Option<Vec<String>> {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            if v["event"] != "diagnosis" {
+                return None;
+            }
+            v["diagnosis"]
+                .as_array()?
+                .iter()
+                .map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        let l = self.wait("matching diagnosis event", timeout, |l| {
+            sentences(l).is_some_and(|d| pred(&d))
         });
-        let v: serde_json::Value = serde_json::from_str(&l).expect("diagnosis is JSON");
-        v["diagnosis"]
-            .as_array()
-            .expect("diagnosis is a list")
-            .iter()
-            .map(|s| s.as_str().expect("a sentence").to_owned())
-            .collect()
+        sentences(&l).expect("a diagnosis event")
     }
 }
 
