@@ -5,9 +5,14 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
-use common::{create_torrent, require, spawn_seeder};
+use common::{create_torrent, require, spawn_seeder, Child};
 use lodestone::payload;
+
+/// How long each `lodestone get` may take (24 MiB over loopback takes a
+/// second or two; this is for two busy cores).
+const GET_SECS: u64 = 120;
 
 #[test]
 fn full_disk_pauses_cleanly_and_resumes_later() {
@@ -32,8 +37,10 @@ fn full_disk_pauses_cleanly_and_resumes_later() {
     let out = dir.path().join("small");
     std::fs::create_dir_all(&out).unwrap();
     let exe = env!("CARGO_BIN_EXE_lodestone");
+    // Each run is bounded on its own (`timeout` says 124 when it fires), so
+    // a run that hangs on the full disk ends, and the shell after it.
     let get = format!(
-        "{exe} get --peer {peer} -o {} {}",
+        "timeout -k 5 {GET_SECS} {exe} get --peer {peer} -o {} {}",
         out.display(),
         torrent.display()
     );
@@ -46,11 +53,12 @@ fn full_disk_pauses_cleanly_and_resumes_later() {
         out = out.display(),
         src = src.display()
     );
-    let o = Command::new("unshare")
-        .env(common::LOCAL_ONLY.0, common::LOCAL_ONLY.1)
-        .args(["-m", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let o = Child::spawn(
+        Command::new("unshare")
+            .env(common::LOCAL_ONLY.0, common::LOCAL_ONLY.1)
+            .args(["-m", "sh", "-c", &script]),
+    )
+    .finish(Duration::from_secs(2 * GET_SECS + 60));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_ne!(
@@ -58,6 +66,12 @@ fn full_disk_pauses_cleanly_and_resumes_later() {
         Some(90),
         "could not mount a tmpfs: {stderr}"
     );
+    for run in ["first", "second"] {
+        assert!(
+            !stdout.contains(&format!("{run}=124")) && !stdout.contains(&format!("{run}=137")),
+            "the {run} get was still running after {GET_SECS} s (a hang): {stdout}\n{stderr}"
+        );
+    }
     assert!(
         stdout.contains("first=1"),
         "first run must fail: {stdout}\n{stderr}"
