@@ -182,13 +182,18 @@ def lookup_repeat(a):
 
 
 def metadata(a):
-    """Time from process start to verified metadata for a magnet (DHT only)."""
+    """Time to verified metadata for a magnet (DHT only): since_start_s from
+    this process's start (Python's start-up is before it; `import
+    libtorrent` is in it), since_session_s from just before the session is
+    made (its DHT start included), since_add_s from add_torrent."""
+    t_session = time.monotonic()
     s = lt.session(settings(a.port, a.bootstrap))
     host, port = a.bootstrap.rsplit(":", 1)
     s.add_dht_node((host, int(port)))
     atp = lt.parse_magnet_uri(a.magnet)
     atp.save_path = a.save
     atp.flags |= lt.torrent_flags.upload_mode  # metadata only, no payload
+    t_add = time.monotonic()
     s.add_torrent(atp)
     t = None
     end = time.monotonic() + a.timeout
@@ -198,7 +203,9 @@ def metadata(a):
             if isinstance(al, lt.metadata_received_alert):
                 t = time.monotonic()
     print(json.dumps({"event": "metadata", "ok": t is not None,
-                      "since_start_s": round(t - START, 4) if t else None}), flush=True)
+                      "since_start_s": round(t - START, 4) if t else None,
+                      "since_session_s": round(t - t_session, 4) if t else None,
+                      "since_add_s": round(t - t_add, 4) if t else None}), flush=True)
     return 0 if t else 1
 
 
