@@ -17,9 +17,13 @@ address and dials from it.
   lt_peer.py leech (--torrent T | --magnet M) --save D --listen IP:PORT [--peer IP:PORT]...
                    [--timeout S] [--perf] [--seed-after S]
       Prints a JSON line {"event":"result","ok":..,"time_to_complete_s":..,
-      "downloaded":..,"cpu_s":..} and exits 0 when the download completed
+      "downloaded":..,"cpu_s":..,"crypto":{..}} and exits 0 when the download completed
       and libtorrent's own hash check of every piece passed (skipped with
-      --no-verify, for benchmarks).
+      --no-verify, for benchmarks). "crypto" is libtorrent's own word on each
+      handshaken connection: {"IP:PORT": {"crypto": [...], "downloaded": N}},
+      crypto "rc4" (MSE/PE, RC4 stream), "mse_plaintext" (MSE/PE handshake,
+      plain stream) or "none" (plain BitTorrent); N is the most payload that
+      connection was seen to deliver.
       For benchmarks: --lean drops the per-peer polling ("peers" and
       "crypto" stay empty) and polls the status only until the first
       payload byte; and the result also holds, measured in this process
@@ -73,13 +77,14 @@ def settings(listen, perf, encryption=True, lsd=False, force_rc4=False):
         s["local_service_announce_interval"] = 5
     if force_rc4:
         # MSE only, and RC4 for the whole stream (no plain-text fallback).
-        s["out_enc_policy"] = 0
-        s["in_enc_policy"] = 0
-        s["allowed_enc_level"] = 1
+        # (allowed_enc_level 1 is pe_plaintext: MSE then a plain stream.)
+        s["out_enc_policy"] = int(lt.enc_policy.pe_forced)
+        s["in_enc_policy"] = int(lt.enc_policy.pe_forced)
+        s["allowed_enc_level"] = int(lt.enc_level.pe_rc4)
     if not encryption:
         # Plain BitTorrent only: no MSE/PE handshake attempt first.
-        s["out_enc_policy"] = 2
-        s["in_enc_policy"] = 2
+        s["out_enc_policy"] = int(lt.enc_policy.pe_disabled)
+        s["in_enc_policy"] = int(lt.enc_policy.pe_disabled)
     return s
 
 
@@ -174,6 +179,15 @@ def seed(a):
     emit(event="exit", uploaded=h.status().total_payload_upload, cpu_s=round(cpu_s(), 3))
 
 
+def crypto_of(flags):
+    """What libtorrent says a handshaken connection runs over."""
+    if flags & lt.peer_info.rc4_encrypted:
+        return "rc4"
+    if flags & lt.peer_info.plaintext_encrypted:
+        return "mse_plaintext"
+    return "none"
+
+
 def leech(a):
     rss_base = rss_anon_kib()
     ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption, lsd=a.lsd,
@@ -215,12 +229,17 @@ def leech(a):
     last_dht_ask = t0
     deadline = t0 + a.timeout
     seen = {}
+    crypto = {}
     while not STOP and time.monotonic() < deadline:
         for p in ([] if a.lean else h.get_peer_info()):
             key = f"{p.ip[0]}:{p.ip[1]}"
             src = [n for bit, n in ((1, "tracker"), (2, "dht"), (4, "pex"), (8, "lsd"), (32, "incoming"))
                    if p.source & bit]
             seen.setdefault(key, set()).update(src)
+            if not p.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+                c = crypto.setdefault(key, {"crypto": set(), "downloaded": 0})
+                c["crypto"].add(crypto_of(p.flags))
+                c["downloaded"] = max(c["downloaded"], p.total_download)
         # --lean: status polled every 5 ms only until the first payload
         # byte, then nothing but alerts (each status() call is work for
         # libtorrent's network thread).
@@ -267,7 +286,8 @@ def leech(a):
          cpu_to_done_s=None if cpu_done is None else round(cpu_done, 4),
          cpu_main_to_done_s=None if main_done is None else round(main_done, 4),
          rss_anon_kib_before_session=rss_base,
-         peers={k: sorted(v) for k, v in seen.items()})
+         peers={k: sorted(v) for k, v in seen.items()},
+         crypto={k: {"crypto": sorted(v["crypto"]), "downloaded": v["downloaded"]} for k, v in crypto.items()})
     return 0 if ok else 1
 
 

@@ -251,7 +251,11 @@ fn seed_to_aria2() {
 }
 
 /// libtorrent opens with MSE/PE (its default), and with RC4 forced for the
-/// whole stream: our seeder answers both.
+/// whole stream: our seeder answers both. libtorrent itself says how each
+/// connection that carried payload ran: RC4 when forced; an MSE/PE
+/// handshake (RC4 or a plain stream after it) by default, never a plain
+/// BitTorrent retry after a failed MSE handshake (libtorrent falls back to
+/// one when not forced, so the bytes alone would not show it).
 #[test]
 fn seed_to_libtorrent_over_mse() {
     if !require_libtorrent() {
@@ -262,11 +266,52 @@ fn seed_to_libtorrent_over_mse() {
     let (_seeder, seeder_addr) = spawn_seeder(&torrent, &dir.path().join("src"), &[]);
     for force_rc4 in [true, false] {
         let out = dir.path().join(format!("dl-mse-{force_rc4}"));
-        let rc4: &[&str] = if force_rc4 { &["--force-rc4"] } else { &[] };
-        let o = lt_leech(&torrent, &seeder_addr, &out, rc4);
+        // Throttled (4 MiB at 2 MB/s) so that libtorrent's 20 ms look at
+        // its connections sees the one that carries the payload.
+        let mut extra = vec!["--download-limit", "2000000"];
+        if force_rc4 {
+            extra.push("--force-rc4");
+        }
+        let o = lt_leech(&torrent, &seeder_addr, &out, &extra);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "force_rc4 {force_rc4}: {stdout}");
         assert_same_tree(&dir.path().join("src").join(&name), &out.join(&name));
+        let result: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let allowed: &[&str] = if force_rc4 {
+            &["rc4"]
+        } else {
+            &["rc4", "mse_plaintext"]
+        };
+        assert_connections_ran_over(&result, &seeder_addr, allowed);
+    }
+}
+
+/// In a `lt_peer.py leech` result, libtorrent's report on its connections
+/// to `peer`: at least one delivered payload, and every one that did ran
+/// over one of `allowed` ("rc4", "mse_plaintext", "none").
+fn assert_connections_ran_over(result: &serde_json::Value, peer: &str, allowed: &[&str]) {
+    let crypto = result["crypto"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no crypto report: {result}"));
+    let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
+    let carried: Vec<_> = crypto
+        .iter()
+        .filter(|(addr, c)| {
+            addr.rsplit_once(':').map(|(a, _)| a) == Some(ip)
+                && c["downloaded"].as_u64().unwrap_or(0) > 0
+        })
+        .collect();
+    assert!(
+        !carried.is_empty(),
+        "libtorrent saw no connection to {peer} carry payload: {result}"
+    );
+    for (addr, c) in carried {
+        let kinds = c["crypto"].as_array().expect("crypto list");
+        assert!(
+            !kinds.is_empty() && kinds.iter().all(|k| allowed.iter().any(|a| k == a)),
+            "libtorrent says its connection {addr} ran over {kinds:?}, want only {allowed:?}: {result}"
+        );
     }
 }
 
