@@ -221,7 +221,21 @@ pub struct Summary {
     pub time_to_first_byte: Option<Duration>,
     pub peers_by_source: BTreeMap<&'static str, usize>,
     pub paused: Option<String>,
+    /// Why the run ended: [`STOP_ASKED`], [`STOP_PAUSED`],
+    /// [`STOP_SEED_RATIO`], [`STOP_SEED_TIME`] or [`STOP_DONE`].
+    pub stopped: &'static str,
 }
+
+/// The run was told to stop (Ctrl-C).
+pub const STOP_ASKED: &str = "asked to stop";
+/// Downloading stopped (e.g. disk full); see `paused`.
+pub const STOP_PAUSED: &str = "paused";
+/// This run uploaded the seed ratio's bytes.
+pub const STOP_SEED_RATIO: &str = "seed ratio reached";
+/// The seed time after completion ran out.
+pub const STOP_SEED_TIME: &str = "seed time over";
+/// Complete, with no seeding asked for.
+pub const STOP_DONE: &str = "complete";
 
 /// A simple rate: bytes in the current window, smoothed each tick.
 #[derive(Debug, Default, Clone, Copy)]
@@ -588,6 +602,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
+    let mut asked_to_stop = false;
     loop {
         if t.finished() {
             break;
@@ -609,9 +624,13 @@ pub async fn run(
                 t.on_tick(now, now - last_tick).await;
                 last_tick = now;
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => {
+                asked_to_stop = true;
+                break;
+            }
         }
     }
+    let stopped = t.stop_reason(asked_to_stop);
     // Nobody reads the inputs any more: a writer must not wait to report.
     input_rx.close();
     t.close_connections().await;
@@ -627,6 +646,7 @@ pub async fn run(
         time_to_first_byte: t.first_byte_at.map(|f| f - t.started),
         peers_by_source: t.peers_by_source.clone(),
         paused: t.paused.clone(),
+        stopped,
     })
 }
 
@@ -863,6 +883,22 @@ impl Torrent {
                 // Each success takes a request off a queue: this ends.
                 served |= self.drain_to_writer(k) && self.serve_next(k);
             }
+        }
+    }
+
+    /// Why the run loop ended, for the summary (read before the peers
+    /// are closed: the ratio is judged on what was uploaded by then).
+    fn stop_reason(&self, asked: bool) -> &'static str {
+        if asked {
+            STOP_ASKED
+        } else if self.paused.is_some() {
+            STOP_PAUSED
+        } else if self.seed_ratio_reached() {
+            STOP_SEED_RATIO
+        } else if self.cfg.seed_time.is_some_and(|d| d.is_zero()) {
+            STOP_DONE
+        } else {
+            STOP_SEED_TIME
         }
     }
 

@@ -720,6 +720,7 @@ impl Ui {
                 "wasted_bytes": s.stats.wasted,
                 "peers_by_source": s.peers_by_source,
                 "paused": s.paused,
+                "stopped": s.stopped,
             }));
         } else {
             let done = if s.complete { "complete" } else { "incomplete" };

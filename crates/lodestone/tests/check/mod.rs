@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -124,6 +124,16 @@ pub fn resume_claims(meta: &Metainfo, dir: &Path) -> Option<Claims> {
         .map(|(s, t)| (s.as_int().expect("size") as u64, t.as_int()))
         .collect();
     Some(Claims { have, stamps })
+}
+
+/// Every piece the resume file claims verifies on disk.
+pub fn claims_hold(claims: &Claims, verified: &[bool]) {
+    for (p, _) in claims.have.iter().enumerate().filter(|(_, &h)| h) {
+        assert!(
+            verified[p],
+            "the resume file claims piece {p}, which does not verify on disk"
+        );
+    }
 }
 
 /// The files whose stamp on disk differs from the resume file's: the ones
@@ -272,18 +282,27 @@ impl Run {
         self.events
     }
 
-    /// Wait for the child to end by itself; its summary (the last event).
-    pub fn summary(mut self, timeout: Duration) -> serde_json::Value {
+    /// Wait for the child to end by itself: its exit status and its
+    /// summary (the last event).
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, serde_json::Value) {
         self.until("waiting for the summary", timeout, |r| {
             r.find("summary").is_some()
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.0.try_wait().expect("try_wait").is_none() {
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
+                break status;
+            }
             if Instant::now() >= deadline {
                 self.fail("the process did not exit after its summary");
             }
             self.pump(Duration::from_millis(10));
-        }
-        self.find("summary").cloned().expect("just seen")
+        };
+        (status, self.find("summary").cloned().expect("just seen"))
+    }
+
+    /// Its stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 }
