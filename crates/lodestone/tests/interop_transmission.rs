@@ -126,7 +126,8 @@ fn download_from_transmission() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(stdout.contains("\"client\":\"TR3000\""), "{stdout}");
+    let client = format!("\"client\":\"{}\"", common::transmission_client_hint());
+    assert!(stdout.contains(&client), "no {client}: {stdout}");
     assert_same_nonempty(&src.join("multi"), &out.join("multi"));
     assert!(
         out.join("multi/sub/deeper/empty.bin").exists(),
@@ -274,7 +275,8 @@ fn bare_magnet_from_a_transmission_seeder_through_a_lodestone_dht() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(stdout.contains("\"event\":\"metadata\""), "{stdout}");
-    assert!(stdout.contains("\"client\":\"TR3000\""), "{stdout}");
+    let client = format!("\"client\":\"{}\"", common::transmission_client_hint());
+    assert!(stdout.contains(&client), "no {client}: {stdout}");
     assert!(stdout.contains("\"source\":\"dht\""), "{stdout}");
     assert_same_nonempty(&src.join("multi"), &out.join("multi"));
 }
