@@ -49,9 +49,6 @@ pub enum FetchEvent {
         source: PeerSource,
         ut_metadata: bool,
         metadata_size: Option<u64>,
-        /// Where the peer takes connections (for one that dialled us, its
-        /// extension handshake's listen port), for the download phase.
-        dial: Option<SocketAddr>,
     },
     PeerRefused {
         addr: SocketAddr,
@@ -431,13 +428,6 @@ async fn fetch(
                     }
                     Event::ExtendedHandshake(h) => {
                         let (addr, source) = (p.addr, p.source);
-                        let dial = match source {
-                            PeerSource::Incoming => h
-                                .listen_port
-                                .filter(|&port| port != 0)
-                                .map(|port| SocketAddr::new(addr.ip(), port)),
-                            _ => Some(addr),
-                        };
                         p.ut_metadata = h.id_of(UT_METADATA).is_some();
                         if p.ut_metadata {
                             seen.with_ut_metadata.insert(addr);
@@ -448,7 +438,6 @@ async fn fetch(
                                 source,
                                 ut_metadata: p.ut_metadata,
                                 metadata_size: h.metadata_size,
-                                dial,
                             })
                             .await;
                         if let (true, Some(size)) = (p.ut_metadata, h.metadata_size) {

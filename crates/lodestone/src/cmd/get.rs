@@ -91,15 +91,9 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 if peers.is_empty() && dht.is_none() && !trackers && !lpd && listen.is_none() {
                     bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT), --listen (for peers that know our address) or --lpd with --listen, or use a magnet with trackers");
                 }
-                // The download phase gets the same peers (x.pe too) and
-                // those the metadata phase met.
-                let (meta, met) = fetch(&m, peers.clone(), dht.clone(), a, seed).await?;
-                for p in met {
-                    if !peers.contains(&p) {
-                        peers.push(p);
-                    }
-                }
-                (meta, peers)
+                // The download phase gets the same peers (x.pe too); those
+                // found by a source find it again, under their own name.
+                (fetch(&m, peers.clone(), dht.clone(), a, seed).await?, peers)
             }
         };
         get_with(meta, peers, a, seed, dht).await
@@ -202,7 +196,7 @@ async fn fetch(
     dht: Option<lodestone_engine::dht::Dht>,
     a: &GetArgs,
     seed: u64,
-) -> anyhow::Result<(Metainfo, Vec<std::net::SocketAddr>)> {
+) -> anyhow::Result<Metainfo> {
     let (listen, max_size, json, explain) = (a.listen, a.max_metadata_size, a.json, a.explain);
     use lodestone_engine::magnet::{fetch_metadata, FetchConfig, FetchEvent};
     let cfg = FetchConfig {
@@ -250,17 +244,13 @@ async fn fetch(
     let started = Instant::now();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stopping = false;
-    let mut met = Vec::new();
     loop {
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
-                if let FetchEvent::PeerConnected { dial: Some(d), .. } = &ev {
-                    met.push(*d);
-                }
                 let t = started.elapsed().as_secs_f64();
                 let (j, text) = match &ev {
-                    FetchEvent::PeerConnected { addr, source, ut_metadata, metadata_size, .. } => (
+                    FetchEvent::PeerConnected { addr, source, ut_metadata, metadata_size } => (
                         json!({"event": "metadata_peer", "t": t, "addr": addr.to_string(), "source": source.name(), "ut_metadata": ut_metadata, "metadata_size": metadata_size}),
                         format!("peer {addr} ({}): {}", source.name(), if *ut_metadata { "has ut_metadata" } else { "no ut_metadata" }),
                     ),
@@ -347,7 +337,7 @@ async fn fetch(
             human::bytes(meta.info.content_length())
         );
     }
-    Ok((meta, met))
+    Ok(meta)
 }
 
 async fn get_with(
