@@ -1,14 +1,145 @@
 //! Peer exchange (BEP 11) with libtorrent, both ways, and from aria2. The
 //! last peer never has another way to learn the seeder than the middle
 //! peer's ut_pex message.
+//!
+//! No clocks: each step waits (bounded) for the event the next one needs.
+//! Our PEX schedule (first message 2 s after the extension handshake, then
+//! once a minute, also after a silent first turn: `lodestone_peer::pex`'s
+//! tests) means the middle peer must know the seeder before the last peer
+//! connects to it, so the tests wait for that connection first.
 mod common;
 
-use std::time::Duration;
+use std::process::{Command, ExitStatus};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use common::{
-    bin, create_torrent, free_port, interop_script, require_libtorrent, spawn_seeder, Child,
-};
+use common::{bin, create_torrent, free_port, interop_script, require_libtorrent, Child};
 use lodestone::payload;
+
+/// A child whose stdout lines are read on a thread as they come, so a test
+/// can wait for several lines in turn and still see them all at the end.
+struct Watched {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    what: &'static str,
+}
+
+impl Watched {
+    fn spawn(what: &'static str, cmd: &mut Command) -> Self {
+        use std::io::BufRead;
+        let mut child = Child::spawn(cmd);
+        let out = child.0.stdout.take().expect("stdout piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            what,
+        }
+    }
+
+    /// Every line printed so far, for a failure message.
+    fn so_far(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen
+            .iter()
+            .filter(|l| !l.contains("\"event\":\"progress\""))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn tail(&self) -> String {
+        let start = self.seen.len().saturating_sub(40);
+        self.seen[start..].join("\n")
+    }
+
+    /// Wait (bounded) for a line for which `pred` holds; fails naming `event`
+    /// and showing what the child printed.
+    fn wait_for(&mut self, event: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{}: no {event} within {timeout:?}; it printed (last 40 lines):\n{}",
+                    self.what,
+                    self.tail()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "{}: exited ({:?}) before {event}; it printed (last 40 lines):\n{}",
+                    self.what,
+                    self.child.0.wait().ok(),
+                    self.tail()
+                ),
+            }
+        }
+    }
+
+    /// Wait (bounded) for the child to exit; its status and every line.
+    fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{}: still running after {timeout:?}; it printed (last 40 lines):\n{}",
+                    self.what,
+                    self.tail()
+                ),
+            }
+        }
+        // Its stdout is closed: it exits now, or was killed.
+        let status = self.child.0.wait().expect("wait for the child");
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+/// Lodestone's `--json` event line `event` about `addr`.
+fn is_event(line: &str, event: &str, addr: &str) -> bool {
+    line.contains(&format!("\"event\":\"{event}\""))
+        && line.contains(&format!("\"addr\":\"{addr}\""))
+}
+
+/// A `lodestone seed --json` on `addr`, returned once it serves.
+fn lodestone_seeder(
+    torrent: &std::path::Path,
+    src: &std::path::Path,
+    addr: &str,
+    extra: &[&str],
+) -> Watched {
+    let mut s = Watched::spawn(
+        "the Lodestone seeder",
+        bin()
+            .args(["seed", "--json", "--listen", addr])
+            .args(extra)
+            .arg(torrent)
+            .arg(src),
+    );
+    s.wait_for("started event", Duration::from_secs(60), |l| {
+        l.contains("\"event\":\"started\"")
+    });
+    s
+}
 
 fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let src = dir.join("src");
@@ -29,7 +160,8 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
     let (src, torrent) = fixture(dir.path());
     // S speaks no PEX: otherwise B tells S about C, S dials C first, and
     // C never needs B's word about S (a race CI once lost).
-    let (_s, seeder) = spawn_seeder(&torrent, &src, &["--no-pex"]);
+    let seeder = format!("127.0.0.1:{}", free_port());
+    let mut s = lodestone_seeder(&torrent, &src, &seeder, &["--seed-time", "120", "--no-pex"]);
     let b_addr = format!("127.0.0.1:{}", free_port());
     let mut b = Child::spawn(
         interop_script("lt_peer.py")
@@ -51,6 +183,11 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
             .arg(dir.path().join("b")),
     );
     b.wait_for_line("READY", Duration::from_secs(30));
+    // B is connected to S before C connects to B: B's first PEX message to
+    // C then names S (S has no other peer, so any connection is B's).
+    s.wait_for("B's connection", Duration::from_secs(30), |l| {
+        l.contains("\"event\":\"peer_connected\"")
+    });
     let listen = format!("127.0.0.1:{}", free_port());
     lodestone_reaches_seeder_by_pex(&b_addr, &listen, dir.path(), &src, &torrent, &seeder);
 }
@@ -66,25 +203,39 @@ fn lodestone_reaches_seeder_by_pex(
     torrent: &std::path::Path,
     seeder: &str,
 ) {
-    let o = Child::spawn(
+    let mut c = Watched::spawn(
+        "C (Lodestone)",
         bin()
             .args(["get", "--json", "--download-limit", "1M", "--peer", middle])
             .args(["--listen", listen, "-o"])
             .arg(dir.join("c"))
             .arg(torrent),
-    )
-    .finish(Duration::from_secs(60));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
-    let learned = text.lines().any(|l| {
-        l.contains("\"peer_connected\"")
-            && l.contains("\"source\":\"pex\"")
-            && l.contains(&format!("\"addr\":\"{seeder}\""))
-    });
-    assert!(learned, "C never reached the seeder as a PEX peer:\n{text}");
-    assert_eq!(
+    );
+    // The proof: C connects to the seeder, an address only PEX gave it.
+    c.wait_for(
+        "connection to the seeder as a PEX peer",
+        Duration::from_secs(60),
+        |l| is_event(l, "peer_connected", seeder) && l.contains("\"source\":\"pex\""),
+    );
+    let (status, lines) = c.finish(Duration::from_secs(60));
+    assert!(status.success(), "C failed: {status}\n{}", lines.join("\n"));
+    let summary = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("C printed no summary:\n{}", lines.join("\n")));
+    assert_eq!(summary["complete"], true, "C's summary: {summary}");
+    let (want, got) = (
         std::fs::read(src.join("p.bin")).unwrap(),
-        std::fs::read(dir.join("c/p.bin")).unwrap()
+        std::fs::read(dir.join("c/p.bin")).unwrap(),
+    );
+    let first_diff = want.iter().zip(&got).position(|(a, b)| a != b);
+    assert!(
+        want == got,
+        "C's copy differs from the seeder's: {} bytes vs {}, first difference at {first_diff:?}\n{}",
+        got.len(),
+        want.len(),
+        lines.join("\n")
     );
 }
 
@@ -117,10 +268,12 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     s.wait_for_line("READY", Duration::from_secs(30));
     let b_addr = format!("127.0.0.1:{}", free_port());
     // B downloads slowly, so it is still a leecher in the swarm when C comes.
-    let _b = Child::spawn(
+    let mut b = Watched::spawn(
+        "B (Lodestone)",
         bin()
             .args([
                 "get",
+                "--json",
                 "--download-limit",
                 "1M",
                 "--seed-time",
@@ -134,7 +287,21 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
             .arg(dir.path().join("b"))
             .arg(&torrent),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // B is connected to S before C connects to B: our first PEX message,
+    // 2 s after C's extension handshake, then names S (with nothing to say
+    // then, the next would come a minute later, after C gave up).
+    b.wait_for("connection to S", Duration::from_secs(30), |l| {
+        is_event(l, "peer_connected", &s_addr)
+    });
+    // And B is well into its download from S (1 of 8 MiB). Started the
+    // moment B connected, C never dialled S in 3 of 6 runs of this file
+    // (C took all 8 MiB from B; B did reach the PEX turn for C with S
+    // connected); started here, it did every time. Why is not known.
+    b.wait_for("1 MiB downloaded", Duration::from_secs(30), |l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+            v["event"] == "progress" && v["downloaded_bytes"].as_u64() >= Some(1 << 20)
+        })
+    });
     let o = Child::spawn(
         interop_script("lt_peer.py")
             .args([
@@ -154,13 +321,16 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     .finish(Duration::from_secs(90));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
+    // libtorrent's own report (it checked every piece): how it found S.
     let result: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(result["ok"], true, "{result}");
     let sources = &result["peers"][&s_addr];
     assert!(
         sources
             .as_array()
             .is_some_and(|a| a.iter().any(|v| v == "pex")),
-        "libtorrent did not learn the seeder through PEX: {result}"
+        "libtorrent did not learn the seeder through PEX: {result}\nB printed:\n{}",
+        b.so_far()
     );
 }
 
@@ -180,15 +350,12 @@ fn lodestone_learns_a_seeder_from_aria2_pex() {
     let router = format!("127.0.0.1:{base}");
     let _nodes = common::lodestone_dht_nodes(base, 8, 150);
     let seeder = format!("127.0.0.1:{}", base + 8);
-    let mut s = Child::spawn(
-        bin()
-            .args(["seed", "--json", "--seed-time", "150", "--listen", &seeder])
-            .args(["--bootstrap", &router])
-            .arg(&torrent)
-            .arg(&src),
+    let mut s = lodestone_seeder(
+        &torrent,
+        &src,
+        &seeder,
+        &["--seed-time", "150", "--bootstrap", &router],
     );
-    // (One wait per child: S's stdout is watched below for aria2.)
-    std::thread::sleep(Duration::from_secs(1));
     let a_port = base + 9;
     let _a = Child::spawn(
         std::process::Command::new("aria2c")
@@ -215,7 +382,9 @@ fn lodestone_learns_a_seeder_from_aria2_pex() {
             .arg(&torrent),
     );
     // Once aria2 has dialed S (found in the DHT), C connects to aria2.
-    s.wait_for_line("\"addr\":\"127.0.0.2:", Duration::from_secs(90));
+    s.wait_for("aria2's connection", Duration::from_secs(90), |l| {
+        l.contains("\"event\":\"peer_connected\"") && l.contains("\"addr\":\"127.0.0.2:")
+    });
     lodestone_reaches_seeder_by_pex(
         &format!("127.0.0.2:{a_port}"),
         &format!("127.0.0.3:{}", base + 11),
