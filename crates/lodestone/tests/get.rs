@@ -136,6 +136,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_resumes() {
     // Only what was missing came down again.
     let missing = check::missing_bytes(&meta, &on_disk);
     let downloaded = summary["downloaded_bytes"].as_u64().unwrap();
+    eprintln!("stopped at {have}/{pieces} pieces; the resumed run fetched {downloaded} bytes for {missing} missing");
     assert!(
         downloaded >= missing && downloaded <= missing + 4 * (256 << 10),
         "fetched {downloaded} bytes for {missing} missing"
