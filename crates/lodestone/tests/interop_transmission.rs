@@ -263,8 +263,9 @@ fn bare_magnet_from_a_transmission_seeder_through_a_lodestone_dht() {
         net.exec(&net.a, &lodestone_bin())
             .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}"), "-o"])
             .arg(&out)
-            .args(["--bootstrap", &format!("{A}:26103")])
-            .args(["--listen", &format!("{A}:27100")]),
+            // No --listen: we announce nothing, so Transmission cannot
+            // dial us first; the seeder must come from our own lookup.
+            .args(["--bootstrap", &format!("{A}:26103")]),
     )
     // Transmission announces once its own DHT is up (20-60 s here).
     .finish(Duration::from_secs(300));
