@@ -22,8 +22,12 @@ What is counted, two figures per run:
   line read here, which also counts the pipe (so this side is measured
   slightly against Lodestone). rqbit: from spawn to its log line.
 - "from add magnet": libtorrent from add_torrent to the alert, Lodestone
-  its own `metadata` event time (from the start of the metadata fetch,
-  after its DHT socket is up); both in-process. rqbit: not measured.
+  its own `metadata` event time; both in-process. rqbit: not measured.
+  Lodestone's clock for its events starts just AFTER it has spawned the
+  fetch task (cmd/get.rs `fetch`), so its work can begin before t=0 (runs
+  show "first peers found at 0.00 ms"): this column flatters Lodestone by
+  up to a millisecond or so, which is why the medians lead with "from
+  client start".
 - libtorrent "from spawn" (Python and the import included) is shown for
   reference only; it was this benchmark's figure before and flattered us.
 - Failures: a run without metadata within --timeout is printed as FAILED
