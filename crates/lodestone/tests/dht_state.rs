@@ -11,11 +11,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, lodestone_dht_nodes, port_block};
+use common::{bin, lodestone_dht_nodes, port_block, Child, Lines};
 use serde_json::Value;
 
 const SWARM: u16 = 6;
@@ -23,9 +22,13 @@ const SWARM: u16 = 6;
 /// A `dht node --json --status-every 1`, its health lines read as they
 /// come; interrupted (SIGINT, as Ctrl-C) or killed when dropped.
 struct Node {
-    child: std::process::Child,
-    lines: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
+    child: Child,
+    lines: Lines,
+}
+
+/// A health line (every line of `dht node --json` is one).
+fn health(line: &str) -> Option<Value> {
+    serde_json::from_str(line).ok()
 }
 
 impl Node {
@@ -38,69 +41,46 @@ impl Node {
         if let Some(s) = state {
             cmd.arg("--state").arg(s);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dht node");
-        let out = child.stdout.take().expect("stdout piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&l) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        let mut child = Child::spawn(&mut cmd);
+        let lines = Lines::stdout(&mut child.0).named("dht node");
+        Self { child, lines }
     }
 
     /// The next health line.
     fn next(&mut self, timeout: Duration) -> Value {
-        let v = self.lines.recv_timeout(timeout).unwrap_or_else(|_| {
-            panic!("no health line within {timeout:?}; so far: {:?}", self.seen)
-        });
-        self.seen.push(v.clone());
-        v
+        let l = self
+            .lines
+            .wait("health line", timeout, |l| health(l).is_some());
+        health(&l).expect("just parsed")
     }
 
     /// Wait (bounded) for a health line that satisfies `ok`.
     fn until(&mut self, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let v = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "{what}: not within {timeout:?}; health lines: {:?}",
-                    self.seen
-                )
-            });
-            self.seen.push(v.clone());
-            if ok(&v) {
-                return v;
-            }
-        }
+        let l = self
+            .lines
+            .wait(what, timeout, |l| health(l).is_some_and(|v| ok(&v)));
+        health(&l).expect("just parsed")
     }
 
     /// Ctrl-C, then the exit (bounded): (success, stderr).
     fn interrupt(mut self) -> (bool, String) {
         // By its second health line the node has waited in its loop, its
         // Ctrl-C handler installed.
-        while self.seen.len() < 2 {
+        while self
+            .lines
+            .seen
+            .iter()
+            .filter(|l| health(l).is_some())
+            .count()
+            < 2
+        {
             self.next(Duration::from_secs(20));
         }
-        let pid = self.child.id().to_string();
+        let pid = self.child.0.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         let status = loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
+            if let Ok(Some(s)) = self.child.0.try_wait() {
                 break s;
             }
             assert!(
@@ -110,18 +90,11 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
+        if let Some(mut e) = self.child.0.stderr.take() {
             use std::io::Read;
             let _ = e.read_to_string(&mut err);
         }
         (status.success(), err)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,9 +9,9 @@ mod fake_peer;
 use std::time::Duration;
 
 use common::{
-    bin, create_torrent, free_port, lodestone_dht_nodes, port_block, spawn_seeder, Child,
+    bin, create_torrent, free_port, lodestone_dht_nodes, port_block, spawn_seeder, Child, Lines,
 };
-use fake_peer::{FakePeer, Lines, Metadata};
+use fake_peer::{FakePeer, Metadata};
 use lodestone::payload;
 
 /// Diagnoses come every 5 s; the first that shows a settled state comes
@@ -39,7 +39,7 @@ fn get_json(magnet: &str, args: &[&str]) -> (Get, Lines) {
             .arg(out.path())
             .args(args),
     );
-    let lines = Lines::new(&mut c.0);
+    let lines = Lines::stdout(&mut c.0);
     (
         Get {
             _child: c,

@@ -9,109 +9,19 @@
 //! connects to it, so the tests wait for that connection first.
 mod common;
 
-use std::process::{Command, ExitStatus};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{bin, create_torrent, free_port, interop_script, require_libtorrent, Child};
+use common::{bin, create_torrent, free_port, interop_script, require_libtorrent, Child, Lines};
 use lodestone::payload;
 
-/// A child whose stdout lines are read on a thread as they come, so a test
-/// can wait for several lines in turn and still see them all at the end.
-struct Watched {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    what: &'static str,
-}
-
-impl Watched {
-    fn spawn(what: &'static str, cmd: &mut Command) -> Self {
-        use std::io::BufRead;
-        let mut child = Child::spawn(cmd);
-        let out = child.0.stdout.take().expect("stdout piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            what,
-        }
-    }
-
-    /// Every line printed so far, for a failure message.
-    fn so_far(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen
-            .iter()
-            .filter(|l| !l.contains("\"event\":\"progress\""))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn tail(&self) -> String {
-        let start = self.seen.len().saturating_sub(40);
-        self.seen[start..].join("\n")
-    }
-
-    /// Wait (bounded) for a line for which `pred` holds; fails naming `event`
-    /// and showing what the child printed.
-    fn wait_for(&mut self, event: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "{}: no {event} within {timeout:?}; it printed (last 40 lines):\n{}",
-                    self.what,
-                    self.tail()
-                ),
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "{}: exited ({:?}) before {event}; it printed (last 40 lines):\n{}",
-                    self.what,
-                    self.child.0.wait().ok(),
-                    self.tail()
-                ),
-            }
-        }
-    }
-
-    /// Wait (bounded) for the child to exit; its status and every line.
-    fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "{}: still running after {timeout:?}; it printed (last 40 lines):\n{}",
-                    self.what,
-                    self.tail()
-                ),
-            }
-        }
-        // Its stdout is closed: it exits now, or was killed.
-        let status = self.child.0.wait().expect("wait for the child");
-        (status, std::mem::take(&mut self.seen))
-    }
+/// `cmd` started, its stdout read as it comes ([`Lines`], naming `who`
+/// when a wait fails), so a test can wait for several lines in turn and
+/// still see them all at the end.
+fn watched(who: &str, cmd: &mut Command) -> (Child, Lines) {
+    let mut child = Child::spawn(cmd);
+    let lines = Lines::stdout(&mut child.0).named(who);
+    (child, lines)
 }
 
 /// Lodestone's `--json` event line `event` about `addr`.
@@ -126,8 +36,8 @@ fn lodestone_seeder(
     src: &std::path::Path,
     addr: &str,
     extra: &[&str],
-) -> Watched {
-    let mut s = Watched::spawn(
+) -> (Child, Lines) {
+    let (child, mut s) = watched(
         "the Lodestone seeder",
         bin()
             .args(["seed", "--json", "--listen", addr])
@@ -135,10 +45,10 @@ fn lodestone_seeder(
             .arg(torrent)
             .arg(src),
     );
-    s.wait_for("started event", Duration::from_secs(60), |l| {
+    s.wait("started event", Duration::from_secs(60), |l| {
         l.contains("\"event\":\"started\"")
     });
-    s
+    (child, s)
 }
 
 fn fixture(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -161,7 +71,8 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
     // S speaks no PEX: otherwise B tells S about C, S dials C first, and
     // C never needs B's word about S (a race CI once lost).
     let seeder = format!("127.0.0.1:{}", free_port());
-    let mut s = lodestone_seeder(&torrent, &src, &seeder, &["--seed-time", "120", "--no-pex"]);
+    let (_s, mut s) =
+        lodestone_seeder(&torrent, &src, &seeder, &["--seed-time", "120", "--no-pex"]);
     let b_addr = format!("127.0.0.1:{}", free_port());
     let mut b = Child::spawn(
         interop_script("lt_peer.py")
@@ -185,7 +96,7 @@ fn lodestone_learns_a_seeder_from_libtorrent_pex() {
     b.wait_for_line("READY", Duration::from_secs(30));
     // B is connected to S before C connects to B: B's first PEX message to
     // C then names S (S has no other peer, so any connection is B's).
-    s.wait_for("B's connection", Duration::from_secs(30), |l| {
+    s.wait("B's connection", Duration::from_secs(30), |l| {
         l.contains("\"event\":\"peer_connected\"")
     });
     let listen = format!("127.0.0.1:{}", free_port());
@@ -203,7 +114,7 @@ fn lodestone_reaches_seeder_by_pex(
     torrent: &std::path::Path,
     seeder: &str,
 ) {
-    let mut c = Watched::spawn(
+    let (mut c_child, mut c) = watched(
         "C (Lodestone)",
         bin()
             .args(["get", "--json", "--download-limit", "1M", "--peer", middle])
@@ -212,12 +123,15 @@ fn lodestone_reaches_seeder_by_pex(
             .arg(torrent),
     );
     // The proof: C connects to the seeder, an address only PEX gave it.
-    c.wait_for(
+    c.wait(
         "connection to the seeder as a PEX peer",
         Duration::from_secs(60),
         |l| is_event(l, "peer_connected", seeder) && l.contains("\"source\":\"pex\""),
     );
-    let (status, lines) = c.finish(Duration::from_secs(60));
+    c.read_to_end(Duration::from_secs(60));
+    // Its stdout is closed: it exits now, or was killed.
+    let status = c_child.0.wait().expect("wait for C");
+    let lines = std::mem::take(&mut c.seen);
     assert!(status.success(), "C failed: {status}\n{}", lines.join("\n"));
     let summary = lines
         .iter()
@@ -268,7 +182,7 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     s.wait_for_line("READY", Duration::from_secs(30));
     let b_addr = format!("127.0.0.1:{}", free_port());
     // B downloads slowly, so it is still a leecher in the swarm when C comes.
-    let mut b = Watched::spawn(
+    let (_b, mut b) = watched(
         "B (Lodestone)",
         bin()
             .args([
@@ -290,14 +204,14 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     // B is connected to S before C connects to B: our first PEX message,
     // 2 s after C's extension handshake, then names S (with nothing to say
     // then, the next would come a minute later, after C gave up).
-    b.wait_for("connection to S", Duration::from_secs(30), |l| {
+    b.wait("connection to S", Duration::from_secs(30), |l| {
         is_event(l, "peer_connected", &s_addr)
     });
     // And B is well into its download from S (1 of 8 MiB). Started the
     // moment B connected, C never dialled S in 3 of 6 runs of this file
     // (C took all 8 MiB from B; B did reach the PEX turn for C with S
     // connected); started here, it did every time. Why is not known.
-    b.wait_for("1 MiB downloaded", Duration::from_secs(30), |l| {
+    b.wait("1 MiB downloaded", Duration::from_secs(30), |l| {
         serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
             v["event"] == "progress" && v["downloaded_bytes"].as_u64() >= Some(1 << 20)
         })
@@ -325,12 +239,16 @@ fn libtorrent_learns_a_seeder_from_lodestone_pex() {
     let result: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(result["ok"], true, "{result}");
     let sources = &result["peers"][&s_addr];
+    b.pump(Duration::ZERO);
+    let b_printed: Vec<&str> = (b.seen.iter().map(String::as_str))
+        .filter(|l| !l.contains("\"event\":\"progress\""))
+        .collect();
     assert!(
         sources
             .as_array()
             .is_some_and(|a| a.iter().any(|v| v == "pex")),
         "libtorrent did not learn the seeder through PEX: {result}\nB printed:\n{}",
-        b.so_far()
+        b_printed.join("\n")
     );
 }
 
@@ -350,7 +268,7 @@ fn lodestone_learns_a_seeder_from_aria2_pex() {
     let router = format!("127.0.0.1:{base}");
     let _nodes = common::lodestone_dht_nodes(base, 8, 150);
     let seeder = format!("127.0.0.1:{}", base + 8);
-    let mut s = lodestone_seeder(
+    let (_s, mut s) = lodestone_seeder(
         &torrent,
         &src,
         &seeder,
@@ -382,7 +300,7 @@ fn lodestone_learns_a_seeder_from_aria2_pex() {
             .arg(&torrent),
     );
     // Once aria2 has dialed S (found in the DHT), C connects to aria2.
-    s.wait_for("aria2's connection", Duration::from_secs(90), |l| {
+    s.wait("aria2's connection", Duration::from_secs(90), |l| {
         l.contains("\"event\":\"peer_connected\"") && l.contains("\"addr\":\"127.0.0.2:")
     });
     lodestone_reaches_seeder_by_pex(

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::{
     assert_same_tree, bin, create_torrent, free_port, interop_script, require_libtorrent,
-    spawn_seeder, Child,
+    spawn_seeder, Child, Lines,
 };
-use fake_peer::{FakePeer, Lines, Metadata};
+use fake_peer::{FakePeer, Metadata};
 use lodestone::payload;
 
 /// A 3 MiB single file and its torrent: (content dir, torrent, info hash).
@@ -195,7 +195,7 @@ fn kill_9_during_the_metadata_phase_then_a_restart_completes() {
             .args(["get", "--json", &magnet, "--no-dht", "--no-lpd", "-o"])
             .arg(&out),
     );
-    let mut lines = Lines::new(&mut get.0);
+    let mut lines = Lines::stdout(&mut get.0);
     lines.wait("metadata_piece 1/2", Duration::from_secs(30), |l| {
         l.contains("\"event\":\"metadata_piece\"") && l.contains("\"done\":1")
     });

@@ -10,10 +10,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bin, create_torrent, free_port, require, require_aria2, NetnsPair, NS_A, NS_B};
+use common::{
+    bin, create_torrent, free_port, require, require_aria2, Child, Lines, NetnsPair, NS_A, NS_B,
+};
 use lodestone::payload;
 use serde_json::Value;
 
@@ -22,66 +23,50 @@ const SIZE: u64 = 4 << 20;
 /// A child whose JSON lines on stdout are collected as they come; killed
 /// when dropped.
 struct JsonLog {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<Value>>>,
+    _child: Child,
+    lines: Lines,
 }
 
 impl JsonLog {
     fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let out = child.stdout.take().expect("stdout piped");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&l) {
-                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(v);
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn snapshot(&self) -> Vec<Value> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Wait (bounded) for a line that satisfies `ok`.
-    fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = self.snapshot().into_iter().find(&ok) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}; log: {:?}",
-                tail(&self.snapshot())
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let mut child = Child(
+            cmd.stderr(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn child"),
+        );
+        let lines = Lines::stdout(&mut child.0);
+        Self {
+            _child: child,
+            lines,
         }
     }
 
+    /// Every JSON line printed so far.
+    fn snapshot(&mut self) -> Vec<Value> {
+        self.lines.pump(Duration::ZERO);
+        (self.lines.seen.iter())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait (bounded) for a line, printed so far or to come, that satisfies
+    /// `ok`.
+    fn wait_for(&mut self, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+        let l = self.lines.find(what, timeout, |l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| ok(&v))
+        });
+        serde_json::from_str(&l).expect("just parsed")
+    }
+
     /// The last progress line's counter `key`.
-    fn last_progress(&self, key: &str) -> u64 {
+    fn last_progress(&mut self, key: &str) -> u64 {
         self.snapshot()
             .iter()
             .rev()
             .find(|v| v["event"] == "progress")
             .and_then(|v| v[key].as_u64())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for JsonLog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -97,11 +82,11 @@ fn tail(v: &[Value]) -> Vec<String> {
 /// Wait (bounded) for the client to exit; on a timeout the test fails
 /// with what S and B logged.
 fn client_exit(
-    mut client: common::Child,
+    mut client: Child,
     name: &str,
     timeout: Duration,
-    s: &JsonLog,
-    b: &JsonLog,
+    s: &mut JsonLog,
+    b: &mut JsonLog,
 ) -> std::process::Output {
     let deadline = Instant::now() + timeout;
     while client.0.try_wait().ok().flatten().is_none() {
@@ -142,7 +127,13 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
 /// What the seeder and the slow middle peer did, checked once the client
 /// has the content: the client came to S, S served most of the content,
 /// B got (and so could give) little of it, and the bytes match.
-fn assert_client_got_it_from_s(s: &JsonLog, b: &JsonLog, client_ip: &str, src: &Path, got: &Path) {
+fn assert_client_got_it_from_s(
+    s: &mut JsonLog,
+    b: &mut JsonLog,
+    client_ip: &str,
+    src: &Path,
+    got: &Path,
+) {
     s.wait_for(
         "the seeder saw a connection from the client",
         Duration::from_secs(1),
@@ -180,7 +171,7 @@ fn aria2_learns_a_seeder_from_lodestone_pex() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let s_addr = format!("127.0.0.1:{}", free_port());
-    let s = JsonLog::spawn(
+    let mut s = JsonLog::spawn(
         bin()
             .args(["seed", "--json", "--no-pex", "--seed-time", "120"])
             .args(["--listen", &s_addr])
@@ -191,7 +182,7 @@ fn aria2_learns_a_seeder_from_lodestone_pex() {
         v["event"] == "started"
     });
     let a_port = free_port();
-    let aria2 = common::Child::spawn(
+    let aria2 = Child::spawn(
         Command::new("aria2c")
             .args([
                 "--interface=127.0.0.2",
@@ -212,7 +203,7 @@ fn aria2_learns_a_seeder_from_lodestone_pex() {
     );
     // B dials S and aria2 (again after a back-off if aria2 does not
     // listen yet).
-    let b = JsonLog::spawn(
+    let mut b = JsonLog::spawn(
         bin()
             .args(["get", "--json", "--download-limit", "16K"])
             .args(["--listen", &format!("127.0.0.3:{}", free_port())])
@@ -227,7 +218,7 @@ fn aria2_learns_a_seeder_from_lodestone_pex() {
         Duration::from_secs(60),
         connected_from("127.0.0.2"),
     );
-    let out = client_exit(aria2, "aria2c", Duration::from_secs(90), &s, &b);
+    let out = client_exit(aria2, "aria2c", Duration::from_secs(90), &mut s, &mut b);
     assert!(
         out.status.success(),
         "aria2c: {}\n{}\nS: {:?}\nB: {:?}",
@@ -236,7 +227,13 @@ fn aria2_learns_a_seeder_from_lodestone_pex() {
         tail(&s.snapshot()),
         tail(&b.snapshot())
     );
-    assert_client_got_it_from_s(&s, &b, "127.0.0.2", &src, &dir.path().join("a/x.bin"));
+    assert_client_got_it_from_s(
+        &mut s,
+        &mut b,
+        "127.0.0.2",
+        &src,
+        &dir.path().join("a/x.bin"),
+    );
 }
 
 fn lodestone_bin() -> PathBuf {
@@ -279,7 +276,7 @@ fn transmission_learns_a_seeder_from_lodestone_pex() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let s_addr = format!("{S_IP}:27070");
-    let s = JsonLog::spawn(
+    let mut s = JsonLog::spawn(
         net.exec(&net.a, &lodestone_bin())
             .args(["seed", "--json", "--no-pex", "--seed-time", "300"])
             .args(["--listen", &s_addr])
@@ -302,7 +299,7 @@ fn transmission_learns_a_seeder_from_lodestone_pex() {
     });
     std::fs::write(cfg.join("settings.json"), settings.to_string()).unwrap();
     let out = dir.path().join("t");
-    let tr = common::Child::spawn(
+    let tr = Child::spawn(
         net.exec(&net.b, Path::new("transmission-cli"))
             .arg("-g")
             .arg(&cfg)
@@ -310,7 +307,7 @@ fn transmission_learns_a_seeder_from_lodestone_pex() {
             .arg(&out)
             .arg(&torrent),
     );
-    let b = JsonLog::spawn(
+    let mut b = JsonLog::spawn(
         net.exec(&net.a, &lodestone_bin())
             .args(["get", "--json", "--download-limit", "16K"])
             .args(["--listen", &format!("{NS_A}:27071")])
@@ -326,7 +323,13 @@ fn transmission_learns_a_seeder_from_lodestone_pex() {
         connected_from(NS_B),
     );
     // With ratio limit 0, transmission-cli exits 0 once it has everything.
-    let o = client_exit(tr, "transmission-cli", Duration::from_secs(120), &s, &b);
+    let o = client_exit(
+        tr,
+        "transmission-cli",
+        Duration::from_secs(120),
+        &mut s,
+        &mut b,
+    );
     assert!(
         o.status.success(),
         "transmission-cli: {}\nS: {:?}\nB: {:?}",
@@ -334,5 +337,5 @@ fn transmission_learns_a_seeder_from_lodestone_pex() {
         tail(&s.snapshot()),
         tail(&b.snapshot())
     );
-    assert_client_got_it_from_s(&s, &b, NS_B, &src, &out.join("x.bin"));
+    assert_client_got_it_from_s(&mut s, &mut b, NS_B, &src, &out.join("x.bin"));
 }

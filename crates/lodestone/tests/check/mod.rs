@@ -9,13 +9,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use lodestone_core::{Metainfo, PieceIndex};
 use sha1::{Digest, Sha1};
 
-use crate::common::Child;
+use crate::common::{Child, Lines};
 
 pub fn load(torrent: &Path) -> Metainfo {
     let bytes = std::fs::read(torrent).expect("read the torrent");
@@ -166,11 +165,12 @@ pub fn bytes_read(pid: u32) -> Option<u64> {
 }
 
 /// A `lodestone get --json` (or `seed --json`) whose stdout is read line by
-/// line on a thread; waits are bounded whether or not lines arrive.
+/// line on a thread ([`Lines`]); waits are bounded whether or not lines
+/// arrive.
 pub struct Run {
     pub child: Child,
-    rx: Receiver<serde_json::Value>,
-    /// Every event so far.
+    lines: Lines,
+    /// Every event so far (a line that is not JSON as a `not json` event).
     pub events: Vec<serde_json::Value>,
     stderr: PathBuf,
 }
@@ -183,22 +183,10 @@ impl Run {
             .stderr(File::create(stderr).expect("create the stderr log"))
             .spawn()
             .expect("spawn lodestone");
-        let out = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let v = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| serde_json::json!({"event": "not json", "line": line, "error": e.to_string()}));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = Lines::stdout(&mut child);
         Self {
             child: Child(child),
-            rx,
+            lines,
             events: Vec::new(),
             stderr: stderr.to_owned(),
         }
@@ -211,15 +199,14 @@ impl Run {
     /// Take in the events printed so far, waiting at most `wait` for one.
     /// False once stdout has closed (the child ended).
     pub fn pump(&mut self, wait: Duration) -> bool {
-        match self.rx.recv_timeout(wait) {
-            Ok(v) => self.events.push(v),
-            Err(RecvTimeoutError::Timeout) => return true,
-            Err(RecvTimeoutError::Disconnected) => return false,
-        }
-        while let Ok(v) = self.rx.try_recv() {
+        let open = self.lines.pump(wait);
+        for line in &self.lines.seen[self.events.len()..] {
+            let v = serde_json::from_str(line).unwrap_or_else(
+                |e| serde_json::json!({"event": "not json", "line": line, "error": e.to_string()}),
+            );
             self.events.push(v);
         }
-        true
+        open
     }
 
     pub fn find(&self, event: &str) -> Option<&serde_json::Value> {

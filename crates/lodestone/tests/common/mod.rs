@@ -132,35 +132,14 @@ impl Child {
         )
     }
 
-    /// Wait (bounded) for a line on stdout that contains `needle`. Lines
-    /// end at `\n` or `\r` (progress displays redraw with `\r`).
+    /// Wait (bounded) for a line on stdout that contains `needle`; fails
+    /// with what the child printed. The rest of stdout is read on (and
+    /// dropped), so the child can go on printing.
     pub fn wait_for_line(&mut self, needle: &str, timeout: std::time::Duration) {
-        use std::io::Read;
-        let mut out = self.0.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let needle = needle.to_owned();
-        std::thread::spawn(move || {
-            let mut line = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Keep reading after the match: a closed pipe would end the child.
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                for &b in &buf[..n] {
-                    if b == b'\n' || b == b'\r' {
-                        if String::from_utf8_lossy(&line).contains(&needle) {
-                            let _ = tx.send(());
-                        }
-                        line.clear();
-                    } else if line.len() < 1 << 16 {
-                        line.push(b);
-                    }
-                }
-            }
+        let mut lines = Lines::stdout(&mut self.0);
+        lines.wait(&format!("line with {needle:?}"), timeout, |l| {
+            l.contains(needle)
         });
-        rx.recv_timeout(timeout)
-            .unwrap_or_else(|_| panic!("child did not print the expected line within {timeout:?}"));
     }
 
     /// Wait (bounded) for the child to exit; returns its output. On a
@@ -202,6 +181,157 @@ impl Child {
         let out = child.wait_with_output().expect("collect output");
         drop(self);
         out
+    }
+}
+
+/// A child's stdout or stderr, line by line, read on a thread as it
+/// comes. Lines end at `\n` or `\r` (progress displays redraw with `\r`);
+/// empty ones are dropped. The thread reads to the end of the pipe even
+/// once this is dropped: a closed pipe would end the child.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    /// Every line taken in so far, in order.
+    pub seen: Vec<String>,
+    /// Who prints them, for failure messages ("C (Lodestone)").
+    who: String,
+}
+
+impl Lines {
+    /// The child's stdout (it must be piped).
+    pub fn stdout(child: &mut std::process::Child) -> Self {
+        Self::of(child.stdout.take().expect("stdout piped"))
+    }
+
+    /// The child's stderr (it must be piped).
+    pub fn stderr(child: &mut std::process::Child) -> Self {
+        Self::of(child.stderr.take().expect("stderr piped"))
+    }
+
+    pub fn of(mut pipe: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for &b in &buf[..n] {
+                    if b == b'\n' || b == b'\r' {
+                        if !line.is_empty() {
+                            // Once the reader is gone, read on all the same.
+                            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+                        }
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+            if !line.is_empty() {
+                let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+            who: "the child".to_owned(),
+        }
+    }
+
+    /// Name the child in failure messages.
+    pub fn named(mut self, who: &str) -> Self {
+        self.who = who.to_owned();
+        self
+    }
+
+    /// The first line not taken in yet that `pred` accepts, within
+    /// `timeout`; otherwise the test fails naming `what`, with what the
+    /// child printed.
+    pub fn wait(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        use std::sync::mpsc::RecvTimeoutError;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no {what} within {timeout:?}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("its output ended (it exited) before {what}"))
+                }
+            }
+        }
+    }
+
+    /// The first line, taken in before or within `timeout`, that `pred`
+    /// accepts (see [`Lines::wait`]).
+    pub fn find(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        match self.seen.iter().find(|l| pred(l)) {
+            Some(l) => l.clone(),
+            None => self.wait(what, timeout, pred),
+        }
+    }
+
+    /// Take in the lines printed so far, waiting at most `wait` for one.
+    /// False once the output has ended (the child exited) and every line
+    /// is in.
+    pub fn pump(&mut self, wait: std::time::Duration) -> bool {
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        match self.rx.recv_timeout(wait) {
+            Ok(l) => self.seen.push(l),
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(l) => self.seen.push(l),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Take in every line until the output ends (the child exited), within
+    /// `timeout`; otherwise the test fails with what the child printed.
+    pub fn read_to_end(&mut self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.pump(deadline.saturating_duration_since(std::time::Instant::now())) {
+            if std::time::Instant::now() >= deadline {
+                self.fail(&format!("still running after {timeout:?}"));
+            }
+        }
+    }
+
+    /// Fail the test with `what` and the last 60 lines printed.
+    pub fn fail(&mut self, what: &str) -> ! {
+        while let Ok(l) = self.rx.try_recv() {
+            self.seen.push(l);
+        }
+        let start = self.seen.len().saturating_sub(60);
+        panic!(
+            "{}: {what}; it printed ({} lines, the last {}):\n{}",
+            self.who,
+            self.seen.len(),
+            self.seen.len() - start,
+            self.seen[start..].join("\n")
+        );
     }
 }
 

@@ -1,16 +1,16 @@
 //! A scripted BitTorrent peer for the magnet tests, written from BEP 3, 9
 //! and 10 by hand (not with our wire crate, so a bug there cannot hide
 //! itself): it answers the handshake with or without the extension bit and
-//! serves, withholds or spoils the metadata as told. Also a reader of a
-//! child's stdout lines with bounded waits, and a torrent fixture whose
-//! metadata takes several 16 KiB pieces.
+//! serves, withholds or spoils the metadata as told. Also a wait for a
+//! `diagnosis` event, and a torrent fixture whose metadata takes several
+//! 16 KiB pieces.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The id we ask the other side to use for ut_metadata messages to us.
@@ -236,75 +236,7 @@ fn serve(
     Ok(())
 }
 
-/// A child's stdout or stderr, line by line (`\n` or `\r`), read on a
-/// thread.
-pub struct Lines {
-    rx: mpsc::Receiver<String>,
-    pub seen: Vec<String>,
-}
-
-impl Lines {
-    /// The child's stdout.
-    pub fn new(child: &mut std::process::Child) -> Self {
-        Self::of(child.stdout.take().expect("stdout piped"))
-    }
-
-    /// The child's stderr.
-    pub fn stderr(child: &mut std::process::Child) -> Self {
-        Self::of(child.stderr.take().expect("stderr piped"))
-    }
-
-    fn of(mut out: impl Read + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                for &b in &buf[..n] {
-                    if b == b'\n' || b == b'\r' {
-                        if tx
-                            .send(String::from_utf8_lossy(&line).into_owned())
-                            .is_err()
-                        {
-                            return;
-                        }
-                        line.clear();
-                    } else {
-                        line.push(b);
-                    }
-                }
-            }
-        });
-        Self {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line (from now on) that `pred` accepts, within `timeout`;
-    /// otherwise the test fails with every line seen.
-    pub fn wait(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if pred(&l) {
-                        return l;
-                    }
-                }
-                Err(e) => panic!(
-                    "no {what} within {timeout:?} ({e:?}); output so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
+impl crate::common::Lines {
     /// The sentences of the first `diagnosis` event (they come every 5 s)
     /// that `pred` accepts, within `timeout`.
     pub fn diagnosis(
