@@ -248,19 +248,7 @@ fn a_peer_that_does_not_tell_the_size_is_named() {
 #[test]
 fn half_the_metadata_is_reported_as_pieces() {
     let dir = tempfile::tempdir().unwrap();
-    let (_src, torrent, ih) = fake_peer::many_files(dir.path(), 600);
-    let info = fake_peer::info_bytes(&torrent);
-    let pieces = info.len().div_ceil(16 << 10);
-    assert!(pieces >= 2, "one metadata piece only");
-    let p = FakePeer::spawn(
-        fake_peer::unhex(&ih),
-        true,
-        Metadata::Serve {
-            info,
-            withhold_last: true,
-            corrupt: false,
-        },
-    );
+    let (_src, _torrent, ih, pieces, p) = fake_peer::withholding_last_piece(dir.path());
     let magnet = format!("magnet:?xt=urn:btih:{ih}&x.pe={}", p.addr);
     let (_get, mut lines) = get_json(&magnet, &["--no-lpd"]);
     let d = lines.diagnosis(DIAGNOSIS_WAIT, |_| true);

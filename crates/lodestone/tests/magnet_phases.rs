@@ -11,7 +11,7 @@ use common::{
     assert_same_tree, bin, create_torrent, free_port, interop_script, require_libtorrent,
     spawn_seeder, Child, Lines,
 };
-use fake_peer::{FakePeer, Metadata};
+
 use lodestone::payload;
 
 /// A 3 MiB single file and its torrent: (content dir, torrent, info hash).
@@ -43,6 +43,38 @@ fn assert_ok(o: &std::process::Output) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// We listen on a fresh loopback port and know no peer: `get --json` of
+/// the bare magnet of `ih` into `out`, without DHT or LPD. Returns the
+/// child and the address it listens on.
+fn get_listening(ih: &str, out: &Path) -> (Child, String) {
+    let me = format!("127.0.0.1:{}", free_port());
+    let get = Child::spawn(
+        bin()
+            .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}")])
+            .args(["--listen", &me, "--no-dht", "--no-lpd", "-o"])
+            .arg(out),
+    );
+    (get, me)
+}
+
+/// `get` (from [`get_listening`]) ends within 60 s, having had the
+/// metadata and the content from a peer that dialled it: an incoming
+/// metadata peer with ut_metadata, a complete summary, the right bytes.
+fn assert_a_dialling_peer_served_both_phases(get: Child, src: &Path, out: &Path) {
+    let o = get.finish(Duration::from_secs(60));
+    assert_ok(&o);
+    let evs = events(&o.stdout);
+    let meta_peers = event(&evs, "metadata_peer");
+    assert!(
+        meta_peers
+            .iter()
+            .any(|e| e["source"] == "incoming" && e["ut_metadata"] == true),
+        "no incoming metadata peer: {meta_peers:?}"
+    );
+    assert_eq!(event(&evs, "summary")[0]["complete"], true);
+    assert_same_tree(&src.join("x.bin"), &out.join("x.bin"));
 }
 
 /// Issue 11: the metadata came from the x.pe peer in 10 ms, then the
@@ -88,28 +120,11 @@ fn a_magnet_whose_only_peer_source_is_x_pe_downloads() {
 fn a_peer_that_dials_us_during_the_metadata_phase_serves_both_phases() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent, ih) = single_file(dir.path());
-    let me = format!("127.0.0.1:{}", free_port());
     let out = dir.path().join("dl");
-    let get = Child::spawn(
-        bin()
-            .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}")])
-            .args(["--listen", &me, "--no-dht", "--no-lpd", "-o"])
-            .arg(&out),
-    );
+    let (get, me) = get_listening(&ih, &out);
     // It dials us, with backoff, until we answer.
     let (_seeder, _) = spawn_seeder(&torrent, &src, &["--peer", &me]);
-    let o = get.finish(Duration::from_secs(60));
-    assert_ok(&o);
-    let evs = events(&o.stdout);
-    let meta_peers = event(&evs, "metadata_peer");
-    assert!(
-        meta_peers
-            .iter()
-            .any(|e| e["source"] == "incoming" && e["ut_metadata"] == true),
-        "no incoming metadata peer: {meta_peers:?}"
-    );
-    assert_eq!(event(&evs, "summary")[0]["complete"], true);
-    assert_same_tree(&src.join("x.bin"), &out.join("x.bin"));
+    assert_a_dialling_peer_served_both_phases(get, &src, &out);
 }
 
 /// The same with a libtorrent seeder dialling us.
@@ -120,14 +135,8 @@ fn a_libtorrent_seeder_that_dials_us_during_the_metadata_phase_serves_both_phase
     }
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent, ih) = single_file(dir.path());
-    let me = format!("127.0.0.1:{}", free_port());
     let out = dir.path().join("dl");
-    let get = Child::spawn(
-        bin()
-            .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}")])
-            .args(["--listen", &me, "--no-dht", "--no-lpd", "-o"])
-            .arg(&out),
-    );
+    let (get, me) = get_listening(&ih, &out);
     let mut lt = interop_script("lt_peer.py");
     lt.args(["seed", "--duration", "90", "--torrent"])
         .arg(&torrent)
@@ -136,18 +145,7 @@ fn a_libtorrent_seeder_that_dials_us_during_the_metadata_phase_serves_both_phase
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--peer", &me]);
     let _lt = Child::spawn(&mut lt);
-    let o = get.finish(Duration::from_secs(60));
-    assert_ok(&o);
-    let evs = events(&o.stdout);
-    let meta_peers = event(&evs, "metadata_peer");
-    assert!(
-        meta_peers
-            .iter()
-            .any(|e| e["source"] == "incoming" && e["ut_metadata"] == true),
-        "no incoming metadata peer: {meta_peers:?}"
-    );
-    assert_eq!(event(&evs, "summary")[0]["complete"], true);
-    assert_same_tree(&src.join("x.bin"), &out.join("x.bin"));
+    assert_a_dialling_peer_served_both_phases(get, &src, &out);
 }
 
 /// Every file under `dir` (none if it does not exist).
@@ -176,18 +174,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn kill_9_during_the_metadata_phase_then_a_restart_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, torrent, ih) = fake_peer::many_files(dir.path(), 600);
-    let info = fake_peer::info_bytes(&torrent);
-    assert!(info.len() > 16 * 1024, "one metadata piece only");
-    let slow = FakePeer::spawn(
-        fake_peer::unhex(&ih),
-        true,
-        Metadata::Serve {
-            info,
-            withhold_last: true,
-            corrupt: false,
-        },
-    );
+    let (src, torrent, ih, _, slow) = fake_peer::withholding_last_piece(dir.path());
     let out = dir.path().join("dl");
     let magnet = format!("magnet:?xt=urn:btih:{ih}&x.pe={}", slow.addr);
     let mut get = Child::spawn(

@@ -319,3 +319,24 @@ pub fn many_files(dir: &Path, files: usize) -> (PathBuf, PathBuf, String) {
     let ih = crate::common::create_torrent(&root, &torrent, &["--piece-size", "16K"]);
     (src, torrent, ih)
 }
+
+/// A torrent whose metadata takes several pieces ([`many_files`], 600
+/// files) and a fake peer with the extension bit that serves every
+/// metadata piece but the last; returns (content dir, torrent, hex info
+/// hash, metadata pieces, the peer).
+pub fn withholding_last_piece(dir: &Path) -> (PathBuf, PathBuf, String, usize, FakePeer) {
+    let (src, torrent, ih) = many_files(dir, 600);
+    let info = info_bytes(&torrent);
+    let pieces = info.len().div_ceil(METADATA_PIECE);
+    assert!(pieces >= 2, "one metadata piece only");
+    let peer = FakePeer::spawn(
+        unhex(&ih),
+        true,
+        Metadata::Serve {
+            info,
+            withhold_last: true,
+            corrupt: false,
+        },
+    );
+    (src, torrent, ih, pieces, peer)
+}
