@@ -313,18 +313,7 @@ fn a_seeder_stops_at_its_seed_ratio() {
     // under one says for sure the leecher cannot have finished before it.
     let addr = format!("127.0.0.1:{}", common::free_port());
     let mut seeder = Run::spawn(
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "120",
-                "--seed-ratio",
-                "0.5",
-            ])
-            .args(["--listen", &addr])
-            .arg(&torrent)
-            .arg(&src),
+        &mut common::seed_command(&addr, &torrent, &src, &["--seed-ratio", "0.5"]),
         &dir.path().join("seed.stderr"),
     );
     seeder.wait_event("started", Duration::from_secs(60));

@@ -180,19 +180,12 @@ fn aria2_finds_a_seeder_through_a_lodestone_dht() {
     let router = format!("127.0.0.1:{base}");
     let _nodes = lodestone_dht_nodes(base, 8, 120);
     let seed_port = base + 8;
-    let mut seeder = Child::spawn(
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "120",
-                "--listen",
-                &format!("127.0.0.1:{seed_port}"),
-            ])
-            .arg(&torrent)
-            .arg(&src),
-    );
+    let mut seeder = Child::spawn(&mut common::seed_command(
+        &format!("127.0.0.1:{seed_port}"),
+        &torrent,
+        &src,
+        &[],
+    ));
     seeder.wait_for_line("\"started\"", Duration::from_secs(30));
     let mut announced = false;
     for _ in 0..10 {

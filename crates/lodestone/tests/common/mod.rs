@@ -421,15 +421,20 @@ pub fn create_torrent(content: &Path, torrent: &Path, extra: &[&str]) -> String 
 /// (after its check of the files), with its address.
 pub fn spawn_seeder(torrent: &Path, content: &Path, extra: &[&str]) -> (Child, String) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut seeder = Child::spawn(
-        bin()
-            .args(["seed", "--json", "--seed-time", "120", "--listen", &addr])
-            .args(extra)
-            .arg(torrent)
-            .arg(content),
-    );
+    let mut seeder = Child::spawn(&mut seed_command(&addr, torrent, content, extra));
     seeder.wait_for_line("\"started\"", std::time::Duration::from_secs(60));
     (seeder, addr)
+}
+
+/// `lodestone seed --json --seed-time 120 --listen <addr>`, with `extra`
+/// options, of `torrent` from `content`.
+pub fn seed_command(addr: &str, torrent: &Path, content: &Path, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["seed", "--json", "--seed-time", "120", "--listen", addr])
+        .args(extra)
+        .arg(torrent)
+        .arg(content);
+    c
 }
 
 // ---- network namespaces (root only) ----
