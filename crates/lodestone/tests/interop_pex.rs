@@ -276,24 +276,14 @@ fn lodestone_learns_a_seeder_from_aria2_pex() {
     );
     let a_port = base + 9;
     let _a = Child::spawn(
-        std::process::Command::new("aria2c")
+        common::aria2_on_127_0_0_2(a_port)
             .args([
-                "--interface=127.0.0.2",
                 "--enable-dht=true",
-                "--enable-dht6=false",
-                "--disable-ipv6=true",
-                &format!("--listen-port={a_port}"),
                 &format!("--dht-listen-port={}", base + 10),
                 &format!("--dht-entry-point={router}"),
                 &format!("--dht-file-path={}", dir.path().join("dht.dat").display()),
-                "--enable-peer-exchange=true",
-                "--bt-enable-lpd=false",
                 // Slow, so A is still downloading (and S still fresh to it).
                 "--max-download-limit=300K",
-                "--seed-time=0",
-                "--file-allocation=none",
-                "--console-log-level=warn",
-                "--summary-interval=0",
                 "--dir",
             ])
             .arg(dir.path().join("a"))

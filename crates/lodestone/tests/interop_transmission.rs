@@ -8,45 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{create_torrent, require, Child, NetnsPair, NS_A as A, NS_B as B};
+use common::{
+    bin_path, create_torrent, transmission_cli, transmission_config, Child, NetnsPair, NS_A as A,
+    NS_B as B,
+};
 use lodestone::payload;
 
 fn available() -> bool {
-    common::require_netns()
-        && require(
-            "transmission-cli",
-            Command::new("transmission-cli").arg("--help"),
-        )
-}
-
-fn tr_settings(dir: &Path, port: u16, stop_when_done: bool) -> PathBuf {
-    tr_settings_dht(dir, port, stop_when_done, &[])
-}
-
-/// Transmission's settings; with `dht` nodes, its DHT on, bootstrapped
-/// from them.
-fn tr_settings_dht(dir: &Path, port: u16, stop_when_done: bool, dht: &[String]) -> PathBuf {
-    let cfg = dir.join(format!("trcfg-{port}"));
-    std::fs::create_dir_all(&cfg).unwrap();
-    if !dht.is_empty() {
-        // Transmission 3.00 reads "<config-dir>/dht.bootstrap": "host port"
-        // lines, and pings each. It searches only once it has 4 good nodes
-        // and 8 in all, so give it 8: otherwise its start-up depends on how
-        // fast it walks from one node (it once gave up after 66 s and went
-        // for the public routers, which the namespace cannot reach).
-        let lines: String = dht.iter().map(|a| a.replace(':', " ") + "\n").collect();
-        std::fs::write(cfg.join("dht.bootstrap"), lines).unwrap();
-    }
-    let s = serde_json::json!({
-        "dht-enabled": !dht.is_empty(), "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
-        "port-forwarding-enabled": false, "peer-port": port, "peer-port-random-on-start": false,
-        "bind-address-ipv4": B, "ratio-limit-enabled": stop_when_done, "ratio-limit": 0,
-        "message-level": 2, "blocklist-enabled": false, "rpc-enabled": false,
-        "speed-limit-down-enabled": false, "speed-limit-up-enabled": false,
-        "alt-speed-enabled": false, "incomplete-dir-enabled": false,
-    });
-    std::fs::write(cfg.join("settings.json"), s.to_string()).unwrap();
-    cfg
+    common::require_netns() && common::require_transmission()
 }
 
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -78,17 +47,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn info_hash(torrent: &Path) -> String {
-    let o = Command::new(lodestone_bin())
+    let o = Command::new(bin_path())
         .args(["info", "--json"])
         .arg(torrent)
         .output()
         .unwrap();
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     j["info_hash_v1"].as_str().unwrap().to_owned()
-}
-
-fn lodestone_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lodestone"))
 }
 
 #[test]
@@ -100,20 +65,13 @@ fn download_from_transmission() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("d");
-    let cfg = tr_settings(dir.path(), 51413, false);
-    let mut tr = Child::spawn(
-        net.exec(&net.b, Path::new("transmission-cli"))
-            .arg("-g")
-            .arg(&cfg)
-            .arg("-w")
-            .arg(&src)
-            .arg(&torrent),
-    );
+    let cfg = transmission_config(dir.path(), 51413, false, false, &[]);
+    let mut tr = Child::spawn(&mut transmission_cli(&net, &cfg, &src, &torrent));
     // Transmission verifies its files first and serves only after that.
     tr.wait_for_line("Seeding", Duration::from_secs(60));
     let out = dir.path().join("dl");
     let o = Child::spawn(
-        net.exec(&net.a, &lodestone_bin())
+        net.exec(&net.a, &bin_path())
             .args(["get", "--json", "-o"])
             .arg(&out)
             .arg(&torrent)
@@ -144,19 +102,12 @@ fn seed_to_transmission() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("s");
-    let cfg = tr_settings(dir.path(), 51414, true);
+    let cfg = transmission_config(dir.path(), 51414, true, false, &[]);
     let out = dir.path().join("dl");
-    let tr = Child::spawn(
-        net.exec(&net.b, Path::new("transmission-cli"))
-            .arg("-g")
-            .arg(&cfg)
-            .arg("-w")
-            .arg(&out)
-            .arg(&torrent),
-    );
+    let tr = Child::spawn(&mut transmission_cli(&net, &cfg, &out, &torrent));
     // Transmission knows no peers: our seeder dials it.
     let _seeder = Child::spawn(
-        net.exec(&net.a, &lodestone_bin())
+        net.exec(&net.a, &bin_path())
             .args([
                 "seed",
                 "--seed-time",
@@ -193,9 +144,9 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
     let (src, torrent) = fixture(dir.path());
     let net = NetnsPair::new("t");
     let router = format!("{A}:26000");
-    let _nodes = common::dht_nodes_with(|| net.exec(&net.a, &lodestone_bin()), A, 26000, 14, 330);
+    let _nodes = common::dht_nodes_with(|| net.exec(&net.a, &bin_path()), A, 26000, 14, 330);
     let mut seeder = Child::spawn(
-        net.exec(&net.a, &lodestone_bin())
+        net.exec(&net.a, &bin_path())
             .args([
                 "seed",
                 "--json",
@@ -210,18 +161,16 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
     );
     seeder.wait_for_line("\"started\"", Duration::from_secs(30));
     let boot: Vec<String> = (0..8).map(|i| format!("{A}:{}", 26000 + i)).collect();
-    let cfg = tr_settings_dht(dir.path(), 51420, true, &boot);
+    let cfg = transmission_config(dir.path(), 51420, true, false, &boot);
     let out = dir.path().join("dl");
     // A bare magnet: Transmission finds the seeder in our DHT and takes the
     // metadata (BEP 9) from it too.
-    let tr = Child::spawn(
-        net.exec(&net.b, Path::new("transmission-cli"))
-            .arg("-g")
-            .arg(&cfg)
-            .arg("-w")
-            .arg(&out)
-            .arg(format!("magnet:?xt=urn:btih:{}", info_hash(&torrent))),
-    );
+    let tr = Child::spawn(&mut transmission_cli(
+        &net,
+        &cfg,
+        &out,
+        format!("magnet:?xt=urn:btih:{}", info_hash(&torrent)),
+    ));
     // Measured here: 47-68 s. Transmission waits 20-50 s before its first
     // DHT search and needs 8 nodes first; a loaded CI machine is slower.
     let o = tr.finish(Duration::from_secs(300));
@@ -246,21 +195,14 @@ fn bare_magnet_from_a_transmission_seeder_through_a_lodestone_dht() {
     let (src, torrent) = fixture(dir.path());
     let ih = info_hash(&torrent);
     let net = NetnsPair::new("m");
-    let _nodes = common::dht_nodes_with(|| net.exec(&net.a, &lodestone_bin()), A, 26100, 14, 330);
+    let _nodes = common::dht_nodes_with(|| net.exec(&net.a, &bin_path()), A, 26100, 14, 330);
     let boot: Vec<String> = (0..8).map(|i| format!("{A}:{}", 26100 + i)).collect();
-    let cfg = tr_settings_dht(dir.path(), 51430, false, &boot);
-    let mut tr = Child::spawn(
-        net.exec(&net.b, Path::new("transmission-cli"))
-            .arg("-g")
-            .arg(&cfg)
-            .arg("-w")
-            .arg(&src)
-            .arg(&torrent),
-    );
+    let cfg = transmission_config(dir.path(), 51430, false, false, &boot);
+    let mut tr = Child::spawn(&mut transmission_cli(&net, &cfg, &src, &torrent));
     tr.wait_for_line("Seeding", Duration::from_secs(60));
     let out = dir.path().join("dl");
     let o = Child::spawn(
-        net.exec(&net.a, &lodestone_bin())
+        net.exec(&net.a, &bin_path())
             .args(["get", "--json", &format!("magnet:?xt=urn:btih:{ih}"), "-o"])
             .arg(&out)
             // No --listen: we announce nothing, so Transmission cannot

@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    bin, create_torrent, free_port, require, require_aria2, Child, Lines, NetnsPair, NS_A, NS_B,
-};
+use common::{bin, create_torrent, free_port, require_aria2, Child, Lines, NetnsPair, NS_A, NS_B};
 use lodestone::payload;
 use serde_json::Value;
 
@@ -183,21 +181,8 @@ fn aria2_learns_a_seeder_from_lodestone_pex() {
     });
     let a_port = free_port();
     let aria2 = Child::spawn(
-        Command::new("aria2c")
-            .args([
-                "--interface=127.0.0.2",
-                &format!("--listen-port={a_port}"),
-                "--enable-dht=false",
-                "--enable-dht6=false",
-                "--disable-ipv6=true",
-                "--enable-peer-exchange=true",
-                "--bt-enable-lpd=false",
-                "--seed-time=0",
-                "--file-allocation=none",
-                "--console-log-level=warn",
-                "--summary-interval=0",
-                "--dir",
-            ])
+        common::aria2_on_127_0_0_2(a_port)
+            .args(["--enable-dht=false", "--dir"])
             .arg(dir.path().join("a"))
             .arg(&torrent),
     );
@@ -236,10 +221,6 @@ fn aria2_learns_a_seeder_from_lodestone_pex() {
     );
 }
 
-fn lodestone_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lodestone"))
-}
-
 /// S (Lodestone seeder, 10.78.0.3) and B (Lodestone, 10.78.0.1, slow,
 /// dials S and Transmission) in one namespace, Transmission T (10.78.0.2,
 /// PEX on, DHT, LPD and trackers off) in the other: T must dial S, learned
@@ -247,12 +228,7 @@ fn lodestone_bin() -> PathBuf {
 /// namespaces) and keeps one peer per IP address (hence S and B on two).
 #[test]
 fn transmission_learns_a_seeder_from_lodestone_pex() {
-    if !(common::require_netns()
-        && require(
-            "transmission-cli",
-            Command::new("transmission-cli").arg("--help"),
-        ))
-    {
+    if !(common::require_netns() && common::require_transmission()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -277,7 +253,7 @@ fn transmission_learns_a_seeder_from_lodestone_pex() {
 
     let s_addr = format!("{S_IP}:27070");
     let mut s = JsonLog::spawn(
-        net.exec(&net.a, &lodestone_bin())
+        net.exec(&net.a, &common::bin_path())
             .args(["seed", "--json", "--no-pex", "--seed-time", "300"])
             .args(["--listen", &s_addr])
             .arg(&torrent)
@@ -287,28 +263,11 @@ fn transmission_learns_a_seeder_from_lodestone_pex() {
         v["event"] == "started"
     });
     let t_port = 51440;
-    let cfg = dir.path().join("trcfg");
-    std::fs::create_dir_all(&cfg).unwrap();
-    let settings = serde_json::json!({
-        "dht-enabled": false, "lpd-enabled": false, "pex-enabled": true, "utp-enabled": false,
-        "port-forwarding-enabled": false, "peer-port": t_port, "peer-port-random-on-start": false,
-        "bind-address-ipv4": NS_B, "ratio-limit-enabled": true, "ratio-limit": 0,
-        "message-level": 2, "blocklist-enabled": false, "rpc-enabled": false,
-        "speed-limit-down-enabled": false, "speed-limit-up-enabled": false,
-        "alt-speed-enabled": false, "incomplete-dir-enabled": false,
-    });
-    std::fs::write(cfg.join("settings.json"), settings.to_string()).unwrap();
+    let cfg = common::transmission_config(dir.path(), t_port, true, true, &[]);
     let out = dir.path().join("t");
-    let tr = Child::spawn(
-        net.exec(&net.b, Path::new("transmission-cli"))
-            .arg("-g")
-            .arg(&cfg)
-            .arg("-w")
-            .arg(&out)
-            .arg(&torrent),
-    );
+    let tr = Child::spawn(&mut common::transmission_cli(&net, &cfg, &out, &torrent));
     let mut b = JsonLog::spawn(
-        net.exec(&net.a, &lodestone_bin())
+        net.exec(&net.a, &common::bin_path())
             .args(["get", "--json", "--download-limit", "16K"])
             .args(["--listen", &format!("{NS_A}:27071")])
             .args(["--peer", &s_addr])

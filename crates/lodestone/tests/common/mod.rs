@@ -375,6 +375,33 @@ pub fn require_aria2() -> bool {
     require("aria2", Command::new("aria2c").arg("--version"))
 }
 
+/// aria2c on 127.0.0.2:`port`, with peer exchange on, LPD and IPv6 off,
+/// leaving once it has the content; the caller adds its DHT options, then
+/// `--dir FOLDER` and the torrent.
+pub fn aria2_on_127_0_0_2(port: u16) -> Command {
+    let mut c = Command::new("aria2c");
+    c.args([
+        "--interface=127.0.0.2",
+        &format!("--listen-port={port}"),
+        "--enable-dht6=false",
+        "--disable-ipv6=true",
+        "--enable-peer-exchange=true",
+        "--bt-enable-lpd=false",
+        "--seed-time=0",
+        "--file-allocation=none",
+        "--console-log-level=warn",
+        "--summary-interval=0",
+    ]);
+    c
+}
+
+pub fn require_transmission() -> bool {
+    require(
+        "transmission-cli",
+        Command::new("transmission-cli").arg("--help"),
+    )
+}
+
 /// A free block of `n` consecutive UDP/TCP ports on 127.0.0.1.
 pub fn port_block(n: u16) -> u16 {
     for _ in 0..50 {
@@ -531,6 +558,12 @@ impl Drop for NetnsPair {
     }
 }
 
+/// The binary under test, for a command started another way (in a
+/// namespace: [`NetnsPair::exec`]).
+pub fn bin_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lodestone"))
+}
+
 /// Are we root with `ip` available (for network namespaces)? In strict
 /// mode a missing piece fails the test; elsewhere the skip is recorded.
 pub fn require_netns() -> bool {
@@ -581,6 +614,56 @@ pub fn dht_nodes_with(
             ]))
         })
         .collect()
+}
+
+// ---- Transmission, in a NetnsPair's second namespace ----
+
+/// A config folder (under `dir`) for a `transmission-cli` on
+/// [`NS_B`]:`port`: LPD, uTP, port forwarding, blocklist, RPC and speed
+/// limits off; PEX on when `pex`; with `dht` nodes, its DHT on,
+/// bootstrapped from them; with `stop_when_done`, ratio limit 0, so it
+/// exits (0) once it has everything.
+pub fn transmission_config(
+    dir: &Path,
+    port: u16,
+    stop_when_done: bool,
+    pex: bool,
+    dht: &[String],
+) -> PathBuf {
+    let cfg = dir.join(format!("trcfg-{port}"));
+    std::fs::create_dir_all(&cfg).expect("create Transmission's config folder");
+    if !dht.is_empty() {
+        // Transmission 3.00 reads "<config-dir>/dht.bootstrap": "host port"
+        // lines, and pings each. It searches only once it has 4 good nodes
+        // and 8 in all, so give it 8: otherwise its start-up depends on how
+        // fast it walks from one node (it once gave up after 66 s and went
+        // for the public routers, which the namespace cannot reach).
+        let lines: String = dht.iter().map(|a| a.replace(':', " ") + "\n").collect();
+        std::fs::write(cfg.join("dht.bootstrap"), lines).expect("write dht.bootstrap");
+    }
+    let s = serde_json::json!({
+        "dht-enabled": !dht.is_empty(), "lpd-enabled": false, "pex-enabled": pex, "utp-enabled": false,
+        "port-forwarding-enabled": false, "peer-port": port, "peer-port-random-on-start": false,
+        "bind-address-ipv4": NS_B, "ratio-limit-enabled": stop_when_done, "ratio-limit": 0,
+        "message-level": 2, "blocklist-enabled": false, "rpc-enabled": false,
+        "speed-limit-down-enabled": false, "speed-limit-up-enabled": false,
+        "alt-speed-enabled": false, "incomplete-dir-enabled": false,
+    });
+    std::fs::write(cfg.join("settings.json"), s.to_string()).expect("write settings.json");
+    cfg
+}
+
+/// `transmission-cli -g <cfg> -w <folder> <torrent or magnet>` in `net`'s
+/// second namespace.
+pub fn transmission_cli(
+    net: &NetnsPair,
+    cfg: &Path,
+    folder: &Path,
+    what: impl AsRef<std::ffi::OsStr>,
+) -> Command {
+    let mut c = net.exec(&net.b, Path::new("transmission-cli"));
+    c.arg("-g").arg(cfg).arg("-w").arg(folder).arg(what);
+    c
 }
 
 // ---- installed clients' versions ----
