@@ -222,6 +222,8 @@ async fn fetch(
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg_http = cfg.http.clone();
+    // The clock starts before the fetch does: its first steps are counted.
+    let started = Instant::now();
     let task = tokio::spawn(fetch_metadata(cfg, tx, stop_rx));
     // The magnet's .torrent URLs race the peers; the first verified wins.
     let urls: Vec<String> = m
@@ -241,7 +243,6 @@ async fn fetch(
     }
     let mut from_file: Option<Metainfo> = None;
     let mut file_pending = !m.exact_sources.is_empty() || !m.acceptable_sources.is_empty();
-    let started = Instant::now();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let mut stopping = false;
     loop {
