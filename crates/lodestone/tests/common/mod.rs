@@ -207,6 +207,7 @@ impl Lines {
         Self::of(child.stderr.take().expect("stderr piped"))
     }
 
+    /// Any pipe: what [`Lines::stdout`] and [`Lines::stderr`] read.
     pub fn of(mut pipe: impl std::io::Read + Send + 'static) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
