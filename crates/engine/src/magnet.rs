@@ -341,6 +341,11 @@ async fn fetch(
                 if banned.contains(&addr.ip()) {
                     continue;
                 }
+                // Dials are counted before they start; peers that dial us
+                // are held to the same cap here (the stream is dropped).
+                if source == PeerSource::Incoming && peers.len() + connecting.len() >= MAX_PEERS {
+                    continue;
+                }
                 let key = PeerKey(next_key);
                 next_key += 1;
                 let mut session = Session::new(SessionConfig::new(ih, cfg.peer_id, None), now);

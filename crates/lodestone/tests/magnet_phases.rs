@@ -217,3 +217,84 @@ fn kill_9_during_the_metadata_phase_then_a_restart_completes() {
     assert_eq!(event(&evs, "summary")[0]["complete"], true);
     assert_same_tree(&src.join("many"), &out.join("many"));
 }
+
+/// Peers that dial us during the metadata phase are held to the phase's
+/// peer cap (40): a crowd of 50 metadata peers that never answer gets at
+/// most 40 sessions (they hear our handshake) and the rest are closed
+/// unanswered, instead of a session each.
+#[test]
+fn peers_dialling_us_during_the_metadata_phase_are_capped() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (_src, _torrent, ih) = single_file(dir.path());
+    let (_get, me) = get_listening(&ih, &dir.path().join("dl"));
+    // Listening once a connection is taken (bounded: 30 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&me).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "get did not listen on {me} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut handshake = Vec::with_capacity(68);
+    handshake.push(19u8);
+    handshake.extend_from_slice(b"BitTorrent protocol");
+    handshake.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
+    handshake.extend_from_slice(&fake_peer::unhex(&ih));
+    // One at a time, each waiting for its first answer (our handshake) or
+    // its close, so the listener's table of pending handshakes never fills.
+    let mut crowd = Vec::new();
+    for i in 0..50u8 {
+        let mut s = std::net::TcpStream::connect(&me).expect("connect to the get");
+        let mut h = handshake.clone();
+        h.extend_from_slice(b"-XX0000-crowd-member");
+        h[68 - 1] = i;
+        // An extension handshake offering ut_metadata: a metadata peer
+        // that never answers requests keeps its session.
+        let ext = b"d1:md11:ut_metadatai1ee13:metadata_sizei1000ee";
+        h.extend_from_slice(&(ext.len() as u32 + 2).to_be_bytes());
+        h.extend_from_slice(&[20, 0]);
+        h.extend_from_slice(ext);
+        s.write_all(&h).expect("send a handshake");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("crowd member {i} heard neither a handshake nor a close: {e}"),
+        }
+        s.set_nonblocking(true).expect("nonblocking");
+        crowd.push(s);
+    }
+    // Those over the cap are closed; the rest stay open. Drain every
+    // connection until at least the 10 over the cap are seen closed
+    // (bounded: 15 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut closed = vec![false; crowd.len()];
+    loop {
+        for (s, c) in crowd.iter_mut().zip(closed.iter_mut()) {
+            let mut buf = [0u8; 4096];
+            while !*c {
+                match s.read(&mut buf) {
+                    Ok(0) => *c = true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => *c = true,
+                }
+            }
+        }
+        let n = closed.iter().filter(|c| **c).count();
+        if n >= 10 {
+            eprintln!("crowd of 50: {n} closed, {} open", 50 - n);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 50 incoming metadata peers still have a session after 15 s (cap 40)",
+            50 - n
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
