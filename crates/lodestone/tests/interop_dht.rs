@@ -356,12 +356,7 @@ fn bare_magnet_from_an_aria2_seeder_through_a_lodestone_dht() {
             .args(["--listen", &format!("127.0.0.1:{}", base + 10)]),
     )
     .finish(Duration::from_secs(120));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = common::success_stdout(&o);
     assert!(text.contains("\"event\":\"metadata\""), "{text}");
     assert!(
         text.contains("\"client\":\"aria2/"),

@@ -52,12 +52,7 @@ fn bare_magnet_from_a_libtorrent_seeder_via_its_dht() {
             ]),
     )
     .finish(Duration::from_secs(90));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = common::success_stdout(&o);
     assert!(text.contains("\"event\":\"metadata\""), "{text}");
     let client = format!("\"client\":\"{}\"", common::libtorrent_client_hint());
     assert!(text.contains(&client), "no {client}: {text}");
@@ -93,12 +88,7 @@ fn libtorrent_gets_metadata_and_content_from_a_lodestone_seeder() {
             .arg(&out),
     )
     .finish(Duration::from_secs(90));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::success_stdout(&o);
     same(&src.join("mag"), &out.join("mag"));
 }
 
@@ -135,12 +125,7 @@ fn libtorrent_finds_a_lodestone_seeder_through_a_lodestone_dht() {
             .arg(&out),
     )
     .finish(Duration::from_secs(100));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = common::success_stdout(&o);
     // lt_peer.py lists each peer with the sources libtorrent names.
     assert!(
         text.contains(&format!("\"127.0.0.1:{seeder_port}\": [\"dht\"]")),

@@ -78,12 +78,7 @@ fn download_from_transmission() {
             .args(["--peer", &format!("{B}:51413")]),
     )
     .finish(Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = common::success_stdout(&o);
     let client = format!("\"client\":\"{}\"", common::transmission_client_hint());
     assert!(stdout.contains(&client), "no {client}: {stdout}");
     assert_same_nonempty(&src.join("multi"), &out.join("multi"));
@@ -211,12 +206,7 @@ fn bare_magnet_from_a_transmission_seeder_through_a_lodestone_dht() {
     )
     // Transmission announces once its own DHT is up (20-60 s here).
     .finish(Duration::from_secs(300));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = common::success_stdout(&o);
     assert!(stdout.contains("\"event\":\"metadata\""), "{stdout}");
     let client = format!("\"client\":\"{}\"", common::transmission_client_hint());
     assert!(stdout.contains(&client), "no {client}: {stdout}");

@@ -81,12 +81,7 @@ fn leech_and_check(
             .arg(torrent),
     )
     .finish(Duration::from_secs(90));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = common::success_stdout(&o);
     let reached = text.lines().any(|l| {
         l.contains("\"peer_connected\"")
             && l.contains(&format!("\"addr\":\"[::1]:{seeder}\""))

@@ -721,3 +721,16 @@ pub fn transmission_client_hint() -> String {
     );
     format!("TR{digits:0<3}0")
 }
+
+/// The stdout of a run that must have succeeded; otherwise the test fails
+/// showing what it printed on both outputs.
+#[track_caller]
+pub fn success_stdout(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
