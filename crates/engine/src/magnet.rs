@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use lodestone_core::{InfoHashes, Metainfo, PeerId};
 use lodestone_peer::metadata::{MetadataAssembler, Outcome};
 use lodestone_peer::picker::PeerKey;
@@ -573,16 +572,6 @@ async fn ban(
                 .await;
         }
     }
-}
-
-/// Bytes for one ut_metadata piece of `info` (to serve others).
-pub fn metadata_piece(info: &[u8], piece: u32) -> Option<Bytes> {
-    let start = (piece as usize).checked_mul(lodestone_peer::metadata::PIECE)?;
-    if start >= info.len() {
-        return None;
-    }
-    let end = (start + lodestone_peer::metadata::PIECE).min(info.len());
-    Some(Bytes::copy_from_slice(&info[start..end]))
 }
 
 /// Largest .torrent accepted from an `xs`/`as` URL.

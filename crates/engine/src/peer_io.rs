@@ -89,31 +89,7 @@ async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Where a peer's address came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PeerSource {
-    /// Given by the user (`--peer`) or a magnet's `x.pe`.
-    Manual,
-    /// It connected to us.
-    Incoming,
-    Dht,
-    Pex,
-    Lpd,
-    Tracker,
-}
-
-impl PeerSource {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Manual => "manual",
-            Self::Incoming => "incoming",
-            Self::Dht => "dht",
-            Self::Pex => "pex",
-            Self::Lpd => "lpd",
-            Self::Tracker => "tracker",
-        }
-    }
-}
+pub use lodestone_torrent::PeerSource;
 
 /// What the socket tasks tell the torrent task.
 #[derive(Debug)]

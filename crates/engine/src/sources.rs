@@ -17,34 +17,63 @@ pub struct SourceRow {
     pub peers: usize,
 }
 
-/// What the last DHT lookup for the torrent did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DhtRound {
-    pub queries: u32,
-    pub responses: u32,
-    pub peers: u32,
-    /// Announce: (nodes asked, nodes that accepted).
-    pub announced: Option<(u32, u32)>,
-    pub next_in: Duration,
+pub use lodestone_torrent::DhtRound;
+use lodestone_torrent::{Disabled, Source, SourceKind, SourceState};
+
+/// The status line of the `[DHT]` row.
+pub fn dht_status(r: &DhtRound) -> String {
+    if r.queries == 0 {
+        "not working: no DHT node to ask (bootstrap unreachable?)".to_owned()
+    } else if r.responses == 0 {
+        format!(
+            "not working: 0 of {} DHT nodes answered (bootstrap unreachable?)",
+            r.queries
+        )
+    } else {
+        let mut s = format!("working: {} nodes answered", r.responses);
+        if let Some((sent, acked)) = r.announced {
+            s.push_str(&format!(", announced to {acked} of {sent}"));
+        }
+        s
+    }
 }
 
-impl DhtRound {
-    /// The status line of the `[DHT]` row.
-    pub fn status(&self) -> String {
-        if self.queries == 0 {
-            "not working: no DHT node to ask (bootstrap unreachable?)".to_owned()
-        } else if self.responses == 0 {
-            format!(
-                "not working: 0 of {} DHT nodes answered (bootstrap unreachable?)",
-                self.queries
-            )
-        } else {
-            let mut s = format!("working: {} nodes answered", self.responses);
-            if let Some((sent, acked)) = self.announced {
-                s.push_str(&format!(", announced to {acked} of {sent}"));
-            }
-            s
+/// A typed row in words (the flags named are the command line's).
+pub fn describe(s: &Source) -> SourceRow {
+    let name = match &s.kind {
+        SourceKind::Dht => "[DHT]".to_owned(),
+        SourceKind::Pex => "[Peer Exchange]".to_owned(),
+        SourceKind::Lpd => "[Local Peer Discovery]".to_owned(),
+        SourceKind::Given => "[Given peers]".to_owned(),
+        SourceKind::Incoming => "[Incoming]".to_owned(),
+        SourceKind::Tracker(url) => url.clone(),
+    };
+    let status = match (&s.kind, &s.state) {
+        (_, SourceState::Disabled(Disabled::Private)) => "disabled: private torrent".to_owned(),
+        (_, SourceState::Disabled(Disabled::NeedsListen)) => "disabled: needs --listen".to_owned(),
+        (SourceKind::Dht, SourceState::Disabled(Disabled::Off)) => {
+            "disabled (no --bootstrap or --dht)".to_owned()
         }
+        (SourceKind::Pex, SourceState::Disabled(Disabled::Off)) => "disabled (--no-pex)".to_owned(),
+        (SourceKind::Lpd, SourceState::Disabled(Disabled::Off)) => "disabled (no --lpd)".to_owned(),
+        (_, SourceState::Disabled(Disabled::Off)) => "disabled (--no-trackers)".to_owned(),
+        (SourceKind::Dht, SourceState::Starting) => "searching...".to_owned(),
+        (_, SourceState::Starting) => "starting...".to_owned(),
+        (_, SourceState::DhtRound(r)) => dht_status(r),
+        (_, SourceState::NoPexPeer) => "waiting: no connected peer speaks ut_pex".to_owned(),
+        (_, SourceState::Exchanging(n)) => format!("working: exchanging with {n} peers"),
+        (_, SourceState::Reported(status)) => status.clone(),
+        (_, SourceState::Given(n)) => format!("{n} given (--peer or x.pe)"),
+        (_, SourceState::Listening(l)) => format!("listening on {l}"),
+        (_, SourceState::NotContacted) => "not contacted yet".to_owned(),
+        (_, SourceState::Tracker(t)) => t.status.clone(),
+    };
+    SourceRow {
+        name,
+        status,
+        next_update: s.next_update,
+        seeds: s.seeds,
+        peers: s.peers,
     }
 }
 
@@ -85,17 +114,20 @@ mod tests {
             queries: 3,
             ..Default::default()
         };
-        assert!(r.status().contains("0 of 3 DHT nodes answered"));
+        assert!(dht_status(&r).contains("0 of 3 DHT nodes answered"));
         let r = DhtRound {
             queries: 8,
             responses: 8,
             announced: Some((8, 7)),
             ..Default::default()
         };
-        assert_eq!(r.status(), "working: 8 nodes answered, announced to 7 of 8");
+        assert_eq!(
+            dht_status(&r),
+            "working: 8 nodes answered, announced to 7 of 8"
+        );
         let lines = render(&[SourceRow {
             name: "[DHT]".into(),
-            status: r.status(),
+            status: dht_status(&r),
             next_update: Some(Duration::from_secs(14)),
             seeds: 1,
             peers: 2,

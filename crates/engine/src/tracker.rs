@@ -27,24 +27,7 @@ const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const FIRST_RETRY: Duration = Duration::from_secs(15);
 const MAX_RETRY: Duration = Duration::from_secs(1800);
 
-/// What the torrent reports to trackers, kept current by the torrent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub uploaded: u64,
-    pub downloaded: u64,
-    pub left: u64,
-}
-
-/// One tracker's line in the sources table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackerStatus {
-    pub url: String,
-    pub status: String,
-    pub next_in: Option<Duration>,
-    pub seeders: Option<u32>,
-    pub leechers: Option<u32>,
-    pub peers: usize,
-}
+pub use lodestone_torrent::{Progress, TrackerStatus};
 
 /// Announce one tier until the task is dropped.
 pub async fn run_tier(

@@ -15,6 +15,18 @@ use crate::picker::PeerKey;
 pub const PIECE: usize = 16 * 1024;
 /// Default cap on the info dictionary: larger claims are refused.
 pub const DEFAULT_MAX_SIZE: u32 = 32 << 20;
+
+/// Bytes of ut_metadata piece `piece` of `info` (to serve others); `None`
+/// past its end.
+pub fn piece_of(info: &[u8], piece: u32) -> Option<bytes::Bytes> {
+    let start = (piece as usize).checked_mul(PIECE)?;
+    if start >= info.len() {
+        return None;
+    }
+    let end = (start + PIECE).min(info.len());
+    Some(bytes::Bytes::copy_from_slice(&info[start..end]))
+}
+
 /// A request not answered in this time may go to another peer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,1558 @@
+//! [`TorrentCore`]: one torrent with its metadata, from the first dial to
+//! seeding, as a state machine. Bytes, results and time go in through
+//! `handle_*`; what to do comes out of `poll_action`, what happened out of
+//! `poll_event`, and when to call again out of `poll_timeout`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
+use lodestone_peer::choker::{Choker, ChokerConfig, PeerStats};
+use lodestone_peer::picker::{
+    Block, BlockOutcome, PeerKey, PickerConfig, PiecePicker, Priority, BLOCK_SIZE,
+};
+use lodestone_peer::queue::QueueSizer;
+use lodestone_peer::session::{Event as PeerEvent, Session, SessionConfig, TorrentShape};
+use lodestone_wire::extended::{
+    ExtendedHandshake, OUR_UT_METADATA_ID, OUR_UT_PEX_ID, UT_METADATA, UT_PEX,
+};
+use lodestone_wire::BlockRequest;
+
+use crate::io::{Action, Checked, Event, FileInfo, MseKeys, PeerInfo, Progress, Stats};
+use crate::peer_table::PeerTable;
+use crate::pieces::{self, BlockSource, PieceBuf, Suspect};
+use crate::rate::{Budget, Rate};
+use crate::source::{
+    DhtRound, Disabled, PeerSource, Source, SourceKind, SourceState, TrackerStatus,
+};
+
+/// A peer with requests out that sends nothing for this long is snubbed;
+/// its requests go back to the pool.
+const SNUB_AFTER: Duration = Duration::from_secs(15);
+const RECHOKE_EVERY: Duration = Duration::from_secs(10);
+const RESUME_EVERY: Duration = Duration::from_secs(2);
+/// Seeding "forever" is at most this long (an `Instant` cannot go further).
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Bad pieces a peer may be part of before it is banned.
+const BAN_STRIKES: u32 = 2;
+/// Housekeeping (rates, snubs, budgets) while peers are connected.
+const TICK: Duration = Duration::from_millis(250);
+/// And while none is: progress and the sources table still refresh.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Outgoing connections still being set up at once.
+const MAX_HALF_OPEN: usize = 16;
+/// Bytes of complete pieces waiting to be hashed and written before we
+/// stop asking for more: memory stays bounded when the disk or CPU lags.
+const MAX_HASH_BACKLOG: u64 = 4 << 20;
+/// Whole pieces kept in memory for serving requests.
+const READ_CACHE_PIECES: usize = 4;
+/// Evicted read-cache buffers kept for reuse (a peer's queue of unsent
+/// blocks can span this many pieces).
+const MAX_SPARE_READS: usize = 8;
+/// A piece still incomplete after this long has its blocks copied out of
+/// the read buffers they arrived in.
+const PIECE_COMPACT_AFTER: Duration = Duration::from_secs(3);
+/// Requests from one peer we queue to serve (the session caps its own
+/// queue too; this bounds ours).
+const MAX_TO_SERVE: usize = 2048;
+
+/// How one torrent behaves. The driver's own settings (where files go,
+/// threads) stay with the driver.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Where we accept connections (told to peers; never dialled).
+    pub listen: Option<SocketAddr>,
+    /// Peers to dial (and redial while we are not done).
+    pub peers: Vec<SocketAddr>,
+    /// After completing, keep seeding this long; `None` = until stopped.
+    pub seed_time: Option<Duration>,
+    /// Stop seeding once this run uploaded this many times what we hold.
+    pub seed_ratio: Option<f64>,
+    /// Download only these file indices.
+    pub only_files: Option<Vec<usize>>,
+    pub sequential: bool,
+    pub max_peers: usize,
+    pub upload_slots: usize,
+    pub peer_id: PeerId,
+    /// Seeds every random choice (picker, choker, MSE keys).
+    pub seed: u64,
+    /// Bytes per second.
+    pub download_rate_limit: Option<u64>,
+    pub upload_rate_limit: Option<u64>,
+    /// Which discovery the driver runs (for the sources table).
+    pub dht: bool,
+    pub lpd: bool,
+    pub trackers: bool,
+    /// Peer exchange with peers that speak it (never for a private torrent).
+    pub pex: bool,
+}
+
+impl CoreConfig {
+    pub fn new(peer_id: PeerId, seed: u64) -> Self {
+        Self {
+            listen: None,
+            peers: Vec::new(),
+            seed_time: Some(Duration::ZERO),
+            seed_ratio: None,
+            only_files: None,
+            sequential: false,
+            max_peers: 60,
+            upload_slots: 8,
+            peer_id,
+            seed,
+            download_rate_limit: None,
+            upload_rate_limit: None,
+            dht: false,
+            lpd: false,
+            trackers: true,
+            pex: true,
+        }
+    }
+}
+
+struct Peer {
+    addr: SocketAddr,
+    source: PeerSource,
+    session: Session,
+    encrypted: bool,
+    client: String,
+    /// How many requests to keep outstanding with it (its measured
+    /// bandwidth-delay product).
+    queue: QueueSizer,
+    /// Blocks the peer asked for, served as its socket takes them (not all
+    /// at once: a peer may queue 2000 requests).
+    to_serve: VecDeque<BlockRequest>,
+    established: bool,
+    is_seed: bool,
+    pieces: u32,
+    down: Rate,
+    up: Rate,
+    last_block: Instant,
+    snubbed: bool,
+    peer_reqq: usize,
+    allowed_fast: Vec<PieceIndex>,
+    /// The peer's listen port from its extension handshake.
+    listen_port: Option<u16>,
+    pex: Option<lodestone_peer::pex::PexState>,
+}
+
+impl Peer {
+    /// Where others can reach this peer: the address we dialled, or its
+    /// announced listen port for a peer that dialled us.
+    fn connectable(&self) -> Option<SocketAddr> {
+        match self.source {
+            PeerSource::Incoming => self.listen_port.map(|p| SocketAddr::new(self.addr.ip(), p)),
+            _ => Some(self.addr),
+        }
+    }
+}
+
+/// Why a torrent stopped by itself (or was asked to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Asked,
+    /// Downloading stopped (e.g. disk full); see `paused()`.
+    Paused,
+    SeedRatio,
+    SeedTime,
+    /// Complete, with no seeding asked for.
+    Done,
+}
+
+pub struct TorrentCore {
+    meta: Arc<Metainfo>,
+    cfg: CoreConfig,
+    picker: PiecePicker,
+    choker: Choker,
+    shape: TorrentShape,
+    // Ordered: the same inputs give the same outputs (the simulator replays).
+    peers: BTreeMap<PeerKey, Peer>,
+    next_key: u64,
+    table: PeerTable,
+    rng: lodestone_dht::rng::Rng,
+    pieces: BTreeMap<u32, PieceBuf>,
+    /// Senders of the pieces out for checking.
+    checking: HashMap<u32, Vec<BlockSource>>,
+    /// Bytes handed out for checking and not yet back.
+    hashing: u64,
+    strikes: HashMap<IpAddr, u32>,
+    suspects: HashMap<u32, Vec<Suspect>>,
+    dht_round: Option<(DhtRound, Instant)>,
+    tracker_status: HashMap<String, (TrackerStatus, Instant)>,
+    lpd_status: Option<(String, Instant, Option<Duration>)>,
+    ticks: u64,
+    last_tick: Instant,
+    stats: Stats,
+    down: Rate,
+    up: Rate,
+    started: Instant,
+    completed_at: Option<Instant>,
+    first_byte_at: Option<Instant>,
+    seed_until: Option<Instant>,
+    /// Bytes to upload before `seed_ratio` is reached (set on completion).
+    upload_goal: Option<f64>,
+    resume_dirty: bool,
+    resume_saving: bool,
+    last_resume: Instant,
+    last_rechoke: Option<Instant>,
+    peers_by_source: BTreeMap<&'static str, usize>,
+    paused: Option<String>,
+    scratch: Vec<Block>,
+    download: Budget,
+    upload: Budget,
+    /// Recently read pieces, most recent last.
+    read_cache: Vec<(PieceIndex, Bytes)>,
+    /// Evicted read-cache buffers, reused once no queued block points
+    /// into them.
+    spare_reads: Vec<Bytes>,
+    reading: HashSet<u32>,
+    unreadable: HashSet<u32>,
+    progress: Progress,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    /// Peers queued in `actions` for a transmit already.
+    transmit_queued: HashSet<PeerKey>,
+}
+
+impl TorrentCore {
+    /// A torrent whose verified pieces are `have` (checked by the driver).
+    /// `resume_stale`: what was found on disk is not in the resume data yet.
+    pub fn new(
+        meta: Arc<Metainfo>,
+        cfg: CoreConfig,
+        have: &Bitfield,
+        resume_stale: bool,
+        now: Instant,
+    ) -> Self {
+        let mut picker = PiecePicker::new(
+            &meta.info.layout,
+            have,
+            PickerConfig {
+                sequential: cfg.sequential,
+                ..PickerConfig::default()
+            },
+            cfg.seed,
+        );
+        if let Some(only) = &cfg.only_files {
+            let prio: Vec<Priority> = (0..meta.info.files.len())
+                .map(|i| {
+                    if only.contains(&i) {
+                        Priority::Normal
+                    } else {
+                        Priority::Skip
+                    }
+                })
+                .collect();
+            picker.set_file_priorities(&meta.info.layout, &prio);
+        }
+        let mut table = PeerTable::new(cfg.listen);
+        for a in &cfg.peers {
+            table.add(now, *a, PeerSource::Manual);
+        }
+        let mut t = Self {
+            choker: Choker::new(
+                ChokerConfig {
+                    upload_slots: cfg.upload_slots,
+                    ..ChokerConfig::default()
+                },
+                cfg.seed ^ 0x9e37_79b9,
+            ),
+            shape: TorrentShape::new(meta.info.piece_length, meta.info.total_length()),
+            progress: Progress {
+                left: picker.bytes_left(),
+                ..Progress::default()
+            },
+            picker,
+            meta,
+            peers: BTreeMap::new(),
+            next_key: 0,
+            table,
+            rng: lodestone_dht::rng::Rng::from_u64(cfg.seed ^ 0x6d5e),
+            pieces: BTreeMap::new(),
+            checking: HashMap::new(),
+            hashing: 0,
+            strikes: HashMap::new(),
+            suspects: HashMap::new(),
+            dht_round: None,
+            tracker_status: HashMap::new(),
+            lpd_status: None,
+            ticks: 0,
+            last_tick: now,
+            stats: Stats::default(),
+            down: Rate::default(),
+            up: Rate::default(),
+            started: now,
+            completed_at: None,
+            first_byte_at: None,
+            seed_until: None,
+            upload_goal: None,
+            resume_dirty: resume_stale,
+            resume_saving: false,
+            last_resume: now,
+            last_rechoke: None,
+            peers_by_source: BTreeMap::new(),
+            paused: None,
+            scratch: Vec::new(),
+            download: Budget::new(cfg.download_rate_limit),
+            upload: Budget::new(cfg.upload_rate_limit),
+            read_cache: Vec::new(),
+            spare_reads: Vec::new(),
+            reading: HashSet::new(),
+            unreadable: HashSet::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            transmit_queued: HashSet::new(),
+            cfg,
+        };
+        t.refresh_stats();
+        t.check_complete(now);
+        t.dial_due(now);
+        t
+    }
+
+    // ---- input ----
+
+    /// Addresses a source gave us.
+    pub fn handle_discovered(&mut self, now: Instant, addrs: &[SocketAddr], source: PeerSource) {
+        if source == PeerSource::Pex && !self.pex_on() {
+            return;
+        }
+        for a in addrs {
+            self.table.add(now, *a, source);
+        }
+        self.dial_due(now);
+    }
+
+    pub fn handle_dht_round(&mut self, now: Instant, round: DhtRound) {
+        self.dht_round = Some((round, now));
+    }
+
+    pub fn handle_tracker_status(&mut self, now: Instant, status: TrackerStatus) {
+        self.tracker_status
+            .insert(status.url.clone(), (status, now));
+    }
+
+    /// LPD's own status line, and when it announces next.
+    pub fn handle_lpd_status(&mut self, now: Instant, status: String, next_in: Option<Duration>) {
+        self.lpd_status = Some((status, now, next_in));
+    }
+
+    /// A connection is up, either way (`source` is `Incoming` for one that
+    /// dialled us). `None`: not wanted (banned or full), close it. Feed
+    /// bytes already read to `handle_data`.
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        source: PeerSource,
+        encrypted: bool,
+    ) -> Option<PeerKey> {
+        self.table.connected(addr);
+        if self.table.is_banned(&addr.ip()) || self.peers.len() >= self.cfg.max_peers {
+            return None;
+        }
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        let session = Session::new(
+            SessionConfig::new(
+                self.meta.info_hashes.wire(),
+                self.cfg.peer_id,
+                Some(self.shape),
+            ),
+            now,
+        );
+        self.peers.insert(
+            key,
+            Peer {
+                addr,
+                source,
+                session,
+                encrypted,
+                client: String::new(),
+                to_serve: VecDeque::new(),
+                queue: QueueSizer::new(),
+                established: false,
+                is_seed: false,
+                pieces: 0,
+                down: Rate::default(),
+                up: Rate::default(),
+                last_block: now,
+                snubbed: false,
+                peer_reqq: 250,
+                allowed_fast: Vec::new(),
+                listen_port: None,
+                pex: None,
+            },
+        );
+        self.transmit(key);
+        Some(key)
+    }
+
+    pub fn handle_connect_failed(&mut self, now: Instant, addr: SocketAddr) {
+        self.table.dial_failed(addr);
+        self.dial_due(now);
+    }
+
+    /// Bytes from a peer's socket.
+    pub fn handle_data(&mut self, now: Instant, key: PeerKey, bytes: BytesMut) {
+        let result = match self.peers.get_mut(&key) {
+            Some(p) => p.session.handle_chunk(now, bytes),
+            None => return,
+        };
+        self.drain_peer_events(now, key);
+        match result {
+            Err(e) => self.disconnect(now, key, e.to_string()),
+            Ok(()) => self.service(now, key),
+        }
+    }
+
+    /// The connection closed (or failed).
+    pub fn handle_closed(&mut self, now: Instant, key: PeerKey, reason: String) {
+        self.disconnect(now, key, reason);
+        self.dial_due(now);
+    }
+
+    /// The answer to [`Action::Check`].
+    pub fn handle_checked(&mut self, now: Instant, piece: PieceIndex, result: Checked) {
+        let len = self.picker.piece_len(piece);
+        let was_full = self.hashing >= MAX_HASH_BACKLOG;
+        self.hashing = self.hashing.saturating_sub(u64::from(len));
+        let sources = self.checking.remove(&piece.0).unwrap_or_default();
+        if was_full {
+            // Requests were held back: resume them.
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.service(now, k);
+            }
+        }
+        match result {
+            Checked::Good(blocks) => {
+                if let Some(suspects) = self.suspects.remove(&piece.0) {
+                    for ip in pieces::liars(&blocks, &suspects) {
+                        self.ban(now, ip, format!("sent bad data for piece {piece}"));
+                    }
+                }
+                drop(blocks);
+                self.picker.piece_verified(piece);
+                self.resume_dirty = true;
+                let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+                for k in keys {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        if p.established {
+                            p.session.send_have(piece);
+                        }
+                    }
+                    self.transmit(k);
+                }
+                self.check_complete(now);
+            }
+            Checked::Bad(blocks) => {
+                self.stats.wasted += u64::from(len);
+                self.picker.piece_failed(piece);
+                let mut ips: Vec<IpAddr> = sources.iter().map(|s| s.ip).collect();
+                ips.sort();
+                ips.dedup();
+                let addrs: Vec<SocketAddr> = self
+                    .peers
+                    .values()
+                    .filter(|p| ips.contains(&p.addr.ip()))
+                    .map(|p| p.addr)
+                    .collect();
+                self.events.push_back(Event::HashFailed {
+                    piece: piece.0,
+                    peers: addrs,
+                });
+                if let [only] = ips[..] {
+                    // One sender: it alone is to blame.
+                    let s = self.strikes.entry(only).or_default();
+                    *s += 1;
+                    if *s >= BAN_STRIKES {
+                        self.ban(now, only, format!("sent bad data for {BAN_STRIKES} pieces"));
+                    }
+                } else {
+                    // Several senders: when the piece passes, the blocks
+                    // that differ from these name the liar.
+                    self.suspects
+                        .insert(piece.0, pieces::suspects(&blocks, &sources));
+                }
+            }
+            Checked::WriteFailed(reason) => {
+                // Not verified on disk: it stays missing in the picker and
+                // in the resume data. Stop downloading; keep what we have.
+                self.paused = Some(reason.clone());
+                self.events.push_back(Event::Paused { reason });
+            }
+        }
+    }
+
+    /// The answer to [`Action::Read`]: cache the piece and serve the peers
+    /// waiting for it (or reject what they asked of it, if it failed).
+    pub fn handle_read(&mut self, piece: PieceIndex, result: Result<Bytes, String>) {
+        self.reading.remove(&piece.0);
+        match result {
+            Ok(data) => {
+                if self.read_cache.len() >= READ_CACHE_PIECES {
+                    let (_, old) = self.read_cache.remove(0);
+                    if self.spare_reads.len() < MAX_SPARE_READS {
+                        self.spare_reads.push(old);
+                    }
+                }
+                self.read_cache.push((piece, data));
+            }
+            Err(reason) => {
+                self.unreadable.insert(piece.0);
+                self.events.push_back(Event::ReadFailed {
+                    piece: piece.0,
+                    reason,
+                });
+                for p in self.peers.values_mut() {
+                    let (bad, keep) = std::mem::take(&mut p.to_serve)
+                        .into_iter()
+                        .partition(|r| r.piece == piece);
+                    p.to_serve = keep;
+                    for r in bad {
+                        p.session.reject(r);
+                    }
+                }
+            }
+        }
+        let waiting: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.to_serve.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in waiting {
+            self.transmit(k);
+        }
+    }
+
+    /// The answer to [`Action::SaveResume`]. `unvouched`: a file was too
+    /// freshly written to vouch for, so save again later.
+    pub fn handle_resume_saved(&mut self, now: Instant, saved: bool, unvouched: bool) {
+        self.resume_saving = false;
+        if saved {
+            self.resume_dirty = unvouched;
+            self.last_resume = now;
+        }
+    }
+
+    /// Time passed: rates, snubs, budgets, rechoke, PEX, dials, resume.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due = self.last_tick + if self.active() { TICK } else { IDLE_TICK };
+        if now >= due {
+            self.tick(now);
+        }
+        self.dial_due(now);
+    }
+
+    // ---- output ----
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        let a = self.actions.pop_front()?;
+        if let Action::Transmit(k) = a {
+            self.transmit_queued.remove(&k);
+        }
+        Some(a)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Instant {
+        let tick = self.last_tick + if self.active() { TICK } else { IDLE_TICK };
+        let dial = self
+            .table
+            .next_dial()
+            .filter(|_| self.wants_more_peers())
+            .unwrap_or(tick);
+        tick.min(dial).max(self.last_tick)
+    }
+
+    /// The next bytes for `key`'s socket: its session's output, then the
+    /// blocks it asked for. Call while the socket takes more; `None` when
+    /// there is nothing (more comes with a later [`Action::Transmit`]).
+    pub fn poll_transmit(&mut self, now: Instant, key: PeerKey) -> Option<Bytes> {
+        loop {
+            let p = self.peers.get_mut(&key)?;
+            if let Some(b) = p.session.poll_transmit(now) {
+                return Some(b);
+            }
+            // Under an upload limit, blocks go out in turns at each tick.
+            if self.upload.limited() || !self.serve_next(key) {
+                return None;
+            }
+        }
+    }
+
+    // ---- state ----
+
+    /// Done: paused by an error, or complete and the seeding is over.
+    pub fn is_finished(&self, now: Instant) -> bool {
+        self.stop_reason(now).is_some()
+    }
+
+    /// Why it finished by itself, if it did.
+    pub fn stop_reason(&self, now: Instant) -> Option<StopReason> {
+        if self.paused.is_some() {
+            return Some(StopReason::Paused);
+        }
+        self.completed_at?;
+        if self.seed_ratio_reached() {
+            return Some(StopReason::SeedRatio);
+        }
+        match self.cfg.seed_time {
+            Some(d) if d.is_zero() => Some(StopReason::Done),
+            Some(_) if self.seed_until.is_some_and(|t| now >= t) => Some(StopReason::SeedTime),
+            _ => None,
+        }
+    }
+
+    /// Stop: save resume data one last time (the driver closes the sockets).
+    pub fn stop(&mut self, now: Instant) {
+        self.refresh_stats();
+        if !self.resume_saving {
+            self.save_resume();
+        }
+        self.events.push_back(Event::Sources(self.sources(now)));
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    pub fn completed_after(&self) -> Option<Duration> {
+        self.completed_at.map(|c| c - self.started)
+    }
+
+    pub fn first_byte_after(&self) -> Option<Duration> {
+        self.first_byte_at.map(|f| f - self.started)
+    }
+
+    pub fn peers_by_source(&self) -> &BTreeMap<&'static str, usize> {
+        &self.peers_by_source
+    }
+
+    pub fn paused(&self) -> Option<&str> {
+        self.paused.as_deref()
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+
+    pub fn metainfo(&self) -> &Arc<Metainfo> {
+        &self.meta
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers
+            .values()
+            .map(|p| PeerInfo {
+                addr: p.addr,
+                client: p.client.clone(),
+                source: p.source,
+                found_by: self
+                    .table
+                    .get(&p.addr)
+                    .map_or(crate::source::SourceSet::of(p.source), |c| c.sources),
+                established: p.established,
+                seed: p.is_seed,
+                am_choking: p.session.am_choking(),
+                am_interested: p.session.am_interested(),
+                peer_choking: p.session.peer_choking(),
+                peer_interested: p.session.peer_interested(),
+                snubbed: p.snubbed,
+                encrypted: p.encrypted,
+                download_rate: p.down.per_sec(),
+                upload_rate: p.up.per_sec(),
+                pieces: p.pieces,
+                requests_out: 0,
+                requests_in: p.to_serve.len(),
+            })
+            .map(|mut info| {
+                if let Some((k, _)) = self.peers.iter().find(|(_, p)| p.addr == info.addr) {
+                    info.requests_out = self.picker.in_flight(*k);
+                }
+                info
+            })
+            .collect()
+    }
+
+    pub fn files(&self) -> Vec<FileInfo> {
+        let layout = &self.meta.info.layout;
+        let have = self.picker.have();
+        (0..layout.num_files())
+            .map(|i| {
+                let range = layout.file_range(i).unwrap_or(0..0);
+                let done = layout
+                    .file_pieces(i)
+                    .map(PieceIndex)
+                    .filter(|p| have.get(*p))
+                    .filter_map(|p| layout.piece_range(p))
+                    .map(|r| {
+                        r.end
+                            .min(range.end)
+                            .saturating_sub(r.start.max(range.start))
+                    })
+                    .sum();
+                let wanted = layout
+                    .file_pieces(i)
+                    .any(|p| self.picker.piece_priority(PieceIndex(p)) != Priority::Skip);
+                FileInfo {
+                    index: i,
+                    length: range.end - range.start,
+                    done,
+                    wanted: wanted || range.is_empty(),
+                }
+            })
+            .collect()
+    }
+
+    /// The sources table.
+    pub fn sources(&self, now: Instant) -> Vec<Source> {
+        let seeds = |s: PeerSource| {
+            self.peers
+                .values()
+                .filter(|p| p.established && p.is_seed && p.source == s)
+                .count()
+        };
+        let found = |s: PeerSource| self.table.found_by(s);
+        let private = self.meta.info.private;
+        let until = |at: Instant, d: Duration| (at + d).saturating_duration_since(now);
+        let mut rows = Vec::new();
+        let (state, next) = match &self.dht_round {
+            _ if private => (SourceState::Disabled(Disabled::Private), None),
+            _ if !self.cfg.dht => (SourceState::Disabled(Disabled::Off), None),
+            None => (SourceState::Starting, None),
+            Some((r, at)) => (SourceState::DhtRound(*r), Some(until(*at, r.next_in))),
+        };
+        rows.push(Source {
+            kind: SourceKind::Dht,
+            state,
+            next_update: next,
+            seeds: seeds(PeerSource::Dht),
+            peers: found(PeerSource::Dht),
+        });
+        let pex_peers = self.peers.values().filter(|p| p.pex.is_some()).count();
+        let next_pex = self
+            .peers
+            .values()
+            .filter_map(|p| p.pex.as_ref().map(|s| s.next_due()))
+            .min();
+        rows.push(Source {
+            kind: SourceKind::Pex,
+            state: if private {
+                SourceState::Disabled(Disabled::Private)
+            } else if !self.cfg.pex {
+                SourceState::Disabled(Disabled::Off)
+            } else if pex_peers == 0 {
+                SourceState::NoPexPeer
+            } else {
+                SourceState::Exchanging(pex_peers)
+            },
+            next_update: next_pex.map(|t| t.saturating_duration_since(now)),
+            seeds: seeds(PeerSource::Pex),
+            peers: found(PeerSource::Pex),
+        });
+        let (state, next) = match &self.lpd_status {
+            _ if private => (SourceState::Disabled(Disabled::Private), None),
+            Some((s, at, next)) => (
+                SourceState::Reported(s.clone()),
+                next.map(|n| until(*at, n)),
+            ),
+            None if self.cfg.lpd && self.cfg.listen.is_none() => {
+                (SourceState::Disabled(Disabled::NeedsListen), None)
+            }
+            None if self.cfg.lpd => (SourceState::Starting, None),
+            None => (SourceState::Disabled(Disabled::Off), None),
+        };
+        rows.push(Source {
+            kind: SourceKind::Lpd,
+            state,
+            next_update: next,
+            seeds: seeds(PeerSource::Lpd),
+            peers: found(PeerSource::Lpd),
+        });
+        if !self.cfg.peers.is_empty() {
+            rows.push(Source {
+                kind: SourceKind::Given,
+                state: SourceState::Given(self.cfg.peers.len()),
+                next_update: None,
+                seeds: seeds(PeerSource::Manual),
+                peers: self.cfg.peers.len(),
+            });
+        }
+        if let Some(l) = self.cfg.listen {
+            rows.push(Source {
+                kind: SourceKind::Incoming,
+                state: SourceState::Listening(l),
+                next_update: None,
+                seeds: seeds(PeerSource::Incoming),
+                peers: self
+                    .peers
+                    .values()
+                    .filter(|p| p.source == PeerSource::Incoming)
+                    .count(),
+            });
+        }
+        for url in self.meta.trackers.iter().flatten() {
+            let kind = SourceKind::Tracker(url.clone());
+            let row = match self.tracker_status.get(url) {
+                _ if !self.cfg.trackers => Source {
+                    kind,
+                    state: SourceState::Disabled(Disabled::Off),
+                    next_update: None,
+                    seeds: 0,
+                    peers: 0,
+                },
+                None => Source {
+                    kind,
+                    state: SourceState::NotContacted,
+                    next_update: None,
+                    seeds: 0,
+                    peers: 0,
+                },
+                Some((s, at)) => Source {
+                    kind,
+                    next_update: s.next_in.map(|n| until(*at, n)),
+                    seeds: s.seeders.map_or(0, |x| x as usize),
+                    peers: s.leechers.map_or(s.peers, |x| x as usize),
+                    state: SourceState::Tracker(s.clone()),
+                },
+            };
+            rows.push(row);
+        }
+        rows
+    }
+
+    // ---- inside ----
+
+    /// Peers connected or being dialled, or pieces in flight: keep ticking fast.
+    fn active(&self) -> bool {
+        !self.peers.is_empty() || self.table.half_open() > 0 || self.upload.limited()
+    }
+
+    fn wants_more_peers(&self) -> bool {
+        self.peers.len() + self.table.half_open() < self.cfg.max_peers
+            && self.table.half_open() < MAX_HALF_OPEN
+    }
+
+    fn transmit(&mut self, key: PeerKey) {
+        if self.transmit_queued.insert(key) {
+            self.actions.push_back(Action::Transmit(key));
+        }
+    }
+
+    fn seed_ratio_reached(&self) -> bool {
+        self.upload_goal
+            .is_some_and(|goal| goal > 0.0 && self.stats.uploaded as f64 >= goal)
+    }
+
+    fn dial_due(&mut self, now: Instant) {
+        if !self.wants_more_peers() || self.paused.is_some() {
+            return;
+        }
+        let connected: HashSet<SocketAddr> = self.peers.values().map(|p| p.addr).collect();
+        let seeding = self.picker.have().is_full();
+        for addr in self.table.due(now, seeding, |a| connected.contains(a)) {
+            if !self.wants_more_peers() {
+                break;
+            }
+            let Some(dial) = self.table.start_dial(now, addr) else {
+                continue;
+            };
+            // A peer that hung up on our plain handshake gets an encrypted one.
+            let encrypt = dial.encrypted.then(|| MseKeys {
+                private_key: self.rng.bytes20(),
+                pad: vec![0u8; self.rng.below(64) as usize],
+            });
+            self.actions.push_back(Action::Dial {
+                addr,
+                source: dial.source,
+                encrypt,
+            });
+        }
+    }
+
+    fn drain_peer_events(&mut self, now: Instant, key: PeerKey) {
+        while let Some(ev) = self
+            .peers
+            .get_mut(&key)
+            .and_then(|p| p.session.poll_event())
+        {
+            self.on_peer_event(now, key, ev);
+            if !self.peers.contains_key(&key) {
+                return;
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, now: Instant, key: PeerKey, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Connected { peer_id, .. } => {
+                // Two sources (say, a tracker on both sides) can connect the
+                // same pair twice: keep one connection.
+                let twin = self.peers.iter().any(|(k, p)| {
+                    *k != key
+                        && p.established
+                        && p.session
+                            .peer_handshake()
+                            .is_some_and(|h| h.peer_id == peer_id)
+                });
+                if twin {
+                    self.disconnect(now, key, "already connected to this peer".into());
+                    return;
+                }
+                let have = self.picker.have().clone();
+                let ext = self.our_extended_handshake(key);
+                let Some(p) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                p.established = true;
+                p.client = peer_id.client_hint();
+                p.session.send_have_set(&have);
+                p.session.send_extended_handshake(&ext);
+                let (addr, source, client) = (p.addr, p.source, p.client.clone());
+                *self.peers_by_source.entry(source.name()).or_default() += 1;
+                self.events.push_back(Event::PeerConnected {
+                    addr,
+                    client,
+                    source,
+                });
+            }
+            PeerEvent::Bitfield(raw) => {
+                if let Ok(bits) = Bitfield::from_bytes(&raw, self.shape.num_pieces) {
+                    self.picker.peer_bitfield(key, &bits);
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.is_seed = bits.is_full();
+                        p.pieces = bits.count();
+                    }
+                }
+                self.update_interest(key);
+                self.drop_if_both_seeds(now, key);
+            }
+            PeerEvent::HaveAll => {
+                self.picker.peer_has_all(key);
+                let n = self.shape.num_pieces;
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.is_seed = true;
+                    p.pieces = n;
+                }
+                self.update_interest(key);
+                self.drop_if_both_seeds(now, key);
+            }
+            PeerEvent::HaveNone => {}
+            PeerEvent::Have(piece) => {
+                let new = !self.picker.peer_has_piece(key, piece);
+                self.picker.peer_has(key, piece);
+                let n = self.shape.num_pieces;
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if new {
+                        p.pieces = (p.pieces + 1).min(n);
+                    }
+                }
+                self.update_interest(key);
+            }
+            PeerEvent::Choked => {
+                self.picker.on_choked(key);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.queue.on_all_lost();
+                }
+            }
+            PeerEvent::Unchoked => {}
+            PeerEvent::Interested | PeerEvent::NotInterested => {
+                // Answer quickly when there is a free slot, rather than at the next rechoke.
+                if self.unchoked_count() < self.cfg.upload_slots {
+                    self.rechoke(now);
+                }
+            }
+            PeerEvent::Block { piece, begin, data } => self.on_block(now, key, piece, begin, data),
+            PeerEvent::Request(r) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.to_serve.len() < MAX_TO_SERVE {
+                        p.to_serve.push_back(r);
+                    } else {
+                        p.session.reject(r);
+                    }
+                }
+            }
+            PeerEvent::Cancel(r) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if let Some(i) = p.to_serve.iter().position(|q| *q == r) {
+                        p.to_serve.remove(i);
+                    }
+                }
+            }
+            PeerEvent::Rejected(r) => {
+                let block = Block {
+                    piece: r.piece,
+                    begin: r.begin,
+                    len: r.len,
+                };
+                self.picker.on_request_failed(key, block);
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.queue.on_request_lost(block);
+                }
+            }
+            PeerEvent::AllowedFast(piece) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.allowed_fast.len() < 64 && !p.allowed_fast.contains(&piece) {
+                        p.allowed_fast.push(piece);
+                    }
+                }
+            }
+            PeerEvent::Metadata(lodestone_wire::metadata::MetadataMessage::Request { piece }) => {
+                // BEP 9: serve our info dictionary to magnet users.
+                use lodestone_wire::metadata::MetadataMessage;
+                let info = &self.meta.info_bytes;
+                let reply = match lodestone_peer::metadata::piece_of(info, piece) {
+                    Some(data) => MetadataMessage::Data {
+                        piece,
+                        total_size: info.len() as u64,
+                        data,
+                    },
+                    None => MetadataMessage::Reject { piece },
+                };
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.session.send_extension(UT_METADATA, reply.encode());
+                }
+            }
+            PeerEvent::Pex(m) if self.pex_on() => {
+                let addrs: Vec<SocketAddr> = m.added.into_iter().map(|(a, _)| a).collect();
+                self.handle_discovered(now, &addrs, PeerSource::Pex);
+            }
+            PeerEvent::Suggest(_)
+            | PeerEvent::DhtPort(_)
+            | PeerEvent::Metadata(_)
+            | PeerEvent::Pex(_) => {}
+            PeerEvent::ExtendedHandshake(h) => {
+                let pex_on = self.pex_on();
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.listen_port = h.listen_port;
+                    if let Some(c) = h.client.as_deref().filter(|c| !c.is_empty()) {
+                        p.client = c.chars().take(64).collect();
+                    }
+                    if h.id_of(UT_PEX).is_some() && pex_on && p.pex.is_none() {
+                        p.pex = Some(lodestone_peer::pex::PexState::new(now));
+                    }
+                    if let Some(q) = h.request_queue {
+                        p.peer_reqq = (q as usize).clamp(1, QueueSizer::FAR_MAX_BLOCKS);
+                    }
+                    if h.upload_only {
+                        p.is_seed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn our_extended_handshake(&self, key: PeerKey) -> ExtendedHandshake {
+        let mut h = ExtendedHandshake {
+            listen_port: self.cfg.listen.map(|a| a.port()),
+            client: Some(format!("Lodestone {}", env!("CARGO_PKG_VERSION"))),
+            your_ip: self.peers.get(&key).map(|p| p.addr.ip()),
+            request_queue: Some(lodestone_peer::session::MAX_PEER_REQUESTS as u32),
+            metadata_size: Some(self.meta.info_bytes.len() as u64),
+            upload_only: self.picker.is_complete(),
+            ..Default::default()
+        };
+        h.extensions.insert(UT_METADATA.into(), OUR_UT_METADATA_ID);
+        // BEP 27: no peer exchange for private torrents; none if turned off.
+        if self.pex_on() {
+            h.extensions.insert(UT_PEX.into(), OUR_UT_PEX_ID);
+        }
+        h
+    }
+
+    fn pex_on(&self) -> bool {
+        self.cfg.pex && !self.meta.info.private
+    }
+
+    /// Two seeds have nothing to trade: free the connection slot.
+    fn drop_if_both_seeds(&mut self, now: Instant, key: PeerKey) {
+        let peer_is_seed = self.peers.get(&key).is_some_and(|p| p.is_seed);
+        if peer_is_seed && self.picker.have().is_full() {
+            self.disconnect(now, key, "both seeding".into());
+        }
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let want = self.picker.is_interesting(key);
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.session.set_interested(want);
+        }
+    }
+
+    fn on_block(&mut self, now: Instant, key: PeerKey, piece: PieceIndex, begin: u32, data: Bytes) {
+        let len = data.len() as u32;
+        self.down.add(u64::from(len));
+        self.stats.downloaded += u64::from(len);
+        self.first_byte_at.get_or_insert(now);
+        let block = Block { piece, begin, len };
+        let Some(ip) = self.peers.get_mut(&key).map(|p| {
+            p.down.add(u64::from(len));
+            p.last_block = now;
+            p.snubbed = false;
+            p.queue.on_block(block, now);
+            p.addr.ip()
+        }) else {
+            return;
+        };
+        match self.picker.on_block(key, block) {
+            BlockOutcome::Unrequested => self.stats.wasted += u64::from(len),
+            BlockOutcome::Accepted {
+                piece_complete,
+                cancel,
+            } => {
+                for (other, b) in cancel {
+                    if let Some(p) = self.peers.get_mut(&other) {
+                        p.queue.on_request_lost(b);
+                        p.session.cancel(BlockRequest {
+                            piece: b.piece,
+                            begin: b.begin,
+                            len: b.len,
+                        });
+                        self.transmit(other);
+                    }
+                }
+                let piece_len = self.picker.piece_len(piece);
+                self.pieces
+                    .entry(piece.0)
+                    .or_insert_with(|| PieceBuf::new(piece_len, now))
+                    .put(begin, data, ip);
+                if piece_complete {
+                    if let Some(buf) = self.pieces.remove(&piece.0) {
+                        self.hashing += u64::from(piece_len);
+                        self.checking.insert(piece.0, buf.sources);
+                        self.actions.push_back(Action::Check {
+                            piece,
+                            blocks: buf.blocks,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn ban(&mut self, now: Instant, ip: IpAddr, reason: String) {
+        self.table.ban(ip);
+        let keys: Vec<(PeerKey, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr.ip() == ip)
+            .map(|(k, p)| (*k, p.addr))
+            .collect();
+        for (k, addr) in keys {
+            self.events.push_back(Event::PeerBanned {
+                addr,
+                reason: reason.clone(),
+            });
+            self.disconnect(now, k, reason.clone());
+        }
+    }
+
+    fn check_complete(&mut self, now: Instant) {
+        if self.completed_at.is_some() || !self.picker.is_complete() {
+            return;
+        }
+        self.completed_at = Some(now);
+        // A seed time too large to add is forever.
+        self.seed_until = self
+            .cfg
+            .seed_time
+            .map(|d| now.checked_add(d).unwrap_or(now + YEAR));
+        self.upload_goal = self
+            .cfg
+            .seed_ratio
+            .map(|r| r * self.verified_wanted_bytes() as f64);
+        self.save_resume();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.session.set_interested(false);
+            }
+            self.transmit(k);
+        }
+        if self.picker.have().is_full() {
+            let seeds: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.is_seed)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in seeds {
+                self.disconnect(now, k, "both seeding".into());
+            }
+        }
+        self.events.push_back(Event::Completed {
+            after: now - self.started,
+        });
+    }
+
+    /// Answer the request at the front of the peer's queue from the read
+    /// cache. False when its piece is not in memory (a read is asked for
+    /// and the queue waits for it) or the upload budget is spent.
+    fn serve_next(&mut self, key: PeerKey) -> bool {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let Some(&r) = p.to_serve.front() else {
+            return false;
+        };
+        let have = self.picker.have().get(r.piece) && !self.unreadable.contains(&r.piece.0);
+        if !have || p.session.am_choking() {
+            p.to_serve.pop_front();
+            p.session.reject(r);
+            return true;
+        }
+        if !self.upload.allows(r.len) {
+            return false;
+        }
+        // Peers ask for a piece's blocks in a row: read the whole piece once
+        // and hand out slices of it (no copy, one read per piece).
+        let Some(i) = self.read_cache.iter().position(|(i, _)| *i == r.piece) else {
+            self.start_read(r.piece);
+            return false;
+        };
+        let entry = self.read_cache.remove(i);
+        let data = entry.1.clone();
+        self.read_cache.push(entry);
+        p.to_serve.pop_front();
+        let range = r.begin as usize..(r.begin as usize + r.len as usize);
+        if range.end > data.len() {
+            p.session.reject(r);
+            return true;
+        }
+        p.up.add(u64::from(r.len));
+        self.up.add(u64::from(r.len));
+        self.upload.spend(u64::from(r.len));
+        self.stats.uploaded += u64::from(r.len);
+        p.session.send_block(r.piece, r.begin, data.slice(range));
+        true
+    }
+
+    fn start_read(&mut self, piece: PieceIndex) {
+        if !self.reading.insert(piece.0) {
+            return;
+        }
+        let len = self.picker.piece_len(piece);
+        // A buffer of an evicted piece that no queued block points into any
+        // more: no fresh pages to fault in and zero.
+        let reusable = self.spare_reads.iter().position(Bytes::is_unique);
+        let buf = reusable
+            .and_then(|i| self.spare_reads.swap_remove(i).try_into_mut().ok())
+            .map(Vec::from)
+            .unwrap_or_default();
+        self.actions.push_back(Action::Read { piece, len, buf });
+    }
+
+    /// Keep the peer's request pipeline full and its output flowing.
+    fn service(&mut self, now: Instant, key: PeerKey) {
+        self.request_more(now, key);
+        self.transmit(key);
+    }
+
+    fn request_more(&mut self, now: Instant, key: PeerKey) {
+        if self.paused.is_some() || self.picker.is_complete() || self.hashing >= MAX_HASH_BACKLOG {
+            return;
+        }
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if !p.established || !p.session.am_interested() {
+            return;
+        }
+        let target = p.queue.target(p.down.per_sec(), p.peer_reqq);
+        let inflight = self.picker.in_flight(key);
+        if inflight >= target {
+            return;
+        }
+        let room = (target - inflight).min(self.download.units(BLOCK_SIZE));
+        if room == 0 {
+            return;
+        }
+        let choked = p.session.peer_choking();
+        if choked && p.allowed_fast.is_empty() {
+            return;
+        }
+        let allowed = choked.then(|| p.allowed_fast.clone());
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        self.picker.pick(key, room, allowed.as_deref(), &mut out);
+        self.download
+            .spend(out.iter().map(|b| u64::from(b.len)).sum::<u64>());
+        if let Some(p) = self.peers.get_mut(&key) {
+            for (i, b) in out.iter().enumerate() {
+                p.queue.on_request(*b, inflight + i, now);
+                p.session.request(BlockRequest {
+                    piece: b.piece,
+                    begin: b.begin,
+                    len: b.len,
+                });
+            }
+        }
+        self.scratch = out;
+    }
+
+    fn unchoked_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| !p.session.am_choking())
+            .count()
+    }
+
+    fn rechoke(&mut self, now: Instant) {
+        self.last_rechoke = Some(now);
+        let stats: Vec<PeerStats> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established)
+            .map(|(k, p)| PeerStats {
+                key: *k,
+                interested: p.session.peer_interested(),
+                download_rate: p.down.per_sec(),
+                upload_rate: p.up.per_sec(),
+                snubbed: p.snubbed,
+            })
+            .collect();
+        let seeding = self.picker.is_complete();
+        let unchoke: HashSet<PeerKey> = self
+            .choker
+            .rechoke(now, seeding, &stats)
+            .into_iter()
+            .collect();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            if let Some(p) = self.peers.get_mut(&k) {
+                if !p.established {
+                    continue;
+                }
+                if unchoke.contains(&k) {
+                    p.session.unchoke();
+                } else {
+                    p.session.choke();
+                    // What it asked for is dropped (and rejected, with BEP 6).
+                    for r in std::mem::take(&mut p.to_serve) {
+                        p.session.reject(r);
+                    }
+                }
+            }
+            self.transmit(k);
+        }
+    }
+
+    /// Under an upload limit: the tick's budget goes one block per waiting
+    /// peer in turn, from a different peer each tick, so the first peer
+    /// cannot take all of it.
+    fn serve_in_turn(&mut self) {
+        let mut keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.to_serve.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let n = keys.len();
+        keys.rotate_left(self.ticks as usize % n);
+        let mut served = true;
+        while served {
+            served = false;
+            for &k in &keys {
+                // Each success takes a request off a queue: this ends.
+                if self.serve_next(k) {
+                    served = true;
+                    self.transmit(k);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        self.download.refill(dt, BLOCK_SIZE);
+        if self.upload.limited() {
+            self.upload
+                .refill(dt, lodestone_peer::session::MAX_REQUEST_LEN);
+            self.serve_in_turn();
+        }
+        self.down.tick(dt);
+        self.up.tick(dt);
+        for buf in self.pieces.values_mut() {
+            if !buf.compacted && now.duration_since(buf.started) >= PIECE_COMPACT_AFTER {
+                buf.compact();
+            }
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let mut closed = None;
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.down.tick(dt);
+                p.up.tick(dt);
+                if let Err(e) = p.session.handle_timeout(now) {
+                    closed = Some(e.to_string());
+                }
+            }
+            if let Some(reason) = closed {
+                self.disconnect(now, k, reason);
+                continue;
+            }
+            // A peer that holds our requests and sends nothing is snubbed:
+            // its requests go to others.
+            let inflight = self.picker.in_flight(k);
+            if let Some(p) = self.peers.get_mut(&k) {
+                if inflight > 0 && now.duration_since(p.last_block) > SNUB_AFTER {
+                    p.snubbed = true;
+                    p.last_block = now;
+                    self.picker.on_choked(k);
+                }
+            }
+            self.update_interest(k);
+            self.service(now, k);
+        }
+        if self
+            .last_rechoke
+            .is_none_or(|t| now.duration_since(t) >= RECHOKE_EVERY)
+        {
+            self.rechoke(now);
+        }
+        if self.resume_dirty
+            && !self.resume_saving
+            && now.duration_since(self.last_resume) >= RESUME_EVERY
+        {
+            self.save_resume();
+        }
+        self.send_pex(now);
+        self.refresh_stats();
+        let progress = Progress {
+            uploaded: self.stats.uploaded,
+            downloaded: self.stats.downloaded,
+            left: self.picker.bytes_left(),
+        };
+        if progress != self.progress {
+            self.progress = progress;
+            self.actions.push_back(Action::Progress(progress));
+        }
+        self.events.push_back(Event::Progress(self.stats.clone()));
+        self.ticks += 1;
+        // About once a second.
+        if !self.active() || self.ticks % 4 == 1 {
+            self.events.push_back(Event::Sources(self.sources(now)));
+        }
+    }
+
+    /// BEP 11: tell each ut_pex peer about the others, once a minute.
+    fn send_pex(&mut self, now: Instant) {
+        use lodestone_wire::pex::PexFlags;
+        let everyone: Vec<(PeerKey, SocketAddr, PexFlags)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.established)
+            .filter_map(|(k, p)| {
+                let mut f = 0;
+                if p.is_seed {
+                    f |= PexFlags::SEED;
+                }
+                if p.source != PeerSource::Incoming {
+                    f |= PexFlags::REACHABLE;
+                }
+                p.connectable().map(|a| (*k, a, PexFlags(f)))
+            })
+            .collect();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            let Some(state) = p.pex.as_mut() else {
+                continue;
+            };
+            if now < state.next_due() {
+                continue;
+            }
+            // Everyone but the recipient itself.
+            let others: Vec<(SocketAddr, PexFlags)> = everyone
+                .iter()
+                .filter(|(other, _, _)| *other != k)
+                .map(|(_, a, f)| (*a, *f))
+                .collect();
+            if let Some(msg) = state.poll(now, &others) {
+                p.session.send_extension(UT_PEX, msg.encode());
+                self.transmit(k);
+            }
+        }
+    }
+
+    fn refresh_stats(&mut self) {
+        let have = self.picker.have();
+        self.stats.have_pieces = have.count();
+        self.stats.num_pieces = have.len();
+        self.stats.bytes_left = self.picker.bytes_left();
+        self.stats.download_rate = self.down.per_sec();
+        self.stats.upload_rate = self.up.per_sec();
+        self.stats.peers = self.peers.values().filter(|p| p.established).count();
+        self.stats.seeds = self
+            .peers
+            .values()
+            .filter(|p| p.established && p.is_seed)
+            .count();
+        if self.stats.wanted_bytes == 0 {
+            self.stats.wanted_bytes = self.picker.bytes_left() + self.verified_wanted_bytes();
+        }
+    }
+
+    fn verified_wanted_bytes(&self) -> u64 {
+        self.picker
+            .have()
+            .iter_set()
+            .map(|p| u64::from(self.picker.piece_len(p)))
+            .sum()
+    }
+
+    fn save_resume(&mut self) {
+        self.resume_saving = true;
+        self.actions.push_back(Action::SaveResume {
+            have: self.picker.have().clone(),
+        });
+    }
+
+    fn disconnect(&mut self, now: Instant, key: PeerKey, reason: String) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.actions.push_back(Action::Close(key));
+        // Dropped before its handshake on a dial: try the other handshake next time.
+        if !p.established
+            && p.source != PeerSource::Incoming
+            && p.session.peer_handshake().is_none()
+        {
+            self.table.closed_before_handshake(p.addr);
+        }
+        if p.is_seed {
+            if let Some(a) = p.connectable() {
+                self.table.mark_seed(now, a, p.source);
+            }
+        }
+        self.picker.peer_gone(key);
+        if p.established {
+            self.events.push_back(Event::PeerDisconnected {
+                addr: p.addr,
+                reason,
+            });
+        }
+        // Buffers of pieces only this peer was filling stay; the picker
+        // re-requests their missing blocks from others.
+    }
+}

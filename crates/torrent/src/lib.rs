@@ -1,0 +1,21 @@
+//! One torrent as a sans-IO state machine, shaped like `quinn-proto`: the
+//! peers, the piece picker, the choker, smart ban, rate budgets, peer
+//! exchange and the sources table, with no sockets, tasks or clock. A
+//! driver feeds it bytes, results and the time, carries out its
+//! [`Action`]s and reports its [`Event`]s; the simulator is one more
+//! driver.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod core;
+mod io;
+pub mod peer_table;
+pub mod pieces;
+pub mod rate;
+pub mod source;
+
+pub use crate::core::{CoreConfig, StopReason, TorrentCore};
+pub use crate::io::{Action, Checked, Event, FileInfo, MseKeys, PeerInfo, Progress, Stats};
+pub use crate::source::{
+    DhtRound, Disabled, PeerSource, Source, SourceKind, SourceSet, SourceState, TrackerStatus,
+};
+pub use lodestone_peer::picker::PeerKey;

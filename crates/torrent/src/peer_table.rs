@@ -1,0 +1,304 @@
+//! Every peer address we know of: which sources named it, when to dial it
+//! next, whether it wants an encrypted handshake, whether it was a seed.
+//! Bans live here too, so a banned address is never dialled again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::source::{PeerSource, SourceSet};
+
+/// Peer addresses remembered for dialling.
+pub const MAX_KNOWN_PEERS: usize = 2000;
+/// Peer exchange may fill at most this share of the table: a peer cannot
+/// flood us with addresses.
+const MAX_FROM_PEX: usize = MAX_KNOWN_PEERS / 4;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The source that named it first: the one a connection is counted under.
+    pub first: PeerSource,
+    pub sources: SourceSet,
+    next_dial: Instant,
+    backoff: Duration,
+    /// It closed our plain handshake: the next dial uses MSE/PE (and a
+    /// failed MSE dial goes back to plain).
+    pub wants_mse: bool,
+    /// It had every piece when we last saw it: a seed does not dial it.
+    pub was_seed: bool,
+}
+
+/// What to dial: the address, the source it counts under, and whether to
+/// open with an encrypted handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    pub addr: SocketAddr,
+    pub source: PeerSource,
+    pub encrypted: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct PeerTable {
+    // Ordered: the same inputs dial in the same order (the simulator replays).
+    candidates: BTreeMap<SocketAddr, Candidate>,
+    connecting: HashSet<SocketAddr>,
+    banned: HashSet<IpAddr>,
+    from_pex: usize,
+    /// Our own listen address: never a candidate.
+    listen: Option<SocketAddr>,
+}
+
+impl PeerTable {
+    pub fn new(listen: Option<SocketAddr>) -> Self {
+        Self {
+            listen,
+            ..Self::default()
+        }
+    }
+
+    /// A source named `addr`. False when it is not kept (ours, banned,
+    /// port 0, or the table or PEX's share of it is full).
+    pub fn add(&mut self, now: Instant, addr: SocketAddr, source: PeerSource) -> bool {
+        if Some(addr) == self.listen || addr.port() == 0 || self.banned.contains(&addr.ip()) {
+            return false;
+        }
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.sources.insert(source);
+            return true;
+        }
+        if self.candidates.len() >= MAX_KNOWN_PEERS
+            || (source == PeerSource::Pex && self.from_pex >= MAX_FROM_PEX)
+        {
+            return false;
+        }
+        if source == PeerSource::Pex {
+            self.from_pex += 1;
+        }
+        self.candidates.insert(
+            addr,
+            Candidate {
+                first: source,
+                sources: SourceSet::of(source),
+                next_dial: now,
+                backoff: FIRST_BACKOFF,
+                wants_mse: false,
+                was_seed: false,
+            },
+        );
+        true
+    }
+
+    pub fn get(&self, addr: &SocketAddr) -> Option<&Candidate> {
+        self.candidates.get(addr)
+    }
+
+    /// Addresses whose dial time has come, in address order, skipping
+    /// those being dialled, connected (`busy`), banned, and known seeds
+    /// when `skip_seeds` (a seed has nothing to trade with them).
+    pub fn due(
+        &self,
+        now: Instant,
+        skip_seeds: bool,
+        busy: impl Fn(&SocketAddr) -> bool,
+    ) -> Vec<SocketAddr> {
+        self.candidates
+            .iter()
+            .filter(|(a, c)| {
+                c.next_dial <= now
+                    && !self.connecting.contains(a)
+                    && !busy(a)
+                    && !self.banned.contains(&a.ip())
+                    && (!skip_seeds || !c.was_seed)
+            })
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// The earliest dial time still to come (for the next timeout).
+    pub fn next_dial(&self) -> Option<Instant> {
+        self.candidates
+            .iter()
+            .filter(|(a, _)| !self.connecting.contains(a) && !self.banned.contains(&a.ip()))
+            .map(|(_, c)| c.next_dial)
+            .min()
+    }
+
+    /// We dial `addr` now: it is half-open until [`Self::connected`] or
+    /// [`Self::dial_failed`], and its next dial backs off.
+    pub fn start_dial(&mut self, now: Instant, addr: SocketAddr) -> Option<Dial> {
+        let c = self.candidates.get_mut(&addr)?;
+        c.next_dial = now + c.backoff;
+        c.backoff = (c.backoff * 2).min(MAX_BACKOFF);
+        self.connecting.insert(addr);
+        Some(Dial {
+            addr,
+            source: c.first,
+            encrypted: c.wants_mse,
+        })
+    }
+
+    pub fn half_open(&self) -> usize {
+        self.connecting.len()
+    }
+
+    pub fn is_connecting(&self, addr: &SocketAddr) -> bool {
+        self.connecting.contains(addr)
+    }
+
+    pub fn connected(&mut self, addr: SocketAddr) {
+        self.connecting.remove(&addr);
+    }
+
+    /// The dial failed: alternate, plain next time if encryption failed too.
+    pub fn dial_failed(&mut self, addr: SocketAddr) {
+        self.connecting.remove(&addr);
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.wants_mse = false;
+        }
+    }
+
+    /// We dialled it and it hung up before its handshake: try the other
+    /// handshake (MSE after plain, plain after MSE) next time.
+    pub fn closed_before_handshake(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.wants_mse = !c.wants_mse;
+        }
+    }
+
+    /// It had everything: a seed will not dial it again.
+    pub fn mark_seed(&mut self, now: Instant, addr: SocketAddr, source: PeerSource) {
+        self.add(now, addr, source);
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.was_seed = true;
+        }
+    }
+
+    pub fn ban(&mut self, ip: IpAddr) {
+        self.banned.insert(ip);
+    }
+
+    pub fn is_banned(&self, ip: &IpAddr) -> bool {
+        self.banned.contains(ip)
+    }
+
+    pub fn banned(&self) -> usize {
+        self.banned.len()
+    }
+
+    /// Distinct addresses `source` named.
+    pub fn found_by(&self, source: PeerSource) -> usize {
+        self.candidates
+            .values()
+            .filter(|c| c.sources.contains(source))
+            .count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.candidates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881))
+    }
+
+    #[test]
+    fn an_address_keeps_every_source_that_named_it() {
+        let now = Instant::now();
+        let mut t = PeerTable::new(None);
+        assert!(t.add(now, addr(1), PeerSource::Dht));
+        assert!(t.add(now, addr(1), PeerSource::Pex));
+        assert_eq!(t.len(), 1);
+        let c = t.get(&addr(1)).unwrap();
+        assert_eq!(c.first, PeerSource::Dht);
+        assert!(c.sources.contains(PeerSource::Pex));
+        assert_eq!(t.found_by(PeerSource::Pex), 1);
+        assert_eq!(t.found_by(PeerSource::Tracker), 0);
+    }
+
+    #[test]
+    fn ours_port_zero_and_banned_are_refused() {
+        let now = Instant::now();
+        let me = addr(9);
+        let mut t = PeerTable::new(Some(me));
+        assert!(!t.add(now, me, PeerSource::Dht));
+        assert!(!t.add(now, SocketAddr::from(([10, 0, 0, 2], 0)), PeerSource::Dht));
+        t.ban(addr(3).ip());
+        assert!(!t.add(now, addr(3), PeerSource::Tracker));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn dials_back_off_and_half_open_ones_are_not_due() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(None);
+        t.add(t0, addr(1), PeerSource::Dht);
+        assert_eq!(t.due(t0, false, |_| false), vec![addr(1)]);
+        let d = t.start_dial(t0, addr(1)).unwrap();
+        assert!(!d.encrypted);
+        assert!(t
+            .due(t0 + Duration::from_secs(5), false, |_| false)
+            .is_empty());
+        t.dial_failed(addr(1));
+        // 1 s, then 2 s, 4 s...: the second dial waits 1 s, the third 2 s.
+        assert_eq!(t.next_dial(), Some(t0 + Duration::from_secs(1)));
+        let t1 = t0 + Duration::from_secs(1);
+        t.start_dial(t1, addr(1));
+        t.dial_failed(addr(1));
+        assert_eq!(t.next_dial(), Some(t1 + Duration::from_secs(2)));
+        assert!(t
+            .due(t1 + Duration::from_millis(1999), false, |_| false)
+            .is_empty());
+        // Connected peers are not dialled.
+        assert!(t
+            .due(t1 + Duration::from_secs(9), false, |a| *a == addr(1))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_hangs_up_on_plain_gets_mse_then_plain_again() {
+        let now = Instant::now();
+        let mut t = PeerTable::new(None);
+        t.add(now, addr(1), PeerSource::Tracker);
+        t.start_dial(now, addr(1));
+        t.connected(addr(1));
+        t.closed_before_handshake(addr(1));
+        assert!(t.start_dial(now, addr(1)).unwrap().encrypted);
+        t.dial_failed(addr(1));
+        assert!(!t.start_dial(now, addr(1)).unwrap().encrypted);
+    }
+
+    #[test]
+    fn pex_fills_a_quarter_at_most_and_the_table_is_bounded() {
+        let now = Instant::now();
+        let mut t = PeerTable::new(None);
+        let kept = (0..MAX_KNOWN_PEERS as u16)
+            .filter(|i| t.add(now, addr(*i), PeerSource::Pex))
+            .count();
+        assert_eq!(kept, MAX_FROM_PEX);
+        for i in 0..(2 * MAX_KNOWN_PEERS) as u16 {
+            t.add(now, addr(10_000 + i), PeerSource::Dht);
+        }
+        assert_eq!(t.len(), MAX_KNOWN_PEERS);
+    }
+
+    #[test]
+    fn a_seed_skips_known_seeds() {
+        let now = Instant::now();
+        let mut t = PeerTable::new(None);
+        t.mark_seed(now, addr(1), PeerSource::Incoming);
+        t.add(now, addr(2), PeerSource::Dht);
+        assert_eq!(t.due(now, true, |_| false), vec![addr(2)]);
+        assert_eq!(t.due(now, false, |_| false), vec![addr(1), addr(2)]);
+    }
+}
