@@ -17,6 +17,7 @@ pub mod peer_io;
 pub mod pool;
 pub mod resume;
 pub mod sources;
+pub mod state_dir;
 pub mod storage;
 pub mod torrent;
 pub mod tracker;

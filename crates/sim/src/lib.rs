@@ -7,6 +7,7 @@
 
 pub mod dht;
 mod net;
+pub mod stream;
 
 pub use dht::{DhtSim, LookupRecord, SimConfig};
 pub use net::NetModel;
