@@ -482,13 +482,22 @@ impl Session {
     // Commands.
 
     /// What we have, right after the handshake: have_all / have_none with
-    /// the fast extension, else a bitfield (nothing at all if empty).
+    /// the fast extension, else a bitfield, all zeros if we have nothing.
     pub fn send_have_set(&mut self, have: &Bitfield) {
         if self.fast() && have.is_full() {
             self.push(Message::HaveAll);
         } else if self.fast() && have.none() {
             self.push(Message::HaveNone);
-        } else if !have.none() {
+        } else {
+            // Even when empty. libtorrent sends nothing here ("not sending
+            // bitfield, have none": BEP 3 lets a peer with no pieces skip
+            // it), but some clients wait for a first message before they go
+            // on (XD waits for the bitfield itself: majestrate/XD#133), and
+            // we would say nothing until our 90 s keep-alive. An all-zero
+            // bitfield is the message BEP 3 defines for this moment, so a
+            // client that parses any bitfield takes it; a keep-alive would
+            // not satisfy one that waits for the bitfield. It costs one bit
+            // per piece, once.
             self.push(Message::Bitfield(Bytes::copy_from_slice(have.as_bytes())));
         }
     }
@@ -642,6 +651,41 @@ mod tests {
         pump(now, &mut b, &mut a).unwrap();
         assert_eq!(events(&mut b), [Event::HaveAll]);
         assert_eq!(events(&mut a), [Event::HaveNone]);
+    }
+
+    /// Without the fast extension on both sides, a peer with no pieces
+    /// still says so at once (an all-zero bitfield): a client that waits
+    /// for our first message must not wait for the 90 s keep-alive.
+    #[test]
+    fn an_empty_have_set_without_fast_is_a_zero_bitfield() {
+        let now = Instant::now();
+        for (a_fast, b_fast) in [(true, false), (false, true), (false, false)] {
+            let shape = Some(TorrentShape::new(32768, 100_000));
+            let cfg = |id: u8, fast: bool| {
+                let mut c = SessionConfig::new(IH, PeerId([id; 20]), shape);
+                if !fast {
+                    c.reserved.0[7] &= !0x04;
+                }
+                c
+            };
+            let mut a = Session::new(cfg(1, a_fast), now);
+            let mut b = Session::new(cfg(2, b_fast), now);
+            pump(now, &mut a, &mut b).unwrap();
+            pump(now, &mut b, &mut a).unwrap();
+            events(&mut a);
+            events(&mut b);
+            a.send_have_set(&Bitfield::new(4));
+            let sent: Vec<u8> = std::iter::from_fn(|| a.poll_transmit(now))
+                .flat_map(|b| b.to_vec())
+                .collect();
+            assert_eq!(sent, [0, 0, 0, 2, 5, 0], "fast: us {a_fast}, them {b_fast}");
+            b.handle_bytes(now, &sent).unwrap();
+            assert_eq!(
+                events(&mut b),
+                [Event::Bitfield(Bytes::from_static(&[0]))],
+                "fast: us {a_fast}, them {b_fast}"
+            );
+        }
     }
 
     proptest::proptest! {
