@@ -29,7 +29,11 @@ fn seed() -> u64 {
 
 /// The routers: the user's, or (only then) the public ones, resolved;
 /// both address families are kept (each family's node takes its own).
-async fn routers(c: &DhtCommon) -> anyhow::Result<Vec<SocketAddr>> {
+/// Under [`super::get::LOCAL_ONLY_ENV`] there are none to fall back on: a
+/// `dht node` then starts alone, the first node of a private DHT that the
+/// others join, and any command given a saved table (`--state`) starts
+/// from the nodes in it.
+async fn routers(c: &DhtCommon, role: Role) -> anyhow::Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     if !c.bootstrap.is_empty() {
         for b in &c.bootstrap {
@@ -41,8 +45,20 @@ async fn routers(c: &DhtCommon) -> anyhow::Result<Vec<SocketAddr>> {
         return Ok(out);
     }
     if super::get::local_only() {
+        if role == Role::Member && c.state.is_none() && !c.json {
+            eprintln!(
+                "no --bootstrap and {} is set: starting alone, as the first node of a \
+                 private DHT (others join with --bootstrap {})",
+                super::get::LOCAL_ONLY_ENV,
+                c.listen
+            );
+        }
+        if role == Role::Member || c.state.is_some() {
+            return Ok(out);
+        }
         bail!(
-            "give --bootstrap HOST:PORT: the public routers are refused because {} is set",
+            "give --bootstrap HOST:PORT (or --state FILE): the public routers are refused \
+             because {} is set",
             super::get::LOCAL_ONLY_ENV
         );
     }
@@ -212,7 +228,7 @@ fn parse_ih(s: &str) -> anyhow::Result<InfoHash> {
 }
 
 async fn node(c: &DhtCommon, every: u64, duration: Option<u64>) -> anyhow::Result<ExitCode> {
-    let routers = routers(c).await?;
+    let routers = routers(c, Role::Member).await?;
     let dht = start(c, &routers, Role::Member).await?;
     let mut boot = dht.bootstrap(routers).await;
     let started = Instant::now();
@@ -273,7 +289,7 @@ async fn get_peers(
     trace: bool,
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
-    let routers = routers(c).await?;
+    let routers = routers(c, Role::OneShot).await?;
     let t0 = Instant::now();
     let dht = start(c, &routers, Role::OneShot).await?;
     let mut rx = dht.get_peers(ih).await;
@@ -329,7 +345,7 @@ async fn get_peers(
 
 /// Repeated lookups on one node: time from the command to the first peer.
 async fn repeat(c: &DhtCommon, ih: InfoHash, n: u32) -> anyhow::Result<ExitCode> {
-    let routers = routers(c).await?;
+    let routers = routers(c, Role::OneShot).await?;
     let dht = start(c, &routers, Role::OneShot).await?;
     let mut warm = Vec::new();
     for i in 0..n.max(1) {
@@ -383,7 +399,7 @@ async fn announce(
     port: Option<u16>,
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
-    let routers = routers(c).await?;
+    let routers = routers(c, Role::OneShot).await?;
     let dht = start(c, &routers, Role::OneShot).await?;
     let mut rx = dht.announce(ih, port).await;
     let result = tokio::time::timeout(Duration::from_secs(timeout), async {
@@ -522,7 +538,7 @@ async fn newest_item(
 }
 
 async fn get_item(c: &DhtCommon, q: ItemQuery, timeout: u64) -> anyhow::Result<ExitCode> {
-    let routers = routers(c).await?;
+    let routers = routers(c, Role::OneShot).await?;
     let dht = start(c, &routers, Role::OneShot).await?;
     let (best, responses) = newest_item(&dht, q, timeout, c.json, true).await?;
     match best {
@@ -549,7 +565,7 @@ async fn put_item(
     seq: Option<i64>,
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
-    let routers = routers(c).await?;
+    let routers = routers(c, Role::OneShot).await?;
     let dht = start(c, &routers, Role::OneShot).await?;
     let item = match signer {
         None => Item::Immutable(value),
@@ -638,7 +654,7 @@ async fn sample(
     walks: u32,
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
-    let routers = routers(c).await?;
+    let routers = routers(c, Role::OneShot).await?;
     let dht = start(c, &routers, Role::OneShot).await?;
     let mut rng = Rng::from_u64(seed());
     let targets: Vec<NodeId> = match target {
