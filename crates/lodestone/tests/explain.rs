@@ -371,3 +371,108 @@ fn explain_prints_the_timeline_a_plain_run_does_not() {
         "a plain run printed the table before the end:\n{plain}"
     );
 }
+
+/// `--explain --json`: the summary's times all count from the process
+/// start (the download's own clock starts once the metadata is in), and
+/// its `timeline` lists the milestones in order of time.
+#[test]
+fn explain_json_gives_the_timeline_from_the_process_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, torrent, ih) = small(dir.path());
+    let (_seeder, seeder) = spawn_seeder(&torrent, &src, &[]);
+    let magnet = format!("magnet:?xt=urn:btih:{ih}");
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        bin()
+            .args(["get", "--json", "--explain", &magnet, "--peer", &seeder])
+            .args(["--no-lpd", "-o"])
+            .arg(&out),
+    )
+    .finish(Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(src.join("s.bin")).unwrap(),
+        std::fs::read(out.join("s.bin")).unwrap()
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let summary = events.last().expect("a summary");
+    assert_eq!(summary["event"], "summary", "{summary}");
+    let secs = |v: &serde_json::Value, key: &str| {
+        v[key].as_f64().unwrap_or_else(|| panic!("no {key} in {v}"))
+    };
+    let (metadata, first_byte, complete) = (
+        secs(summary, "metadata_s"),
+        secs(summary, "first_byte_s"),
+        secs(summary, "time_to_complete_s"),
+    );
+    assert!(
+        0.0 <= metadata && metadata <= first_byte && first_byte <= complete,
+        "metadata at {metadata} s, first byte at {first_byte} s, complete at {complete} s"
+    );
+    // The download's own clock (the completed event's after_s) starts
+    // once the metadata is in: the summary's counts from before that.
+    let completed = events
+        .iter()
+        .find(|e| e["event"] == "completed")
+        .expect("a completed event");
+    let download = secs(completed, "after_s");
+    assert!(
+        complete + 1e-6 >= metadata + download,
+        "complete at {complete} s, but the metadata came at {metadata} s and the download took {download} s"
+    );
+    // The metadata event counts from the fetch's start, after the
+    // process's: no later than the summary's.
+    let fetched = events
+        .iter()
+        .find(|e| e["event"] == "metadata")
+        .expect("a metadata event");
+    assert!(secs(fetched, "t") <= metadata, "{fetched} vs {metadata}");
+
+    let timeline = summary["timeline"].as_array().expect("a timeline");
+    let at = |name: &str| {
+        let e = timeline
+            .iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} in the timeline {timeline:?}"));
+        secs(e, "at_s")
+    };
+    let times: Vec<f64> = timeline.iter().map(|e| secs(e, "at_s")).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "timeline out of order: {timeline:?}"
+    );
+    // The milestones, in the order they must come.
+    let order = [
+        "first_peer",
+        "metadata",
+        "download_started",
+        "first_byte",
+        "complete",
+        "end",
+    ];
+    for w in order.windows(2) {
+        assert!(
+            at(w[0]) <= at(w[1]),
+            "{} after {}: {timeline:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert!(at("metadata") >= 0.0, "{timeline:?}");
+    assert_eq!(at("metadata"), metadata, "{timeline:?}");
+    assert_eq!(at("complete"), complete, "{timeline:?}");
+    assert_eq!(at("first_byte"), first_byte, "{timeline:?}");
+    let first_peer = timeline
+        .iter()
+        .find(|e| e["event"] == "first_peer")
+        .expect("first_peer");
+    assert_eq!(first_peer["addr"], seeder.as_str(), "{first_peer}");
+}

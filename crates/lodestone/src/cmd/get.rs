@@ -58,6 +58,73 @@ fn use_lpd(explicit: bool, no_lpd: bool, listening: bool, local_only: bool) -> b
     explicit || (!no_lpd && listening && !local_only)
 }
 
+/// When this command started (its arguments parsed): the summary's times
+/// count from here. Set by the first call, which `get` and `seed` make
+/// first thing.
+fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// What happened when, counted from [`process_start`]: each milestone once
+/// (its first time). Most are when this code saw the event; `first_byte`
+/// and `complete` are the engine's own measures, moved to the process's
+/// clock. With `--explain --json` the summary's `timeline`.
+struct Timeline {
+    start: Instant,
+    entries: Vec<(Duration, serde_json::Value)>,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Self {
+            start: process_start(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Since the process start.
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn at(&self, event: &str) -> Option<Duration> {
+        self.entries
+            .iter()
+            .find(|(_, v)| v["event"] == event)
+            .map(|(t, _)| *t)
+    }
+
+    /// `event` at `at` (since the process start), with `extra` fields (a
+    /// JSON object or null), unless it happened already.
+    fn mark_at(&mut self, at: Duration, event: &str, extra: serde_json::Value) {
+        if self.at(event).is_some() {
+            return;
+        }
+        let mut v = json!({ "event": event });
+        if let (Some(o), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
+            o.extend(x);
+        }
+        self.entries.push((at, v));
+    }
+
+    fn mark(&mut self, event: &str, extra: serde_json::Value) {
+        self.mark_at(self.now(), event, extra);
+    }
+
+    /// In order of time: `{"at_s": .., "event": .., ...}`.
+    fn to_json(&self) -> serde_json::Value {
+        let mut e = self.entries.clone();
+        e.sort_by_key(|(t, _)| *t);
+        e.into_iter()
+            .map(|(t, mut v)| {
+                v["at_s"] = json!(t.as_secs_f64());
+                v
+            })
+            .collect()
+    }
+}
+
 /// Fresh randomness per run for the peer id and the engine's seeded choices.
 fn run_seed_value() -> u64 {
     RandomState::new().hash_one(SystemTime::now())
@@ -70,13 +137,20 @@ fn peer_id(seed: u64) -> PeerId {
 }
 
 pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
+    let mut timeline = Timeline::new();
     let input = super::info::load(&a.input)?;
+    if matches!(input, super::info::Input::Torrent(_)) {
+        timeline.mark("metadata", json!({"from": "torrent file"}));
+    }
     let seed = run_seed_value();
     let rt = runtime()?;
     rt.block_on(async {
         let listen = a.listen;
         let public = public_dht(a.sources.dht, a.sources.no_dht, &a.sources.bootstrap, local_only())?;
         let dht = start_dht(&a.sources.bootstrap, public, listen, seed).await?;
+        if dht.is_some() {
+            timeline.mark("dht_bootstrap_started", json!(null));
+        }
         let (meta, peers) = match input {
             super::info::Input::Torrent(m) => (*m, a.peers.clone()),
             super::info::Input::Magnet(m) => {
@@ -93,10 +167,11 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 }
                 // The download phase gets the same peers (x.pe too); those
                 // found by a source find it again, under their own name.
-                (fetch(&m, peers.clone(), dht.clone(), a, seed).await?, peers)
+                let meta = fetch(&m, peers.clone(), dht.clone(), a, seed, &mut timeline).await?;
+                (meta, peers)
             }
         };
-        get_with(meta, peers, a, seed, dht).await
+        get_with(meta, peers, a, seed, dht, timeline).await
     })
 }
 
@@ -196,6 +271,7 @@ async fn fetch(
     dht: Option<lodestone_engine::dht::Dht>,
     a: &GetArgs,
     seed: u64,
+    timeline: &mut Timeline,
 ) -> anyhow::Result<Metainfo> {
     let (listen, max_size, json, explain) = (a.listen, a.max_metadata_size, a.json, a.explain);
     use lodestone_engine::magnet::{fetch_metadata, FetchConfig, FetchEvent};
@@ -250,6 +326,17 @@ async fn fetch(
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
                 let t = started.elapsed().as_secs_f64();
+                match &ev {
+                    FetchEvent::PeerConnected { addr, source, .. } => timeline.mark(
+                        "first_peer",
+                        json!({"addr": addr.to_string(), "source": source.name()}),
+                    ),
+                    FetchEvent::PeersFound { source, new } if *new > 0 => {
+                        timeline.mark("first_peer_found", json!({"source": source.name()}))
+                    }
+                    FetchEvent::Piece { .. } => timeline.mark("first_metadata_piece", json!(null)),
+                    _ => {}
+                }
                 let (j, text) = match &ev {
                     FetchEvent::PeerConnected { addr, source, ut_metadata, metadata_size } => (
                         json!({"event": "metadata_peer", "t": t, "addr": addr.to_string(), "source": source.name(), "ut_metadata": ut_metadata, "metadata_size": metadata_size}),
@@ -314,6 +401,7 @@ async fn fetch(
             },
         }
     }
+    let from_file_used = from_file.is_some();
     let mut meta = match from_file {
         Some(m) => m,
         None => task.await.context("metadata task")??,
@@ -325,6 +413,10 @@ async fn fetch(
         }
     }
     meta.web_seeds.extend(m.web_seeds.iter().cloned());
+    timeline.mark(
+        "metadata",
+        json!({"from": if from_file_used { "torrent url" } else { "peers" }}),
+    );
     let t = started.elapsed().as_secs_f64();
     if json {
         crate::outln!(
@@ -347,6 +439,7 @@ async fn get_with(
     a: &GetArgs,
     seed: u64,
     dht: Option<lodestone_engine::dht::Dht>,
+    timeline: Timeline,
 ) -> anyhow::Result<ExitCode> {
     for &i in &a.only {
         if i >= meta.info.files.len() {
@@ -382,7 +475,7 @@ async fn get_with(
     cfg.trackers = !a.sources.no_trackers;
     cfg.pex = !a.sources.no_pex;
     cfg.http = http_client(a.sources.ca_file.as_deref())?;
-    drive_async(meta, cfg, a.json, a.explain).await
+    drive_async(meta, cfg, a.json, a.explain, timeline).await
 }
 
 /// The HTTP(S) client: Mozilla's roots, plus the user's CA file if given.
@@ -395,7 +488,9 @@ pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<lodestone_engine::h
 }
 
 pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
+    let mut timeline = Timeline::new();
     let meta = load(&a.torrent)?;
+    timeline.mark("metadata", json!({"from": "torrent file"}));
     let dir = content_dir(&a.path, &meta.info.name)?;
     let seed = run_seed_value();
     let mut cfg = TorrentConfig::new(dir, peer_id(seed), seed);
@@ -419,7 +514,10 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     )?;
     runtime()?.block_on(async {
         cfg.dht = start_dht(&a.sources.bootstrap, public, Some(a.listen), seed).await?;
-        drive_async(meta, cfg, a.json, false).await
+        if cfg.dht.is_some() {
+            timeline.mark("dht_bootstrap_started", json!(null));
+        }
+        drive_async(meta, cfg, a.json, false, timeline).await
     })
 }
 
@@ -449,6 +547,7 @@ async fn drive_async(
     cfg: TorrentConfig,
     json: bool,
     explain: bool,
+    timeline: Timeline,
 ) -> anyhow::Result<ExitCode> {
     let meta = Arc::new(meta);
     let seeding_forever = cfg.seed_time == Some(Duration::MAX);
@@ -459,8 +558,11 @@ async fn drive_async(
     {
         let (events_tx, mut events_rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = watch::channel(false);
+        // The engine's times count from its own start, a moment after this
+        // (at most): shifted by this, they count from the process start.
+        let torrent_started = timeline.now();
         let engine = tokio::spawn(torrent::run(meta.clone(), cfg, events_tx, stop_rx));
-        let mut ui = Ui::new(&meta, json, explain);
+        let mut ui = Ui::new(&meta, json, explain, timeline, torrent_started);
         let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
         let mut stopping = false;
         loop {
@@ -501,10 +603,19 @@ struct Ui {
     started: Instant,
     /// Everything was on disk at the start: we are only seeding.
     seeding_only: bool,
+    timeline: Timeline,
+    /// When the engine started the torrent, since the process start.
+    torrent_started: Duration,
 }
 
 impl Ui {
-    fn new(meta: &Metainfo, json: bool, explain: bool) -> Self {
+    fn new(
+        meta: &Metainfo,
+        json: bool,
+        explain: bool,
+        timeline: Timeline,
+        torrent_started: Duration,
+    ) -> Self {
         let total = meta.info.content_length();
         let multi = (!json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
         let bar = multi.as_ref().map(|m| {
@@ -529,6 +640,8 @@ impl Ui {
             total,
             started: Instant::now(),
             seeding_only: false,
+            timeline,
+            torrent_started,
         }
     }
 
@@ -544,7 +657,26 @@ impl Ui {
         crate::outln!("{v}");
     }
 
+    /// Record the milestones among the engine's events.
+    fn milestone(&mut self, ev: &TorrentEvent) {
+        let tl = &mut self.timeline;
+        match ev {
+            TorrentEvent::Started { have, .. } => {
+                tl.mark("download_started", json!({"have_pieces": have}))
+            }
+            TorrentEvent::PeerConnected { addr, source, .. } => tl.mark(
+                "first_peer",
+                json!({"addr": addr.to_string(), "source": source.name()}),
+            ),
+            TorrentEvent::Completed { after } => {
+                tl.mark_at(self.torrent_started + *after, "complete", json!(null))
+            }
+            _ => {}
+        }
+    }
+
     fn event(&mut self, ev: &TorrentEvent) {
+        self.milestone(ev);
         let t = self.started.elapsed().as_secs_f64();
         if self.json {
             let v = match ev {
@@ -698,28 +830,48 @@ impl Ui {
                 lodestone_engine::sources::render(&self.last_rows).join("\n")
             );
         }
+        // Every time in the summary counts from the process start; the
+        // engine's count from the torrent's.
+        let from_start = |d: Option<Duration>| d.map(|d| self.torrent_started + d);
+        let (complete_at, first_byte_at) = (
+            from_start(s.time_to_complete),
+            from_start(s.time_to_first_byte),
+        );
+        if let Some(t) = first_byte_at {
+            self.timeline.mark_at(t, "first_byte", json!(null));
+        }
+        if let Some(t) = complete_at {
+            self.timeline.mark_at(t, "complete", json!(null));
+        }
+        self.timeline.mark("end", json!({"stopped": s.stopped}));
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         if self.json {
-            self.line(json!({
+            let mut summary = json!({
                 "event": "summary",
                 "infohash": self.info_hash,
                 "bytes": self.total,
                 "complete": s.complete,
-                "time_to_complete_s": s.time_to_complete.map(|d| d.as_secs_f64()),
-                "first_byte_s": s.time_to_first_byte.map(|d| d.as_secs_f64()),
+                "time_to_complete_s": secs(complete_at),
+                "first_byte_s": secs(first_byte_at),
+                "metadata_s": secs(self.timeline.at("metadata")),
                 "downloaded_bytes": s.stats.downloaded,
                 "uploaded_bytes": s.stats.uploaded,
                 "wasted_bytes": s.stats.wasted,
                 "peers_by_source": s.peers_by_source,
                 "paused": s.paused,
                 "stopped": s.stopped,
-            }));
+            });
+            if self.explain {
+                summary["timeline"] = self.timeline.to_json();
+            }
+            self.line(summary);
         } else {
             let done = if s.complete { "complete" } else { "incomplete" };
             crate::outln!(
                 "{done}: {} downloaded, {} uploaded{}",
                 human::bytes(s.stats.downloaded),
                 human::bytes(s.stats.uploaded),
-                s.time_to_complete
+                complete_at
                     .map(|d| format!(", finished after {:.2} s", d.as_secs_f64()))
                     .unwrap_or_default()
             );
