@@ -58,6 +58,10 @@ const PIECE_COMPACT_AFTER: Duration = Duration::from_secs(3);
 /// Requests from one peer we queue to serve (the session caps its own
 /// queue too; this bounds ours).
 const MAX_TO_SERVE: usize = 2048;
+/// A peer that rejects our requests while unchoking us (it lost a piece,
+/// say) is not asked again for this long: asking at once would loop at
+/// network speed.
+const REJECT_PAUSE: Duration = Duration::from_secs(2);
 
 /// How one torrent behaves. The driver's own settings (where files go,
 /// threads) stay with the driver.
@@ -134,6 +138,8 @@ struct Peer {
     snubbed: bool,
     peer_reqq: usize,
     allowed_fast: Vec<PieceIndex>,
+    /// See [`REJECT_PAUSE`].
+    no_requests_until: Option<Instant>,
     /// The peer's listen port from its extension handshake.
     listen_port: Option<u16>,
     pex: Option<lodestone_peer::pex::PexState>,
@@ -308,6 +314,7 @@ impl TorrentCore {
             cfg,
         };
         t.refresh_stats();
+        t.events.push_back(Event::Sources(t.sources(now)));
         t.check_complete(now);
         t.dial_due(now);
         t
@@ -352,6 +359,7 @@ impl TorrentCore {
     ) -> Option<PeerKey> {
         self.table.connected(addr);
         if self.table.is_banned(&addr.ip()) || self.peers.len() >= self.cfg.max_peers {
+            self.table.disconnected(addr);
             return None;
         }
         let key = PeerKey(self.next_key);
@@ -383,6 +391,7 @@ impl TorrentCore {
                 snubbed: false,
                 peer_reqq: 250,
                 allowed_fast: Vec::new(),
+                no_requests_until: None,
                 listen_port: None,
                 pex: None,
             },
@@ -519,6 +528,11 @@ impl TorrentCore {
                 }
             }
         }
+        if self.upload.limited() {
+            // Blocks go out in turns, within what the budget still allows.
+            self.serve_in_turn();
+            return;
+        }
         let waiting: Vec<PeerKey> = self
             .peers
             .iter()
@@ -566,10 +580,11 @@ impl TorrentCore {
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Instant {
         let tick = self.last_tick + if self.active() { TICK } else { IDLE_TICK };
+        let seeding = self.picker.have().is_full();
         let dial = self
             .table
-            .next_dial()
-            .filter(|_| self.wants_more_peers())
+            .next_dial(seeding)
+            .filter(|_| self.wants_more_peers() && self.paused.is_none())
             .unwrap_or(tick);
         tick.min(dial).max(self.last_tick)
     }
@@ -862,9 +877,8 @@ impl TorrentCore {
         if !self.wants_more_peers() || self.paused.is_some() {
             return;
         }
-        let connected: HashSet<SocketAddr> = self.peers.values().map(|p| p.addr).collect();
         let seeding = self.picker.have().is_full();
-        for addr in self.table.due(now, seeding, |a| connected.contains(a)) {
+        for addr in self.table.due(now, seeding) {
             if !self.wants_more_peers() {
                 break;
             }
@@ -1002,6 +1016,9 @@ impl TorrentCore {
                 self.picker.on_request_failed(key, block);
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.queue.on_request_lost(block);
+                    if !p.session.peer_choking() {
+                        p.no_requests_until = Some(now + REJECT_PAUSE);
+                    }
                 }
             }
             PeerEvent::AllowedFast(piece) => {
@@ -1269,7 +1286,10 @@ impl TorrentCore {
         let Some(p) = self.peers.get(&key) else {
             return;
         };
-        if !p.established || !p.session.am_interested() {
+        if !p.established
+            || !p.session.am_interested()
+            || p.no_requests_until.is_some_and(|t| now < t)
+        {
             return;
         }
         let target = p.queue.target(p.down.per_sec(), p.peer_reqq);
@@ -1533,6 +1553,7 @@ impl TorrentCore {
             return;
         };
         self.actions.push_back(Action::Close(key));
+        self.table.disconnected(p.addr);
         // Dropped before its handshake on a dial: try the other handshake next time.
         if !p.established
             && p.source != PeerSource::Incoming

@@ -19,3 +19,6 @@ pub use crate::source::{
     DhtRound, Disabled, PeerSource, Source, SourceKind, SourceSet, SourceState, TrackerStatus,
 };
 pub use lodestone_peer::picker::PeerKey;
+
+#[cfg(test)]
+mod tests;

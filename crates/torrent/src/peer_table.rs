@@ -44,6 +44,8 @@ pub struct PeerTable {
     // Ordered: the same inputs dial in the same order (the simulator replays).
     candidates: BTreeMap<SocketAddr, Candidate>,
     connecting: HashSet<SocketAddr>,
+    /// Candidates with a connection up: not dialled, no dial time kept.
+    connected: HashSet<SocketAddr>,
     banned: HashSet<IpAddr>,
     from_pex: usize,
     /// Our own listen address: never a candidate.
@@ -94,35 +96,29 @@ impl PeerTable {
         self.candidates.get(addr)
     }
 
-    /// Addresses whose dial time has come, in address order, skipping
-    /// those being dialled, connected (`busy`), banned, and known seeds
-    /// when `skip_seeds` (a seed has nothing to trade with them).
-    pub fn due(
-        &self,
-        now: Instant,
-        skip_seeds: bool,
-        busy: impl Fn(&SocketAddr) -> bool,
-    ) -> Vec<SocketAddr> {
-        self.candidates
-            .iter()
-            .filter(|(a, c)| {
-                c.next_dial <= now
-                    && !self.connecting.contains(a)
-                    && !busy(a)
-                    && !self.banned.contains(&a.ip())
-                    && (!skip_seeds || !c.was_seed)
-            })
+    /// Candidates that may be dialled at some time: not being dialled,
+    /// not connected, not banned, and not known seeds when `skip_seeds`
+    /// (a seed has nothing to trade with them).
+    fn dialable(&self, skip_seeds: bool) -> impl Iterator<Item = (&SocketAddr, &Candidate)> {
+        self.candidates.iter().filter(move |(a, c)| {
+            !self.connecting.contains(a)
+                && !self.connected.contains(a)
+                && !self.banned.contains(&a.ip())
+                && (!skip_seeds || !c.was_seed)
+        })
+    }
+
+    /// Dialable addresses whose time has come, in address order.
+    pub fn due(&self, now: Instant, skip_seeds: bool) -> Vec<SocketAddr> {
+        self.dialable(skip_seeds)
+            .filter(|(_, c)| c.next_dial <= now)
             .map(|(a, _)| *a)
             .collect()
     }
 
-    /// The earliest dial time still to come (for the next timeout).
-    pub fn next_dial(&self) -> Option<Instant> {
-        self.candidates
-            .iter()
-            .filter(|(a, _)| !self.connecting.contains(a) && !self.banned.contains(&a.ip()))
-            .map(|(_, c)| c.next_dial)
-            .min()
+    /// The earliest dial time of a dialable address (for the next timeout).
+    pub fn next_dial(&self, skip_seeds: bool) -> Option<Instant> {
+        self.dialable(skip_seeds).map(|(_, c)| c.next_dial).min()
     }
 
     /// We dial `addr` now: it is half-open until [`Self::connected`] or
@@ -147,8 +143,15 @@ impl PeerTable {
         self.connecting.contains(addr)
     }
 
+    /// A connection to `addr` is up (dialled, or it dialled us).
     pub fn connected(&mut self, addr: SocketAddr) {
         self.connecting.remove(&addr);
+        self.connected.insert(addr);
+    }
+
+    /// The connection to `addr` closed: it may be dialled again in its time.
+    pub fn disconnected(&mut self, addr: SocketAddr) {
+        self.connected.remove(&addr);
     }
 
     /// The dial failed: alternate, plain next time if encryption failed too.
@@ -243,26 +246,26 @@ mod tests {
         let t0 = Instant::now();
         let mut t = PeerTable::new(None);
         t.add(t0, addr(1), PeerSource::Dht);
-        assert_eq!(t.due(t0, false, |_| false), vec![addr(1)]);
+        assert_eq!(t.due(t0, false), vec![addr(1)]);
         let d = t.start_dial(t0, addr(1)).unwrap();
         assert!(!d.encrypted);
-        assert!(t
-            .due(t0 + Duration::from_secs(5), false, |_| false)
-            .is_empty());
+        assert!(t.due(t0 + Duration::from_secs(5), false).is_empty());
         t.dial_failed(addr(1));
         // 1 s, then 2 s, 4 s...: the second dial waits 1 s, the third 2 s.
-        assert_eq!(t.next_dial(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(t.next_dial(false), Some(t0 + Duration::from_secs(1)));
         let t1 = t0 + Duration::from_secs(1);
         t.start_dial(t1, addr(1));
         t.dial_failed(addr(1));
-        assert_eq!(t.next_dial(), Some(t1 + Duration::from_secs(2)));
-        assert!(t
-            .due(t1 + Duration::from_millis(1999), false, |_| false)
-            .is_empty());
-        // Connected peers are not dialled.
-        assert!(t
-            .due(t1 + Duration::from_secs(9), false, |a| *a == addr(1))
-            .is_empty());
+        assert_eq!(t.next_dial(false), Some(t1 + Duration::from_secs(2)));
+        assert!(t.due(t1 + Duration::from_millis(1999), false).is_empty());
+        // Connected peers are not dialled, and their old dial time is no
+        // deadline (else a driver would wake at once, for ever).
+        t.start_dial(t1 + Duration::from_secs(9), addr(1));
+        t.connected(addr(1));
+        assert!(t.due(t1 + Duration::from_secs(99), false).is_empty());
+        assert_eq!(t.next_dial(false), None);
+        t.disconnected(addr(1));
+        assert!(t.next_dial(false).is_some());
     }
 
     #[test]
@@ -272,6 +275,7 @@ mod tests {
         t.add(now, addr(1), PeerSource::Tracker);
         t.start_dial(now, addr(1));
         t.connected(addr(1));
+        t.disconnected(addr(1));
         t.closed_before_handshake(addr(1));
         assert!(t.start_dial(now, addr(1)).unwrap().encrypted);
         t.dial_failed(addr(1));
@@ -298,7 +302,10 @@ mod tests {
         let mut t = PeerTable::new(None);
         t.mark_seed(now, addr(1), PeerSource::Incoming);
         t.add(now, addr(2), PeerSource::Dht);
-        assert_eq!(t.due(now, true, |_| false), vec![addr(2)]);
-        assert_eq!(t.due(now, false, |_| false), vec![addr(1), addr(2)]);
+        assert_eq!(t.due(now, true), vec![addr(2)]);
+        assert_eq!(t.due(now, false), vec![addr(1), addr(2)]);
+        assert_eq!(t.next_dial(true), Some(now));
+        t.start_dial(now, addr(2));
+        assert_eq!(t.next_dial(true), None);
     }
 }

@@ -187,3 +187,27 @@ impl Metainfo {
         parse::info_only(info_bytes)
     }
 }
+
+/// The v1 info dictionary of one file held in memory (for tests and
+/// simulations, which have no files to hash): `name`, `piece_length`, and
+/// the SHA-1 of each piece of `payload`.
+pub fn single_file_info(name: &str, piece_length: u32, payload: &[u8]) -> Vec<u8> {
+    use sha1::{Digest, Sha1};
+    let mut pieces = Vec::with_capacity(payload.len().div_ceil(piece_length.max(1) as usize) * 20);
+    for chunk in payload.chunks(piece_length.max(1) as usize) {
+        pieces.extend_from_slice(&Sha1::digest(chunk));
+    }
+    let mut out = Vec::new();
+    lodestone_bencode::Encoder::new(&mut out)
+        .begin_dict()
+        .bytes(b"length")
+        .int(payload.len() as i64)
+        .bytes(b"name")
+        .bytes(name.as_bytes())
+        .bytes(b"piece length")
+        .int(i64::from(piece_length))
+        .bytes(b"pieces")
+        .bytes(&pieces)
+        .end();
+    out
+}

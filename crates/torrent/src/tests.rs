@@ -1,0 +1,454 @@
+//! The core driven by hand: fake time, in-memory disks, and connections
+//! that deliver at once. Each node is a `TorrentCore`; `World` plays every
+//! driver.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
+use sha1::{Digest, Sha1};
+
+use crate::*;
+
+const PIECE: u32 = 32 * 1024;
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn torrent(len: usize) -> (Arc<Metainfo>, Vec<u8>) {
+    let data = payload(len);
+    let info = lodestone_core::metainfo::single_file_info("t", PIECE, &data);
+    (Arc::new(Metainfo::from_info_bytes(&info).unwrap()), data)
+}
+
+struct Node {
+    core: TorrentCore,
+    addr: SocketAddr,
+    disk: Vec<u8>,
+    /// Flip every byte of each 16 KiB block it sends.
+    liar: bool,
+    fail_writes: bool,
+    fail_reads: bool,
+    /// Behind NAT: dials to it fail.
+    nat: bool,
+    events: Vec<Event>,
+    saves: usize,
+}
+
+/// One end of a connection: node index and its key there.
+type End = (usize, PeerKey);
+
+struct World {
+    meta: Arc<Metainfo>,
+    nodes: Vec<Node>,
+    conns: Vec<(End, End)>,
+    now: Instant,
+    /// Bytes on their way: (to node, its key, bytes).
+    wire: VecDeque<(usize, PeerKey, Bytes)>,
+    dials_refused: usize,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i as u8 + 1], 6881))
+}
+
+impl World {
+    fn new(len: usize) -> (Self, Vec<u8>) {
+        let (meta, data) = torrent(len);
+        let w = World {
+            meta,
+            nodes: Vec::new(),
+            conns: Vec::new(),
+            now: Instant::now(),
+            wire: VecDeque::new(),
+            dials_refused: 0,
+        };
+        (w, data)
+    }
+
+    /// A node; `data` is what it holds already (all zeros: nothing).
+    fn add(&mut self, data: Option<&[u8]>, tweak: impl FnOnce(&mut CoreConfig)) -> usize {
+        let i = self.nodes.len();
+        let mut cfg = CoreConfig::new(PeerId([i as u8 + 1; 20]), i as u64 + 7);
+        cfg.listen = Some(addr(i));
+        tweak(&mut cfg);
+        let n = self.meta.info.num_pieces();
+        let have = match data {
+            Some(_) => Bitfield::full(n),
+            None => Bitfield::new(n),
+        };
+        let disk = data.map_or_else(
+            || vec![0; self.meta.info.total_length() as usize],
+            <[u8]>::to_vec,
+        );
+        let core = TorrentCore::new(self.meta.clone(), cfg, &have, false, self.now);
+        self.nodes.push(Node {
+            core,
+            addr: addr(i),
+            disk,
+            liar: false,
+            fail_writes: false,
+            fail_reads: false,
+            nat: false,
+            events: Vec::new(),
+            saves: 0,
+        });
+        i
+    }
+
+    fn peer_of(&self, me: End) -> Option<End> {
+        self.conns.iter().find_map(|(a, b)| {
+            if *a == me {
+                Some(*b)
+            } else if *b == me {
+                Some(*a)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Carry out every action of every node until all are quiet.
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let mut busy = false;
+            for i in 0..self.nodes.len() {
+                while let Some(a) = self.nodes[i].core.poll_action() {
+                    busy = true;
+                    self.act(i, a);
+                }
+                while let Some(e) = self.nodes[i].core.poll_event() {
+                    self.nodes[i].events.push(e);
+                }
+            }
+            while let Some((to, key, bytes)) = self.wire.pop_front() {
+                busy = true;
+                let now = self.now;
+                self.nodes[to]
+                    .core
+                    .handle_data(now, key, BytesMut::from(&bytes[..]));
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("the world never settled");
+    }
+
+    fn act(&mut self, i: usize, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Dial { addr, source, .. } => {
+                let Some(j) = self.nodes.iter().position(|n| n.addr == addr && !n.nat) else {
+                    self.dials_refused += 1;
+                    self.nodes[i].core.handle_connect_failed(now, addr);
+                    return;
+                };
+                // The acceptor sees the dialler's address (its own port: a
+                // simulated stack, one address per node).
+                let from = self.nodes[i].addr;
+                let kj =
+                    self.nodes[j]
+                        .core
+                        .handle_connected(now, from, PeerSource::Incoming, false);
+                let ki = self.nodes[i]
+                    .core
+                    .handle_connected(now, addr, source, false);
+                match (ki, kj) {
+                    (Some(ki), Some(kj)) => self.conns.push(((i, ki), (j, kj))),
+                    (Some(ki), None) => self.nodes[i].core.handle_closed(now, ki, "refused".into()),
+                    (None, Some(kj)) => self.nodes[j].core.handle_closed(now, kj, "closed".into()),
+                    (None, None) => {}
+                }
+            }
+            Action::Transmit(k) => {
+                let Some((j, kj)) = self.peer_of((i, k)) else {
+                    return;
+                };
+                while let Some(mut b) = self.nodes[i].core.poll_transmit(now, k) {
+                    if self.nodes[i].liar && b.len() == 16384 {
+                        b = b.iter().map(|x| !x).collect::<Vec<u8>>().into();
+                    }
+                    self.wire.push_back((j, kj, b));
+                }
+            }
+            Action::Close(k) => {
+                if let Some((j, kj)) = self.peer_of((i, k)) {
+                    self.conns.retain(|(a, b)| *a != (i, k) && *b != (i, k));
+                    self.nodes[j]
+                        .core
+                        .handle_closed(now, kj, "closed by peer".into());
+                }
+            }
+            Action::Check { piece, blocks } => {
+                let n = &mut self.nodes[i];
+                let mut h = Sha1::new();
+                for b in &blocks {
+                    h.update(b);
+                }
+                let good = self.meta.info.piece_hash(piece) == Some(h.finalize().into());
+                let result = if !good {
+                    Checked::Bad(blocks)
+                } else if n.fail_writes {
+                    Checked::WriteFailed("No space left on device".into())
+                } else {
+                    let mut at = (piece.0 * PIECE) as usize;
+                    for b in &blocks {
+                        n.disk[at..at + b.len()].copy_from_slice(b);
+                        at += b.len();
+                    }
+                    Checked::Good(blocks)
+                };
+                n.core.handle_checked(now, piece, result);
+            }
+            Action::Read { piece, len, .. } => {
+                let n = &mut self.nodes[i];
+                let at = (piece.0 * PIECE) as usize;
+                let result = if n.fail_reads {
+                    Err("file vanished".to_owned())
+                } else {
+                    Ok(Bytes::copy_from_slice(&n.disk[at..at + len as usize]))
+                };
+                n.core.handle_read(piece, result);
+            }
+            Action::SaveResume { .. } => {
+                self.nodes[i].saves += 1;
+                self.nodes[i].core.handle_resume_saved(now, true, false);
+            }
+            Action::Progress(_) => {}
+        }
+    }
+
+    /// Advance to the earliest timeout (at most `max`) and fire it.
+    fn step(&mut self, max: Duration) {
+        let next = self
+            .nodes
+            .iter()
+            .map(|n| n.core.poll_timeout())
+            .min()
+            .unwrap_or(self.now + max);
+        self.now = next.clamp(self.now, self.now + max);
+        for i in 0..self.nodes.len() {
+            let now = self.now;
+            self.nodes[i].core.handle_timeout(now);
+        }
+        self.settle();
+    }
+
+    /// Run until `done` or `limit` of fake time passes; the time it took.
+    fn run_until(&mut self, limit: Duration, done: impl Fn(&World) -> bool) -> Option<Duration> {
+        let start = self.now;
+        self.settle();
+        // A core that asks to be woken in the past for ever would spin here.
+        for _ in 0..1_000_000 {
+            if done(self) {
+                return Some(self.now - start);
+            }
+            if self.now - start >= limit {
+                return None;
+            }
+            self.step(Duration::from_millis(250));
+        }
+        panic!("time stopped at {:?}", self.now - start);
+    }
+
+    fn complete(&self, i: usize) -> bool {
+        self.nodes[i].core.is_complete()
+    }
+}
+
+#[test]
+fn a_leecher_gets_every_byte_from_a_seeder() {
+    let (mut w, data) = World::new(1 << 20);
+    let seed = w.add(Some(&data), |_| {});
+    let leech = w.add(None, |c| c.peers = vec![addr(0)]);
+    let took = w.run_until(Duration::from_secs(60), |w| w.complete(leech));
+    assert!(took.is_some(), "not complete after 60 s of fake time");
+    assert_eq!(w.nodes[leech].disk, data);
+    let st = w.nodes[seed].core.stats();
+    assert_eq!(st.uploaded, data.len() as u64);
+    assert_eq!(w.nodes[leech].core.stats().downloaded, data.len() as u64);
+    assert!(w.nodes[leech]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Completed { .. })));
+    // The leecher saved its resume data on completion.
+    assert!(w.nodes[leech].saves >= 1);
+    let files = w.nodes[leech].core.files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].done, data.len() as u64);
+}
+
+#[test]
+fn the_peers_view_names_the_source_and_the_seed() {
+    let (mut w, data) = World::new(256 << 10);
+    w.add(Some(&data), |c| c.seed_time = None);
+    // Held to a block a second: still downloading when we look.
+    let leech = w.add(None, |c| {
+        c.peers = vec![addr(0)];
+        c.download_rate_limit = Some(16 * 1024);
+    });
+    w.run_until(Duration::from_secs(2), |_| false);
+    let peers = w.nodes[leech].core.peers();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    let p = &peers[0];
+    assert_eq!(p.addr, addr(0));
+    assert_eq!(p.source, PeerSource::Manual);
+    assert!(p.found_by.contains(PeerSource::Manual));
+    assert!(p.established && p.seed);
+    assert!(p.client.starts_with("Lodestone"), "{}", p.client);
+    assert_eq!(p.pieces, w.meta.info.num_pieces());
+}
+
+#[test]
+fn a_liar_is_banned_and_the_download_still_completes() {
+    let (mut w, data) = World::new(1 << 20);
+    let honest = w.add(Some(&data), |c| c.seed_time = None);
+    let liar = w.add(Some(&data), |c| c.seed_time = None);
+    w.nodes[liar].liar = true;
+    let leech = w.add(None, |c| c.peers = vec![addr(honest), addr(liar)]);
+    let took = w.run_until(Duration::from_secs(120), |w| w.complete(leech));
+    assert!(took.is_some(), "not complete");
+    assert_eq!(w.nodes[leech].disk, data);
+    let banned: Vec<SocketAddr> = w.nodes[leech]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerBanned { addr, .. } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(banned, vec![addr(liar)]);
+}
+
+#[test]
+fn a_failed_write_pauses_with_the_reason() {
+    let (mut w, data) = World::new(256 << 10);
+    w.add(Some(&data), |c| c.seed_time = None);
+    let leech = w.add(None, |c| c.peers = vec![addr(0)]);
+    w.nodes[leech].fail_writes = true;
+    w.run_until(Duration::from_secs(30), |w| {
+        w.nodes[leech].core.paused().is_some()
+    });
+    let core = &w.nodes[leech].core;
+    assert_eq!(core.paused(), Some("No space left on device"));
+    assert_eq!(core.stop_reason(w.now), Some(StopReason::Paused));
+    assert_eq!(core.stats().have_pieces, 0);
+}
+
+#[test]
+fn an_unreadable_piece_is_rejected_not_served() {
+    let (mut w, data) = World::new(256 << 10);
+    let seed = w.add(Some(&data), |c| c.seed_time = None);
+    w.nodes[seed].fail_reads = true;
+    let leech = w.add(None, |c| {
+        c.peers = vec![addr(0)];
+        c.seed_time = None;
+    });
+    w.run_until(Duration::from_secs(10), |_| false);
+    assert!(w.nodes[seed]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ReadFailed { .. })));
+    assert_eq!(w.nodes[seed].core.stats().uploaded, 0);
+    assert!(!w.complete(leech));
+}
+
+#[test]
+fn an_upload_limit_holds_in_fake_time() {
+    let (mut w, data) = World::new(4 << 20);
+    let limit = 256 * 1024;
+    let seed = w.add(Some(&data), |c| {
+        c.seed_time = None;
+        c.upload_rate_limit = Some(limit);
+    });
+    w.add(None, |c| c.peers = vec![addr(0)]);
+    w.run_until(Duration::from_secs(10), |_| false);
+    let up = w.nodes[seed].core.stats().uploaded;
+    // Ten seconds at the limit, plus one second of burst at most.
+    assert!(up <= 11 * limit, "uploaded {up}");
+    assert!(up >= 8 * limit, "uploaded {up}");
+}
+
+#[test]
+fn failed_dials_back_off_and_the_core_sleeps_until_the_next() {
+    let (mut w, _) = World::new(64 << 10);
+    let nobody = SocketAddr::from(([10, 9, 9, 9], 1));
+    let leech = w.add(None, |c| c.peers = vec![nobody]);
+    w.settle();
+    assert_eq!(w.dials_refused, 1);
+    // No peer: the core sleeps until the redial (1 s), not on 250 ms ticks.
+    let t0 = w.now;
+    assert_eq!(
+        w.nodes[leech].core.poll_timeout(),
+        t0 + Duration::from_secs(1)
+    );
+    w.run_until(Duration::from_secs(16), |_| false);
+    // 1 + 2 + 4 + 8 s: dials at 0, 1, 3, 7, 15.
+    assert_eq!(w.dials_refused, 5);
+}
+
+#[test]
+fn two_seeds_drop_each_other() {
+    let (mut w, data) = World::new(128 << 10);
+    w.add(Some(&data), |c| c.seed_time = None);
+    let b = w.add(Some(&data), |c| {
+        c.seed_time = None;
+        c.peers = vec![addr(0)];
+    });
+    w.run_until(Duration::from_secs(2), |_| false);
+    assert!(w.conns.is_empty());
+    assert!(w.nodes[b].core.peers().is_empty());
+}
+
+#[test]
+fn pex_introduces_a_leecher_to_a_peer_it_did_not_know() {
+    let (mut w, data) = World::new(2 << 20);
+    let seed = w.add(Some(&data), |c| c.seed_time = None);
+    // Slow enough that `a` still talks to the seed when PEX first runs.
+    let a = w.add(None, |c| {
+        c.peers = vec![addr(0)];
+        c.seed_time = None;
+        c.download_rate_limit = Some(32 * 1024);
+    });
+    // `b` knows only `a`; `a` tells it about the seed. Behind NAT, so the
+    // seed (which hears of `b` from `a` too) cannot dial it first.
+    let b = w.add(None, |c| {
+        c.peers = vec![addr(1)];
+        c.seed_time = None;
+        c.download_rate_limit = Some(32 * 1024);
+    });
+    w.nodes[b].nat = true;
+    let took = w.run_until(Duration::from_secs(200), |w| w.complete(b) && w.complete(a));
+    assert!(took.is_some());
+    assert!(w.nodes[b].events.iter().any(|e| matches!(
+        e,
+        Event::PeerConnected { addr: x, source: PeerSource::Pex, .. } if *x == addr(seed)
+    )));
+    let pex = w.nodes[b]
+        .core
+        .sources(w.now)
+        .into_iter()
+        .find(|s| s.kind == SourceKind::Pex)
+        .unwrap();
+    assert!(pex.peers >= 1, "{pex:?}");
+    assert_eq!(w.nodes[b].disk, data);
+}
+
+#[test]
+fn a_torrent_with_nothing_to_do_emits_sources_once_a_second() {
+    let (mut w, _) = World::new(64 << 10);
+    let n = w.add(None, |_| {});
+    w.run_until(Duration::from_secs(5), |_| false);
+    let rows = w.nodes[n]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Sources(_)))
+        .count();
+    assert!((4..=6).contains(&rows), "{rows}");
+    let _ = PieceIndex(0);
+}
