@@ -8,6 +8,7 @@
 pub mod dht;
 mod net;
 pub mod stream;
+pub mod swarm;
 
 pub use dht::{DhtSim, LookupRecord, SimConfig};
 pub use net::NetModel;

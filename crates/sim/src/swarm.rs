@@ -1,0 +1,975 @@
+//! A swarm of [`TorrentCore`]s on [`StreamNet`]: one torrent, many peers,
+//! one virtual clock. The same [`SwarmConfig`] and peers give the same run:
+//! no wall clock (except to report how long the run took), no threads, and
+//! every map is ordered.
+//!
+//! Each peer is a host with its own uplink and downlink (and NAT), a core
+//! listening on its own address, and an in-memory disk: a [`Bitfield`] of
+//! verified pieces over one payload shared by the whole swarm (generated
+//! from the seed). A piece the core asks to check is hashed with SHA-1
+//! against the metainfo and, when it passes, compared with the payload; a
+//! read is a slice of the payload. A liar flips every byte of the 16 KiB
+//! blocks it sends.
+//!
+//! The driver loop: jump to the earliest of the network's next event, a
+//! core's deadline and a scheduled join, leave or announce; feed what is
+//! due to the cores; carry out their actions at once. A connection's output
+//! is pulled from its core only while less than
+//! [`SwarmConfig::queue_cap`] bytes of it are queued in the network, and
+//! pulled again as deliveries drain it.
+//!
+//! Peer discovery is a tracker: a peer that joins (and, with
+//! [`SwarmConfig::reannounce`], every so often after) is given up to
+//! [`SwarmConfig::tracker_peers`] random addresses of the peers present;
+//! the cores' own PEX does the rest.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
+use lodestone_dht::rng::Rng;
+use lodestone_torrent::{Action, Checked, CoreConfig, Event, PeerKey, PeerSource, TorrentCore};
+use sha1::{Digest, Sha1};
+
+use crate::net::NetModel;
+use crate::stream::{ConnId, HostConfig, HostId, NetEvent, StreamNet};
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * 1024;
+
+/// The size of a block a liar corrupts (what the cores request).
+const BLOCK: usize = 16 * 1024;
+
+/// The torrent and the world around it.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Seeds the payload, the latencies, the loss, the tracker and every
+    /// core.
+    pub seed: u64,
+    /// Payload bytes.
+    pub size: u64,
+    pub piece_length: u32,
+    pub median_rtt: Duration,
+    /// Spread of the log-normal round-trip times.
+    pub rtt_sigma: f64,
+    /// Probability a segment is "lost" (arrives one RTT late).
+    pub loss: f64,
+    /// Addresses the tracker gives a peer on each announce (at most).
+    pub tracker_peers: usize,
+    /// Peers that are not done announce again this often.
+    pub reannounce: Option<Duration>,
+    /// A connection's output is pulled from its core only while fewer
+    /// bytes than this are queued in the network.
+    pub queue_cap: u64,
+    /// The run stops at this much virtual time...
+    pub max_time: Duration,
+    /// ...or after this many events (network events, core deadlines,
+    /// joins, leaves and announces).
+    pub max_events: u64,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            size: 4 * MIB,
+            piece_length: 64 * 1024,
+            median_rtt: Duration::from_millis(80),
+            rtt_sigma: 0.6,
+            loss: 0.0,
+            tracker_peers: 30,
+            reannounce: None,
+            queue_cap: 256 * KIB,
+            max_time: Duration::from_secs(3600),
+            max_events: 200_000_000,
+        }
+    }
+}
+
+/// When a peer leaves (goes offline; its core is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// This long after the swarm started.
+    At(Duration),
+    /// Once its core has uploaded this many payload bytes.
+    AfterUpload(u64),
+}
+
+/// One peer.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    /// When it starts, after the swarm's start.
+    pub join_at: Duration,
+    /// It starts with every piece.
+    pub complete: bool,
+    /// Bytes/s, 0 = unlimited.
+    pub up_rate: u64,
+    pub down_rate: u64,
+    /// No incoming connections.
+    pub nat: bool,
+    /// Flips every byte of each 16 KiB block it sends.
+    pub liar: bool,
+    pub leave: Option<Leave>,
+    /// After completing, seed this long and leave; `None`: until the end.
+    pub seed_time: Option<Duration>,
+}
+
+impl PeerSpec {
+    /// Complete, 10 MiB/s both ways.
+    pub fn seeder() -> Self {
+        Self {
+            join_at: Duration::ZERO,
+            complete: true,
+            up_rate: 10 * MIB,
+            down_rate: 10 * MIB,
+            nat: false,
+            liar: false,
+            leave: None,
+            seed_time: None,
+        }
+    }
+
+    /// Nothing yet; 2 MiB/s up, 10 MiB/s down; seeds once done.
+    pub fn leecher() -> Self {
+        Self {
+            complete: false,
+            up_rate: 2 * MIB,
+            ..Self::seeder()
+        }
+    }
+
+    pub fn at(mut self, join_at: Duration) -> Self {
+        self.join_at = join_at;
+        self
+    }
+
+    pub fn behind_nat(mut self) -> Self {
+        self.nat = true;
+        self
+    }
+
+    pub fn liar(mut self) -> Self {
+        self.liar = true;
+        self
+    }
+
+    pub fn leaving(mut self, leave: Leave) -> Self {
+        self.leave = Some(leave);
+        self
+    }
+
+    pub fn rates(mut self, up: u64, down: u64) -> Self {
+        self.up_rate = up;
+        self.down_rate = down;
+        self
+    }
+
+    fn role(&self) -> Role {
+        match (self.liar, self.complete) {
+            (true, _) => Role::Liar,
+            (false, true) => Role::Seeder,
+            (false, false) => Role::Leecher,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Starts complete, honest.
+    Seeder,
+    /// Starts empty, honest: its finish time counts.
+    Leecher,
+    Liar,
+}
+
+/// Why the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every leecher finished or left.
+    AllFinished,
+    /// [`SwarmConfig::max_time`] of virtual time passed.
+    TimeCap,
+    /// [`SwarmConfig::max_events`] events were processed.
+    EventCap,
+    /// Nothing was left to happen (no core deadline, no network event).
+    Stalled,
+}
+
+/// One peer at the end of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerReport {
+    pub addr: SocketAddr,
+    pub role: Role,
+    pub nat: bool,
+    /// After the swarm's start; `None` if it never joined.
+    pub joined_at: Option<Duration>,
+    /// Time to complete, from its own start.
+    pub finished_after: Option<Duration>,
+    pub left_at: Option<Duration>,
+    /// Payload bytes its core uploaded.
+    pub uploaded: u64,
+    /// Pieces that passed its hash checks (or that it started with).
+    pub verified_pieces: u32,
+    /// Every piece verified.
+    pub complete: bool,
+    /// Pieces that passed the hash check but differ from the payload
+    /// (never expected: SHA-1 is not broken here).
+    pub content_errors: u32,
+    /// Pieces that failed its hash checks.
+    pub hash_failures: u32,
+    /// Connections it dialed, accepted, and dials of its that were
+    /// refused (from the network).
+    pub dialed: u64,
+    pub accepted: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub seed: u64,
+    pub outcome: Outcome,
+    pub size: u64,
+    pub peers: Vec<PeerReport>,
+    /// (banned by, banned) as peer indices, in the order they happened.
+    pub bans: Vec<(usize, usize)>,
+    /// Virtual time from the start to the end of the run.
+    pub sim_time: Duration,
+    /// Wall-clock time the run took (the only wall clock read).
+    pub wall: Duration,
+    /// Events processed: network events, core deadlines, schedule.
+    pub events: u64,
+    pub net_events: u64,
+    pub timeouts: u64,
+    /// Actions the cores asked for.
+    pub actions: u64,
+    /// Bytes delivered by the network (payload and protocol).
+    pub net_bytes: u64,
+}
+
+impl Report {
+    pub fn leechers(&self) -> impl Iterator<Item = &PeerReport> {
+        self.peers.iter().filter(|p| p.role == Role::Leecher)
+    }
+
+    /// Finish times of the leechers that finished, sorted.
+    pub fn finish_times(&self) -> Vec<Duration> {
+        let mut v: Vec<Duration> = self.leechers().filter_map(|p| p.finished_after).collect();
+        v.sort();
+        v
+    }
+
+    /// Each leecher's finish time in peer order (`None`: did not finish).
+    pub fn finish_by_peer(&self) -> Vec<Option<Duration>> {
+        self.leechers().map(|p| p.finished_after).collect()
+    }
+
+    pub fn finished(&self) -> usize {
+        self.leechers()
+            .filter(|p| p.finished_after.is_some())
+            .count()
+    }
+
+    /// `p` in 0..=1 of the finish times (nearest rank).
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        let v = self.finish_times();
+        if v.is_empty() {
+            return None;
+        }
+        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+        Some(v[i])
+    }
+
+    /// The first honest seeder.
+    pub fn initial_seeder(&self) -> Option<usize> {
+        self.peers.iter().position(|p| p.role == Role::Seeder)
+    }
+
+    /// What the initial seeder uploaded, in copies of the torrent.
+    pub fn seeder_copies(&self) -> f64 {
+        self.initial_seeder()
+            .map_or(0.0, |i| self.peers[i].uploaded as f64 / self.size as f64)
+    }
+
+    /// Peers banned by someone, each once.
+    pub fn banned(&self) -> BTreeSet<usize> {
+        self.bans.iter().map(|(_, b)| *b).collect()
+    }
+
+    /// Who banned `peer`.
+    pub fn banned_by(&self, peer: usize) -> BTreeSet<usize> {
+        self.bans
+            .iter()
+            .filter(|(_, b)| *b == peer)
+            .map(|(by, _)| *by)
+            .collect()
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let leechers = self.leechers().count();
+        writeln!(
+            f,
+            "seed {}: {:?} after {:.1} s of virtual time",
+            self.seed,
+            self.outcome,
+            self.sim_time.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  leechers finished {}/{}; time to finish median {}, p99 {}, max {}",
+            self.finished(),
+            leechers,
+            secs(self.percentile(0.5)),
+            secs(self.percentile(0.99)),
+            secs(self.finish_times().last().copied()),
+        )?;
+        writeln!(
+            f,
+            "  initial seeder uploaded {:.2} copies; peers banned {} ({} bans); hash failures {}",
+            self.seeder_copies(),
+            self.banned().len(),
+            self.bans.len(),
+            self.peers.iter().map(|p| p.hash_failures).sum::<u32>(),
+        )?;
+        write!(
+            f,
+            "  wall {:.2} s; events {} (network {}, core deadlines {}), actions {}, {:.1} MiB delivered",
+            self.wall.as_secs_f64(),
+            self.events,
+            self.net_events,
+            self.timeouts,
+            self.actions,
+            self.net_bytes as f64 / MIB as f64,
+        )
+    }
+}
+
+/// One end of a connection with a core key.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    key: PeerKey,
+    /// Its core has output we did not pull (the queue was full).
+    blocked: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dial {
+    peer: usize,
+    addr: SocketAddr,
+    source: PeerSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Sched {
+    Join,
+    Leave,
+    Announce,
+}
+
+struct SimPeer {
+    spec: PeerSpec,
+    addr: SocketAddr,
+    core: Option<TorrentCore>,
+    /// Its core's keys and their connections.
+    conns: BTreeMap<PeerKey, ConnId>,
+    disk: Bitfield,
+    /// The deadline registered in the timer heap.
+    deadline: Option<Instant>,
+    joined: Option<Instant>,
+    left: Option<Instant>,
+    leaving: bool,
+    finished: Option<Duration>,
+    uploaded: u64,
+    content_errors: u32,
+    hash_failures: u32,
+}
+
+/// The address of peer `i`: one IP each (bans are per IP), port 6881.
+pub fn peer_addr(i: usize) -> SocketAddr {
+    let n = u32::try_from(i + 1).unwrap_or(u32::MAX) & 0x00ff_ffff;
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | n), 6881))
+}
+
+/// The payload every honest peer holds: `size` bytes from `seed`.
+pub fn payload(seed: u64, size: u64) -> Vec<u8> {
+    let mut rng = Rng::from_u64(seed ^ 0x0070_6179_6c6f_6164);
+    let mut out = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+    rng.fill(&mut out);
+    out
+}
+
+/// A swarm: add peers, then [`Swarm::run`].
+pub struct Swarm {
+    cfg: SwarmConfig,
+    meta: Arc<Metainfo>,
+    payload: Bytes,
+    net: StreamNet,
+    start: Instant,
+    now: Instant,
+    rng: Rng,
+    peers: Vec<SimPeer>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    /// Peers the tracker knows (joined, not left), in join order.
+    tracker: Vec<usize>,
+    ends: BTreeMap<(ConnId, usize), End>,
+    dials: BTreeMap<ConnId, Dial>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    schedule: BinaryHeap<Reverse<(Instant, u64, usize, Sched)>>,
+    seq: u64,
+    /// Leechers neither finished nor gone.
+    unfinished: usize,
+    bans: Vec<(usize, usize)>,
+    events: u64,
+    net_events: u64,
+    timeouts: u64,
+    actions: u64,
+}
+
+impl Swarm {
+    pub fn new(cfg: SwarmConfig) -> Self {
+        let data = payload(cfg.seed, cfg.size);
+        let info = lodestone_core::metainfo::single_file_info("swarm", cfg.piece_length, &data);
+        let meta = Arc::new(
+            Metainfo::from_info_bytes(&info).expect("single_file_info builds a valid info dict"),
+        );
+        // `Instant` has no constant: the origin is read once, and every
+        // time after it is an offset on the virtual clock.
+        let start = Instant::now();
+        let model = NetModel::new(cfg.median_rtt, cfg.rtt_sigma, cfg.loss, cfg.seed);
+        Self {
+            meta,
+            payload: Bytes::from(data),
+            net: StreamNet::new(model, start),
+            start,
+            now: start,
+            rng: Rng::from_u64(cfg.seed ^ 0x0074_7261_636b_6572),
+            peers: Vec::new(),
+            by_addr: BTreeMap::new(),
+            tracker: Vec::new(),
+            ends: BTreeMap::new(),
+            dials: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            schedule: BinaryHeap::new(),
+            seq: 0,
+            unfinished: 0,
+            bans: Vec::new(),
+            events: 0,
+            net_events: 0,
+            timeouts: 0,
+            actions: 0,
+            cfg,
+        }
+    }
+
+    pub fn metainfo(&self) -> &Arc<Metainfo> {
+        &self.meta
+    }
+
+    /// A peer (its index is its position): its host exists at once, its
+    /// core from `spec.join_at`.
+    pub fn add_peer(&mut self, spec: PeerSpec) -> usize {
+        let i = self.peers.len();
+        let host = self.net.add_host(HostConfig {
+            up_rate: spec.up_rate,
+            down_rate: spec.down_rate,
+            behind_nat: spec.nat,
+        });
+        debug_assert_eq!(host.0, i, "one host per peer, in order");
+        let addr = peer_addr(i);
+        self.by_addr.insert(addr, i);
+        let n = self.meta.info.num_pieces();
+        if spec.role() == Role::Leecher {
+            self.unfinished += 1;
+        }
+        self.push_sched(self.start + spec.join_at, i, Sched::Join);
+        if let Some(Leave::At(d)) = spec.leave {
+            self.push_sched(self.start + d, i, Sched::Leave);
+        }
+        self.peers.push(SimPeer {
+            disk: if spec.complete {
+                Bitfield::full(n)
+            } else {
+                Bitfield::new(n)
+            },
+            spec,
+            addr,
+            core: None,
+            conns: BTreeMap::new(),
+            deadline: None,
+            joined: None,
+            left: None,
+            leaving: false,
+            finished: None,
+            uploaded: 0,
+            content_errors: 0,
+            hash_failures: 0,
+        });
+        i
+    }
+
+    /// Peer `i`'s core, while it is in the swarm.
+    pub fn core(&self, i: usize) -> Option<&TorrentCore> {
+        self.peers.get(i).and_then(|p| p.core.as_ref())
+    }
+
+    /// Run until every leecher finished (or left), or a cap.
+    pub fn run(&mut self) -> Report {
+        let wall = std::time::Instant::now();
+        let end = self.start + self.cfg.max_time;
+        let outcome = loop {
+            if self.unfinished == 0 {
+                break Outcome::AllFinished;
+            }
+            if self.events >= self.cfg.max_events {
+                break Outcome::EventCap;
+            }
+            let next = [
+                self.net.poll_timeout(),
+                self.timers.peek().map(|Reverse((t, _))| *t),
+                self.schedule.peek().map(|Reverse((t, ..))| *t),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next else {
+                break Outcome::Stalled;
+            };
+            if next > end {
+                self.now = self.now.max(end);
+                break Outcome::TimeCap;
+            }
+            self.now = self.now.max(next);
+            self.step();
+        };
+        self.report(outcome, wall.elapsed())
+    }
+
+    /// Everything due at `self.now`.
+    fn step(&mut self) {
+        let now = self.now;
+        while let Some(&Reverse((at, _, p, what))) = self.schedule.peek() {
+            if at > now {
+                break;
+            }
+            self.schedule.pop();
+            self.events += 1;
+            match what {
+                Sched::Join => self.join(p),
+                Sched::Leave => self.leave(p),
+                Sched::Announce => self.announce(p),
+            }
+        }
+        while let Some(ev) = self.net.poll_event(now) {
+            self.events += 1;
+            self.net_events += 1;
+            self.on_net(ev);
+        }
+        while let Some(&Reverse((at, p))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.peers[p].deadline != Some(at) {
+                continue;
+            }
+            self.peers[p].deadline = None;
+            let Some(core) = self.peers[p].core.as_mut() else {
+                continue;
+            };
+            self.events += 1;
+            self.timeouts += 1;
+            core.handle_timeout(now);
+            self.drain(p);
+            if self.events >= self.cfg.max_events {
+                return;
+            }
+        }
+    }
+
+    fn push_sched(&mut self, at: Instant, peer: usize, what: Sched) {
+        self.seq += 1;
+        self.schedule.push(Reverse((at, self.seq, peer, what)));
+    }
+
+    fn join(&mut self, p: usize) {
+        let now = self.now;
+        let peer = &self.peers[p];
+        if peer.joined.is_some() || peer.left.is_some() {
+            return;
+        }
+        let mut id = [0u8; 20];
+        id[..8].copy_from_slice(b"-LS0100-");
+        id[8..].copy_from_slice(format!("{p:012}").as_bytes());
+        let seed = self.cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (p as u64 + 1);
+        let mut cfg = CoreConfig::new(PeerId(id), seed);
+        cfg.listen = Some(peer.addr);
+        cfg.seed_time = peer.spec.seed_time;
+        let core = TorrentCore::new(self.meta.clone(), cfg, &peer.disk, false, now);
+        self.peers[p].core = Some(core);
+        self.peers[p].joined = Some(now);
+        self.announce(p);
+        self.tracker.push(p);
+        self.drain(p);
+    }
+
+    /// The tracker: up to `tracker_peers` random peers present, not `p`.
+    fn announce(&mut self, p: usize) {
+        let now = self.now;
+        let peer = &self.peers[p];
+        if peer.core.is_none() || peer.finished.is_some() && peer.spec.role() == Role::Leecher {
+            return;
+        }
+        let mut pool: Vec<usize> = self.tracker.iter().copied().filter(|&j| j != p).collect();
+        let k = self.cfg.tracker_peers.min(pool.len());
+        for i in 0..k {
+            let j = i + self.rng.below((pool.len() - i) as u64) as usize;
+            pool.swap(i, j);
+        }
+        let addrs: Vec<SocketAddr> = pool[..k].iter().map(|&j| self.peers[j].addr).collect();
+        if let Some(core) = self.peers[p].core.as_mut() {
+            core.handle_discovered(now, &addrs, PeerSource::Tracker);
+        }
+        if let Some(every) = self.cfg.reannounce {
+            self.push_sched(now + every, p, Sched::Announce);
+        }
+        self.drain(p);
+    }
+
+    /// Offline at once: its connections break, its core is dropped.
+    fn leave(&mut self, p: usize) {
+        let now = self.now;
+        let peer = &mut self.peers[p];
+        if peer.left.is_some() {
+            return;
+        }
+        peer.left = Some(now);
+        peer.deadline = None;
+        if let Some(core) = peer.core.take() {
+            peer.uploaded = core.stats().uploaded;
+        }
+        let keys = std::mem::take(&mut peer.conns);
+        if peer.spec.role() == Role::Leecher && peer.finished.is_none() {
+            self.unfinished -= 1;
+        }
+        for conn in keys.into_values() {
+            self.ends.remove(&(conn, p));
+        }
+        self.dials.retain(|_, d| d.peer != p);
+        self.tracker.retain(|&j| j != p);
+        self.net.set_online(now, HostId(p), false);
+    }
+
+    fn on_net(&mut self, ev: NetEvent) {
+        let now = self.now;
+        match ev {
+            NetEvent::Accepted { conn, host, from } => {
+                let p = host.0;
+                let addr = self.peers[from.0].addr;
+                self.connected(p, conn, addr, PeerSource::Incoming);
+                let _ = now;
+            }
+            NetEvent::Connected { conn, host } => {
+                let Some(d) = self.dials.remove(&conn) else {
+                    self.net.close(now, conn, host);
+                    return;
+                };
+                self.connected(d.peer, conn, d.addr, d.source);
+            }
+            NetEvent::Refused { conn, .. } => {
+                let Some(d) = self.dials.remove(&conn) else {
+                    return;
+                };
+                if let Some(core) = self.peers[d.peer].core.as_mut() {
+                    core.handle_connect_failed(now, d.addr);
+                    self.drain(d.peer);
+                }
+            }
+            NetEvent::Data { conn, host, bytes } => {
+                let r = host.0;
+                // The sender's queue shrank: pull more of its output.
+                if let Some(s) = self.other_end(conn, r) {
+                    self.pump(s, conn);
+                }
+                let Some(end) = self.ends.get(&(conn, r)) else {
+                    return;
+                };
+                let key = end.key;
+                if let Some(core) = self.peers[r].core.as_mut() {
+                    core.handle_data(now, key, BytesMut::from(bytes));
+                    self.drain(r);
+                }
+            }
+            NetEvent::Closed { conn, host } => {
+                let p = host.0;
+                let Some(end) = self.ends.remove(&(conn, p)) else {
+                    return;
+                };
+                self.peers[p].conns.remove(&end.key);
+                if let Some(core) = self.peers[p].core.as_mut() {
+                    core.handle_closed(now, end.key, "closed by peer".into());
+                    self.drain(p);
+                }
+            }
+        }
+    }
+
+    /// The end of `conn` that is not `me`, if it has a core key.
+    fn other_end(&self, conn: ConnId, me: usize) -> Option<usize> {
+        self.ends
+            .range((conn, 0)..=(conn, usize::MAX))
+            .map(|((_, p), _)| *p)
+            .find(|&p| p != me)
+    }
+
+    fn connected(&mut self, p: usize, conn: ConnId, addr: SocketAddr, source: PeerSource) {
+        let now = self.now;
+        let Some(core) = self.peers[p].core.as_mut() else {
+            self.net.close(now, conn, HostId(p));
+            return;
+        };
+        match core.handle_connected(now, addr, source, false) {
+            Some(key) => {
+                self.ends.insert(
+                    (conn, p),
+                    End {
+                        key,
+                        blocked: false,
+                    },
+                );
+                self.peers[p].conns.insert(key, conn);
+            }
+            None => self.net.close(now, conn, HostId(p)),
+        }
+        self.drain(p);
+    }
+
+    /// Pull `p`'s output for `conn` while the network takes it.
+    fn pump(&mut self, p: usize, conn: ConnId) {
+        let now = self.now;
+        let Some(end) = self.ends.get_mut(&(conn, p)) else {
+            return;
+        };
+        let key = end.key;
+        let peer = &mut self.peers[p];
+        let Some(core) = peer.core.as_mut() else {
+            return;
+        };
+        let mut blocked = false;
+        loop {
+            if self.net.queued_bytes(conn, HostId(p)) >= self.cfg.queue_cap {
+                blocked = true;
+                break;
+            }
+            let Some(mut b) = core.poll_transmit(now, key) else {
+                break;
+            };
+            if peer.spec.liar && b.len() == BLOCK {
+                b = b.iter().map(|x| !x).collect::<Vec<u8>>().into();
+            }
+            self.net.send(now, conn, HostId(p), b);
+        }
+        end.blocked = blocked;
+    }
+
+    /// Carry out `p`'s actions, note its events, register its deadline.
+    fn drain(&mut self, p: usize) {
+        let now = self.now;
+        loop {
+            let Some(a) = self.peers[p]
+                .core
+                .as_mut()
+                .and_then(TorrentCore::poll_action)
+            else {
+                break;
+            };
+            self.actions += 1;
+            self.act(p, a);
+        }
+        let Some(core) = self.peers[p].core.as_mut() else {
+            return;
+        };
+        let mut finished = None;
+        let mut banned = Vec::new();
+        let mut failed = 0;
+        while let Some(e) = core.poll_event() {
+            match e {
+                Event::Completed { after } => finished = Some(after),
+                Event::PeerBanned { addr, .. } => banned.push(addr),
+                Event::HashFailed { .. } => failed += 1,
+                _ => {}
+            }
+        }
+        let uploaded = core.stats().uploaded;
+        let done = core.is_finished(now);
+        let deadline = core.poll_timeout();
+        let peer = &mut self.peers[p];
+        peer.uploaded = uploaded;
+        peer.hash_failures += failed;
+        if let Some(after) = finished {
+            if peer.finished.is_none() {
+                peer.finished = Some(after);
+                if peer.spec.role() == Role::Leecher {
+                    self.unfinished -= 1;
+                }
+            }
+        }
+        for addr in banned {
+            if let Some(&j) = self.by_addr.get(&addr) {
+                self.bans.push((p, j));
+            }
+        }
+        if peer.deadline != Some(deadline) {
+            peer.deadline = Some(deadline);
+            self.timers.push(Reverse((deadline, p)));
+        }
+        let upload_goal = matches!(peer.spec.leave, Some(Leave::AfterUpload(n)) if uploaded >= n);
+        if (done || upload_goal) && !peer.leaving {
+            peer.leaving = true;
+            self.push_sched(now, p, Sched::Leave);
+        }
+    }
+
+    fn act(&mut self, p: usize, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Dial { addr, source, .. } => match self.by_addr.get(&addr) {
+                Some(&j) => {
+                    let conn = self.net.connect(now, HostId(p), HostId(j));
+                    self.dials.insert(
+                        conn,
+                        Dial {
+                            peer: p,
+                            addr,
+                            source,
+                        },
+                    );
+                }
+                None => {
+                    if let Some(core) = self.peers[p].core.as_mut() {
+                        core.handle_connect_failed(now, addr);
+                    }
+                }
+            },
+            Action::Transmit(key) => {
+                if let Some(&conn) = self.peers[p].conns.get(&key) {
+                    self.pump(p, conn);
+                }
+            }
+            Action::Close(key) => {
+                if let Some(conn) = self.peers[p].conns.remove(&key) {
+                    self.ends.remove(&(conn, p));
+                    self.net.close(now, conn, HostId(p));
+                }
+            }
+            Action::Check { piece, blocks } => {
+                let result = self.check(p, piece, blocks);
+                if let Some(core) = self.peers[p].core.as_mut() {
+                    core.handle_checked(now, piece, result);
+                }
+            }
+            Action::Read { piece, len, .. } => {
+                let result = if self.peers[p].disk.get(piece) {
+                    let at = u64::from(piece.0) * u64::from(self.cfg.piece_length);
+                    let at = usize::try_from(at).unwrap_or(usize::MAX);
+                    let end = at.saturating_add(len as usize);
+                    if end <= self.payload.len() {
+                        Ok(self.payload.slice(at..end))
+                    } else {
+                        Err("read past the end".to_owned())
+                    }
+                } else {
+                    Err("piece not on disk".to_owned())
+                };
+                if let Some(core) = self.peers[p].core.as_mut() {
+                    core.handle_read(piece, result);
+                }
+            }
+            Action::SaveResume { .. } => {
+                if let Some(core) = self.peers[p].core.as_mut() {
+                    core.handle_resume_saved(now, true, false);
+                }
+            }
+            Action::Progress(_) => {}
+        }
+    }
+
+    /// Hash the blocks against the metainfo; "write" a good piece.
+    fn check(&mut self, p: usize, piece: PieceIndex, blocks: Vec<Bytes>) -> Checked {
+        let mut h = Sha1::new();
+        for b in &blocks {
+            h.update(b);
+        }
+        let digest: [u8; 20] = h.finalize().into();
+        if self.meta.info.piece_hash(piece) != Some(digest) {
+            return Checked::Bad(blocks);
+        }
+        // The hash matched: the bytes should be the payload's.
+        let at = usize::try_from(u64::from(piece.0) * u64::from(self.cfg.piece_length))
+            .unwrap_or(usize::MAX);
+        let mut same = true;
+        let mut off = at;
+        for b in &blocks {
+            same &= self.payload.get(off..off + b.len()) == Some(&b[..]);
+            off += b.len();
+        }
+        let peer = &mut self.peers[p];
+        if !same {
+            peer.content_errors += 1;
+        }
+        peer.disk.set(piece);
+        Checked::Good(blocks)
+    }
+
+    fn report(&mut self, outcome: Outcome, wall: Duration) -> Report {
+        let since = |t: Option<Instant>, start: Instant| t.map(|t| t - start);
+        let stats = self.net.stats();
+        let peers = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let h = &stats.hosts[i];
+                PeerReport {
+                    addr: p.addr,
+                    role: p.spec.role(),
+                    nat: p.spec.nat,
+                    joined_at: since(p.joined, self.start),
+                    finished_after: p.finished,
+                    left_at: since(p.left, self.start),
+                    uploaded: p.core.as_ref().map_or(p.uploaded, |c| c.stats().uploaded),
+                    verified_pieces: p.disk.count(),
+                    complete: p.disk.is_full(),
+                    content_errors: p.content_errors,
+                    hash_failures: p.hash_failures,
+                    dialed: h.dialed,
+                    accepted: h.accepted,
+                    refused: h.refused,
+                }
+            })
+            .collect();
+        Report {
+            seed: self.cfg.seed,
+            outcome,
+            size: self.cfg.size,
+            peers,
+            bans: self.bans.clone(),
+            sim_time: self.now - self.start,
+            wall,
+            events: self.events,
+            net_events: self.net_events,
+            timeouts: self.timeouts,
+            actions: self.actions,
+            net_bytes: stats.hosts.iter().map(|h| h.received).sum(),
+        }
+    }
+}
