@@ -33,9 +33,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
 use lodestone_dht::rng::Rng;
+use lodestone_dht::LookupId;
 use lodestone_torrent::{Action, Checked, CoreConfig, Event, PeerKey, PeerSource, TorrentCore};
 use sha1::{Digest, Sha1};
 
+use crate::dht::{DhtSim, SimConfig};
 use crate::net::NetModel;
 use crate::stream::{ConnId, HostConfig, HostId, NetEvent, StreamNet};
 
@@ -66,6 +68,9 @@ pub struct SwarmConfig {
     /// A connection's output is pulled from its core only while fewer
     /// bytes than this are queued in the network.
     pub queue_cap: u64,
+    /// Peers also find each other through a simulated DHT (the
+    /// [`DhtSim`] model), as announcers and lookers-up.
+    pub dht: Option<DhtOptions>,
     /// The run stops at this much virtual time...
     pub max_time: Duration,
     /// ...or after this many events (network events, core deadlines,
@@ -84,9 +89,37 @@ impl Default for SwarmConfig {
             loss: 0.0,
             tracker_peers: 30,
             reannounce: None,
+            dht: None,
             queue_cap: 256 * KIB,
             max_time: Duration::from_secs(3600),
             max_events: 200_000_000,
+        }
+    }
+}
+
+/// The DHT the peers use: peer `i` is DHT node `i` (same address; node 0,
+/// the bootstrap router, is the first peer); nodes past the last peer are
+/// plain DHT nodes. Every node joins before the swarm starts.
+#[derive(Debug, Clone)]
+pub struct DhtOptions {
+    /// DHT nodes in all (at least as many as peers).
+    pub nodes: usize,
+    /// Loss of DHT datagrams.
+    pub loss: f64,
+    /// A peer announces (and so looks up) at its start and, until it
+    /// is complete, this often.
+    pub every: Duration,
+    /// How often found peers are handed to the cores while lookups run.
+    pub poll: Duration,
+}
+
+impl Default for DhtOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 0,
+            loss: 0.01,
+            every: Duration::from_secs(15),
+            poll: Duration::from_millis(50),
         }
     }
 }
@@ -249,6 +282,9 @@ pub struct Report {
     pub actions: u64,
     /// Bytes delivered by the network (payload and protocol).
     pub net_bytes: u64,
+    /// DHT lookups started, and peer addresses they gave the cores.
+    pub dht_lookups: u64,
+    pub dht_found: u64,
 }
 
 impl Report {
@@ -350,7 +386,15 @@ impl fmt::Display for Report {
             self.timeouts,
             self.actions,
             self.net_bytes as f64 / MIB as f64,
-        )
+        )?;
+        if self.dht_lookups > 0 {
+            write!(
+                f,
+                "\n  DHT: {} announce lookups gave {} peer addresses",
+                self.dht_lookups, self.dht_found
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -374,6 +418,21 @@ enum Sched {
     Join,
     Leave,
     Announce,
+    DhtAnnounce,
+    DhtPoll,
+}
+
+/// The DHT side of a swarm.
+struct Dht {
+    sim: DhtSim,
+    /// The DHT's clock at the swarm's start.
+    offset: Instant,
+    /// Lookups running: (peer, lookup, peers already handed over).
+    lookups: Vec<(usize, LookupId, usize)>,
+    started: u64,
+    found: u64,
+    polling: bool,
+    opts: DhtOptions,
 }
 
 struct SimPeer {
@@ -428,6 +487,7 @@ pub struct Swarm {
     seq: u64,
     /// Leechers neither finished nor gone.
     unfinished: usize,
+    dht: Option<Dht>,
     bans: Vec<(usize, usize)>,
     events: u64,
     net_events: u64,
@@ -462,6 +522,7 @@ impl Swarm {
             schedule: BinaryHeap::new(),
             seq: 0,
             unfinished: 0,
+            dht: None,
             bans: Vec::new(),
             events: 0,
             net_events: 0,
@@ -525,6 +586,7 @@ impl Swarm {
     /// Run until every leecher finished (or left), or a cap.
     pub fn run(&mut self) -> Report {
         let wall = std::time::Instant::now();
+        self.start_dht();
         let end = self.start + self.cfg.max_time;
         let outcome = loop {
             if self.unfinished == 0 {
@@ -567,6 +629,8 @@ impl Swarm {
                 Sched::Join => self.join(p),
                 Sched::Leave => self.leave(p),
                 Sched::Announce => self.announce(p),
+                Sched::DhtAnnounce => self.dht_announce(p),
+                Sched::DhtPoll => self.dht_poll(),
             }
         }
         while let Some(ev) = self.net.poll_event(now) {
@@ -614,12 +678,114 @@ impl Swarm {
         let mut cfg = CoreConfig::new(PeerId(id), seed);
         cfg.listen = Some(peer.addr);
         cfg.seed_time = peer.spec.seed_time;
+        cfg.dht = self.cfg.dht.is_some();
+        cfg.trackers = self.cfg.tracker_peers > 0;
         let core = TorrentCore::new(self.meta.clone(), cfg, &peer.disk, false, now);
         self.peers[p].core = Some(core);
         self.peers[p].joined = Some(now);
-        self.announce(p);
+        if self.cfg.tracker_peers > 0 {
+            self.announce(p);
+        }
         self.tracker.push(p);
+        self.dht_announce(p);
         self.drain(p);
+    }
+
+    /// Every DHT node joins (on the DHT's own clock, before the swarm).
+    fn start_dht(&mut self) {
+        let Some(opts) = self.cfg.dht.clone() else {
+            return;
+        };
+        if self.dht.is_some() {
+            return;
+        }
+        let mut sim = DhtSim::new(&SimConfig {
+            nodes: opts.nodes.max(self.peers.len()),
+            seed: self.cfg.seed ^ 0x0064_6874,
+            median_rtt: self.cfg.median_rtt,
+            rtt_sigma: self.cfg.rtt_sigma,
+            loss: opts.loss,
+            unresponsive: 0.0,
+            natted: 0.0,
+            ..SimConfig::default()
+        });
+        sim.join_all(
+            Duration::from_millis(5),
+            Duration::from_secs(30),
+            self.cfg.max_events,
+        );
+        self.dht = Some(Dht {
+            offset: sim.now(),
+            sim,
+            lookups: Vec::new(),
+            started: 0,
+            found: 0,
+            polling: false,
+            opts,
+        });
+    }
+
+    /// Peer `p` announces itself on the DHT (a lookup that also finds
+    /// peers), and again later while it is not complete.
+    fn dht_announce(&mut self, p: usize) {
+        let now = self.now;
+        let peer = &self.peers[p];
+        if peer.core.is_none() || peer.finished.is_some() && peer.spec.role() != Role::Seeder {
+            return;
+        }
+        let complete = peer.disk.is_full();
+        let ih = self.meta.info_hashes.wire();
+        let Some(dht) = self.dht.as_mut() else {
+            return;
+        };
+        dht.sim
+            .run_until(dht.offset + (now - self.start), self.cfg.max_events);
+        let lookup = dht.sim.announce(p, ih);
+        dht.lookups.push((p, lookup, 0));
+        dht.started += 1;
+        let every = dht.opts.every;
+        let poll = !std::mem::replace(&mut dht.polling, true);
+        if !complete {
+            self.push_sched(now + every, p, Sched::DhtAnnounce);
+        }
+        if poll {
+            self.dht_poll();
+        }
+    }
+
+    /// Bring the DHT to our time; hand new peers to the cores.
+    fn dht_poll(&mut self) {
+        let now = self.now;
+        let Some(dht) = self.dht.as_mut() else {
+            return;
+        };
+        dht.sim
+            .run_until(dht.offset + (now - self.start), self.cfg.max_events);
+        let mut found: Vec<(usize, Vec<SocketAddr>)> = Vec::new();
+        dht.lookups.retain_mut(|(p, lookup, seen)| {
+            let Some(r) = dht.sim.record_of(*p, *lookup) else {
+                return false;
+            };
+            if r.peers.len() > *seen {
+                found.push((*p, r.peers[*seen..].to_vec()));
+                *seen = r.peers.len();
+            }
+            r.done_at.is_none()
+        });
+        dht.found += found.iter().map(|(_, a)| a.len() as u64).sum::<u64>();
+        let again = !dht.lookups.is_empty();
+        dht.polling = again;
+        let every = dht.opts.poll;
+        for (p, mut addrs) in found {
+            addrs.retain(|a| *a != self.peers[p].addr);
+            if let Some(core) = self.peers[p].core.as_mut() {
+                core.handle_discovered(now, &addrs, PeerSource::Dht);
+                self.drain(p);
+            }
+        }
+        if again {
+            self.push_sched(now + every, 0, Sched::DhtPoll);
+        }
     }
 
     /// The tracker: up to `tracker_peers` random peers present, not `p`.
@@ -667,6 +833,9 @@ impl Swarm {
         self.dials.retain(|_, d| d.peer != p);
         self.tracker.retain(|&j| j != p);
         self.net.set_online(now, HostId(p), false);
+        if let Some(dht) = self.dht.as_mut() {
+            dht.sim.kill(p);
+        }
     }
 
     fn on_net(&mut self, ev: NetEvent) {
@@ -970,6 +1139,8 @@ impl Swarm {
             timeouts: self.timeouts,
             actions: self.actions,
             net_bytes: stats.hosts.iter().map(|h| h.received).sum(),
+            dht_lookups: self.dht.as_ref().map_or(0, |d| d.started),
+            dht_found: self.dht.as_ref().map_or(0, |d| d.found),
         }
     }
 }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use lodestone_sim::swarm::{Leave, Outcome, PeerSpec, Report, Role, Swarm, SwarmConfig, MIB};
+use lodestone_sim::swarm::{
+    DhtOptions, Leave, Outcome, PeerSpec, Report, Role, Swarm, SwarmConfig, MIB,
+};
 
 const LEECHERS: usize = 50;
 const SIZE: u64 = 4 * MIB;
@@ -151,4 +153,27 @@ fn the_same_seed_gives_the_same_run() {
     let c = run(6, PeerSpec::seeder(), |_| {});
     all_finished(&c);
     assert_ne!(a.finish_by_peer(), c.finish_by_peer());
+}
+
+/// No tracker: a seeder and 30 leechers find each other through a
+/// 500-node simulated DHT (1% loss), announcing at their start and every
+/// 15 s until complete, and PEX.
+#[test]
+fn with_only_the_dht_every_leecher_finds_peers_and_finishes() {
+    let mut cfg = config(7);
+    cfg.tracker_peers = 0;
+    cfg.dht = Some(DhtOptions {
+        nodes: 500,
+        ..DhtOptions::default()
+    });
+    let mut s = Swarm::new(cfg);
+    s.add_peer(PeerSpec::seeder());
+    for i in 0..30 {
+        s.add_peer(PeerSpec::leecher().at(Duration::from_millis(200 * i)));
+    }
+    let r = s.run();
+    println!("{r}");
+    all_finished(&r);
+    assert_eq!(r.finished(), 30);
+    assert!(r.dht_lookups >= 31 && r.dht_found > 0, "seed 7\n{r}");
 }
