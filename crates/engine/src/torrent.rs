@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
+use lodestone_core::{Bitfield, InfoHashes, Metainfo, PeerId, PieceIndex};
 use lodestone_peer::picker::PeerKey;
-use lodestone_torrent::{Action, Checked, CoreConfig, Event, StopReason, TorrentCore};
+use lodestone_torrent::{
+    Action, Checked, CoreConfig, Event, MagnetCore, Phase, StopReason, TorrentCore,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -104,6 +106,26 @@ pub enum EngineError {
     },
     #[error("torrent has no v1 piece hashes (v2-only torrents are not downloadable yet)")]
     V2Only,
+    #[error(transparent)]
+    Metadata(#[from] crate::magnet::FetchError),
+}
+
+/// A magnet to start from: the metadata comes from its peers, on the
+/// connections that then carry the content.
+#[derive(Debug)]
+pub struct MagnetStart {
+    pub info_hashes: InfoHashes,
+    /// The magnet's trackers (`tr`), each its own tier.
+    pub trackers: Vec<String>,
+    pub max_metadata_size: u32,
+    /// A .torrent found another way (the magnet's `xs`), taken if it
+    /// comes before the peers' copy.
+    pub torrent_file: Option<mpsc::Receiver<Metainfo>>,
+}
+
+enum Start {
+    Torrent(Arc<Metainfo>),
+    Magnet(MagnetStart),
 }
 
 /// How the torrent knew what was already on disk.
@@ -122,10 +144,23 @@ pub enum StartState {
 
 #[derive(Debug, Clone)]
 pub enum TorrentEvent {
+    /// While a magnet's metadata is missing: what the fetch does, and
+    /// when (since the run started).
+    Metadata(crate::magnet::FetchEvent, Duration),
+    /// The metadata is here (from peers, or from the magnet's `.torrent`
+    /// URL when `from_file`); the files are checked next.
+    MetadataReady {
+        meta: Arc<Metainfo>,
+        from_file: bool,
+        /// Since the run started.
+        after: Duration,
+    },
     Started {
         state: StartState,
         have: u32,
         num_pieces: u32,
+        /// Since the run started.
+        after: Duration,
     },
     PeerConnected {
         addr: SocketAddr,
@@ -202,20 +237,29 @@ struct Conn {
 
 /// Carries out the core's actions.
 struct Driver {
-    core: TorrentCore,
-    storage: Arc<Storage>,
+    core: Phase,
+    /// Once the metadata is known.
+    storage: Option<Arc<Storage>>,
     conns: HashMap<PeerKey, Conn>,
     input_tx: mpsc::Sender<PeerInput>,
+    input_rx: mpsc::Receiver<PeerInput>,
     disk_tx: mpsc::Sender<DiskResult>,
+    disk_rx: mpsc::Receiver<DiskResult>,
     hashers: crate::pool::Pool,
     read_buffers: Arc<peer_io::ReadBuffers>,
     events: mpsc::Sender<TorrentEvent>,
     /// What trackers are told about our progress.
     progress_tx: watch::Sender<crate::tracker::Progress>,
-    output_dir: PathBuf,
-    listen: Option<SocketAddr>,
-    /// From the start of `run` to the core's creation (the initial check):
-    /// the times the core reports count from its creation.
+    progress_rx: watch::Receiver<crate::tracker::Progress>,
+    /// Running tracker tiers, by their first URL.
+    trackers: Vec<(Vec<String>, AbortOnDrop)>,
+    _listener: Option<tokio::task::JoinHandle<()>>,
+    _dht: Option<AbortOnDrop>,
+    _lpd: Option<AbortOnDrop>,
+    cfg: TorrentConfig,
+    started: Instant,
+    /// From `started` to the core's creation: the times the core reports
+    /// count from its creation.
     core_offset: Duration,
 }
 
@@ -225,170 +269,56 @@ pub async fn run(
     meta: Arc<Metainfo>,
     cfg: TorrentConfig,
     events: mpsc::Sender<TorrentEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Summary, EngineError> {
+    let mut d = Driver::start(Start::Torrent(meta), cfg, events).await?;
+    d.run(shutdown).await
+}
+
+/// Run a magnet: fetch its metadata from the peers it finds, then
+/// download on the same connections ([`TorrentEvent::MetadataReady`] in
+/// between).
+pub async fn run_magnet(
+    magnet: MagnetStart,
+    cfg: TorrentConfig,
+    events: mpsc::Sender<TorrentEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, EngineError> {
-    if meta.info.pieces.is_empty() && meta.info.num_pieces() > 0 {
-        return Err(EngineError::V2Only);
-    }
-    let started = Instant::now();
-    // Listen first: peers that arrive during the initial check wait in the backlog.
-    // Small: a slow actor then slows the readers (TCP backpressure) instead
-    // of buffering megabytes of reads.
-    let (input_tx, mut input_rx) = mpsc::channel(32);
-    let _listener = match cfg.listen {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|error| EngineError::Listen { addr, error })?;
-            Some(peer_io::listen(
-                l,
-                input_tx.clone(),
-                vec![meta.info_hashes.wire()],
-                cfg.seed,
-            ))
-        }
-        None => None,
-    };
-    let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
-    let _dht_task = cfg
-        .dht
-        .clone()
-        .map(|dht| spawn_dht_discovery(dht, meta.info_hashes.wire(), cfg.listen, input_tx.clone()));
-    let _lpd_task = match (cfg.lpd, cfg.listen) {
-        (true, Some(listen)) if !meta.info.private => {
-            let cookie = format!("{:016x}", cfg.seed);
-            Some(AbortOnDrop(tokio::spawn(crate::lpd::run(
-                meta.info_hashes.wire(),
-                listen.port(),
-                cookie,
-                input_tx.clone(),
-            ))))
-        }
-        _ => None,
-    };
-    let (have, state) = initial_have(&meta, &cfg, &storage).await;
-    // What was hashed goes into a resume file soon: the next start (of a
-    // seed, say) then need not hash it again.
-    let resume_stale = !matches!(
-        state,
-        StartState::Fresh | StartState::Resumed { changed_files: 0 }
-    );
-    let _ = events
-        .send(TorrentEvent::Started {
-            state,
-            have: have.count(),
-            num_pieces: have.len(),
-        })
-        .await;
+    let mut magnet = magnet;
+    let mut file = magnet.torrent_file.take();
+    let mut d = Driver::start(Start::Magnet(magnet), cfg, events).await?;
+    let (meta, from_file) = d.fetch(&mut file, &mut shutdown).await?;
+    d.become_torrent(meta, from_file).await?;
+    d.run(shutdown).await
+}
 
-    let now = Instant::now();
-    let core = TorrentCore::new(meta.clone(), core_config(&cfg), &have, resume_stale, now);
-    // Trackers start once the files are checked, so that the first
-    // announce says how much is really left (a seeder says 0).
-    let (progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
-        left: core.stats().bytes_left,
-        ..Default::default()
+/// Only the metadata phase of [`run_magnet`]: the metadata, then stop.
+pub(crate) async fn fetch_only(
+    magnet: MagnetStart,
+    cfg: TorrentConfig,
+    fetch_events: mpsc::Sender<crate::magnet::FetchEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Metainfo, crate::magnet::FetchError> {
+    use crate::magnet::FetchError;
+    let (tx, mut rx) = mpsc::channel(64);
+    let forward = tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if let TorrentEvent::Metadata(f, _) = e {
+                let _ = fetch_events.send(f).await;
+            }
+        }
     });
-    let _tracker_tasks: Vec<AbortOnDrop> = if cfg.trackers {
-        let base = lodestone_wire::tracker::AnnounceRequest {
-            info_hash: meta.info_hashes.wire(),
-            peer_id: cfg.peer_id,
-            port: cfg.listen.map_or(0, |a| a.port()),
-            uploaded: 0,
-            downloaded: 0,
-            left: 0,
-            event: lodestone_wire::tracker::AnnounceEvent::Started,
-            num_want: 50,
-            key: cfg.seed as u32,
-        };
-        meta.trackers
-            .iter()
-            .map(|tier| {
-                AbortOnDrop(tokio::spawn(crate::tracker::run_tier(
-                    tier.clone(),
-                    base.clone(),
-                    progress_rx.clone(),
-                    input_tx.clone(),
-                    cfg.http.clone(),
-                )))
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let r = match Driver::start(Start::Magnet(magnet), cfg, tx).await {
+        Ok(mut d) => d.fetch(&mut None, &mut shutdown).await.map(|(m, _)| m),
+        Err(e) => Err(e),
     };
-
-    let (disk_tx, mut disk_rx) = mpsc::channel(64);
-    let mut d = Driver {
-        core,
-        storage,
-        conns: HashMap::new(),
-        input_tx,
-        disk_tx,
-        hashers: crate::pool::Pool::new("hash", cfg.threads),
-        read_buffers: Arc::default(),
-        events,
-        progress_tx,
-        output_dir: cfg.output_dir.clone(),
-        listen: cfg.listen,
-        core_offset: now - started,
-    };
-    d.drain().await;
-
-    let mut asked_to_stop = false;
-    loop {
-        if d.core.is_finished(Instant::now()) {
-            break;
-        }
-        let deadline = tokio::time::Instant::from_std(d.core.poll_timeout());
-        tokio::select! {
-            Some(input) = input_rx.recv() => {
-                d.on_input(input);
-                // Take what else is ready before carrying out the actions:
-                // fewer wakeups, one flush per peer.
-                for _ in 0..256 {
-                    match input_rx.try_recv() {
-                        Ok(i) => d.on_input(i),
-                        Err(_) => break,
-                    }
-                }
-            }
-            Some(result) = disk_rx.recv() => d.on_disk(result),
-            _ = tokio::time::sleep_until(deadline) => d.core.handle_timeout(Instant::now()),
-            _ = shutdown.changed() => {
-                asked_to_stop = true;
-                break;
-            }
-        }
-        d.drain().await;
-    }
-    // Read before the peers are closed: the ratio is judged on what was
-    // uploaded by then.
-    let stopped = if asked_to_stop {
-        STOP_ASKED
-    } else {
-        match d.core.stop_reason(Instant::now()) {
-            Some(StopReason::Paused) => STOP_PAUSED,
-            Some(StopReason::SeedRatio) => STOP_SEED_RATIO,
-            Some(StopReason::Done) => STOP_DONE,
-            Some(StopReason::SeedTime) | Some(StopReason::Asked) | None => STOP_SEED_TIME,
-        }
-    };
-    // Nobody reads the inputs any more: a writer must not wait to report.
-    input_rx.close();
-    d.close_connections().await;
-    d.core.stop(Instant::now());
-    d.drain().await;
-    let _ = d.storage.sync();
-    let offset = d.core_offset;
-    Ok(Summary {
-        complete: d.core.is_complete(),
-        stats: d.core.stats(),
-        time_to_complete: d.core.completed_after().map(|t| t + offset),
-        time_to_first_byte: d.core.first_byte_after().map(|t| t + offset),
-        peers_by_source: d.core.peers_by_source().clone(),
-        paused: d.core.paused().map(str::to_owned),
-        stopped,
-    })
+    let _ = forward.await;
+    r.map(|m| Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone()))
+        .map_err(|e| match e {
+            EngineError::Metadata(f) => f,
+            EngineError::Listen { addr, error } => FetchError::Listen { addr, error },
+            _ => FetchError::Stopped,
+        })
 }
 
 fn core_config(cfg: &TorrentConfig) -> CoreConfig {
@@ -413,6 +343,297 @@ fn core_config(cfg: &TorrentConfig) -> CoreConfig {
 }
 
 impl Driver {
+    /// Listen, start discovery and, for a torrent, check its files.
+    async fn start(
+        start: Start,
+        cfg: TorrentConfig,
+        events: mpsc::Sender<TorrentEvent>,
+    ) -> Result<Self, EngineError> {
+        let started = Instant::now();
+        let (info_hash, private) = match &start {
+            Start::Torrent(meta) => {
+                if meta.info.pieces.is_empty() && meta.info.num_pieces() > 0 {
+                    return Err(EngineError::V2Only);
+                }
+                (meta.info_hashes.wire(), meta.info.private)
+            }
+            Start::Magnet(m) => (m.info_hashes.wire(), false),
+        };
+        // Listen first: peers that arrive during the initial check wait in
+        // the backlog. Small: a slow driver then slows the readers (TCP
+        // backpressure) instead of buffering megabytes of reads.
+        let (input_tx, input_rx) = mpsc::channel(32);
+        let listener = match cfg.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| EngineError::Listen { addr, error })?;
+                Some(peer_io::listen(
+                    l,
+                    input_tx.clone(),
+                    vec![info_hash],
+                    cfg.seed,
+                ))
+            }
+            None => None,
+        };
+        let dht = cfg
+            .dht
+            .clone()
+            .map(|dht| spawn_dht_discovery(dht, info_hash, cfg.listen, input_tx.clone()));
+        let lpd = match (cfg.lpd, cfg.listen) {
+            (true, Some(listen)) if !private => Some(AbortOnDrop(tokio::spawn(crate::lpd::run(
+                info_hash,
+                listen.port(),
+                crate::lpd_cookie(&cfg.peer_id),
+                input_tx.clone(),
+            )))),
+            _ => None,
+        };
+        // A magnet does not know its size: it says 1 byte is left.
+        let (progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
+            left: 1,
+            ..Default::default()
+        });
+        let (disk_tx, disk_rx) = mpsc::channel(64);
+        let (core, storage, tiers) = match start {
+            Start::Magnet(m) => {
+                let core = MagnetCore::new(
+                    m.info_hashes,
+                    core_config(&cfg),
+                    m.max_metadata_size,
+                    Instant::now(),
+                );
+                let tiers = m.trackers.into_iter().map(|t| vec![t]).collect();
+                (Phase::Metadata(Box::new(core)), None, tiers)
+            }
+            Start::Torrent(meta) => {
+                let (storage, core) = checked_core(&meta, &cfg, &events, started).await?;
+                let tiers = meta.trackers.clone();
+                (Phase::Ready(Box::new(core)), Some(storage), tiers)
+            }
+        };
+        let core_offset = started.elapsed();
+        let mut d = Driver {
+            core,
+            storage,
+            conns: HashMap::new(),
+            input_tx,
+            input_rx,
+            disk_tx,
+            disk_rx,
+            hashers: crate::pool::Pool::new("hash", cfg.threads),
+            read_buffers: Arc::default(),
+            events,
+            progress_tx,
+            progress_rx,
+            trackers: Vec::new(),
+            _listener: listener,
+            _dht: dht,
+            _lpd: lpd,
+            cfg,
+            started,
+            core_offset,
+        };
+        if let Phase::Ready(t) = &d.core {
+            // Trackers start once the files are checked, so that the first
+            // announce says how much is really left (a seeder says 0).
+            let left = t.stats().bytes_left;
+            d.progress_tx.send_modify(|p| p.left = left);
+        }
+        for tier in tiers {
+            d.start_tracker(tier);
+        }
+        d.drain().await;
+        Ok(d)
+    }
+
+    fn start_tracker(&mut self, tier: Vec<String>) {
+        if !self.cfg.trackers || tier.is_empty() || self.trackers.iter().any(|(t, _)| *t == tier) {
+            return;
+        }
+        let base = lodestone_wire::tracker::AnnounceRequest {
+            info_hash: self.core.info_hash(),
+            peer_id: self.cfg.peer_id,
+            port: self.cfg.listen.map_or(0, |a| a.port()),
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: lodestone_wire::tracker::AnnounceEvent::Started,
+            num_want: 50,
+            key: self.cfg.seed as u32,
+        };
+        let task = AbortOnDrop(tokio::spawn(crate::tracker::run_tier(
+            tier.clone(),
+            base,
+            self.progress_rx.clone(),
+            self.input_tx.clone(),
+            self.cfg.http.clone(),
+        )));
+        self.trackers.push((tier, task));
+    }
+
+    /// The metadata phase: until the peers gave a verified info
+    /// dictionary (or `file` a .torrent), or `shutdown`.
+    async fn fetch(
+        &mut self,
+        file: &mut Option<mpsc::Receiver<Metainfo>>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(Arc<Metainfo>, bool), EngineError> {
+        use crate::magnet::FetchError;
+        loop {
+            if let Phase::Metadata(m) = &self.core {
+                if let Some(info) = m.metadata() {
+                    let meta = Metainfo::from_info_bytes(info).map_err(FetchError::Invalid)?;
+                    return Ok((Arc::new(meta), false));
+                }
+            }
+            let deadline = tokio::time::Instant::from_std(self.core.poll_timeout());
+            let from_file = async {
+                match file.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(input) = self.input_rx.recv() => self.on_input(input),
+                _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
+                m = from_file => match m {
+                    Some(m) => return Ok((Arc::new(m), true)),
+                    None => *file = None,
+                },
+                _ = shutdown.changed() => return Err(FetchError::Stopped.into()),
+            }
+            self.drain().await;
+        }
+    }
+
+    /// The metadata is in: merge the magnet's trackers, check the files,
+    /// and hand the peers to a torrent core on the same connections.
+    async fn become_torrent(
+        &mut self,
+        meta: Arc<Metainfo>,
+        from_file: bool,
+    ) -> Result<(), EngineError> {
+        if !matches!(self.core, Phase::Metadata(_)) {
+            return Ok(());
+        }
+        if meta.info.pieces.is_empty() && meta.info.num_pieces() > 0 {
+            return Err(EngineError::V2Only);
+        }
+        let mut merged = (*meta).clone();
+        for (tier, _) in &self.trackers {
+            if !merged.trackers.iter().any(|t| t == tier) {
+                merged.trackers.push(tier.clone());
+            }
+        }
+        let meta = Arc::new(merged);
+        let _ = self
+            .events
+            .send(TorrentEvent::MetadataReady {
+                meta: meta.clone(),
+                from_file,
+                after: self.started.elapsed(),
+            })
+            .await;
+        let started = self.started;
+        let (storage, have, resume_stale) = {
+            let (storage, have, state) = check_files(&meta, &self.cfg).await?;
+            let stale = started_event(&self.events, state, &have, started).await;
+            (storage, have, stale)
+        };
+        // A stand-in for the moment the magnet core is moved out.
+        let idle = MagnetCore::new(
+            meta.info_hashes,
+            CoreConfig::new(self.cfg.peer_id, 0),
+            0,
+            Instant::now(),
+        );
+        let Phase::Metadata(m) = std::mem::replace(&mut self.core, Phase::Metadata(Box::new(idle)))
+        else {
+            return Ok(());
+        };
+        let core = TorrentCore::from_magnet(*m, meta.clone(), &have, resume_stale, Instant::now());
+        let left = core.stats().bytes_left;
+        self.progress_tx.send_modify(|p| p.left = left);
+        self.core = Phase::Ready(Box::new(core));
+        self.storage = Some(storage);
+        for tier in meta.trackers.clone() {
+            self.start_tracker(tier);
+        }
+        self.drain().await;
+        Ok(())
+    }
+
+    /// The download and seeding, until done or `shutdown`.
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<Summary, EngineError> {
+        let mut asked_to_stop = false;
+        while let Phase::Ready(t) = &self.core {
+            if t.is_finished(Instant::now()) {
+                break;
+            }
+            let deadline = tokio::time::Instant::from_std(t.poll_timeout());
+            tokio::select! {
+                Some(input) = self.input_rx.recv() => {
+                    self.on_input(input);
+                    // Take what else is ready before carrying out the
+                    // actions: fewer wakeups, one flush per peer.
+                    for _ in 0..256 {
+                        match self.input_rx.try_recv() {
+                            Ok(i) => self.on_input(i),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(result) = self.disk_rx.recv() => self.on_disk(result),
+                _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
+                _ = shutdown.changed() => {
+                    asked_to_stop = true;
+                    break;
+                }
+            }
+            self.drain().await;
+        }
+        let Phase::Ready(t) = &mut self.core else {
+            return Err(crate::magnet::FetchError::Stopped.into());
+        };
+        // Read before the peers are closed: the ratio is judged on what was
+        // uploaded by then.
+        let stopped = if asked_to_stop {
+            STOP_ASKED
+        } else {
+            match t.stop_reason(Instant::now()) {
+                Some(StopReason::Paused) => STOP_PAUSED,
+                Some(StopReason::SeedRatio) => STOP_SEED_RATIO,
+                Some(StopReason::Done) => STOP_DONE,
+                Some(StopReason::SeedTime) | Some(StopReason::Asked) | None => STOP_SEED_TIME,
+            }
+        };
+        // Nobody reads the inputs any more: a writer must not wait to report.
+        self.input_rx.close();
+        self.close_connections().await;
+        if let Phase::Ready(t) = &mut self.core {
+            t.stop(Instant::now());
+        }
+        self.drain().await;
+        if let Some(s) = &self.storage {
+            let _ = s.sync();
+        }
+        let Phase::Ready(t) = &self.core else {
+            return Err(crate::magnet::FetchError::Stopped.into());
+        };
+        let offset = self.core_offset;
+        Ok(Summary {
+            complete: t.is_complete(),
+            stats: t.stats(),
+            time_to_complete: t.completed_after().map(|x| x + offset),
+            time_to_first_byte: t.first_byte_after().map(|x| x + offset),
+            peers_by_source: t.peers_by_source().clone(),
+            paused: t.paused().map(str::to_owned),
+            stopped,
+        })
+    }
+
     fn on_input(&mut self, input: PeerInput) {
         let now = Instant::now();
         match input {
@@ -447,6 +668,13 @@ impl Driver {
                     self.core.handle_data(now, key, initial[..].into());
                 }
             }
+            PeerInput::Writable { key } => {
+                self.flush(now, key);
+            }
+            PeerInput::Closed { key, reason } => {
+                self.conns.remove(&key);
+                self.core.handle_closed(now, key, reason);
+            }
             PeerInput::ConnectFailed { addr, .. } => self.core.handle_connect_failed(now, addr),
             PeerInput::Discovered { addrs, source } => {
                 self.core.handle_discovered(now, &addrs, source)
@@ -460,21 +688,17 @@ impl Driver {
             } => self.core.handle_lpd_status(now, status, next_in),
             PeerInput::SourceStatus { .. } => {}
             PeerInput::Data { key, bytes } => self.core.handle_data(now, key, bytes),
-            PeerInput::Writable { key } => {
-                self.flush(now, key);
-            }
-            PeerInput::Closed { key, reason } => {
-                self.conns.remove(&key);
-                self.core.handle_closed(now, key, reason);
-            }
         }
     }
 
     fn on_disk(&mut self, result: DiskResult) {
         let now = Instant::now();
+        let Phase::Ready(t) = &mut self.core else {
+            return;
+        };
         match result {
-            DiskResult::Checked(piece, checked) => self.core.handle_checked(now, piece, checked),
-            DiskResult::Read(piece, result) => self.core.handle_read(piece, result),
+            DiskResult::Checked(piece, checked) => t.handle_checked(now, piece, checked),
+            DiskResult::Read(piece, result) => t.handle_read(piece, result),
         }
     }
 
@@ -487,7 +711,14 @@ impl Driver {
                 idle = false;
                 self.act(a);
             }
-            while let Some(e) = self.core.poll_event() {
+            loop {
+                let e = match &mut self.core {
+                    Phase::Metadata(m) => m
+                        .poll_event()
+                        .map(|e| TorrentEvent::Metadata(e.into(), self.started.elapsed())),
+                    Phase::Ready(t) => t.poll_event().map(|e| self_event(e, self.core_offset)),
+                };
+                let Some(e) = e else { break };
                 idle = false;
                 self.emit(e).await;
             }
@@ -505,13 +736,19 @@ impl Driver {
                 source,
                 encrypt,
             } => {
-                let info_hash = self.core.metainfo().info_hashes.wire();
+                let info_hash = self.core.info_hash();
                 let obfuscate = encrypt.map(|k| peer_io::Obfuscate {
                     info_hash,
                     private_key: k.private_key,
                     pad: k.pad,
                 });
-                peer_io::connect(addr, self.listen, source, self.input_tx.clone(), obfuscate);
+                peer_io::connect(
+                    addr,
+                    self.cfg.listen,
+                    source,
+                    self.input_tx.clone(),
+                    obfuscate,
+                );
             }
             Action::Transmit(key) => {
                 self.flush(now, key);
@@ -522,7 +759,9 @@ impl Driver {
                 self.conns.remove(&key);
             }
             Action::Check { piece, blocks } => {
-                let storage = self.storage.clone();
+                let Some(storage) = self.storage.clone() else {
+                    return;
+                };
                 let tx = self.disk_tx.clone();
                 self.hashers.run(move || {
                     let result = if !storage.check_blocks(piece, &blocks) {
@@ -537,8 +776,10 @@ impl Driver {
                 });
             }
             Action::Read { piece, len, buf } => {
+                let Some(storage) = self.storage.clone() else {
+                    return;
+                };
                 let mut buf = buf;
-                let storage = self.storage.clone();
                 let tx = self.disk_tx.clone();
                 self.hashers.run(move || {
                     let result = storage
@@ -550,7 +791,9 @@ impl Driver {
             }
             Action::SaveResume { have } => {
                 let (saved, unvouched) = self.save_resume(have);
-                self.core.handle_resume_saved(now, saved, unvouched);
+                if let Phase::Ready(t) = &mut self.core {
+                    t.handle_resume_saved(now, saved, unvouched);
+                }
             }
             Action::Progress(p) => {
                 self.progress_tx.send_if_modified(|old| {
@@ -590,65 +833,41 @@ impl Driver {
 
     /// Events that only report progress are dropped when the reader lags
     /// (the next one says the same, newer); the others wait for it.
-    async fn emit(&mut self, e: Event) {
-        let offset = self.core_offset;
-        let e = match e {
-            Event::PeerConnected {
-                addr,
-                client,
-                source,
-            } => TorrentEvent::PeerConnected {
-                addr,
-                client,
-                source,
-            },
-            Event::PeerDisconnected { addr, reason } => {
-                TorrentEvent::PeerDisconnected { addr, reason }
+    async fn emit(&mut self, e: TorrentEvent) {
+        match e {
+            TorrentEvent::Progress(_) | TorrentEvent::Sources(_) => {
+                let _ = self.events.try_send(e);
             }
-            Event::HashFailed { piece, peers } => TorrentEvent::HashFailed { piece, peers },
-            Event::PeerBanned { addr, reason } => TorrentEvent::PeerBanned { addr, reason },
-            Event::Completed { after } => TorrentEvent::Completed {
-                after: after + offset,
-            },
-            Event::Paused { reason } => TorrentEvent::Paused { reason },
-            Event::ReadFailed { piece, reason } => TorrentEvent::ReadFailed { piece, reason },
-            Event::Progress(stats) => {
-                let _ = self.events.try_send(TorrentEvent::Progress(stats));
-                return;
+            e => {
+                let _ = self.events.send(e).await;
             }
-            Event::Sources(rows) => {
-                let rows = rows.iter().map(crate::sources::describe).collect();
-                let _ = self.events.try_send(TorrentEvent::Sources(rows));
-                return;
-            }
-        };
-        let _ = self.events.send(e).await;
+        }
     }
 
     /// Flush the files, then record what is verified on them. Returns
     /// (saved, a file too freshly written to vouch for).
     fn save_resume(&self, have: Bitfield) -> (bool, bool) {
+        let Some(storage) = &self.storage else {
+            return (false, false);
+        };
         // Data first, then the claim that it is there.
-        if self.storage.sync().is_err() {
+        if storage.sync().is_err() {
             return (false, false);
         }
         let now = std::time::SystemTime::now();
-        let files: Vec<_> = self
-            .storage
+        let files: Vec<_> = storage
             .file_stamps()
             .into_iter()
             .map(|f| f.vouched_at(now))
             .collect();
         let unvouched = files.iter().any(|f| f.size > 0 && f.mtime_ns.is_none());
         let r = ResumeData {
-            info_hash: self.core.metainfo().info_hashes.wire(),
+            info_hash: self.core.info_hash(),
             have,
             files,
         };
-        let saved = r
-            .save(&resume::path_for(&self.output_dir, &r.info_hash))
-            .is_ok();
-        (saved, unvouched)
+        let path = resume::path_for(&self.cfg.output_dir, &r.info_hash);
+        (r.save(&path).is_ok(), unvouched)
     }
 
     /// On the way out: hand each peer what is already queued for it and
@@ -679,6 +898,80 @@ impl Driver {
             }
         })
         .await;
+    }
+}
+
+/// Check what is on disk of `meta` (see [`initial_have`]).
+async fn check_files(
+    meta: &Metainfo,
+    cfg: &TorrentConfig,
+) -> Result<(Arc<Storage>, Bitfield, StartState), EngineError> {
+    let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
+    let (have, state) = initial_have(meta, cfg, &storage).await;
+    Ok((storage, have, state))
+}
+
+/// Say how the torrent started; true when what was found on disk is not
+/// in the resume data yet (it is saved soon, so the next start need not
+/// hash it again).
+async fn started_event(
+    events: &mpsc::Sender<TorrentEvent>,
+    state: StartState,
+    have: &Bitfield,
+    started: Instant,
+) -> bool {
+    let stale = !matches!(
+        state,
+        StartState::Fresh | StartState::Resumed { changed_files: 0 }
+    );
+    let _ = events
+        .send(TorrentEvent::Started {
+            state,
+            have: have.count(),
+            num_pieces: have.len(),
+            after: started.elapsed(),
+        })
+        .await;
+    stale
+}
+
+/// A torrent core for `meta`, its files checked.
+async fn checked_core(
+    meta: &Arc<Metainfo>,
+    cfg: &TorrentConfig,
+    events: &mpsc::Sender<TorrentEvent>,
+    started: Instant,
+) -> Result<(Arc<Storage>, TorrentCore), EngineError> {
+    let (storage, have, state) = check_files(meta, cfg).await?;
+    let stale = started_event(events, state, &have, started).await;
+    let core = TorrentCore::new(meta.clone(), core_config(cfg), &have, stale, Instant::now());
+    Ok((storage, core))
+}
+
+/// The core's event in the engine's words; its times count from the run's start.
+fn self_event(e: Event, offset: Duration) -> TorrentEvent {
+    match e {
+        Event::PeerConnected {
+            addr,
+            client,
+            source,
+        } => TorrentEvent::PeerConnected {
+            addr,
+            client,
+            source,
+        },
+        Event::PeerDisconnected { addr, reason } => TorrentEvent::PeerDisconnected { addr, reason },
+        Event::HashFailed { piece, peers } => TorrentEvent::HashFailed { piece, peers },
+        Event::PeerBanned { addr, reason } => TorrentEvent::PeerBanned { addr, reason },
+        Event::Completed { after } => TorrentEvent::Completed {
+            after: after + offset,
+        },
+        Event::Paused { reason } => TorrentEvent::Paused { reason },
+        Event::ReadFailed { piece, reason } => TorrentEvent::ReadFailed { piece, reason },
+        Event::Progress(stats) => TorrentEvent::Progress(stats),
+        Event::Sources(rows) => {
+            TorrentEvent::Sources(rows.iter().map(crate::sources::describe).collect())
+        }
     }
 }
 

@@ -204,7 +204,10 @@ fn gate(target: SocketAddr, open: watch::Receiver<bool>) -> SocketAddr {
 /// (its `Started` event; it listens from before that).
 async fn honest_seeder(meta: &Arc<Metainfo>, dir: &std::path::Path) -> SocketAddr {
     let addr = free("127.0.0.1");
-    let mut cfg = TorrentConfig::new(dir.join("src"), PeerId::generate([1; 12]), 1);
+    // Each seeder its own peer id: one id twice is one peer connected twice.
+    let mut id = [1u8; 12];
+    id[..2].copy_from_slice(&addr.port().to_be_bytes());
+    let mut cfg = TorrentConfig::new(dir.join("src"), PeerId::generate(id), 1);
     cfg.listen = Some(addr);
     cfg.recheck = true;
     cfg.seed_time = None;

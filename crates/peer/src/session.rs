@@ -502,6 +502,14 @@ impl Session {
         }
     }
 
+    /// Have-none where the fast extension is on: a magnet's first word,
+    /// before the piece count (and so a bitfield's length) is known.
+    pub fn send_have_none_if_fast(&mut self) {
+        if self.fast() {
+            self.push(Message::HaveNone);
+        }
+    }
+
     pub fn send_extended_handshake(&mut self, h: &ExtendedHandshake) {
         if self.peer.is_some_and(|p| p.reserved.extension_protocol()) {
             self.push(Message::Extended {

@@ -22,6 +22,7 @@ use lodestone_wire::extended::{
 use lodestone_wire::BlockRequest;
 
 use crate::io::{Action, Checked, Event, FileInfo, MseKeys, PeerInfo, Progress, Stats};
+use crate::magnet::{MagnetCore, MagnetPeer};
 use crate::peer_table::PeerTable;
 use crate::pieces::{self, BlockSource, PieceBuf, Suspect};
 use crate::rate::{Budget, Rate};
@@ -233,6 +234,147 @@ impl TorrentCore {
         resume_stale: bool,
         now: Instant,
     ) -> Self {
+        let mut table = PeerTable::new(cfg.listen);
+        for a in &cfg.peers {
+            table.add(now, *a, PeerSource::Manual);
+        }
+        let mut t = Self::build(meta, cfg, have, resume_stale, table, now);
+        t.refresh_stats();
+        t.events.push_back(Event::Sources(t.sources(now)));
+        t.check_complete(now);
+        t.dial_due(now);
+        t
+    }
+
+    /// The metadata of `magnet` is in (and `have` checked on disk): take
+    /// its peers over on the same connections, with everything they said
+    /// they have, its peer table and its sources' last words.
+    pub fn from_magnet(
+        magnet: MagnetCore,
+        meta: Arc<Metainfo>,
+        have: &Bitfield,
+        resume_stale: bool,
+        now: Instant,
+    ) -> Self {
+        let m = magnet;
+        let mut t = Self::build(meta, m.cfg, have, resume_stale, m.table, now);
+        t.next_key = m.next_key;
+        t.rng = m.rng;
+        t.dht_round = m.dht_round;
+        t.tracker_status = m.tracker_status;
+        t.lpd_status = m.lpd_status;
+        t.peers_by_source = m.peers_by_source;
+        t.started = m.started;
+        t.refresh_stats();
+        let n = t.shape.num_pieces;
+        for (key, mp) in m.peers {
+            t.adopt(now, key, mp, n);
+        }
+        t.events.push_back(Event::Sources(t.sources(now)));
+        t.check_complete(now);
+        t.dial_due(now);
+        t
+    }
+
+    fn adopt(&mut self, now: Instant, key: PeerKey, mp: MagnetPeer, n: u32) {
+        let mut session = mp.session;
+        session.set_shape(self.shape);
+        let mut p = Peer {
+            addr: mp.addr,
+            source: mp.source,
+            session,
+            encrypted: mp.encrypted,
+            client: mp.client,
+            to_serve: VecDeque::new(),
+            queue: QueueSizer::new(),
+            established: mp.established,
+            is_seed: false,
+            pieces: 0,
+            down: Rate::default(),
+            up: Rate::default(),
+            last_block: now,
+            snubbed: false,
+            peer_reqq: 250,
+            allowed_fast: Vec::new(),
+            no_requests_until: None,
+            listen_port: None,
+            pex: None,
+        };
+        if let Some(h) = &mp.ext {
+            p.listen_port = h.listen_port;
+            if h.id_of(UT_PEX).is_some() && self.pex_on() {
+                p.pex = Some(lodestone_peer::pex::PexState::new(now));
+            }
+            if let Some(q) = h.request_queue {
+                p.peer_reqq = (q as usize).clamp(1, QueueSizer::FAR_MAX_BLOCKS);
+            }
+            p.is_seed = h.upload_only;
+        }
+        let (addr, source, client, established) =
+            (p.addr, p.source, p.client.clone(), p.established);
+        // Shown: its own name for itself, when it gave one.
+        if let Some(v) = mp.ext.as_ref().and_then(|h| h.client.as_deref()) {
+            if !v.is_empty() {
+                p.client = v.chars().take(64).collect();
+            }
+        }
+        self.peers.insert(key, p);
+        // What it told us before we knew the piece count must fit it now.
+        if mp.has_all {
+            self.picker.peer_has_all(key);
+            if let Some(p) = self.peers.get_mut(&key) {
+                p.is_seed = true;
+                p.pieces = n;
+            }
+        } else if let Some(raw) = mp.bitfield {
+            match Bitfield::from_bytes(&raw, n) {
+                Ok(bits) => {
+                    self.picker.peer_bitfield(key, &bits);
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.is_seed |= bits.is_full();
+                        p.pieces = bits.count();
+                    }
+                }
+                Err(e) => return self.disconnect(now, key, format!("bad bitfield: {e}")),
+            }
+        }
+        for i in mp.haves {
+            if i >= n {
+                return self.disconnect(now, key, format!("have for piece {i} of {n}"));
+            }
+            self.picker.peer_has(key, PieceIndex(i));
+        }
+        if established {
+            // Our first word (have-none, or nothing) is said: what we hold
+            // goes as `have`s, and a second extension handshake (BEP 10
+            // allows it) adds what needs the metadata (size, ut_pex).
+            let have: Vec<PieceIndex> = self.picker.have().iter_set().collect();
+            let ext = self.our_extended_handshake(key);
+            if let Some(p) = self.peers.get_mut(&key) {
+                for piece in have {
+                    p.session.send_have(piece);
+                }
+                p.session.send_extended_handshake(&ext);
+            }
+            self.events.push_back(Event::PeerConnected {
+                addr,
+                client,
+                source,
+            });
+        }
+        self.update_interest(key);
+        self.drop_if_both_seeds(now, key);
+        self.service(now, key);
+    }
+
+    fn build(
+        meta: Arc<Metainfo>,
+        cfg: CoreConfig,
+        have: &Bitfield,
+        resume_stale: bool,
+        table: PeerTable,
+        now: Instant,
+    ) -> Self {
         let mut picker = PiecePicker::new(
             &meta.info.layout,
             have,
@@ -254,11 +396,7 @@ impl TorrentCore {
                 .collect();
             picker.set_file_priorities(&meta.info.layout, &prio);
         }
-        let mut table = PeerTable::new(cfg.listen);
-        for a in &cfg.peers {
-            table.add(now, *a, PeerSource::Manual);
-        }
-        let mut t = Self {
+        Self {
             choker: Choker::new(
                 ChokerConfig {
                     upload_slots: cfg.upload_slots,
@@ -312,12 +450,7 @@ impl TorrentCore {
             events: VecDeque::new(),
             transmit_queued: HashSet::new(),
             cfg,
-        };
-        t.refresh_stats();
-        t.events.push_back(Event::Sources(t.sources(now)));
-        t.check_complete(now);
-        t.dial_due(now);
-        t
+        }
     }
 
     // ---- input ----

@@ -8,13 +8,17 @@
 
 mod core;
 mod io;
+pub mod magnet;
 pub mod peer_table;
+mod phase;
 pub mod pieces;
 pub mod rate;
 pub mod source;
 
 pub use crate::core::{CoreConfig, StopReason, TorrentCore};
 pub use crate::io::{Action, Checked, Event, FileInfo, MseKeys, PeerInfo, Progress, Stats};
+pub use crate::magnet::{MagnetCore, MetadataEvent, MetadataStatus};
+pub use crate::phase::Phase;
 pub use crate::source::{
     DhtRound, Disabled, PeerSource, Source, SourceKind, SourceSet, SourceState, TrackerStatus,
 };

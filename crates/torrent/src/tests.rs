@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
 use sha1::{Digest, Sha1};
 
+use crate::magnet::MetadataEvent;
 use crate::*;
 
 const PIECE: u32 = 32 * 1024;
@@ -26,7 +27,7 @@ fn torrent(len: usize) -> (Arc<Metainfo>, Vec<u8>) {
 }
 
 struct Node {
-    core: TorrentCore,
+    phase: Phase,
     addr: SocketAddr,
     disk: Vec<u8>,
     /// Flip every byte of each 16 KiB block it sends.
@@ -36,7 +37,21 @@ struct Node {
     /// Behind NAT: dials to it fail.
     nat: bool,
     events: Vec<Event>,
+    metadata_events: Vec<MetadataEvent>,
     saves: usize,
+    /// Connections it opened, and took.
+    dialled: usize,
+    accepted: usize,
+}
+
+impl Node {
+    fn core(&self) -> &TorrentCore {
+        self.phase.ready().expect("the metadata is known")
+    }
+
+    fn core_mut(&mut self) -> &mut TorrentCore {
+        self.phase.ready_mut().expect("the metadata is known")
+    }
 }
 
 /// One end of a connection: node index and its key there.
@@ -86,8 +101,24 @@ impl World {
             <[u8]>::to_vec,
         );
         let core = TorrentCore::new(self.meta.clone(), cfg, &have, false, self.now);
+        self.push(Phase::Ready(Box::new(core)), disk)
+    }
+
+    /// A node that knows only the info hash (and, in `cfg`, some peers).
+    fn add_magnet(&mut self, tweak: impl FnOnce(&mut CoreConfig)) -> usize {
+        let i = self.nodes.len();
+        let mut cfg = CoreConfig::new(PeerId([i as u8 + 1; 20]), i as u64 + 7);
+        cfg.listen = Some(addr(i));
+        tweak(&mut cfg);
+        let m = MagnetCore::new(self.meta.info_hashes, cfg, 1 << 20, self.now);
+        let disk = vec![0; self.meta.info.total_length() as usize];
+        self.push(Phase::Metadata(Box::new(m)), disk)
+    }
+
+    fn push(&mut self, phase: Phase, disk: Vec<u8>) -> usize {
+        let i = self.nodes.len();
         self.nodes.push(Node {
-            core,
+            phase,
             addr: addr(i),
             disk,
             liar: false,
@@ -95,7 +126,10 @@ impl World {
             fail_reads: false,
             nat: false,
             events: Vec::new(),
+            metadata_events: Vec::new(),
             saves: 0,
+            dialled: 0,
+            accepted: 0,
         });
         i
     }
@@ -117,19 +151,24 @@ impl World {
         for _ in 0..100_000 {
             let mut busy = false;
             for i in 0..self.nodes.len() {
-                while let Some(a) = self.nodes[i].core.poll_action() {
+                while let Some(a) = self.nodes[i].phase.poll_action() {
                     busy = true;
                     self.act(i, a);
                 }
-                while let Some(e) = self.nodes[i].core.poll_event() {
-                    self.nodes[i].events.push(e);
+                let n = &mut self.nodes[i];
+                match &mut n.phase {
+                    Phase::Ready(t) => n.events.extend(std::iter::from_fn(|| t.poll_event())),
+                    Phase::Metadata(m) => n
+                        .metadata_events
+                        .extend(std::iter::from_fn(|| m.poll_event())),
                 }
+                busy |= self.metadata_in(i);
             }
             while let Some((to, key, bytes)) = self.wire.pop_front() {
                 busy = true;
                 let now = self.now;
                 self.nodes[to]
-                    .core
+                    .phase
                     .handle_data(now, key, BytesMut::from(&bytes[..]));
             }
             if !busy {
@@ -139,13 +178,38 @@ impl World {
         panic!("the world never settled");
     }
 
+    /// A magnet node whose metadata is in becomes a torrent (nothing on
+    /// its disk yet). True when it did.
+    fn metadata_in(&mut self, i: usize) -> bool {
+        let Phase::Metadata(m) = &self.nodes[i].phase else {
+            return false;
+        };
+        let Some(info) = m.metadata() else {
+            return false;
+        };
+        assert_eq!(info, &self.meta.info_bytes[..]);
+        let have = Bitfield::new(self.meta.info.num_pieces());
+        let placeholder = Phase::Metadata(Box::new(MagnetCore::new(
+            self.meta.info_hashes,
+            CoreConfig::new(PeerId([0; 20]), 0),
+            0,
+            self.now,
+        )));
+        let Phase::Metadata(m) = std::mem::replace(&mut self.nodes[i].phase, placeholder) else {
+            return false;
+        };
+        let t = TorrentCore::from_magnet(*m, self.meta.clone(), &have, false, self.now);
+        self.nodes[i].phase = Phase::Ready(Box::new(t));
+        true
+    }
+
     fn act(&mut self, i: usize, a: Action) {
         let now = self.now;
         match a {
             Action::Dial { addr, source, .. } => {
                 let Some(j) = self.nodes.iter().position(|n| n.addr == addr && !n.nat) else {
                     self.dials_refused += 1;
-                    self.nodes[i].core.handle_connect_failed(now, addr);
+                    self.nodes[i].phase.handle_connect_failed(now, addr);
                     return;
                 };
                 // The acceptor sees the dialler's address (its own port: a
@@ -153,15 +217,19 @@ impl World {
                 let from = self.nodes[i].addr;
                 let kj =
                     self.nodes[j]
-                        .core
+                        .phase
                         .handle_connected(now, from, PeerSource::Incoming, false);
                 let ki = self.nodes[i]
-                    .core
+                    .phase
                     .handle_connected(now, addr, source, false);
+                self.nodes[i].dialled += 1;
+                self.nodes[j].accepted += 1;
                 match (ki, kj) {
                     (Some(ki), Some(kj)) => self.conns.push(((i, ki), (j, kj))),
-                    (Some(ki), None) => self.nodes[i].core.handle_closed(now, ki, "refused".into()),
-                    (None, Some(kj)) => self.nodes[j].core.handle_closed(now, kj, "closed".into()),
+                    (Some(ki), None) => {
+                        self.nodes[i].phase.handle_closed(now, ki, "refused".into())
+                    }
+                    (None, Some(kj)) => self.nodes[j].phase.handle_closed(now, kj, "closed".into()),
                     (None, None) => {}
                 }
             }
@@ -169,7 +237,7 @@ impl World {
                 let Some((j, kj)) = self.peer_of((i, k)) else {
                     return;
                 };
-                while let Some(mut b) = self.nodes[i].core.poll_transmit(now, k) {
+                while let Some(mut b) = self.nodes[i].phase.poll_transmit(now, k) {
                     if self.nodes[i].liar && b.len() == 16384 {
                         b = b.iter().map(|x| !x).collect::<Vec<u8>>().into();
                     }
@@ -180,7 +248,7 @@ impl World {
                 if let Some((j, kj)) = self.peer_of((i, k)) {
                     self.conns.retain(|(a, b)| *a != (i, k) && *b != (i, k));
                     self.nodes[j]
-                        .core
+                        .phase
                         .handle_closed(now, kj, "closed by peer".into());
                 }
             }
@@ -203,7 +271,7 @@ impl World {
                     }
                     Checked::Good(blocks)
                 };
-                n.core.handle_checked(now, piece, result);
+                n.core_mut().handle_checked(now, piece, result);
             }
             Action::Read { piece, len, .. } => {
                 let n = &mut self.nodes[i];
@@ -213,11 +281,13 @@ impl World {
                 } else {
                     Ok(Bytes::copy_from_slice(&n.disk[at..at + len as usize]))
                 };
-                n.core.handle_read(piece, result);
+                n.core_mut().handle_read(piece, result);
             }
             Action::SaveResume { .. } => {
                 self.nodes[i].saves += 1;
-                self.nodes[i].core.handle_resume_saved(now, true, false);
+                self.nodes[i]
+                    .core_mut()
+                    .handle_resume_saved(now, true, false);
             }
             Action::Progress(_) => {}
         }
@@ -228,13 +298,13 @@ impl World {
         let next = self
             .nodes
             .iter()
-            .map(|n| n.core.poll_timeout())
+            .map(|n| n.phase.poll_timeout())
             .min()
             .unwrap_or(self.now + max);
         self.now = next.clamp(self.now, self.now + max);
         for i in 0..self.nodes.len() {
             let now = self.now;
-            self.nodes[i].core.handle_timeout(now);
+            self.nodes[i].phase.handle_timeout(now);
         }
         self.settle();
     }
@@ -257,7 +327,7 @@ impl World {
     }
 
     fn complete(&self, i: usize) -> bool {
-        self.nodes[i].core.is_complete()
+        self.nodes[i].phase.ready().is_some_and(|t| t.is_complete())
     }
 }
 
@@ -269,16 +339,16 @@ fn a_leecher_gets_every_byte_from_a_seeder() {
     let took = w.run_until(Duration::from_secs(60), |w| w.complete(leech));
     assert!(took.is_some(), "not complete after 60 s of fake time");
     assert_eq!(w.nodes[leech].disk, data);
-    let st = w.nodes[seed].core.stats();
+    let st = w.nodes[seed].core().stats();
     assert_eq!(st.uploaded, data.len() as u64);
-    assert_eq!(w.nodes[leech].core.stats().downloaded, data.len() as u64);
+    assert_eq!(w.nodes[leech].core().stats().downloaded, data.len() as u64);
     assert!(w.nodes[leech]
         .events
         .iter()
         .any(|e| matches!(e, Event::Completed { .. })));
     // The leecher saved its resume data on completion.
     assert!(w.nodes[leech].saves >= 1);
-    let files = w.nodes[leech].core.files();
+    let files = w.nodes[leech].core().files();
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].done, data.len() as u64);
 }
@@ -293,7 +363,7 @@ fn the_peers_view_names_the_source_and_the_seed() {
         c.download_rate_limit = Some(16 * 1024);
     });
     w.run_until(Duration::from_secs(2), |_| false);
-    let peers = w.nodes[leech].core.peers();
+    let peers = w.nodes[leech].core().peers();
     assert_eq!(peers.len(), 1, "{peers:?}");
     let p = &peers[0];
     assert_eq!(p.addr, addr(0));
@@ -332,9 +402,9 @@ fn a_failed_write_pauses_with_the_reason() {
     let leech = w.add(None, |c| c.peers = vec![addr(0)]);
     w.nodes[leech].fail_writes = true;
     w.run_until(Duration::from_secs(30), |w| {
-        w.nodes[leech].core.paused().is_some()
+        w.nodes[leech].core().paused().is_some()
     });
-    let core = &w.nodes[leech].core;
+    let core = w.nodes[leech].core();
     assert_eq!(core.paused(), Some("No space left on device"));
     assert_eq!(core.stop_reason(w.now), Some(StopReason::Paused));
     assert_eq!(core.stats().have_pieces, 0);
@@ -354,7 +424,7 @@ fn an_unreadable_piece_is_rejected_not_served() {
         .events
         .iter()
         .any(|e| matches!(e, Event::ReadFailed { .. })));
-    assert_eq!(w.nodes[seed].core.stats().uploaded, 0);
+    assert_eq!(w.nodes[seed].core().stats().uploaded, 0);
     assert!(!w.complete(leech));
 }
 
@@ -368,7 +438,7 @@ fn an_upload_limit_holds_in_fake_time() {
     });
     w.add(None, |c| c.peers = vec![addr(0)]);
     w.run_until(Duration::from_secs(10), |_| false);
-    let up = w.nodes[seed].core.stats().uploaded;
+    let up = w.nodes[seed].core().stats().uploaded;
     // Ten seconds at the limit, plus one second of burst at most.
     assert!(up <= 11 * limit, "uploaded {up}");
     assert!(up >= 8 * limit, "uploaded {up}");
@@ -384,7 +454,7 @@ fn failed_dials_back_off_and_the_core_sleeps_until_the_next() {
     // No peer: the core sleeps until the redial (1 s), not on 250 ms ticks.
     let t0 = w.now;
     assert_eq!(
-        w.nodes[leech].core.poll_timeout(),
+        w.nodes[leech].phase.poll_timeout(),
         t0 + Duration::from_secs(1)
     );
     w.run_until(Duration::from_secs(16), |_| false);
@@ -402,7 +472,7 @@ fn two_seeds_drop_each_other() {
     });
     w.run_until(Duration::from_secs(2), |_| false);
     assert!(w.conns.is_empty());
-    assert!(w.nodes[b].core.peers().is_empty());
+    assert!(w.nodes[b].core().peers().is_empty());
 }
 
 #[test]
@@ -430,7 +500,7 @@ fn pex_introduces_a_leecher_to_a_peer_it_did_not_know() {
         Event::PeerConnected { addr: x, source: PeerSource::Pex, .. } if *x == addr(seed)
     )));
     let pex = w.nodes[b]
-        .core
+        .core()
         .sources(w.now)
         .into_iter()
         .find(|s| s.kind == SourceKind::Pex)
@@ -451,4 +521,42 @@ fn a_torrent_with_nothing_to_do_emits_sources_once_a_second() {
         .count();
     assert!((4..=6).contains(&rows), "{rows}");
     let _ = PieceIndex(0);
+}
+
+#[test]
+fn a_magnet_gets_metadata_and_content_over_one_connection() {
+    let (mut w, data) = World::new(1 << 20);
+    let seed = w.add(Some(&data), |c| c.seed_time = None);
+    let leech = w.add_magnet(|c| c.peers = vec![addr(0)]);
+    let took = w.run_until(Duration::from_secs(60), |w| w.complete(leech));
+    assert!(took.is_some(), "{:?}", w.nodes[leech].metadata_events);
+    assert_eq!(w.nodes[leech].disk, data);
+    // One connection carried both: one dial, one accept, none redialled.
+    assert_eq!((w.nodes[leech].dialled, w.nodes[seed].accepted), (1, 1));
+    assert!(w.nodes[leech]
+        .metadata_events
+        .iter()
+        .any(|e| matches!(e, MetadataEvent::Piece { done, total, .. } if done == total)));
+    // The seed's connection shows in the torrent phase, under its source.
+    assert!(w.nodes[leech].events.iter().any(|e| matches!(
+        e,
+        Event::PeerConnected { addr: a, source: PeerSource::Manual, .. } if *a == addr(seed)
+    )));
+    assert_eq!(w.nodes[seed].core().stats().uploaded, data.len() as u64);
+}
+
+#[test]
+fn a_magnet_takes_a_peer_that_dials_it_before_the_metadata() {
+    let (mut w, data) = World::new(512 << 10);
+    // The magnet knows nobody; the seeder knows the magnet's address.
+    let leech = w.add_magnet(|_| {});
+    let seed = w.add(Some(&data), |c| {
+        c.seed_time = None;
+        c.peers = vec![addr(0)];
+    });
+    let took = w.run_until(Duration::from_secs(60), |w| w.complete(leech));
+    assert!(took.is_some(), "{:?}", w.nodes[leech].metadata_events);
+    assert_eq!(w.nodes[leech].disk, data);
+    assert_eq!((w.nodes[seed].dialled, w.nodes[leech].accepted), (1, 1));
+    assert_eq!(w.nodes[leech].dialled, 0);
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use lodestone_core::{Metainfo, PeerId};
+use lodestone_engine::magnet::FetchEvent;
 use lodestone_engine::torrent::{self, StartState, Stats, Summary, TorrentConfig, TorrentEvent};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -165,10 +166,8 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 if peers.is_empty() && dht.is_none() && !trackers && !lpd && listen.is_none() {
                     bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT), --listen (for peers that know our address) or --lpd with --listen, or use a magnet with trackers");
                 }
-                // The download phase gets the same peers (x.pe too); those
-                // found by a source find it again, under their own name.
-                let meta = fetch(&m, peers.clone(), dht.clone(), a, seed, &mut timeline).await?;
-                (meta, peers)
+                let cfg = torrent_config(a, seed, dht, peers)?;
+                return drive_async(Begin::Magnet(m), cfg, Show::of(a), timeline).await;
             }
         };
         get_with(meta, peers, a, seed, dht, timeline).await
@@ -264,173 +263,89 @@ async fn start_dht(
     Ok(Some(dht))
 }
 
-/// Fetch a magnet's metadata, showing progress.
-async fn fetch(
-    m: &lodestone_core::Magnet,
-    peers: Vec<std::net::SocketAddr>,
-    dht: Option<lodestone_engine::dht::Dht>,
-    a: &GetArgs,
-    seed: u64,
-    timeline: &mut Timeline,
-) -> anyhow::Result<Metainfo> {
-    let (listen, max_size, json, explain) = (a.listen, a.max_metadata_size, a.json, a.explain);
-    use lodestone_engine::magnet::{fetch_metadata, FetchConfig, FetchEvent};
-    let cfg = FetchConfig {
-        info_hashes: m.info_hashes,
-        peers,
-        dht,
-        peer_id: peer_id(seed ^ 0x3e7a),
-        max_size: u32::try_from(max_size).unwrap_or(u32::MAX),
-        listen,
-        trackers: if a.sources.no_trackers {
-            Vec::new()
-        } else {
-            m.trackers.clone()
-        },
-        lpd: use_lpd(
-            a.sources.lpd,
-            a.sources.no_lpd,
-            a.listen.is_some(),
-            local_only(),
+/// One metadata-phase event: its NDJSON line and its words; `true` when a
+/// person sees it without --explain (why it waits, who was banned).
+fn fetch_line(ev: &FetchEvent, t: f64) -> (serde_json::Value, String, bool) {
+    let (j, text) = match ev {
+        FetchEvent::PeerConnected {
+            addr,
+            source,
+            ut_metadata,
+            metadata_size,
+        } => (
+            json!({"event": "metadata_peer", "t": t, "addr": addr.to_string(), "source": source.name(), "ut_metadata": ut_metadata, "metadata_size": metadata_size}),
+            format!(
+                "peer {addr} ({}): {}",
+                source.name(),
+                if *ut_metadata {
+                    "has ut_metadata"
+                } else {
+                    "no ut_metadata"
+                }
+            ),
         ),
-        http: http_client(a.sources.ca_file.as_deref())?,
+        FetchEvent::PeerRefused { addr, reason } => (
+            json!({"event": "metadata_peer_refused", "t": t, "addr": addr.to_string(), "reason": reason}),
+            format!("peer {addr} dropped: {reason}"),
+        ),
+        FetchEvent::PeersFound { source, new } => (
+            json!({"event": "peers_found", "t": t, "source": source.name(), "new": new}),
+            format!("{new} new peer addresses from {}", source.name()),
+        ),
+        FetchEvent::Piece { done, total, from } => (
+            json!({"event": "metadata_piece", "t": t, "done": done, "total": total, "from": from.to_string()}),
+            format!("metadata {done}/{total} pieces"),
+        ),
+        FetchEvent::Banned { addr, reason } => (
+            json!({"event": "peer_banned", "t": t, "addr": addr.to_string(), "reason": reason}),
+            format!("banned {addr}: {reason}"),
+        ),
+        FetchEvent::Stuck { after, diagnosis } => (
+            json!({"event": "diagnosis", "t": t, "waiting_s": after.as_secs_f64(), "diagnosis": diagnosis}),
+            format!(
+                "no metadata after {:.0} s:\n  {}",
+                after.as_secs_f64(),
+                diagnosis.join("\n  ")
+            ),
+        ),
+        FetchEvent::Mismatch => (
+            json!({"event": "metadata_mismatch", "t": t}),
+            "metadata did not match the info hash; fetching it again".to_owned(),
+        ),
     };
-    let (tx, mut rx) = mpsc::channel(256);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let cfg_http = cfg.http.clone();
-    // The clock starts before the fetch does: its first steps are counted.
-    let started = Instant::now();
-    let task = tokio::spawn(fetch_metadata(cfg, tx, stop_rx));
-    // The magnet's .torrent URLs race the peers; the first verified wins.
+    let always = matches!(ev, FetchEvent::Stuck { .. } | FetchEvent::Banned { .. });
+    (j, text, always)
+}
+
+/// Try the magnet's .torrent URLs (`xs`, `as`) beside the peers: a
+/// verified one goes to the engine, failures are reported on `failed`.
+fn race_torrent_file(
+    m: &lodestone_core::Magnet,
+    http: lodestone_engine::http::HttpClient,
+    failed: mpsc::Sender<Vec<String>>,
+) -> Option<mpsc::Receiver<Metainfo>> {
     let urls: Vec<String> = m
         .exact_sources
         .iter()
         .chain(&m.acceptable_sources)
         .cloned()
         .collect();
-    let (file_tx, mut file_rx) = mpsc::channel(1);
-    if !urls.is_empty() {
-        let hashes = m.info_hashes;
-        let http = cfg_http.clone();
-        tokio::spawn(async move {
-            let r = lodestone_engine::magnet::fetch_torrent_file(&urls, hashes, &http).await;
-            let _ = file_tx.send(r).await;
-        });
+    if urls.is_empty() {
+        return None;
     }
-    let mut from_file: Option<Metainfo> = None;
-    let mut file_pending = !m.exact_sources.is_empty() || !m.acceptable_sources.is_empty();
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                let t = started.elapsed().as_secs_f64();
-                match &ev {
-                    FetchEvent::PeerConnected { addr, source, .. } => timeline.mark(
-                        "first_peer",
-                        json!({"addr": addr.to_string(), "source": source.name()}),
-                    ),
-                    FetchEvent::PeersFound { source, new } if *new > 0 => {
-                        timeline.mark("first_peer_found", json!({"source": source.name()}))
-                    }
-                    FetchEvent::Piece { .. } => timeline.mark("first_metadata_piece", json!(null)),
-                    _ => {}
-                }
-                let (j, text) = match &ev {
-                    FetchEvent::PeerConnected { addr, source, ut_metadata, metadata_size } => (
-                        json!({"event": "metadata_peer", "t": t, "addr": addr.to_string(), "source": source.name(), "ut_metadata": ut_metadata, "metadata_size": metadata_size}),
-                        format!("peer {addr} ({}): {}", source.name(), if *ut_metadata { "has ut_metadata" } else { "no ut_metadata" }),
-                    ),
-                    FetchEvent::PeerRefused { addr, reason } => (
-                        json!({"event": "metadata_peer_refused", "t": t, "addr": addr.to_string(), "reason": reason}),
-                        format!("peer {addr} dropped: {reason}"),
-                    ),
-                    FetchEvent::PeersFound { source, new } => (
-                        json!({"event": "peers_found", "t": t, "source": source.name(), "new": new}),
-                        format!("{new} new peer addresses from {}", source.name()),
-                    ),
-                    FetchEvent::Piece { done, total, from } => (
-                        json!({"event": "metadata_piece", "t": t, "done": done, "total": total, "from": from.to_string()}),
-                        format!("metadata {done}/{total} pieces"),
-                    ),
-                    FetchEvent::Banned { addr, reason } => (
-                        json!({"event": "peer_banned", "t": t, "addr": addr.to_string(), "reason": reason}),
-                        format!("banned {addr}: {reason}"),
-                    ),
-                    FetchEvent::Stuck { after, diagnosis } => (
-                        json!({"event": "diagnosis", "t": t, "waiting_s": after.as_secs_f64(), "diagnosis": diagnosis}),
-                        format!("no metadata after {:.0} s:\n  {}", after.as_secs_f64(), diagnosis.join("\n  ")),
-                    ),
-                    FetchEvent::Mismatch => (
-                        json!({"event": "metadata_mismatch", "t": t}),
-                        "metadata did not match the info hash; fetching it again".to_owned(),
-                    ),
-                };
-                // Without --explain a person sees only why it is waiting.
-                let always = matches!(ev, FetchEvent::Stuck { .. } | FetchEvent::Banned { .. });
-                if json {
-                    crate::outln!("{j}");
-                } else if explain || always {
-                    eprintln!("{text}");
-                }
+    let (tx, rx) = mpsc::channel(1);
+    let hashes = m.info_hashes;
+    tokio::spawn(async move {
+        match lodestone_engine::magnet::fetch_torrent_file(&urls, hashes, &http).await {
+            Ok(meta) => {
+                let _ = tx.send(meta).await;
             }
-            _ = &mut ctrl_c, if !stopping => { stopping = true; let _ = stop_tx.send(true); }
-            r = file_rx.recv(), if file_pending => match r {
-                Some(Ok(meta)) => {
-                    if json {
-                        crate::outln!("{}", json!({"event": "torrent_file", "t": started.elapsed().as_secs_f64()}));
-                    } else if explain {
-                        eprintln!("got the .torrent from the magnet's source URL");
-                    }
-                    from_file = Some(meta);
-                    stopping = true;
-                    let _ = stop_tx.send(true);
-                }
-                Some(Err(errors)) => {
-                    file_pending = false;
-                    for e in errors {
-                        if json {
-                            crate::outln!("{}", json!({"event": "torrent_file_failed", "t": started.elapsed().as_secs_f64(), "error": e}));
-                        } else {
-                            eprintln!("source URL failed: {e}");
-                        }
-                    }
-                }
-                None => file_pending = false,
-            },
+            Err(errors) => {
+                let _ = failed.send(errors).await;
+            }
         }
-    }
-    let from_file_used = from_file.is_some();
-    let mut meta = match from_file {
-        Some(m) => m,
-        None => task.await.context("metadata task")??,
-    };
-    // The magnet's trackers join whatever the torrent had (none from BEP 9).
-    for t in &m.trackers {
-        if !meta.trackers.iter().flatten().any(|x| x == t) {
-            meta.trackers.push(vec![t.clone()]);
-        }
-    }
-    meta.web_seeds.extend(m.web_seeds.iter().cloned());
-    timeline.mark(
-        "metadata",
-        json!({"from": if from_file_used { "torrent url" } else { "peers" }}),
-    );
-    let t = started.elapsed().as_secs_f64();
-    if json {
-        crate::outln!(
-            "{}",
-            json!({"event": "metadata", "t": t, "name": meta.info.name, "size": meta.info_bytes.len(), "pieces": meta.info.num_pieces()})
-        );
-    } else {
-        eprintln!(
-            "metadata received in {t:.3} s: {} ({})",
-            meta.info.name,
-            human::bytes(meta.info.content_length())
-        );
-    }
-    Ok(meta)
+    });
+    Some(rx)
 }
 
 async fn get_with(
@@ -450,6 +365,17 @@ async fn get_with(
             );
         }
     }
+    let cfg = torrent_config(a, seed, dht, peers)?;
+    drive_async(Begin::Torrent(Box::new(meta)), cfg, Show::of(a), timeline).await
+}
+
+/// What `get` asked for, as the engine's configuration.
+fn torrent_config(
+    a: &GetArgs,
+    seed: u64,
+    dht: Option<lodestone_engine::dht::Dht>,
+    peers: Vec<std::net::SocketAddr>,
+) -> anyhow::Result<TorrentConfig> {
     let mut cfg = TorrentConfig::new(a.output.clone(), peer_id(seed), seed);
     cfg.dht = dht;
     cfg.listen = a.listen;
@@ -475,7 +401,7 @@ async fn get_with(
     cfg.trackers = !a.sources.no_trackers;
     cfg.pex = !a.sources.no_pex;
     cfg.http = http_client(a.sources.ca_file.as_deref())?;
-    drive_async(meta, cfg, a.json, a.explain, timeline).await
+    Ok(cfg)
 }
 
 /// The HTTP(S) client: Mozilla's roots, plus the user's CA file if given.
@@ -517,7 +443,13 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
         if cfg.dht.is_some() {
             timeline.mark("dht_bootstrap_started", json!(null));
         }
-        drive_async(meta, cfg, a.json, false, timeline).await
+        let show = Show {
+            json: a.json,
+            explain: false,
+            only: Vec::new(),
+            max_metadata_size: 0,
+        };
+        drive_async(Begin::Torrent(Box::new(meta)), cfg, show, timeline).await
     })
 }
 
@@ -542,50 +474,186 @@ fn content_dir(path: &Path, name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-async fn drive_async(
-    meta: Metainfo,
-    cfg: TorrentConfig,
+/// What the engine starts from.
+enum Begin {
+    Torrent(Box<Metainfo>),
+    /// The metadata comes from the magnet's peers (or its .torrent URLs).
+    Magnet(Box<lodestone_core::Magnet>),
+}
+
+/// How the run is shown, and what needs the metadata to be checked.
+struct Show {
     json: bool,
     explain: bool,
+    /// `--only`: checked against the file count once it is known.
+    only: Vec<usize>,
+    max_metadata_size: u64,
+}
+
+impl Show {
+    fn of(a: &GetArgs) -> Self {
+        Self {
+            json: a.json,
+            explain: a.explain,
+            only: a.only.clone(),
+            max_metadata_size: a.max_metadata_size,
+        }
+    }
+}
+
+async fn drive_async(
+    begin: Begin,
+    cfg: TorrentConfig,
+    show: Show,
     timeline: Timeline,
 ) -> anyhow::Result<ExitCode> {
-    let meta = Arc::new(meta);
+    let (json, explain) = (show.json, show.explain);
     let seeding_forever = cfg.seed_time == Some(Duration::MAX);
     let mut cfg = cfg;
     if seeding_forever {
         cfg.seed_time = None;
     }
-    {
-        let (events_tx, mut events_rx) = mpsc::channel(256);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        // The engine's times count from its own start, a moment after this
-        // (at most): shifted by this, they count from the process start.
-        let torrent_started = timeline.now();
-        let engine = tokio::spawn(torrent::run(meta.clone(), cfg, events_tx, stop_rx));
-        let mut ui = Ui::new(&meta, json, explain, timeline, torrent_started);
-        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-        let mut stopping = false;
-        loop {
-            tokio::select! {
-                ev = events_rx.recv() => match ev {
-                    Some(ev) => ui.event(&ev),
-                    None => break,
-                },
-                _ = &mut ctrl_c, if !stopping => {
-                    stopping = true;
-                    ui.note("stopping: saving resume data");
-                    let _ = stop_tx.send(true);
+    let (events_tx, mut events_rx) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The engine's times count from its own start, a moment after this
+    // (at most): shifted by this, they count from the process start.
+    let torrent_started = timeline.now();
+    let (failed_tx, mut failed_rx) = mpsc::channel(1);
+    let (engine, mut ui, magnet) = match begin {
+        Begin::Torrent(meta) => {
+            let meta = Arc::new(*meta);
+            let engine = tokio::spawn(torrent::run(meta.clone(), cfg, events_tx, stop_rx));
+            let ui = Ui::new(&meta, json, explain, timeline, torrent_started);
+            (engine, Some(ui), None)
+        }
+        Begin::Magnet(m) => {
+            let start = torrent::MagnetStart {
+                info_hashes: m.info_hashes,
+                trackers: m.trackers.clone(),
+                max_metadata_size: u32::try_from(show.max_metadata_size).unwrap_or(u32::MAX),
+                torrent_file: race_torrent_file(&m, cfg.http.clone(), failed_tx),
+            };
+            let engine = tokio::spawn(torrent::run_magnet(start, cfg, events_tx, stop_rx));
+            (engine, None, Some(timeline))
+        }
+    };
+    let mut magnet = magnet;
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut stopping = false;
+    let mut refused: Option<anyhow::Error> = None;
+    loop {
+        tokio::select! {
+            ev = events_rx.recv() => match ev {
+                None => break,
+                Some(TorrentEvent::Metadata(fe, at)) => {
+                    let t = at.as_secs_f64();
+                    if let Some(tl) = magnet.as_mut() {
+                        // The engine's moment, not this loop's (it may lag).
+                        let at = torrent_started + at;
+                        match &fe {
+                            FetchEvent::PeerConnected { addr, source, .. } => tl.mark_at(
+                                at,
+                                "first_peer",
+                                json!({"addr": addr.to_string(), "source": source.name()}),
+                            ),
+                            FetchEvent::PeersFound { source, new } if *new > 0 => tl.mark_at(
+                                at,
+                                "first_peer_found",
+                                json!({"source": source.name()}),
+                            ),
+                            FetchEvent::Piece { .. } => {
+                                tl.mark_at(at, "first_metadata_piece", json!(null))
+                            }
+                            _ => {}
+                        }
+                    }
+                    let (j, text, always) = fetch_line(&fe, t);
+                    if json {
+                        crate::outln!("{j}");
+                    } else if explain || always {
+                        eprintln!("{text}");
+                    }
+                }
+                Some(TorrentEvent::MetadataReady { meta, from_file, after }) => {
+                    let Some(mut tl) = magnet.take() else { continue };
+                    // The engine's moment, not this loop's (it may lag).
+                    let t = after.as_secs_f64();
+                    let from = if from_file { "torrent url" } else { "peers" };
+                    tl.mark_at(torrent_started + after, "metadata", json!({"from": from}));
+                    if json {
+                        if from_file {
+                            crate::outln!("{}", json!({"event": "torrent_file", "t": t}));
+                        }
+                        crate::outln!(
+                            "{}",
+                            json!({"event": "metadata", "t": t, "name": meta.info.name, "size": meta.info_bytes.len(), "pieces": meta.info.num_pieces()})
+                        );
+                    } else {
+                        if from_file && explain {
+                            eprintln!("got the .torrent from the magnet's source URL");
+                        }
+                        eprintln!(
+                            "metadata received in {t:.3} s: {} ({})",
+                            meta.info.name,
+                            human::bytes(meta.info.content_length())
+                        );
+                    }
+                    let files = meta.info.files.len();
+                    if let Some(&i) = show.only.iter().find(|&&i| i >= files) {
+                        refused = Some(anyhow::anyhow!(
+                            "--only {i}: the torrent has {files} files (0..{})",
+                            files.saturating_sub(1)
+                        ));
+                        stopping = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    ui = Some(Ui::new(&meta, json, explain, tl, torrent_started));
+                }
+                Some(ev) => {
+                    if let Some(ui) = ui.as_mut() {
+                        ui.event(&ev);
+                    }
+                }
+            },
+            errors = failed_rx.recv() => {
+                for e in errors.unwrap_or_default() {
+                    if json {
+                        crate::outln!("{}", json!({"event": "torrent_file_failed", "t": timeline_now(&magnet), "error": e}));
+                    } else {
+                        eprintln!("source URL failed: {e}");
+                    }
                 }
             }
+            _ = &mut ctrl_c, if !stopping => {
+                stopping = true;
+                match &ui {
+                    Some(ui) => ui.note("stopping: saving resume data"),
+                    None if !json => eprintln!("stopping"),
+                    None => {}
+                }
+                let _ = stop_tx.send(true);
+            }
         }
-        let summary = engine.await.context("engine task")??;
-        ui.finish(&summary);
-        Ok(if summary.complete && summary.paused.is_none() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
     }
+    let summary = engine.await.context("engine task")?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    let summary = summary?;
+    let Some(mut ui) = ui else {
+        bail!("the engine ended before the metadata arrived");
+    };
+    ui.finish(&summary);
+    Ok(if summary.complete && summary.paused.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Seconds since the process start, while the metadata phase's timeline is held.
+fn timeline_now(t: &Option<Timeline>) -> f64 {
+    t.as_ref().map_or(0.0, |t| t.now().as_secs_f64())
 }
 
 /// Progress for people (a bar on a terminal, lines otherwise) or NDJSON.
@@ -661,9 +729,12 @@ impl Ui {
     fn milestone(&mut self, ev: &TorrentEvent) {
         let tl = &mut self.timeline;
         match ev {
-            TorrentEvent::Started { have, .. } => {
-                tl.mark("download_started", json!({"have_pieces": have}))
-            }
+            TorrentEvent::Metadata(..) | TorrentEvent::MetadataReady { .. } => {}
+            TorrentEvent::Started { have, after, .. } => tl.mark_at(
+                self.torrent_started + *after,
+                "download_started",
+                json!({"have_pieces": have}),
+            ),
             TorrentEvent::PeerConnected { addr, source, .. } => tl.mark(
                 "first_peer",
                 json!({"addr": addr.to_string(), "source": source.name()}),
@@ -680,10 +751,13 @@ impl Ui {
         let t = self.started.elapsed().as_secs_f64();
         if self.json {
             let v = match ev {
+                // Shown by the driving loop, before this view exists.
+                TorrentEvent::Metadata(..) | TorrentEvent::MetadataReady { .. } => return,
                 TorrentEvent::Started {
                     state,
                     have,
                     num_pieces,
+                    ..
                 } => json!({
                     "event": "started", "t": t, "have_pieces": have, "num_pieces": num_pieces,
                     "resume": match state { StartState::Fresh => "fresh".to_owned(), StartState::Resumed { .. } => "resumed".to_owned(), StartState::Rechecked { reason } => format!("rechecked: {reason}") },
@@ -727,10 +801,12 @@ impl Ui {
             return;
         }
         match ev {
+            TorrentEvent::Metadata(..) | TorrentEvent::MetadataReady { .. } => {}
             TorrentEvent::Started {
                 state,
                 have,
                 num_pieces,
+                ..
             } => {
                 let how = match state {
                     StartState::Fresh => "new download".to_owned(),

@@ -157,7 +157,12 @@ fn serve(
             h.extend_from_slice(b"BitTorrent protocol");
             h.extend_from_slice(&[0, 0, 0, 0, 0, if extension_bit { 0x10 } else { 0 }, 0, 0]);
             h.extend_from_slice(&info_hash);
-            h.extend_from_slice(b"-FK0001-fakepeer0001");
+            // Each fake peer its own id (from its port): two peers with one
+            // id are one peer connected twice, and one of them is dropped.
+            let port = s.local_addr()?.port();
+            h.extend_from_slice(b"-FK0001-fakepeer");
+            h.extend_from_slice(&port.to_be_bytes());
+            h.extend_from_slice(b"01");
             s.write_all(&h)?;
             if extension_bit {
                 let dict = match &metadata {
