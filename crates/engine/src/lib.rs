@@ -16,6 +16,7 @@ pub mod magnet;
 pub mod peer_io;
 pub mod pool;
 pub mod resume;
+pub mod session;
 pub mod sources;
 pub mod state_dir;
 pub mod storage;

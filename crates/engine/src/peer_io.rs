@@ -104,6 +104,9 @@ pub enum PeerInput {
         initial: Vec<u8>,
         /// RC4 streams when the peer negotiated MSE with RC4.
         cipher: Option<Box<Cipher>>,
+        /// For an incoming one: the torrent it asked for (from its
+        /// handshake, or the MSE key it used); what a session routes by.
+        info_hash: Option<lodestone_core::InfoHash>,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -297,6 +300,7 @@ pub fn connect(
                     source,
                     initial: Vec::new(),
                     cipher: None,
+                    info_hash: None,
                 },
                 Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
                     Ok(Ok((stream, initial, cipher))) => PeerInput::Connected {
@@ -305,6 +309,7 @@ pub fn connect(
                         source,
                         initial,
                         cipher,
+                        info_hash: None,
                     },
                     Ok(Err(e)) => failed(format!("encrypted handshake failed: {e}")),
                     Err(_) => failed("encrypted handshake timed out".into()),
@@ -352,13 +357,26 @@ async fn initiate(
     }
 }
 
+/// The info hashes a listener answers MSE/PE handshakes for: fixed for one
+/// torrent, the session's current set for many.
+pub type InfoHashes = Arc<dyn Fn() -> Vec<lodestone_core::InfoHash> + Send + Sync>;
+
+/// The info hash of a plain BitTorrent handshake at the start of `initial`
+/// (what [`listen`] passes on, after MSE if there was one).
+pub fn handshake_info_hash(initial: &[u8]) -> Option<lodestone_core::InfoHash> {
+    let ih = initial
+        .get(28..48)
+        .filter(|_| initial.first() == Some(&19))?;
+    Some(lodestone_core::InfoHash(ih.try_into().ok()?))
+}
+
 /// Accept connections for as long as the returned handle lives. A peer
 /// that opens with an MSE/PE handshake for one of `info_hashes` is answered
 /// (plain text chosen when it offers it); a plain one is passed on as is.
 pub fn listen(
     listener: TcpListener,
     input: mpsc::Sender<PeerInput>,
-    info_hashes: Vec<lodestone_core::InfoHash>,
+    info_hashes: InfoHashes,
     seed: u64,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -385,7 +403,7 @@ pub fn listen(
                     let pad_len = rng.below(64) as usize;
                     let mut pad = vec![0u8; pad_len];
                     rng.fill(&mut pad);
-                    let (input, hashes) = (input.clone(), info_hashes.clone());
+                    let (input, hashes) = (input.clone(), info_hashes());
                     let done = Arc::new(AtomicBool::new(false));
                     let flag = done.clone();
                     let task = tokio::spawn(async move {
@@ -423,12 +441,20 @@ async fn sniff(
     use lodestone_wire::mse::MseResponder;
     let work = async {
         let mut buf = vec![0u8; 4096];
-        let n = stream.read(&mut buf).await.ok()?;
+        let mut n = stream.read(&mut buf).await.ok()?;
         if n == 0 {
             return None;
         }
         if buf[0] == 19 {
-            return Some((Vec::from(&buf[..n]), None));
+            // Up to the info hash at least: a session routes by it.
+            while n < 48 {
+                match stream.read(&mut buf[n..]).await.ok()? {
+                    0 => return None,
+                    m => n += m,
+                }
+            }
+            let initial = Vec::from(&buf[..n]);
+            return Some((handshake_info_hash(&initial), initial, None));
         }
         let mut mse = MseResponder::new(key, pad, hashes, true);
         let mut data = buf[..n].to_vec();
@@ -442,7 +468,7 @@ async fn sniff(
                     (Some(decrypt), Some(encrypt)) => Some(Box::new(Cipher { decrypt, encrypt })),
                     _ => None,
                 };
-                return Some((est.initial, cipher));
+                return Some((Some(est.info_hash), est.initial, cipher));
             }
             let n = stream.read(&mut buf).await.ok()?;
             if n == 0 {
@@ -451,13 +477,14 @@ async fn sniff(
             data = buf[..n].to_vec();
         }
     };
-    let (initial, cipher) = tokio::time::timeout(SNIFF_TIMEOUT, work).await.ok()??;
+    let (info_hash, initial, cipher) = tokio::time::timeout(SNIFF_TIMEOUT, work).await.ok()??;
     Some(PeerInput::Connected {
         stream,
         addr,
         source: PeerSource::Incoming,
         initial,
         cipher,
+        info_hash,
     })
 }
 
@@ -481,7 +508,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (tx, mut rx) = mpsc::channel(8);
         let ih = lodestone_core::InfoHash([7; 20]);
-        let _task = listen(listener, tx, vec![ih], 1);
+        let _task = listen(listener, tx, Arc::new(move || vec![ih]), 1);
         let mut idle = Vec::new();
         for _ in 0..MAX_PENDING_HANDSHAKES + 4 {
             idle.push(TcpStream::connect(addr).await.unwrap());
@@ -509,5 +536,35 @@ mod tests {
             .expect("the handshake reaches the torrent")
             .expect("channel open");
         assert!(matches!(got, PeerInput::Connected { .. }), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn an_mse_peer_is_named_by_the_info_hash_its_key_was_made_with() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let hashes = [
+            lodestone_core::InfoHash([1; 20]),
+            lodestone_core::InfoHash([2; 20]),
+        ];
+        let _task = listen(listener, tx, Arc::new(move || hashes.to_vec()), 1);
+        // Our own initiator sends nothing inside MSE: the listener learns
+        // the torrent from the key alone.
+        let s = TcpStream::connect(addr).await.unwrap();
+        let o = Obfuscate {
+            info_hash: hashes[1],
+            private_key: [9; 20],
+            pad: Vec::new(),
+        };
+        let (_s, initial, _) = initiate(s, o).await.unwrap();
+        assert!(initial.is_empty());
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the connection is passed on")
+            .expect("channel open");
+        let PeerInput::Connected { info_hash, .. } = got else {
+            panic!("{got:?}");
+        };
+        assert_eq!(info_hash, Some(hashes[1]));
     }
 }

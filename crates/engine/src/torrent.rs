@@ -66,6 +66,42 @@ pub struct TorrentConfig {
     /// Peer exchange (BEP 11) with peers that speak it (never for a
     /// private torrent, whatever this says).
     pub pex: bool,
+    /// Run inside a session: its listener routes our peers to us and its
+    /// pool hashes for us (`listen` is then only the address we announce).
+    pub shared: Option<Shared>,
+}
+
+type Inputs = (mpsc::Sender<PeerInput>, mpsc::Receiver<PeerInput>);
+
+/// What a session shares with each of its torrents.
+#[derive(Clone)]
+pub struct Shared {
+    pub pool: Arc<crate::pool::Pool>,
+    /// The torrent's input channel, made by the session so that its
+    /// router can feed it; taken once, when the torrent starts.
+    inputs: Arc<std::sync::Mutex<Option<Inputs>>>,
+}
+
+impl Shared {
+    /// A torrent's share; `input` is where the session routes its peers.
+    pub fn new(pool: Arc<crate::pool::Pool>) -> (Self, mpsc::Sender<PeerInput>) {
+        let (tx, rx) = mpsc::channel(32);
+        let shared = Self {
+            pool,
+            inputs: Arc::new(std::sync::Mutex::new(Some((tx.clone(), rx)))),
+        };
+        (shared, tx)
+    }
+
+    fn take_inputs(&self) -> Option<Inputs> {
+        self.inputs.lock().ok()?.take()
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
 }
 
 impl TorrentConfig {
@@ -91,6 +127,7 @@ impl TorrentConfig {
             trackers: true,
             http: crate::http::HttpClient::default(),
             pex: true,
+            shared: None,
         }
     }
 }
@@ -245,7 +282,7 @@ struct Driver {
     input_rx: mpsc::Receiver<PeerInput>,
     disk_tx: mpsc::Sender<DiskResult>,
     disk_rx: mpsc::Receiver<DiskResult>,
-    hashers: crate::pool::Pool,
+    hashers: Arc<crate::pool::Pool>,
     read_buffers: Arc<peer_io::ReadBuffers>,
     events: mpsc::Sender<TorrentEvent>,
     /// What trackers are told about our progress.
@@ -362,8 +399,14 @@ impl Driver {
         // Listen first: peers that arrive during the initial check wait in
         // the backlog. Small: a slow driver then slows the readers (TCP
         // backpressure) instead of buffering megabytes of reads.
-        let (input_tx, input_rx) = mpsc::channel(32);
+        let shared = cfg.shared.clone();
+        let (input_tx, input_rx) = match shared.as_ref().and_then(|s| s.take_inputs()) {
+            Some(pair) => pair,
+            None => mpsc::channel(32),
+        };
         let listener = match cfg.listen {
+            // The session listens for every torrent.
+            Some(_) if shared.is_some() => None,
             Some(addr) => {
                 let l = TcpListener::bind(addr)
                     .await
@@ -371,7 +414,7 @@ impl Driver {
                 Some(peer_io::listen(
                     l,
                     input_tx.clone(),
-                    vec![info_hash],
+                    Arc::new(move || vec![info_hash]),
                     cfg.seed,
                 ))
             }
@@ -422,7 +465,10 @@ impl Driver {
             input_rx,
             disk_tx,
             disk_rx,
-            hashers: crate::pool::Pool::new("hash", cfg.threads),
+            hashers: match &shared {
+                Some(s) => s.pool.clone(),
+                None => Arc::new(crate::pool::Pool::new("hash", cfg.threads)),
+            },
             read_buffers: Arc::default(),
             events,
             progress_tx,
@@ -643,6 +689,7 @@ impl Driver {
                 source,
                 initial,
                 cipher,
+                ..
             } => {
                 let Some(key) = self
                     .core

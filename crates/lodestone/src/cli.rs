@@ -224,10 +224,11 @@ pub struct SourceArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SeedArgs {
-    /// The .torrent file.
-    pub torrent: PathBuf,
-    /// The content, or the folder that holds it.
-    pub path: PathBuf,
+    /// The .torrent file(s), then the content (one torrent) or the folder
+    /// that holds each torrent's content: `seed a.torrent b.torrent DIR`
+    /// seeds both from one process.
+    #[arg(value_name = "TORRENT... PATH", num_args = 2.., required = true)]
+    pub inputs: Vec<PathBuf>,
     /// Accept incoming peers on this address (IP:PORT).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     pub listen: std::net::SocketAddr,

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::{GetArgs, SeedArgs};
 use crate::human;
 
-fn load(path: &Path) -> anyhow::Result<Metainfo> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<Metainfo> {
     match super::info::load(&path.to_string_lossy())? {
         super::info::Input::Torrent(m) => Ok(*m),
         super::info::Input::Magnet(_) => {
@@ -39,7 +39,7 @@ pub fn local_only() -> bool {
 
 /// Use the public DHT? Yes by default, unless another DHT (--bootstrap) or
 /// none (--no-dht) is asked for, or in a local-only run.
-fn public_dht(
+pub(crate) fn public_dht(
     explicit: bool,
     no_dht: bool,
     bootstrap: &[String],
@@ -127,11 +127,11 @@ impl Timeline {
 }
 
 /// Fresh randomness per run for the peer id and the engine's seeded choices.
-fn run_seed_value() -> u64 {
+pub(crate) fn run_seed_value() -> u64 {
     RandomState::new().hash_one(SystemTime::now())
 }
 
-fn peer_id(seed: u64) -> PeerId {
+pub(crate) fn peer_id(seed: u64) -> PeerId {
     let mut r = [0u8; 12];
     lodestone_dht::rng::Rng::from_u64(seed).fill(&mut r);
     PeerId::generate(r)
@@ -178,7 +178,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
 /// their own pool, and with a single worker every read buffer is allocated
 /// and freed in one malloc arena (two workers measured 3-8 MiB more RSS
 /// and more CPU for a 512 MiB download).
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -188,7 +188,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// A DHT node for this run, when asked for: on the same port as the peer
 /// listener (clients expect that), or any port.
-async fn start_dht(
+pub(crate) async fn start_dht(
     bootstrap: &[String],
     public: bool,
     listen: Option<std::net::SocketAddr>,
@@ -414,24 +414,17 @@ pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<lodestone_engine::h
 }
 
 pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
+    let Some((path, torrents)) = a.inputs.split_last() else {
+        bail!("seed needs a .torrent and the content");
+    };
+    if torrents.len() > 1 {
+        return super::many::seed_many(a, torrents, path);
+    }
     let mut timeline = Timeline::new();
-    let meta = load(&a.torrent)?;
+    let meta = load(&torrents[0])?;
     timeline.mark("metadata", json!({"from": "torrent file"}));
-    let dir = content_dir(&a.path, &meta.info.name)?;
     let seed = run_seed_value();
-    let mut cfg = TorrentConfig::new(dir, peer_id(seed), seed);
-    cfg.listen = Some(a.listen);
-    cfg.peers = a.peers.clone();
-    cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
-    cfg.seed_ratio = a.seed_ratio;
-    // What is there: from the resume file a `get` or an earlier `seed` left
-    // (files modified since are hashed again), else by hashing the files.
-    cfg.recheck = a.recheck;
-    cfg.upload_rate_limit = a.upload_limit.filter(|&l| l > 0);
-    cfg.lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, true, local_only());
-    cfg.trackers = !a.sources.no_trackers;
-    cfg.pex = !a.sources.no_pex;
-    cfg.http = http_client(a.sources.ca_file.as_deref())?;
+    let mut cfg = seed_config(a, &meta, path, seed)?;
     let public = public_dht(
         a.sources.dht,
         a.sources.no_dht,
@@ -451,6 +444,30 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
         };
         drive_async(Begin::Torrent(Box::new(meta)), cfg, show, timeline).await
     })
+}
+
+/// What `seed` asked for one torrent whose content is at (or in) `path`.
+pub(crate) fn seed_config(
+    a: &SeedArgs,
+    meta: &Metainfo,
+    path: &Path,
+    seed: u64,
+) -> anyhow::Result<TorrentConfig> {
+    let dir = content_dir(path, &meta.info.name)?;
+    let mut cfg = TorrentConfig::new(dir, peer_id(seed), seed);
+    cfg.listen = Some(a.listen);
+    cfg.peers = a.peers.clone();
+    cfg.seed_time = a.seed_time.map(Duration::from_secs).or(Some(Duration::MAX));
+    cfg.seed_ratio = a.seed_ratio;
+    // What is there: from the resume file a `get` or an earlier `seed` left
+    // (files modified since are hashed again), else by hashing the files.
+    cfg.recheck = a.recheck;
+    cfg.upload_rate_limit = a.upload_limit.filter(|&l| l > 0);
+    cfg.lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, true, local_only());
+    cfg.trackers = !a.sources.no_trackers;
+    cfg.pex = !a.sources.no_pex;
+    cfg.http = http_client(a.sources.ca_file.as_deref())?;
+    Ok(cfg)
 }
 
 /// The folder the torrent's content lives in, given it or the content.

@@ -3,4 +3,5 @@ pub mod demo;
 pub mod dht;
 pub mod get;
 pub mod info;
+pub mod many;
 pub mod scrape;
