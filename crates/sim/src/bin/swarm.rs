@@ -11,6 +11,12 @@
 //!
 //! `--dht-nodes N` adds a simulated DHT of N nodes (at least one per peer)
 //! that every peer announces on; `--tracker-peers 0` turns the tracker off.
+//! Measured (seed 1, 16 MiB, 256 KiB pieces, defaults, a loaded 2-core
+//! machine): 100 peers: 99/99 finish, median 10.75 s, p99 12.50 s, seeder
+//! 6.69 copies, 643k events, 7.4 s wall, 105 MiB RSS; 1000 peers: 999/999
+//! finish, median 13.54 s, p99 15.70 s, seeder 5.93 copies, 7.8M events,
+//! 14.3M actions, 16.1 GiB delivered, 305 s wall (253 s CPU), 762 MiB RSS.
+//!
 //! `--peers` counts every peer: seeders, liars and leechers. Leechers join
 //! one by one over `--join-over-s`; every tenth (of `--nat`'s share) is
 //! behind NAT, spread evenly.
