@@ -151,7 +151,13 @@ fn demo_runs() {
     let o = run(&["demo", "--dir", dir.path().to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
+    // The leecher starts from a bare magnet: the DHT gives it the peers,
+    // the peers the metadata, and the same connections the content.
+    assert!(out.contains("magnet:?xt=urn:btih:"), "{out}");
     assert!(out.contains("found via dht"), "{out}");
+    assert!(out.contains("metadata: demo"), "{out}");
+    assert!(out.contains("on the same connection"), "{out}");
+    assert!(out.contains("where the time went"), "{out}");
     assert!(
         out.contains("content identical to the seeders': yes"),
         "{out}"

@@ -17,6 +17,7 @@ use lodestone_dht::rng::Rng;
 use lodestone_dht::{Config, NodeId};
 use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
 use lodestone_engine::dht::Dht;
+use lodestone_engine::magnet::FetchEvent;
 use lodestone_engine::torrent::{self, TorrentConfig, TorrentEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -129,7 +130,8 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
     // Give the announces a moment to land.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // 4. The leecher: the torrent and one DHT node, no peer addresses.
+    // 4. The leecher: a bare magnet (the info hash, nothing else) and one
+    // DHT node; no .torrent, no peer address, no tracker.
     let out = dir.join("download");
     let (listen, dht) = peer_node(router, &mut rng).await?;
     let mut cfg = TorrentConfig::new(
@@ -139,21 +141,57 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
     );
     cfg.listen = Some(listen);
     cfg.dht = Some(dht);
-    crate::outln!("4. leecher on {listen}: knows the torrent and the DHT router, no peers");
+    let magnet = format!("magnet:?xt=urn:btih:{}", meta.info_hashes.wire().to_hex());
+    crate::outln!("4. leecher on {listen}: {magnet}");
+    crate::outln!("   (knows the DHT router, no .torrent, no peers, no trackers)");
     let (etx, mut erx) = mpsc::channel(1024);
     let leech_started = Instant::now();
-    let leecher = tokio::spawn(torrent::run(meta.clone(), cfg, etx, stop_rx.clone()));
+    let start = torrent::MagnetStart {
+        info_hashes: meta.info_hashes,
+        trackers: Vec::new(),
+        max_metadata_size: 1 << 20,
+        torrent_file: None,
+    };
+    let leecher = tokio::spawn(torrent::run_magnet(start, cfg, etx, stop_rx.clone()));
     let mut last_progress = Instant::now();
+    let mut times = Milestones::default();
+    let mut rows = Vec::new();
+    let at = || leech_started.elapsed();
     while let Some(e) = erx.recv().await {
         match e {
+            TorrentEvent::Metadata(FetchEvent::PeersFound { source, new }, t) => {
+                times.first_peer_found.get_or_insert(t);
+                crate::outln!(
+                    "   {:>6.3} s  {new} peer address(es) from {}",
+                    t.as_secs_f64(),
+                    source.name()
+                );
+            }
+            TorrentEvent::Metadata(FetchEvent::PeerConnected { addr, source, .. }, t) => {
+                times.first_connect.get_or_insert(t);
+                crate::outln!(
+                    "   {:>6.3} s  connected to {addr} (found via {})",
+                    t.as_secs_f64(),
+                    source.name()
+                );
+            }
+            TorrentEvent::MetadataReady { meta, after, .. } => {
+                times.metadata = Some(after);
+                crate::outln!(
+                    "   {:>6.3} s  metadata: {} ({} pieces), verified against the info hash",
+                    after.as_secs_f64(),
+                    meta.info.name,
+                    meta.info.num_pieces()
+                );
+            }
             TorrentEvent::PeerConnected {
                 addr,
                 client,
                 source,
             } => {
                 crate::outln!(
-                    "   {:>6.3} s  peer {addr} ({client}) found via {}",
-                    leech_started.elapsed().as_secs_f64(),
+                    "   {:>6.3} s  peer {addr} ({client}, {}) on the same connection",
+                    at().as_secs_f64(),
                     source.name()
                 );
             }
@@ -161,14 +199,16 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
                 last_progress = Instant::now();
                 crate::outln!(
                     "   {:>6.3} s  {}/{} pieces, {}/s from {} peers",
-                    leech_started.elapsed().as_secs_f64(),
+                    at().as_secs_f64(),
                     s.have_pieces,
                     s.num_pieces,
                     human::bytes(s.download_rate as u64),
                     s.peers
                 );
             }
+            TorrentEvent::Sources(r) => rows = r,
             TorrentEvent::Completed { after } => {
+                times.complete = Some(after);
                 crate::outln!("   {:>6.3} s  complete", after.as_secs_f64());
             }
             TorrentEvent::Paused { reason } => bail!("leecher paused: {reason}"),
@@ -184,12 +224,46 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
         bail!("the leecher did not complete");
     }
     let same = same_tree(&src.join("demo"), &out.join("demo"))?;
-    crate::outln!("5. summary");
+    crate::outln!("5. where the peers came from (the leecher's sources table)");
+    for line in lodestone_engine::sources::render(&rows) {
+        crate::outln!("   {line}");
+    }
+    crate::outln!("6. summary");
     crate::outln!(
-        "   {} downloaded in {:.3} s, peers by source: {:?}",
+        "   {} downloaded, peers by source: {:?}",
         human::bytes(summary.stats.downloaded),
-        summary.time_to_complete.map_or(0.0, |d| d.as_secs_f64()),
         summary.peers_by_source
+    );
+    let first_byte = summary.time_to_first_byte;
+    crate::outln!("   where the time went, from the bare magnet:");
+    let span = |from: Option<Duration>, to: Option<Duration>| match (from, to) {
+        (Some(a), Some(b)) => format!("{:>8.1} ms", b.saturating_sub(a).as_secs_f64() * 1e3),
+        _ => "       -   ".to_owned(),
+    };
+    let zero = Some(Duration::ZERO);
+    crate::outln!(
+        "     DHT lookup to the first peer  {}",
+        span(zero, times.first_peer_found)
+    );
+    crate::outln!(
+        "     connect and handshake         {}",
+        span(times.first_peer_found, times.first_connect)
+    );
+    crate::outln!(
+        "     metadata (BEP 9)              {}",
+        span(times.first_connect, times.metadata)
+    );
+    crate::outln!(
+        "     to the first byte of content  {}",
+        span(times.metadata, first_byte)
+    );
+    crate::outln!(
+        "     download                      {}",
+        span(first_byte, times.complete)
+    );
+    crate::outln!(
+        "     total                         {}",
+        span(zero, times.complete)
     );
     crate::outln!(
         "   content identical to the seeders': {}",
@@ -201,6 +275,15 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// When the leecher reached each step, since it started.
+#[derive(Default)]
+struct Milestones {
+    first_peer_found: Option<Duration>,
+    first_connect: Option<Duration>,
+    metadata: Option<Duration>,
+    complete: Option<Duration>,
 }
 
 /// A TCP port for a peer and a DHT node on the same port, joined to `router`.
