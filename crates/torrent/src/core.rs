@@ -713,11 +713,11 @@ impl TorrentCore {
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Instant {
         let tick = self.last_tick + if self.active() { TICK } else { IDLE_TICK };
+        let dialling = self.wants_more_peers() && self.paused.is_none();
         let seeding = self.picker.have().is_full();
-        let dial = self
-            .table
-            .next_dial(seeding)
-            .filter(|_| self.wants_more_peers() && self.paused.is_none())
+        let dial = dialling
+            .then(|| self.table.next_dial(seeding))
+            .flatten()
             .unwrap_or(tick);
         tick.min(dial).max(self.last_tick)
     }

@@ -338,9 +338,9 @@ impl MagnetCore {
     pub fn poll_timeout(&self) -> Instant {
         let tick = self.last_tick + TICK;
         let dial = self
-            .table
-            .next_dial(false)
-            .filter(|_| self.wants_more_peers())
+            .wants_more_peers()
+            .then(|| self.table.next_dial(false))
+            .flatten()
             .unwrap_or(tick);
         tick.min(dial).max(self.last_tick)
     }

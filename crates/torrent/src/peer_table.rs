@@ -2,7 +2,7 @@
 //! next, whether it wants an encrypted handshake, whether it was a seed.
 //! Bans live here too, so a banned address is never dialled again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,10 @@ pub struct PeerTable {
     connecting: HashSet<SocketAddr>,
     /// Candidates with a connection up: not dialled, no dial time kept.
     connected: HashSet<SocketAddr>,
+    /// The idle candidates (not dialling, not connected, not banned) by
+    /// their next dial time: the next deadline and the due ones without a
+    /// scan of the table (it is asked after every input).
+    schedule: BTreeSet<(Instant, SocketAddr)>,
     banned: HashSet<IpAddr>,
     from_pex: usize,
     /// Our own listen address: never a candidate.
@@ -89,41 +93,56 @@ impl PeerTable {
                 was_seed: false,
             },
         );
+        self.schedule.insert((now, addr));
         true
+    }
+
+    /// Put `addr` back on the schedule if it is idle.
+    fn reschedule(&mut self, addr: SocketAddr) {
+        let idle = !self.connecting.contains(&addr)
+            && !self.connected.contains(&addr)
+            && !self.banned.contains(&addr.ip());
+        if let (true, Some(c)) = (idle, self.candidates.get(&addr)) {
+            self.schedule.insert((c.next_dial, addr));
+        }
+    }
+
+    /// Take `addr` off the schedule.
+    fn unschedule(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.candidates.get(&addr) {
+            self.schedule.remove(&(c.next_dial, addr));
+        }
     }
 
     pub fn get(&self, addr: &SocketAddr) -> Option<&Candidate> {
         self.candidates.get(addr)
     }
 
-    /// Candidates that may be dialled at some time: not being dialled,
-    /// not connected, not banned, and not known seeds when `skip_seeds`
-    /// (a seed has nothing to trade with them).
-    fn dialable(&self, skip_seeds: bool) -> impl Iterator<Item = (&SocketAddr, &Candidate)> {
-        self.candidates.iter().filter(move |(a, c)| {
-            !self.connecting.contains(a)
-                && !self.connected.contains(a)
-                && !self.banned.contains(&a.ip())
-                && (!skip_seeds || !c.was_seed)
+    /// Idle candidates in dial order, without known seeds when
+    /// `skip_seeds` (a seed has nothing to trade with them).
+    fn dialable(&self, skip_seeds: bool) -> impl Iterator<Item = (Instant, SocketAddr)> + '_ {
+        self.schedule.iter().copied().filter(move |(_, a)| {
+            !skip_seeds || !self.candidates.get(a).is_some_and(|c| c.was_seed)
         })
     }
 
-    /// Dialable addresses whose time has come, in address order.
+    /// Idle addresses whose time has come, earliest first.
     pub fn due(&self, now: Instant, skip_seeds: bool) -> Vec<SocketAddr> {
         self.dialable(skip_seeds)
-            .filter(|(_, c)| c.next_dial <= now)
-            .map(|(a, _)| *a)
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, a)| a)
             .collect()
     }
 
-    /// The earliest dial time of a dialable address (for the next timeout).
+    /// The earliest dial time of an idle address (for the next timeout).
     pub fn next_dial(&self, skip_seeds: bool) -> Option<Instant> {
-        self.dialable(skip_seeds).map(|(_, c)| c.next_dial).min()
+        self.dialable(skip_seeds).map(|(t, _)| t).next()
     }
 
     /// We dial `addr` now: it is half-open until [`Self::connected`] or
     /// [`Self::dial_failed`], and its next dial backs off.
     pub fn start_dial(&mut self, now: Instant, addr: SocketAddr) -> Option<Dial> {
+        self.unschedule(addr);
         let c = self.candidates.get_mut(&addr)?;
         c.next_dial = now + c.backoff;
         c.backoff = (c.backoff * 2).min(MAX_BACKOFF);
@@ -145,6 +164,7 @@ impl PeerTable {
 
     /// A connection to `addr` is up (dialled, or it dialled us).
     pub fn connected(&mut self, addr: SocketAddr) {
+        self.unschedule(addr);
         self.connecting.remove(&addr);
         self.connected.insert(addr);
     }
@@ -152,6 +172,7 @@ impl PeerTable {
     /// The connection to `addr` closed: it may be dialled again in its time.
     pub fn disconnected(&mut self, addr: SocketAddr) {
         self.connected.remove(&addr);
+        self.reschedule(addr);
     }
 
     /// The dial failed: alternate, plain next time if encryption failed too.
@@ -160,6 +181,7 @@ impl PeerTable {
         if let Some(c) = self.candidates.get_mut(&addr) {
             c.wants_mse = false;
         }
+        self.reschedule(addr);
     }
 
     /// We dialled it and it hung up before its handshake: try the other
@@ -180,6 +202,7 @@ impl PeerTable {
 
     pub fn ban(&mut self, ip: IpAddr) {
         self.banned.insert(ip);
+        self.schedule.retain(|(_, a)| a.ip() != ip);
     }
 
     pub fn is_banned(&self, ip: &IpAddr) -> bool {
