@@ -17,7 +17,6 @@ pub mod peer_io;
 pub mod pool;
 pub mod resume;
 pub mod session;
-pub mod sources;
 pub mod state_dir;
 pub mod storage;
 pub mod torrent;

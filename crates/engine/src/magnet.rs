@@ -1,5 +1,4 @@
-//! Getting the info dictionary of a magnet link (BEP 9) and saying, in
-//! words, why it is not here yet. The fetch itself is
+//! Getting the info dictionary of a magnet link (BEP 9). The fetch itself is
 //! [`lodestone_torrent::MagnetCore`], driven by [`crate::torrent`]: the
 //! same connections then carry the content.
 
@@ -55,10 +54,10 @@ pub enum FetchEvent {
         reason: String,
     },
     Mismatch,
-    /// No metadata yet: what we know, in plain words (every few seconds).
+    /// No metadata yet: what we know (every few seconds).
     Stuck {
         after: Duration,
-        diagnosis: Vec<String>,
+        status: MetadataStatus,
     },
 }
 
@@ -81,70 +80,9 @@ impl From<MetadataEvent> for FetchEvent {
             MetadataEvent::PeersFound { source, new } => Self::PeersFound { source, new },
             MetadataEvent::Banned { addr, reason } => Self::Banned { addr, reason },
             MetadataEvent::Mismatch => Self::Mismatch,
-            MetadataEvent::Stuck { after, status } => Self::Stuck {
-                after,
-                diagnosis: diagnose(&status),
-            },
+            MetadataEvent::Stuck { after, status } => Self::Stuck { after, status },
         }
     }
-}
-
-/// Why the metadata has not arrived, as sentences a person can act on.
-pub fn diagnose(s: &MetadataStatus) -> Vec<String> {
-    let mut out = Vec::new();
-    if s.dht_enabled {
-        match s.dht {
-            None => out.push("DHT: first lookup still running".to_owned()),
-            Some(r) if r.queries == 0 => out.push("DHT: no node to ask: the bootstrap nodes did not resolve or answer".to_owned()),
-            Some(r) if r.responses == 0 => out.push(format!("DHT: 0 of {} nodes answered: bootstrap unreachable", r.queries)),
-            Some(r) if r.peers == 0 => out.push(format!(
-                "DHT: {} nodes answered but none knows a peer for this info hash (nobody announced it yet)",
-                r.responses
-            )),
-            Some(r) => out.push(format!("DHT: {} nodes answered, {} peers returned", r.responses, r.peers)),
-        }
-    } else {
-        out.push(
-            "DHT: off (--no-dht, or a local-only run; give --bootstrap HOST:PORT or --dht)"
-                .to_owned(),
-        );
-    }
-    if s.found == 0 {
-        out.push("no peer addresses known yet".to_owned());
-    } else if s.handshaken == 0 {
-        out.push(format!(
-            "{} peers found, {} connection attempts, {} failed, none completed a BitTorrent handshake",
-            s.found, s.attempts, s.failed
-        ));
-    } else if s.with_ut_metadata == 0 {
-        out.push(format!(
-            "{} peers connected, none supports ut_metadata (BEP 9)",
-            s.handshaken
-        ));
-    } else if s.size.is_none() {
-        // Those refused for their size did tell it (said below).
-        let unsized_ = s.with_ut_metadata.saturating_sub(s.refused_size);
-        if unsized_ > 0 {
-            out.push(format!(
-                "{unsized_} peers support ut_metadata but none told the metadata size"
-            ));
-        }
-    } else {
-        out.push(format!(
-            "metadata {}/{} pieces from {} peers with ut_metadata",
-            s.pieces_done, s.pieces, s.with_ut_metadata
-        ));
-    }
-    if s.banned > 0 {
-        out.push(format!("{} peer(s) banned for bad metadata", s.banned));
-    }
-    if s.refused_size > 0 {
-        out.push(format!(
-            "{} peer(s) refused: metadata size above the limit",
-            s.refused_size
-        ));
-    }
-    out
 }
 
 #[derive(Debug, thiserror::Error)]

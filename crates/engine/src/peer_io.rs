@@ -118,7 +118,7 @@ pub enum PeerInput {
         source: PeerSource,
     },
     /// A DHT lookup for the torrent finished.
-    DhtRound(crate::sources::DhtRound),
+    DhtRound(lodestone_torrent::DhtRound),
     /// A tracker answered or failed.
     TrackerStatus(crate::tracker::TrackerStatus),
     /// A discovery source's state changed (for the sources table).

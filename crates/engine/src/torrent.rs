@@ -231,7 +231,7 @@ pub enum TorrentEvent {
         reason: String,
     },
     /// Where peers come from (emitted about once a second).
-    Sources(Vec<crate::sources::SourceRow>),
+    Sources(Vec<lodestone_torrent::Source>),
 }
 
 #[derive(Debug, Clone)]
@@ -1016,9 +1016,7 @@ fn self_event(e: Event, offset: Duration) -> TorrentEvent {
         Event::Paused { reason } => TorrentEvent::Paused { reason },
         Event::ReadFailed { piece, reason } => TorrentEvent::ReadFailed { piece, reason },
         Event::Progress(stats) => TorrentEvent::Progress(stats),
-        Event::Sources(rows) => {
-            TorrentEvent::Sources(rows.iter().map(crate::sources::describe).collect())
-        }
+        Event::Sources(rows) => TorrentEvent::Sources(rows),
     }
 }
 
@@ -1066,7 +1064,7 @@ async fn dht_discovery(
             None => dht.get_peers(info_hash).await,
         };
         let wait = schedule.start_round();
-        let mut report = crate::sources::DhtRound {
+        let mut report = lodestone_torrent::DhtRound {
             next_in: wait,
             ..Default::default()
         };

@@ -5,3 +5,4 @@ pub mod cli;
 mod cmd;
 pub mod human;
 pub mod payload;
+pub mod words;

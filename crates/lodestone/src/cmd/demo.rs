@@ -225,7 +225,8 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let same = same_tree(&src.join("demo"), &out.join("demo"))?;
     crate::outln!("5. where the peers came from (the leecher's sources table)");
-    for line in lodestone_engine::sources::render(&rows) {
+    let rows: Vec<_> = rows.iter().map(crate::words::describe).collect();
+    for line in crate::words::render(&rows) {
         crate::outln!("   {line}");
     }
     crate::outln!("6. summary");

@@ -300,14 +300,17 @@ fn fetch_line(ev: &FetchEvent, t: f64) -> (serde_json::Value, String, bool) {
             json!({"event": "peer_banned", "t": t, "addr": addr.to_string(), "reason": reason}),
             format!("banned {addr}: {reason}"),
         ),
-        FetchEvent::Stuck { after, diagnosis } => (
-            json!({"event": "diagnosis", "t": t, "waiting_s": after.as_secs_f64(), "diagnosis": diagnosis}),
-            format!(
-                "no metadata after {:.0} s:\n  {}",
-                after.as_secs_f64(),
-                diagnosis.join("\n  ")
-            ),
-        ),
+        FetchEvent::Stuck { after, status } => {
+            let diagnosis = crate::words::diagnose(status);
+            (
+                json!({"event": "diagnosis", "t": t, "waiting_s": after.as_secs_f64(), "diagnosis": diagnosis}),
+                format!(
+                    "no metadata after {:.0} s:\n  {}",
+                    after.as_secs_f64(),
+                    diagnosis.join("\n  ")
+                ),
+            )
+        }
         FetchEvent::Mismatch => (
             json!({"event": "metadata_mismatch", "t": t}),
             "metadata did not match the info hash; fetching it again".to_owned(),
@@ -681,7 +684,7 @@ struct Ui {
     /// The sources table, one text line each, under the bar.
     multi: Option<indicatif::MultiProgress>,
     table: Vec<indicatif::ProgressBar>,
-    last_rows: Vec<lodestone_engine::sources::SourceRow>,
+    last_rows: Vec<crate::words::SourceRow>,
     last_table_print: Option<Instant>,
     info_hash: String,
     total: u64,
@@ -809,6 +812,7 @@ impl Ui {
                 TorrentEvent::Sources(rows) => {
                     let rows: Vec<serde_json::Value> = rows
                         .iter()
+                        .map(crate::words::describe)
                         .map(|r| json!({"name": r.name, "status": r.status, "next_update_s": r.next_update.map(|d| d.as_secs()), "seeds": r.seeds, "peers": r.peers}))
                         .collect();
                     json!({"event": "sources", "t": t, "sources": rows})
@@ -878,15 +882,18 @@ impl Ui {
             TorrentEvent::ReadFailed { piece, reason } => self.note(&format!(
                 "cannot seed piece {piece}: {reason}. Its requests are refused; --recheck finds what is still good."
             )),
-            TorrentEvent::Sources(rows) => self.sources(rows),
+            TorrentEvent::Sources(rows) => {
+                let rows: Vec<_> = rows.iter().map(crate::words::describe).collect();
+                self.sources(&rows)
+            }
         }
     }
 
     /// The sources table: live under the bar on a terminal; printed every
     /// 10 s with --explain otherwise.
-    fn sources(&mut self, rows: &[lodestone_engine::sources::SourceRow]) {
+    fn sources(&mut self, rows: &[crate::words::SourceRow]) {
         self.last_rows = rows.to_vec();
-        let lines = lodestone_engine::sources::render(rows);
+        let lines = crate::words::render(rows);
         if let Some(m) = &self.multi {
             while self.table.len() < lines.len() {
                 let line = m.add(indicatif::ProgressBar::new_spinner());
@@ -918,10 +925,7 @@ impl Ui {
             line.finish_and_clear();
         }
         if !self.json && !self.last_rows.is_empty() {
-            eprintln!(
-                "{}",
-                lodestone_engine::sources::render(&self.last_rows).join("\n")
-            );
+            eprintln!("{}", crate::words::render(&self.last_rows).join("\n"));
         }
         // Every time in the summary counts from the process start; the
         // engine's count from the torrent's.

@@ -1,6 +1,6 @@
-//! The sources table: where peers come from, whether each source works,
-//! when it updates next, and what it found. Shown under the progress bar
-//! and carried in `--json`, like a client's "Trackers" tab.
+//! The engine's state in words: the sources table as text rows, and why a
+//! magnet's metadata is not here yet. The engine reports typed data; the
+//! wording (and the command-line flags it names) lives with the CLI.
 
 use std::time::Duration;
 
@@ -17,8 +17,7 @@ pub struct SourceRow {
     pub peers: usize,
 }
 
-pub use lodestone_torrent::DhtRound;
-use lodestone_torrent::{Disabled, Source, SourceKind, SourceState};
+use lodestone_torrent::{DhtRound, Disabled, MetadataStatus, Source, SourceKind, SourceState};
 
 /// The status line of the `[DHT]` row.
 pub fn dht_status(r: &DhtRound) -> String {
@@ -75,6 +74,64 @@ pub fn describe(s: &Source) -> SourceRow {
         seeds: s.seeds,
         peers: s.peers,
     }
+}
+
+/// Why the metadata has not arrived, as sentences a person can act on.
+pub fn diagnose(s: &MetadataStatus) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.dht_enabled {
+        match s.dht {
+            None => out.push("DHT: first lookup still running".to_owned()),
+            Some(r) if r.queries == 0 => out.push("DHT: no node to ask: the bootstrap nodes did not resolve or answer".to_owned()),
+            Some(r) if r.responses == 0 => out.push(format!("DHT: 0 of {} nodes answered: bootstrap unreachable", r.queries)),
+            Some(r) if r.peers == 0 => out.push(format!(
+                "DHT: {} nodes answered but none knows a peer for this info hash (nobody announced it yet)",
+                r.responses
+            )),
+            Some(r) => out.push(format!("DHT: {} nodes answered, {} peers returned", r.responses, r.peers)),
+        }
+    } else {
+        out.push(
+            "DHT: off (--no-dht, or a local-only run; give --bootstrap HOST:PORT or --dht)"
+                .to_owned(),
+        );
+    }
+    if s.found == 0 {
+        out.push("no peer addresses known yet".to_owned());
+    } else if s.handshaken == 0 {
+        out.push(format!(
+            "{} peers found, {} connection attempts, {} failed, none completed a BitTorrent handshake",
+            s.found, s.attempts, s.failed
+        ));
+    } else if s.with_ut_metadata == 0 {
+        out.push(format!(
+            "{} peers connected, none supports ut_metadata (BEP 9)",
+            s.handshaken
+        ));
+    } else if s.size.is_none() {
+        // Those refused for their size did tell it (said below).
+        let unsized_ = s.with_ut_metadata.saturating_sub(s.refused_size);
+        if unsized_ > 0 {
+            out.push(format!(
+                "{unsized_} peers support ut_metadata but none told the metadata size"
+            ));
+        }
+    } else {
+        out.push(format!(
+            "metadata {}/{} pieces from {} peers with ut_metadata",
+            s.pieces_done, s.pieces, s.with_ut_metadata
+        ));
+    }
+    if s.banned > 0 {
+        out.push(format!("{} peer(s) banned for bad metadata", s.banned));
+    }
+    if s.refused_size > 0 {
+        out.push(format!(
+            "{} peer(s) refused: metadata size above the limit",
+            s.refused_size
+        ));
+    }
+    out
 }
 
 /// Render the table as fixed-width text lines.
