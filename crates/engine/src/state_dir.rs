@@ -469,6 +469,12 @@ impl StateDir {
         &self.removed_temp
     }
 
+    /// Where a torrent's resume data lives (a torrent's driver writes it
+    /// there itself, atomically, as it runs).
+    pub fn resume_path(&self, info_hash: InfoHash) -> PathBuf {
+        self.file(info_hash, Kind::Resume)
+    }
+
     fn file(&self, info_hash: InfoHash, kind: Kind) -> PathBuf {
         self.torrents
             .join(format!("{}.{}", info_hash.to_hex(), kind.ext()))

@@ -66,6 +66,9 @@ pub struct TorrentConfig {
     /// Peer exchange (BEP 11) with peers that speak it (never for a
     /// private torrent, whatever this says).
     pub pex: bool,
+    /// Keep the resume data here instead of `<output_dir>/.lodestone/`
+    /// (a state directory: the content's folder may be read-only).
+    pub resume_file: Option<PathBuf>,
     /// Run inside a session: its listener routes our peers to us and its
     /// pool hashes for us (`listen` is then only the address we announce).
     pub shared: Option<Shared>,
@@ -127,6 +130,7 @@ impl TorrentConfig {
             trackers: true,
             http: crate::http::HttpClient::default(),
             pex: true,
+            resume_file: None,
             shared: None,
         }
     }
@@ -913,7 +917,7 @@ impl Driver {
             have,
             files,
         };
-        let path = resume::path_for(&self.cfg.output_dir, &r.info_hash);
+        let path = resume_path(&self.cfg, &r.info_hash);
         (r.save(&path).is_ok(), unvouched)
     }
 
@@ -945,6 +949,14 @@ impl Driver {
             }
         })
         .await;
+    }
+}
+
+/// Where the torrent's resume data lives.
+fn resume_path(cfg: &TorrentConfig, info_hash: &lodestone_core::InfoHash) -> PathBuf {
+    match &cfg.resume_file {
+        Some(p) => p.clone(),
+        None => resume::path_for(&cfg.output_dir, info_hash),
     }
 }
 
@@ -1130,7 +1142,7 @@ async fn initial_have(
     storage: &Arc<Storage>,
 ) -> (Bitfield, StartState) {
     let ih = meta.info_hashes.wire();
-    let path = resume::path_for(&cfg.output_dir, &ih);
+    let path = resume_path(cfg, &ih);
     let n = meta.info.num_pieces();
     let stamps = storage.file_stamps();
     let reason = if cfg.recheck {

@@ -192,6 +192,11 @@ pub struct GetArgs {
 /// Where `get` and `seed` look for peers besides --peer.
 #[derive(Debug, clap::Args)]
 pub struct SourceArgs {
+    /// Keep the torrents and their resume data in this state directory
+    /// (locked to this process) instead of `<folder>/.lodestone/`: the
+    /// content's folder may then be read-only.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Join the DHT through this node (HOST:PORT) instead of the public
     /// routers; repeat for several.
     #[arg(long = "bootstrap", value_name = "HOST:PORT")]

@@ -13,18 +13,28 @@ use lodestone::payload;
 /// `n` single-file torrents (`t<i>.bin`, sizes differing) with their
 /// content in `dir/src`.
 fn torrents(dir: &Path, n: usize) -> (PathBuf, Vec<PathBuf>) {
+    let (src, list, _) = torrents_and_hashes(dir, n);
+    (src, list)
+}
+
+/// [`torrents`], with each one's info hash.
+fn torrents_and_hashes(dir: &Path, n: usize) -> (PathBuf, Vec<PathBuf>, Vec<String>) {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let mut out = Vec::new();
+    let (mut out, mut hashes) = (Vec::new(), Vec::new());
     for i in 0..n {
         let name = format!("t{i}.bin");
         let size = (1 << 20) + 4096 * i as u64;
         payload::write_file(&src.join(&name), &name, size, &format!("session-{i}")).unwrap();
         let torrent = dir.join(format!("t{i}.torrent"));
-        create_torrent(&src.join(&name), &torrent, &["--piece-size", "64K"]);
+        hashes.push(create_torrent(
+            &src.join(&name),
+            &torrent,
+            &["--piece-size", "64K"],
+        ));
         out.push(torrent);
     }
-    (src, out)
+    (src, out, hashes)
 }
 
 /// One process seeding every torrent; returned once all of them seed.
@@ -118,4 +128,95 @@ fn an_encrypted_libtorrent_leecher_is_served_through_the_session() {
         std::fs::read(src.join("t2.bin")).unwrap(),
         std::fs::read(out.join("t2.bin")).unwrap()
     );
+}
+
+/// `lodestone seed --json --state-dir STATE` of the torrents from `src`,
+/// with its stdout lines.
+fn seed_with_state(torrents: &[PathBuf], src: &Path, state: &Path) -> (Child, Lines) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut c = bin();
+    c.env(LOCAL_ONLY.0, LOCAL_ONLY.1)
+        .args(["seed", "--json", "--seed-time", "120", "--listen", &addr])
+        .args(["--no-dht", "--no-lpd", "--state-dir"])
+        .arg(state)
+        .args(torrents)
+        .arg(src)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut seeder = Child::spawn(&mut c);
+    let lines = Lines::stdout(&mut seeder.0).named("the seeder");
+    (seeder, lines)
+}
+
+#[test]
+fn a_state_directory_keeps_the_resume_data_out_of_a_read_only_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, list, hashes) = torrents_and_hashes(dir.path(), 3);
+    let state = dir.path().join("state");
+    // Read-only for anyone but root (root writes anyway: the check below
+    // is that nothing is written there).
+    let ro = |mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    ro(0o555);
+    let (mut first, mut lines) = seed_with_state(&list, &src, &state);
+    lines.wait("all_seeding", Duration::from_secs(60), |l| {
+        l.contains("\"all_seeding\"")
+    });
+    // A second process on the same state directory is refused, and says
+    // who holds it.
+    let o = bin()
+        .env(LOCAL_ONLY.0, LOCAL_ONLY.1)
+        .args([
+            "seed",
+            "--no-dht",
+            "--no-lpd",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .args(&list)
+        .arg(&src)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("in use by another Lodestone process"), "{err}");
+    // Resume data is saved a moment after the check: give it that, then stop.
+    let resume: Vec<PathBuf> = hashes
+        .iter()
+        .map(|ih| state.join("torrents").join(format!("{ih}.resume")))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !resume.iter().all(|p| p.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(resume.iter().all(|p| p.exists()), "{resume:?}");
+    unsafe_sigint(&first);
+    let _ = first.0.wait();
+    assert!(
+        !src.join(".lodestone").exists(),
+        "wrote into the content folder"
+    );
+    // The restart trusts the state directory's resume data: no hashing.
+    let (_second, mut lines) = seed_with_state(&list, &src, &state);
+    lines.wait("all_seeding", Duration::from_secs(60), |l| {
+        l.contains("\"all_seeding\"")
+    });
+    let resumed = lines
+        .seen
+        .iter()
+        .filter(|l| l.contains("\"event\":\"seeding\"") && l.contains("\"resume\":\"resumed\""))
+        .count();
+    assert_eq!(resumed, 3, "{:?}", lines.seen);
+    ro(0o755);
+}
+
+/// Ask a child to stop as Ctrl-C does.
+fn unsafe_sigint(c: &Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &c.0.id().to_string()])
+        .status();
 }

@@ -166,7 +166,15 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 if peers.is_empty() && dht.is_none() && !trackers && !lpd && listen.is_none() {
                     bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT), --listen (for peers that know our address) or --lpd with --listen, or use a magnet with trackers");
                 }
-                let cfg = torrent_config(a, seed, dht, peers)?;
+                let mut cfg = torrent_config(a, seed, dht, peers)?;
+                let mut state = open_state(&a.sources)?;
+                let uri = if a.input.starts_with("magnet:") {
+                    a.input.clone()
+                } else {
+                    format!("magnet:?xt=urn:btih:{}", m.info_hashes.wire().to_hex())
+                };
+                let ih = m.info_hashes.wire();
+                keep_in_state(&mut state, ih, StateSource::Magnet(&uri), &mut cfg)?;
                 return drive_async(Begin::Magnet(m), cfg, Show::of(a), timeline).await;
             }
         };
@@ -368,7 +376,13 @@ async fn get_with(
             );
         }
     }
-    let cfg = torrent_config(a, seed, dht, peers)?;
+    let mut cfg = torrent_config(a, seed, dht, peers)?;
+    let mut state = open_state(&a.sources)?;
+    if state.is_some() {
+        let raw = std::fs::read(&a.input)?;
+        let ih = meta.info_hashes.wire();
+        keep_in_state(&mut state, ih, StateSource::Torrent(&raw), &mut cfg)?;
+    }
     drive_async(Begin::Torrent(Box::new(meta)), cfg, Show::of(a), timeline).await
 }
 
@@ -407,6 +421,48 @@ fn torrent_config(
     Ok(cfg)
 }
 
+/// `--state-dir`: the directory, locked for this run (a second process on
+/// it is refused with who holds it).
+pub(crate) fn open_state(
+    a: &crate::cli::SourceArgs,
+) -> anyhow::Result<Option<lodestone_engine::state_dir::StateDir>> {
+    a.state_dir
+        .as_ref()
+        .map(lodestone_engine::state_dir::StateDir::open)
+        .transpose()
+        .map_err(anyhow::Error::from)
+}
+
+/// Record the torrent (`raw` .torrent bytes, or its magnet) in the state
+/// directory and keep its resume data there.
+pub(crate) fn keep_in_state(
+    state: &mut Option<lodestone_engine::state_dir::StateDir>,
+    info_hash: lodestone_core::InfoHash,
+    source: StateSource<'_>,
+    cfg: &mut TorrentConfig,
+) -> anyhow::Result<()> {
+    let Some(sd) = state.as_mut() else {
+        return Ok(());
+    };
+    match source {
+        StateSource::Torrent(raw) => sd.save_metainfo(info_hash, raw)?,
+        StateSource::Magnet(uri) => sd.save_magnet(info_hash, uri)?,
+    }
+    let added = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let entry = lodestone_engine::state_dir::TorrentEntry::new(cfg.output_dir.clone(), added);
+    sd.save_entry(info_hash, &entry)?;
+    cfg.resume_file = Some(sd.resume_path(info_hash));
+    Ok(())
+}
+
+/// What a state directory keeps of a torrent.
+pub(crate) enum StateSource<'a> {
+    Torrent(&'a [u8]),
+    Magnet(&'a str),
+}
+
 /// The HTTP(S) client: Mozilla's roots, plus the user's CA file if given.
 pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<lodestone_engine::http::HttpClient> {
     match ca_file {
@@ -428,6 +484,10 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     timeline.mark("metadata", json!({"from": "torrent file"}));
     let seed = run_seed_value();
     let mut cfg = seed_config(a, &meta, path, seed)?;
+    let mut state = open_state(&a.sources)?;
+    let raw = std::fs::read(&torrents[0])?;
+    let ih = meta.info_hashes.wire();
+    keep_in_state(&mut state, ih, StateSource::Torrent(&raw), &mut cfg)?;
     let public = public_dht(
         a.sources.dht,
         a.sources.no_dht,

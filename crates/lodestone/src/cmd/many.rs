@@ -16,7 +16,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::get::{
-    load, local_only, peer_id, public_dht, run_seed_value, runtime, seed_config, start_dht,
+    keep_in_state, load, local_only, open_state, peer_id, public_dht, run_seed_value, runtime,
+    seed_config, start_dht, StateSource,
 };
 use crate::cli::SeedArgs;
 
@@ -25,6 +26,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
     let seed = run_seed_value();
     let mut adds = Vec::new();
     let mut names = BTreeMap::new();
+    let mut state = open_state(&a.sources)?;
     for (i, path) in torrents.iter().enumerate() {
         let meta = load(path).with_context(|| path.display().to_string())?;
         let mut cfg = seed_config(a, &meta, dir, seed.wrapping_add(i as u64))?;
@@ -38,6 +40,8 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
             eprintln!("{}: the same torrent twice; seeded once", path.display());
             continue;
         }
+        let raw = std::fs::read(path)?;
+        keep_in_state(&mut state, ih, StateSource::Torrent(&raw), &mut cfg)?;
         adds.push((Arc::new(meta), cfg));
     }
     let public = public_dht(
@@ -67,6 +71,8 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         }
         let t = || started.elapsed().as_secs_f64();
         let mut seeding: BTreeSet<InfoHash> = BTreeSet::new();
+        // How each found its files: fresh, resumed, rechecked.
+        let mut starts: BTreeMap<InfoHash, String> = BTreeMap::new();
         let mut failed = 0usize;
         let mut running = total;
         let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
@@ -79,10 +85,15 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
                     match ev {
-                        SessionEvent::Torrent { info_hash, event, .. } => match event {
+                        SessionEvent::Torrent { info_hash, event, .. } => {
+                            if let TorrentEvent::Started { state, .. } = &event {
+                                starts.insert(info_hash, start_word(state).to_owned());
+                            }
+                            match event {
                             TorrentEvent::Completed { .. } if seeding.insert(info_hash) => {
                                 if json {
-                                    crate::outln!("{}", json!({"event": "seeding", "infohash": info_hash.to_hex(), "t": t()}));
+                                    let how = starts.get(&info_hash).map_or("?", String::as_str);
+                                    crate::outln!("{}", json!({"event": "seeding", "infohash": info_hash.to_hex(), "resume": how, "t": t()}));
                                 }
                                 if seeding.len() == total {
                                     if json {
@@ -109,7 +120,8 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
                                 }
                             }
                             _ => {}
-                        },
+                        }
+                        }
                         SessionEvent::Ended { info_hash, result, .. } => {
                             running -= 1;
                             if let Err(e) = result {
@@ -145,4 +157,13 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
             ExitCode::FAILURE
         })
     })
+}
+
+fn start_word(s: &lodestone_engine::torrent::StartState) -> &'static str {
+    use lodestone_engine::torrent::StartState;
+    match s {
+        StartState::Fresh => "fresh",
+        StartState::Resumed { .. } => "resumed",
+        StartState::Rechecked { .. } => "rechecked",
+    }
 }
