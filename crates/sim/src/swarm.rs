@@ -21,11 +21,22 @@
 //! Peer discovery is a tracker: a peer that joins (and, with
 //! [`SwarmConfig::reannounce`], every so often after) is given up to
 //! [`SwarmConfig::tracker_peers`] random addresses of the peers present;
-//! the cores' own PEX does the rest.
+//! the cores' own PEX does the rest. With [`SwarmConfig::dht`] the peers
+//! also announce on a simulated DHT and look each other up there.
+//!
+//! A leecher with [`PeerSpec::magnet`] starts from a bare magnet: a
+//! [`Phase::Metadata`] that knows only the info hash and fetches the info
+//! dictionary from its peers (BEP 9). Once it is in, the driver parses it,
+//! checks it is the swarm's torrent, and switches the peer to a
+//! [`Phase::Ready`] core that takes the same connections over
+//! ([`TorrentCore::from_magnet`]).
+
+mod report;
+
+pub use report::{percentile, Outcome, PeerReport, Report, STAGES};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +45,10 @@ use bytes::{Bytes, BytesMut};
 use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
 use lodestone_dht::rng::Rng;
 use lodestone_dht::LookupId;
-use lodestone_torrent::{Action, Checked, CoreConfig, Event, PeerKey, PeerSource, TorrentCore};
+use lodestone_torrent::{
+    Action, Checked, CoreConfig, Event, MagnetCore, MetadataEvent, PeerKey, PeerSource, Phase,
+    TorrentCore,
+};
 use sha1::{Digest, Sha1};
 
 use crate::dht::{DhtSim, SimConfig};
@@ -51,6 +65,9 @@ pub const LAZY_DEADLINE: Duration = Duration::from_millis(250);
 
 /// The size of a block a liar corrupts (what the cores request).
 const BLOCK: usize = 16 * 1024;
+
+/// The largest info dictionary a magnet leecher accepts.
+const MAX_METADATA: u32 = 16 << 20;
 
 /// The torrent and the world around it.
 #[derive(Debug, Clone)]
@@ -109,9 +126,10 @@ impl Default for SwarmConfig {
     }
 }
 
-/// The DHT the peers use: peer `i` is DHT node `i` (same address; node 0,
-/// the bootstrap router, is the first peer); nodes past the last peer are
-/// plain DHT nodes. Every node joins before the swarm starts.
+/// The DHT the peers use: peer `i` is the `i`-th live DHT node (node 0,
+/// the bootstrap router, is the first peer; with no dead nodes peer `i`
+/// is node `i`); the other nodes are plain DHT nodes. Every node joins
+/// before the swarm starts.
 #[derive(Debug, Clone)]
 pub struct DhtOptions {
     /// DHT nodes in all (at least as many as peers).
@@ -123,6 +141,13 @@ pub struct DhtOptions {
     pub every: Duration,
     /// How often found peers are handed to the cores while lookups run.
     pub poll: Duration,
+    /// Share of the DHT nodes that never answer (dead or firewalled).
+    /// The peers' own nodes are always live: peer `i` is the `i`-th live
+    /// node, at that node's address.
+    pub dead: f64,
+    /// Nodes join one after the other this far apart (virtual time,
+    /// before the swarm starts).
+    pub join_apart: Duration,
 }
 
 impl Default for DhtOptions {
@@ -132,6 +157,8 @@ impl Default for DhtOptions {
             loss: 0.01,
             every: Duration::from_secs(15),
             poll: Duration::from_millis(50),
+            dead: 0.0,
+            join_apart: Duration::from_millis(5),
         }
     }
 }
@@ -162,6 +189,8 @@ pub struct PeerSpec {
     pub leave: Option<Leave>,
     /// After completing, seed this long and leave; `None`: until the end.
     pub seed_time: Option<Duration>,
+    /// A leecher that starts from a bare magnet: only the info hash.
+    pub magnet: bool,
 }
 
 impl PeerSpec {
@@ -176,6 +205,7 @@ impl PeerSpec {
             liar: false,
             leave: None,
             seed_time: None,
+            magnet: false,
         }
     }
 
@@ -191,6 +221,17 @@ impl PeerSpec {
     pub fn at(mut self, join_at: Duration) -> Self {
         self.join_at = join_at;
         self
+    }
+
+    /// Starts from a bare magnet (a leecher only: a seeder has the
+    /// metadata).
+    pub fn magnet(mut self) -> Self {
+        self.magnet = true;
+        self
+    }
+
+    fn starts_from_magnet(&self) -> bool {
+        self.magnet && self.role() == Role::Leecher
     }
 
     pub fn behind_nat(mut self) -> Self {
@@ -232,188 +273,12 @@ pub enum Role {
     Liar,
 }
 
-/// Why the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every leecher finished or left.
-    AllFinished,
-    /// [`SwarmConfig::max_time`] of virtual time passed.
-    TimeCap,
-    /// [`SwarmConfig::max_events`] events were processed.
-    EventCap,
-    /// Nothing was left to happen (no core deadline, no network event).
-    Stalled,
-}
-
-/// One peer at the end of a run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerReport {
-    pub addr: SocketAddr,
-    pub role: Role,
-    pub nat: bool,
-    /// After the swarm's start; `None` if it never joined.
-    pub joined_at: Option<Duration>,
-    /// Time to complete, from its own start.
-    pub finished_after: Option<Duration>,
-    pub left_at: Option<Duration>,
-    /// Payload bytes its core uploaded.
-    pub uploaded: u64,
-    /// Pieces that passed its hash checks (or that it started with).
-    pub verified_pieces: u32,
-    /// Every piece verified.
-    pub complete: bool,
-    /// Pieces that passed the hash check but differ from the payload
-    /// (never expected: SHA-1 is not broken here).
-    pub content_errors: u32,
-    /// Pieces that failed its hash checks.
-    pub hash_failures: u32,
-    /// Connections it dialed, accepted, and dials of its that were
-    /// refused (from the network).
-    pub dialed: u64,
-    pub accepted: u64,
-    pub refused: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub seed: u64,
-    pub outcome: Outcome,
-    pub size: u64,
-    pub peers: Vec<PeerReport>,
-    /// (banned by, banned) as peer indices, in the order they happened.
-    pub bans: Vec<(usize, usize)>,
-    /// Virtual time from the start to the end of the run.
-    pub sim_time: Duration,
-    /// Wall-clock time the run took (the only wall clock read).
-    pub wall: Duration,
-    /// Events processed: network events, core deadlines, schedule.
-    pub events: u64,
-    pub net_events: u64,
-    pub timeouts: u64,
-    /// Actions the cores asked for.
-    pub actions: u64,
-    /// Bytes delivered by the network (payload and protocol).
-    pub net_bytes: u64,
-    /// DHT lookups started, and peer addresses they gave the cores.
-    pub dht_lookups: u64,
-    pub dht_found: u64,
-}
-
-impl Report {
-    pub fn leechers(&self) -> impl Iterator<Item = &PeerReport> {
-        self.peers.iter().filter(|p| p.role == Role::Leecher)
-    }
-
-    /// Finish times of the leechers that finished, sorted.
-    pub fn finish_times(&self) -> Vec<Duration> {
-        let mut v: Vec<Duration> = self.leechers().filter_map(|p| p.finished_after).collect();
-        v.sort();
-        v
-    }
-
-    /// Each leecher's finish time in peer order (`None`: did not finish).
-    pub fn finish_by_peer(&self) -> Vec<Option<Duration>> {
-        self.leechers().map(|p| p.finished_after).collect()
-    }
-
-    pub fn finished(&self) -> usize {
-        self.leechers()
-            .filter(|p| p.finished_after.is_some())
-            .count()
-    }
-
-    /// `p` in 0..=1 of the finish times (nearest rank).
-    pub fn percentile(&self, p: f64) -> Option<Duration> {
-        let v = self.finish_times();
-        if v.is_empty() {
-            return None;
-        }
-        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-        Some(v[i])
-    }
-
-    /// The first honest seeder.
-    pub fn initial_seeder(&self) -> Option<usize> {
-        self.peers.iter().position(|p| p.role == Role::Seeder)
-    }
-
-    /// What the initial seeder uploaded, in copies of the torrent.
-    pub fn seeder_copies(&self) -> f64 {
-        self.initial_seeder()
-            .map_or(0.0, |i| self.peers[i].uploaded as f64 / self.size as f64)
-    }
-
-    /// Peers banned by someone, each once.
-    pub fn banned(&self) -> BTreeSet<usize> {
-        self.bans.iter().map(|(_, b)| *b).collect()
-    }
-
-    /// Who banned `peer`.
-    pub fn banned_by(&self, peer: usize) -> BTreeSet<usize> {
-        self.bans
-            .iter()
-            .filter(|(_, b)| *b == peer)
-            .map(|(by, _)| *by)
-            .collect()
-    }
-}
-
-fn secs(d: Option<Duration>) -> String {
-    d.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()))
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let leechers = self.leechers().count();
-        writeln!(
-            f,
-            "seed {}: {:?} after {:.1} s of virtual time",
-            self.seed,
-            self.outcome,
-            self.sim_time.as_secs_f64()
-        )?;
-        writeln!(
-            f,
-            "  leechers finished {}/{}; time to finish median {}, p99 {}, max {}",
-            self.finished(),
-            leechers,
-            secs(self.percentile(0.5)),
-            secs(self.percentile(0.99)),
-            secs(self.finish_times().last().copied()),
-        )?;
-        writeln!(
-            f,
-            "  initial seeder uploaded {:.2} copies; peers banned {} ({} bans); hash failures {}",
-            self.seeder_copies(),
-            self.banned().len(),
-            self.bans.len(),
-            self.peers.iter().map(|p| p.hash_failures).sum::<u32>(),
-        )?;
-        write!(
-            f,
-            "  wall {:.2} s; events {} (network {}, core deadlines {}), actions {}, {:.1} MiB delivered",
-            self.wall.as_secs_f64(),
-            self.events,
-            self.net_events,
-            self.timeouts,
-            self.actions,
-            self.net_bytes as f64 / MIB as f64,
-        )?;
-        if self.dht_lookups > 0 {
-            write!(
-                f,
-                "\n  DHT: {} announce lookups gave {} peer addresses",
-                self.dht_lookups, self.dht_found
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// One end of a connection with a core key.
 #[derive(Debug, Clone, Copy)]
 struct End {
     key: PeerKey,
+    /// The address its core knows the other end by.
+    addr: SocketAddr,
     /// Its core has output we did not pull (the queue was full).
     blocked: bool,
 }
@@ -439,6 +304,10 @@ struct Dht {
     sim: DhtSim,
     /// The DHT's clock at the swarm's start.
     offset: Instant,
+    /// Peer `i`'s DHT node.
+    node_of: Vec<usize>,
+    /// A DHT node's address → its peer.
+    peer_at: BTreeMap<SocketAddr, usize>,
     /// Lookups running: (peer, lookup, peers already handed over).
     lookups: Vec<(usize, LookupId, usize)>,
     started: u64,
@@ -450,7 +319,7 @@ struct Dht {
 struct SimPeer {
     spec: PeerSpec,
     addr: SocketAddr,
-    core: Option<TorrentCore>,
+    core: Option<Phase>,
     /// Its core's keys and their connections.
     conns: BTreeMap<PeerKey, ConnId>,
     disk: Bitfield,
@@ -463,6 +332,15 @@ struct SimPeer {
     uploaded: u64,
     content_errors: u32,
     hash_failures: u32,
+    first_peer: Option<Instant>,
+    connected: Option<Instant>,
+    metadata: Option<Instant>,
+    first_byte: Option<Duration>,
+    /// Addresses a metadata piece came from.
+    metadata_from: BTreeSet<SocketAddr>,
+    /// Connections taken over from the metadata phase: did a metadata
+    /// piece come over it, and the bytes it brought in after the switch.
+    adopted: BTreeMap<ConnId, (bool, u64)>,
 }
 
 /// The address of peer `i`: one IP each (bans are per IP), port 6881.
@@ -505,6 +383,7 @@ pub struct Swarm {
     net_events: u64,
     timeouts: u64,
     actions: u64,
+    dht_setup_wall: Duration,
 }
 
 impl Swarm {
@@ -540,6 +419,7 @@ impl Swarm {
             net_events: 0,
             timeouts: 0,
             actions: 0,
+            dht_setup_wall: Duration::ZERO,
             cfg,
         }
     }
@@ -586,19 +466,33 @@ impl Swarm {
             uploaded: 0,
             content_errors: 0,
             hash_failures: 0,
+            first_peer: None,
+            connected: None,
+            metadata: None,
+            first_byte: None,
+            metadata_from: BTreeSet::new(),
+            adopted: BTreeMap::new(),
         });
         i
     }
 
-    /// Peer `i`'s core, while it is in the swarm.
+    /// Peer `i`'s torrent core, while it is in the swarm and has the
+    /// metadata.
     pub fn core(&self, i: usize) -> Option<&TorrentCore> {
+        self.phase(i).and_then(Phase::ready)
+    }
+
+    /// Peer `i`'s core in either phase, while it is in the swarm.
+    pub fn phase(&self, i: usize) -> Option<&Phase> {
         self.peers.get(i).and_then(|p| p.core.as_ref())
     }
 
     /// Run until every leecher finished (or left), or a cap.
     pub fn run(&mut self) -> Report {
-        let wall = std::time::Instant::now();
+        let setup = std::time::Instant::now();
         self.start_dht();
+        self.dht_setup_wall = setup.elapsed();
+        let wall = std::time::Instant::now();
         let end = self.start + self.cfg.max_time;
         let outcome = loop {
             if self.unfinished == 0 {
@@ -692,7 +586,13 @@ impl Swarm {
         cfg.seed_time = peer.spec.seed_time;
         cfg.dht = self.cfg.dht.is_some();
         cfg.trackers = self.cfg.tracker_peers > 0;
-        let core = TorrentCore::new(self.meta.clone(), cfg, &peer.disk, false, now);
+        let core = if peer.spec.starts_from_magnet() {
+            let m = MagnetCore::new(self.meta.info_hashes, cfg, MAX_METADATA, now);
+            Phase::Metadata(Box::new(m))
+        } else {
+            let t = TorrentCore::new(self.meta.clone(), cfg, &peer.disk, false, now);
+            Phase::Ready(Box::new(t))
+        };
         self.peers[p].core = Some(core);
         self.peers[p].joined = Some(now);
         if self.cfg.tracker_peers > 0 {
@@ -717,17 +617,37 @@ impl Swarm {
             median_rtt: self.cfg.median_rtt,
             rtt_sigma: self.cfg.rtt_sigma,
             loss: opts.loss,
-            unresponsive: 0.0,
+            unresponsive: opts.dead,
             natted: 0.0,
             ..SimConfig::default()
         });
+        let node_of: Vec<usize> = (0..sim.len())
+            .filter(|&n| sim.is_responsive(n))
+            .take(self.peers.len())
+            .collect();
+        assert_eq!(
+            node_of.len(),
+            self.peers.len(),
+            "seed {}: {} DHT nodes with {:.0}% dead are too few for {} peers",
+            self.cfg.seed,
+            sim.len(),
+            opts.dead * 100.0,
+            self.peers.len()
+        );
+        let peer_at = node_of
+            .iter()
+            .enumerate()
+            .map(|(p, &n)| (sim.addr(n), p))
+            .collect();
         sim.join_all(
-            Duration::from_millis(5),
+            opts.join_apart,
             Duration::from_secs(30),
             self.cfg.max_events,
         );
         self.dht = Some(Dht {
             offset: sim.now(),
+            node_of,
+            peer_at,
             sim,
             lookups: Vec::new(),
             started: 0,
@@ -752,7 +672,7 @@ impl Swarm {
         };
         dht.sim
             .run_until(dht.offset + (now - self.start), self.cfg.max_events);
-        let lookup = dht.sim.announce(p, ih);
+        let lookup = dht.sim.announce(dht.node_of[p], ih);
         dht.lookups.push((p, lookup, 0));
         dht.started += 1;
         let every = dht.opts.every;
@@ -773,13 +693,16 @@ impl Swarm {
         };
         dht.sim
             .run_until(dht.offset + (now - self.start), self.cfg.max_events);
-        let mut found: Vec<(usize, Vec<SocketAddr>)> = Vec::new();
+        let mut found: Vec<(usize, Vec<usize>)> = Vec::new();
+        let (sim, node_of, peer_at) = (&dht.sim, &dht.node_of, &dht.peer_at);
         dht.lookups.retain_mut(|(p, lookup, seen)| {
-            let Some(r) = dht.sim.record_of(*p, *lookup) else {
+            let Some(r) = sim.record_of(node_of[*p], *lookup) else {
                 return false;
             };
             if r.peers.len() > *seen {
-                found.push((*p, r.peers[*seen..].to_vec()));
+                // Only peers announce: each address found is a peer's node.
+                let peers = r.peers[*seen..].iter().filter_map(|a| peer_at.get(a));
+                found.push((*p, peers.copied().collect()));
                 *seen = r.peers.len();
             }
             r.done_at.is_none()
@@ -788,9 +711,17 @@ impl Swarm {
         let again = !dht.lookups.is_empty();
         dht.polling = again;
         let every = dht.opts.poll;
-        for (p, mut addrs) in found {
-            addrs.retain(|a| *a != self.peers[p].addr);
-            if let Some(core) = self.peers[p].core.as_mut() {
+        for (p, found) in found {
+            let addrs: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|&j| j != p)
+                .map(|j| self.peers[j].addr)
+                .collect();
+            let peer = &mut self.peers[p];
+            if let Some(core) = peer.core.as_mut() {
+                if !addrs.is_empty() {
+                    peer.first_peer.get_or_insert(now);
+                }
                 core.handle_discovered(now, &addrs, PeerSource::Dht);
                 self.drain(p);
             }
@@ -814,7 +745,11 @@ impl Swarm {
             pool.swap(i, j);
         }
         let addrs: Vec<SocketAddr> = pool[..k].iter().map(|&j| self.peers[j].addr).collect();
-        if let Some(core) = self.peers[p].core.as_mut() {
+        let peer = &mut self.peers[p];
+        if let Some(core) = peer.core.as_mut() {
+            if !addrs.is_empty() {
+                peer.first_peer.get_or_insert(now);
+            }
             core.handle_discovered(now, &addrs, PeerSource::Tracker);
         }
         if let Some(every) = self.cfg.reannounce {
@@ -832,7 +767,7 @@ impl Swarm {
         }
         peer.left = Some(now);
         peer.deadline = None;
-        if let Some(core) = peer.core.take() {
+        if let Some(Phase::Ready(core)) = peer.core.take() {
             peer.uploaded = core.stats().uploaded;
         }
         let keys = std::mem::take(&mut peer.conns);
@@ -846,7 +781,7 @@ impl Swarm {
         self.tracker.retain(|&j| j != p);
         self.net.set_online(now, HostId(p), false);
         if let Some(dht) = self.dht.as_mut() {
-            dht.sim.kill(p);
+            dht.sim.kill(dht.node_of[p]);
         }
     }
 
@@ -885,7 +820,11 @@ impl Swarm {
                     return;
                 };
                 let key = end.key;
-                if let Some(core) = self.peers[r].core.as_mut() {
+                let peer = &mut self.peers[r];
+                if let Some((_, n)) = peer.adopted.get_mut(&conn) {
+                    *n += bytes.len() as u64;
+                }
+                if let Some(core) = peer.core.as_mut() {
                     core.handle_data(now, key, BytesMut::from(bytes));
                     self.drain_after(r, true);
                 }
@@ -914,16 +853,21 @@ impl Swarm {
 
     fn connected(&mut self, p: usize, conn: ConnId, addr: SocketAddr, source: PeerSource) {
         let now = self.now;
-        let Some(core) = self.peers[p].core.as_mut() else {
+        let peer = &mut self.peers[p];
+        let Some(core) = peer.core.as_mut() else {
             self.net.close(now, conn, HostId(p));
             return;
         };
+        if source == PeerSource::Incoming {
+            peer.first_peer.get_or_insert(now);
+        }
         match core.handle_connected(now, addr, source, false) {
             Some(key) => {
                 self.ends.insert(
                     (conn, p),
                     End {
                         key,
+                        addr,
                         blocked: false,
                     },
                 );
@@ -971,42 +915,59 @@ impl Swarm {
     fn drain_after(&mut self, p: usize, data: bool) {
         let now = self.now;
         loop {
-            let Some(a) = self.peers[p]
-                .core
-                .as_mut()
-                .and_then(TorrentCore::poll_action)
-            else {
+            while let Some(a) = self.peers[p].core.as_mut().and_then(Phase::poll_action) {
+                self.actions += 1;
+                self.act(p, a);
+            }
+            // The magnet's actions are carried out before it switches.
+            if !self.metadata_phase(p) {
                 break;
-            };
-            self.actions += 1;
-            self.act(p, a);
+            }
         }
         let registered = self.peers[p].deadline;
-        let Some(core) = self.peers[p].core.as_mut() else {
-            return;
+        let keep = data
+            && !self.cfg.strict_deadlines
+            && registered.is_some_and(|d| d <= now + LAZY_DEADLINE);
+        let core = match self.peers[p].core.as_mut() {
+            None => return,
+            Some(Phase::Ready(core)) => core,
+            Some(Phase::Metadata(m)) => {
+                let deadline = match registered {
+                    Some(d) if keep => d,
+                    _ => m.poll_timeout(),
+                };
+                self.set_deadline(p, deadline);
+                return;
+            }
         };
         let mut finished = None;
         let mut banned = Vec::new();
         let mut failed = 0;
+        let mut connected = false;
         while let Some(e) = core.poll_event() {
             match e {
                 Event::Completed { after } => finished = Some(after),
                 Event::PeerBanned { addr, .. } => banned.push(addr),
                 Event::HashFailed { .. } => failed += 1,
+                Event::PeerConnected { .. } => connected = true,
                 _ => {}
             }
         }
         let uploaded = core.stats().uploaded;
+        let first_byte = core.first_byte_after();
         let done = core.is_finished(now);
-        let keep = data
-            && !self.cfg.strict_deadlines
-            && registered.is_some_and(|d| d <= now + LAZY_DEADLINE);
         let deadline = match registered {
             Some(d) if keep => d,
             _ => core.poll_timeout(),
         };
         let peer = &mut self.peers[p];
         peer.uploaded = uploaded;
+        if connected {
+            peer.connected.get_or_insert(now);
+        }
+        if peer.first_byte.is_none() {
+            peer.first_byte = first_byte;
+        }
         peer.hash_failures += failed;
         if let Some(after) = finished {
             if peer.finished.is_none() {
@@ -1021,15 +982,73 @@ impl Swarm {
                 self.bans.push((p, j));
             }
         }
-        if peer.deadline != Some(deadline) {
-            peer.deadline = Some(deadline);
-            self.timers.push(Reverse((deadline, p)));
-        }
+        self.set_deadline(p, deadline);
+        let peer = &mut self.peers[p];
         let upload_goal = matches!(peer.spec.leave, Some(Leave::AfterUpload(n)) if uploaded >= n);
         if (done || upload_goal) && !peer.leaving {
             peer.leaving = true;
             self.push_sched(now, p, Sched::Leave);
         }
+    }
+
+    fn set_deadline(&mut self, p: usize, deadline: Instant) {
+        let peer = &mut self.peers[p];
+        if peer.deadline != Some(deadline) {
+            peer.deadline = Some(deadline);
+            self.timers.push(Reverse((deadline, p)));
+        }
+    }
+
+    /// While `p` fetches the metadata: note its magnet's events, and once
+    /// the metadata is in, switch it to a torrent core on the same
+    /// connections. True if it switched (its new core may have actions).
+    fn metadata_phase(&mut self, p: usize) -> bool {
+        let now = self.now;
+        let peer = &mut self.peers[p];
+        let Some(Phase::Metadata(m)) = peer.core.as_mut() else {
+            return false;
+        };
+        while let Some(e) = m.poll_event() {
+            match e {
+                MetadataEvent::PeerConnected { .. } => {
+                    peer.connected.get_or_insert(now);
+                }
+                MetadataEvent::Piece { from, .. } => {
+                    peer.metadata_from.insert(from);
+                }
+                MetadataEvent::Banned { addr, .. } => {
+                    if let Some(&j) = self.by_addr.get(&addr) {
+                        self.bans.push((p, j));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if m.metadata().is_none() {
+            return false;
+        }
+        let Some(Phase::Metadata(m)) = peer.core.take() else {
+            return false;
+        };
+        let info = m.metadata().unwrap_or_default();
+        let meta = match Metainfo::from_info_bytes(info) {
+            Ok(meta) => meta,
+            Err(e) => panic!("seed {}: peer {p}: bad metadata: {e}", self.cfg.seed),
+        };
+        assert_eq!(
+            meta, *self.meta,
+            "seed {}: peer {p}: the metadata is not the swarm's torrent",
+            self.cfg.seed
+        );
+        peer.metadata = Some(now);
+        for conn in peer.conns.values() {
+            let from = self.ends.get(&(*conn, p)).map(|e| e.addr);
+            let metadata = from.is_some_and(|a| peer.metadata_from.contains(&a));
+            peer.adopted.insert(*conn, (metadata, 0));
+        }
+        let core = TorrentCore::from_magnet(*m, Arc::new(meta), &peer.disk, false, now);
+        peer.core = Some(Phase::Ready(Box::new(core)));
+        true
     }
 
     fn act(&mut self, p: usize, a: Action) {
@@ -1066,7 +1085,7 @@ impl Swarm {
             }
             Action::Check { piece, blocks } => {
                 let result = self.check(p, piece, blocks);
-                if let Some(core) = self.peers[p].core.as_mut() {
+                if let Some(core) = self.peers[p].core.as_mut().and_then(Phase::ready_mut) {
                     core.handle_checked(now, piece, result);
                 }
             }
@@ -1083,12 +1102,12 @@ impl Swarm {
                 } else {
                     Err("piece not on disk".to_owned())
                 };
-                if let Some(core) = self.peers[p].core.as_mut() {
+                if let Some(core) = self.peers[p].core.as_mut().and_then(Phase::ready_mut) {
                     core.handle_read(piece, result);
                 }
             }
             Action::SaveResume { .. } => {
-                if let Some(core) = self.peers[p].core.as_mut() {
+                if let Some(core) = self.peers[p].core.as_mut().and_then(Phase::ready_mut) {
                     core.handle_resume_saved(now, true, false);
                 }
             }
@@ -1132,6 +1151,9 @@ impl Swarm {
             .enumerate()
             .map(|(i, p)| {
                 let h = &stats.hosts[i];
+                let joined = p.joined.unwrap_or(self.start);
+                let count =
+                    |f: fn(&(bool, u64)) -> bool| p.adopted.values().filter(|c| f(c)).count();
                 PeerReport {
                     addr: p.addr,
                     role: p.spec.role(),
@@ -1139,7 +1161,11 @@ impl Swarm {
                     joined_at: since(p.joined, self.start),
                     finished_after: p.finished,
                     left_at: since(p.left, self.start),
-                    uploaded: p.core.as_ref().map_or(p.uploaded, |c| c.stats().uploaded),
+                    uploaded: p
+                        .core
+                        .as_ref()
+                        .and_then(Phase::ready)
+                        .map_or(p.uploaded, |c| c.stats().uploaded),
                     verified_pieces: p.disk.count(),
                     complete: p.disk.is_full(),
                     content_errors: p.content_errors,
@@ -1147,6 +1173,15 @@ impl Swarm {
                     dialed: h.dialed,
                     accepted: h.accepted,
                     refused: h.refused,
+                    magnet: p.spec.starts_from_magnet(),
+                    first_peer_after: since(p.first_peer, joined),
+                    connected_after: since(p.connected, joined),
+                    metadata_after: since(p.metadata, joined),
+                    first_byte_after: p.first_byte,
+                    adopted: p.adopted.len(),
+                    adopted_with_content: count(|(_, n)| *n >= BLOCK as u64),
+                    metadata_conns: count(|(m, _)| *m),
+                    metadata_conns_with_content: count(|(m, n)| *m && *n >= BLOCK as u64),
                 }
             })
             .collect();
@@ -1165,6 +1200,8 @@ impl Swarm {
             net_bytes: stats.hosts.iter().map(|h| h.received).sum(),
             dht_lookups: self.dht.as_ref().map_or(0, |d| d.started),
             dht_found: self.dht.as_ref().map_or(0, |d| d.found),
+            dht_nodes: self.dht.as_ref().map_or(0, |d| d.sim.len()),
+            dht_setup_wall: self.dht_setup_wall,
         }
     }
 }
