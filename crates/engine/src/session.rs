@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::peer_io::{self, PeerInput};
 use crate::pool::Pool;
 use crate::torrent::{
-    self, AbortOnDrop, EngineError, MagnetStart, Shared, Summary, TorrentConfig, TorrentEvent,
+    self, AbortOnDrop, MagnetStart, Shared, Summary, TorrentConfig, TorrentEvent,
 };
 
 #[derive(Debug, Clone)]
@@ -95,6 +95,9 @@ pub struct Session {
     cfg: SessionConfig,
     torrents: Registry,
     pool: Arc<Pool>,
+    /// One torrent checks its files at a time (each check hashes on every
+    /// core already).
+    checks: Arc<tokio::sync::Semaphore>,
     events: mpsc::Sender<SessionEvent>,
     next_id: u64,
     _listener: Option<tokio::task::JoinHandle<()>>,
@@ -128,6 +131,7 @@ impl Session {
         };
         Ok(Self {
             pool: Arc::new(Pool::new("hash", cfg.threads)),
+            checks: Arc::new(tokio::sync::Semaphore::new(1)),
             cfg,
             torrents,
             events,
@@ -159,36 +163,21 @@ impl Session {
         }
         let id = TorrentId(self.next_id);
         self.next_id += 1;
-        let (shared, input) = Shared::new(self.pool.clone());
+        let (shared, input) = Shared::new(self.pool.clone(), self.checks.clone());
         cfg.shared = Some(shared);
         cfg.listen = self.cfg.listen;
         let (stop, stop_rx) = watch::channel(false);
         torrents.insert(info_hash, Entry { id, input, stop });
         drop(torrents);
-        let (tx, mut rx) = mpsc::channel(64);
         let events = self.events.clone();
+        let sink = torrent::EventSink::Session {
+            tx: events.clone(),
+            id,
+            info_hash,
+        };
         let registry = self.torrents.clone();
         tokio::spawn(async move {
-            let forward = {
-                let events = events.clone();
-                tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        let e = SessionEvent::Torrent {
-                            id,
-                            info_hash,
-                            event,
-                        };
-                        if events.send(e).await.is_err() {
-                            return;
-                        }
-                    }
-                })
-            };
-            let result: Result<Summary, EngineError> = match what {
-                Add::Torrent(meta) => torrent::run(meta, cfg, tx, stop_rx).await,
-                Add::Magnet(m) => torrent::run_magnet(m, cfg, tx, stop_rx).await,
-            };
-            let _ = forward.await;
+            let result = torrent::run_in_session(what, cfg, sink, stop_rx).await;
             if let Ok(mut t) = registry.lock() {
                 t.remove(&info_hash);
             }

@@ -80,6 +80,8 @@ type Inputs = (mpsc::Sender<PeerInput>, mpsc::Receiver<PeerInput>);
 #[derive(Clone)]
 pub struct Shared {
     pub pool: Arc<crate::pool::Pool>,
+    /// Initial checks of files running at once.
+    pub checks: Arc<tokio::sync::Semaphore>,
     /// The torrent's input channel, made by the session so that its
     /// router can feed it; taken once, when the torrent starts.
     inputs: Arc<std::sync::Mutex<Option<Inputs>>>,
@@ -87,10 +89,14 @@ pub struct Shared {
 
 impl Shared {
     /// A torrent's share; `input` is where the session routes its peers.
-    pub fn new(pool: Arc<crate::pool::Pool>) -> (Self, mpsc::Sender<PeerInput>) {
+    pub fn new(
+        pool: Arc<crate::pool::Pool>,
+        checks: Arc<tokio::sync::Semaphore>,
+    ) -> (Self, mpsc::Sender<PeerInput>) {
         let (tx, rx) = mpsc::channel(32);
         let shared = Self {
             pool,
+            checks,
             inputs: Arc::new(std::sync::Mutex::new(Some((tx.clone(), rx)))),
         };
         (shared, tx)
@@ -288,7 +294,7 @@ struct Driver {
     disk_rx: mpsc::Receiver<DiskResult>,
     hashers: Arc<crate::pool::Pool>,
     read_buffers: Arc<peer_io::ReadBuffers>,
-    events: mpsc::Sender<TorrentEvent>,
+    events: EventSink,
     /// What trackers are told about our progress.
     progress_tx: watch::Sender<crate::tracker::Progress>,
     progress_rx: watch::Receiver<crate::tracker::Progress>,
@@ -304,6 +310,52 @@ struct Driver {
     core_offset: Duration,
 }
 
+/// Where a torrent's events go: its caller's channel, or its session's
+/// one stream, tagged with the torrent (no task and channel per torrent).
+#[derive(Clone)]
+pub(crate) enum EventSink {
+    Own(mpsc::Sender<TorrentEvent>),
+    Session {
+        tx: mpsc::Sender<crate::session::SessionEvent>,
+        id: crate::session::TorrentId,
+        info_hash: lodestone_core::InfoHash,
+    },
+}
+
+impl EventSink {
+    fn tagged(
+        id: crate::session::TorrentId,
+        info_hash: lodestone_core::InfoHash,
+        event: TorrentEvent,
+    ) -> crate::session::SessionEvent {
+        crate::session::SessionEvent::Torrent {
+            id,
+            info_hash,
+            event,
+        }
+    }
+
+    /// Wait for room: state changes are never dropped.
+    async fn send(&self, event: TorrentEvent) {
+        match self {
+            EventSink::Own(tx) => drop(tx.send(event).await),
+            EventSink::Session { tx, id, info_hash } => {
+                drop(tx.send(Self::tagged(*id, *info_hash, event)).await)
+            }
+        }
+    }
+
+    /// Drop it if the reader lags (progress: the next one is newer).
+    fn try_send(&self, event: TorrentEvent) {
+        match self {
+            EventSink::Own(tx) => drop(tx.try_send(event)),
+            EventSink::Session { tx, id, info_hash } => {
+                drop(tx.try_send(Self::tagged(*id, *info_hash, event)))
+            }
+        }
+    }
+}
+
 /// Run a torrent until it is done (complete and seed time over), stopped
 /// through `shutdown`, or paused by a disk error.
 pub async fn run(
@@ -312,7 +364,7 @@ pub async fn run(
     events: mpsc::Sender<TorrentEvent>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, EngineError> {
-    let mut d = Driver::start(Start::Torrent(meta), cfg, events).await?;
+    let mut d = Driver::start(Start::Torrent(meta), cfg, EventSink::Own(events)).await?;
     d.run(shutdown).await
 }
 
@@ -327,10 +379,33 @@ pub async fn run_magnet(
 ) -> Result<Summary, EngineError> {
     let mut magnet = magnet;
     let mut file = magnet.torrent_file.take();
-    let mut d = Driver::start(Start::Magnet(magnet), cfg, events).await?;
+    let mut d = Driver::start(Start::Magnet(magnet), cfg, EventSink::Own(events)).await?;
     let (meta, from_file) = d.fetch(&mut file, &mut shutdown).await?;
     d.become_torrent(meta, from_file).await?;
     d.run(shutdown).await
+}
+
+/// A torrent of a session: [`run`] or [`run_magnet`], its events on the
+/// session's stream.
+pub(crate) async fn run_in_session(
+    add: crate::session::Add,
+    cfg: TorrentConfig,
+    events: EventSink,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Summary, EngineError> {
+    match add {
+        crate::session::Add::Torrent(meta) => {
+            let mut d = Driver::start(Start::Torrent(meta), cfg, events).await?;
+            d.run(shutdown).await
+        }
+        crate::session::Add::Magnet(mut magnet) => {
+            let mut file = magnet.torrent_file.take();
+            let mut d = Driver::start(Start::Magnet(magnet), cfg, events).await?;
+            let (meta, from_file) = d.fetch(&mut file, &mut shutdown).await?;
+            d.become_torrent(meta, from_file).await?;
+            d.run(shutdown).await
+        }
+    }
 }
 
 /// Only the metadata phase of [`run_magnet`]: the metadata, then stop.
@@ -349,7 +424,7 @@ pub(crate) async fn fetch_only(
             }
         }
     });
-    let r = match Driver::start(Start::Magnet(magnet), cfg, tx).await {
+    let r = match Driver::start(Start::Magnet(magnet), cfg, EventSink::Own(tx)).await {
         Ok(mut d) => d.fetch(&mut None, &mut shutdown).await.map(|(m, _)| m),
         Err(e) => Err(e),
     };
@@ -388,7 +463,7 @@ impl Driver {
     async fn start(
         start: Start,
         cfg: TorrentConfig,
-        events: mpsc::Sender<TorrentEvent>,
+        events: EventSink,
     ) -> Result<Self, EngineError> {
         let started = Instant::now();
         let (info_hash, private) = match &start {
@@ -578,8 +653,7 @@ impl Driver {
             }
         }
         let meta = Arc::new(merged);
-        let _ = self
-            .events
+        self.events
             .send(TorrentEvent::MetadataReady {
                 meta: meta.clone(),
                 from_file,
@@ -886,12 +960,8 @@ impl Driver {
     /// (the next one says the same, newer); the others wait for it.
     async fn emit(&mut self, e: TorrentEvent) {
         match e {
-            TorrentEvent::Progress(_) | TorrentEvent::Sources(_) => {
-                let _ = self.events.try_send(e);
-            }
-            e => {
-                let _ = self.events.send(e).await;
-            }
+            TorrentEvent::Progress(_) | TorrentEvent::Sources(_) => self.events.try_send(e),
+            e => self.events.send(e).await,
         }
     }
 
@@ -965,6 +1035,12 @@ async fn check_files(
     meta: &Metainfo,
     cfg: &TorrentConfig,
 ) -> Result<(Arc<Storage>, Bitfield, StartState), EngineError> {
+    // In a session, checks take turns: a thousand torrents starting at
+    // once would otherwise each take a thread (and its memory) to hash.
+    let _turn = match &cfg.shared {
+        Some(s) => s.checks.clone().acquire_owned().await.ok(),
+        None => None,
+    };
     let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
     let (have, state) = initial_have(meta, cfg, &storage).await;
     Ok((storage, have, state))
@@ -974,7 +1050,7 @@ async fn check_files(
 /// in the resume data yet (it is saved soon, so the next start need not
 /// hash it again).
 async fn started_event(
-    events: &mpsc::Sender<TorrentEvent>,
+    events: &EventSink,
     state: StartState,
     have: &Bitfield,
     started: Instant,
@@ -983,7 +1059,7 @@ async fn started_event(
         state,
         StartState::Fresh | StartState::Resumed { changed_files: 0 }
     );
-    let _ = events
+    events
         .send(TorrentEvent::Started {
             state,
             have: have.count(),
@@ -998,7 +1074,7 @@ async fn started_event(
 async fn checked_core(
     meta: &Arc<Metainfo>,
     cfg: &TorrentConfig,
-    events: &mpsc::Sender<TorrentEvent>,
+    events: &EventSink,
     started: Instant,
 ) -> Result<(Arc<Storage>, TorrentCore), EngineError> {
     let (storage, have, state) = check_files(meta, cfg).await?;

@@ -113,6 +113,9 @@ fn an_encrypted_libtorrent_leecher_is_served_through_the_session() {
     let o = Child::spawn(
         common::interop_script("lt_peer.py")
             .args(["leech", "--timeout", "60", "--peer", &addr, "--force-rc4"])
+            // Throttled (1 MiB at 500 kB/s): libtorrent looks at its
+            // connections every 20 ms, and must see the one that carries it.
+            .args(["--download-limit", "500000"])
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .arg("--torrent")
             .arg(&list[2])

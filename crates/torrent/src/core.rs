@@ -41,8 +41,11 @@ const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 const BAN_STRIKES: u32 = 2;
 /// Housekeeping (rates, snubs, budgets) while peers are connected.
 const TICK: Duration = Duration::from_millis(250);
-/// And while none is: progress and the sources table still refresh.
-const IDLE_TICK: Duration = Duration::from_secs(1);
+/// And while none is (seed times, resume saves and the idle sources
+/// table are this exact).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+/// An idle torrent's sources table is said again at least this often.
+const SOURCES_EVERY: Duration = Duration::from_secs(10);
 /// Outgoing connections still being set up at once.
 const MAX_HALF_OPEN: usize = 16;
 /// Bytes of complete pieces waiting to be hashed and written before we
@@ -218,6 +221,11 @@ pub struct TorrentCore {
     reading: HashSet<u32>,
     unreadable: HashSet<u32>,
     progress: Progress,
+    /// What the last Progress and Sources events said.
+    reported_stats: Option<Stats>,
+    reported_sources: Option<Instant>,
+    /// A source reported since the table was last said.
+    sources_news: bool,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     /// Peers queued in `actions` for a transmit already.
@@ -240,7 +248,7 @@ impl TorrentCore {
         }
         let mut t = Self::build(meta, cfg, have, resume_stale, table, now);
         t.refresh_stats();
-        t.events.push_back(Event::Sources(t.sources(now)));
+        t.report_sources(now);
         t.check_complete(now);
         t.dial_due(now);
         t
@@ -270,7 +278,7 @@ impl TorrentCore {
         for (key, mp) in m.peers {
             t.adopt(now, key, mp, n);
         }
-        t.events.push_back(Event::Sources(t.sources(now)));
+        t.report_sources(now);
         t.check_complete(now);
         t.dial_due(now);
         t
@@ -446,6 +454,9 @@ impl TorrentCore {
             spare_reads: Vec::new(),
             reading: HashSet::new(),
             unreadable: HashSet::new(),
+            reported_stats: None,
+            reported_sources: None,
+            sources_news: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             transmit_queued: HashSet::new(),
@@ -463,21 +474,25 @@ impl TorrentCore {
         for a in addrs {
             self.table.add(now, *a, source);
         }
+        self.sources_news = true;
         self.dial_due(now);
     }
 
     pub fn handle_dht_round(&mut self, now: Instant, round: DhtRound) {
         self.dht_round = Some((round, now));
+        self.sources_news = true;
     }
 
     pub fn handle_tracker_status(&mut self, now: Instant, status: TrackerStatus) {
         self.tracker_status
             .insert(status.url.clone(), (status, now));
+        self.sources_news = true;
     }
 
     /// LPD's own status line, and when it announces next.
     pub fn handle_lpd_status(&mut self, now: Instant, status: String, next_in: Option<Duration>) {
         self.lpd_status = Some((status, now, next_in));
+        self.sources_news = true;
     }
 
     /// A connection is up, either way (`source` is `Incoming` for one that
@@ -1598,12 +1613,28 @@ impl TorrentCore {
             self.progress = progress;
             self.actions.push_back(Action::Progress(progress));
         }
-        self.events.push_back(Event::Progress(self.stats.clone()));
-        self.ticks += 1;
-        // About once a second.
-        if !self.active() || self.ticks % 4 == 1 {
-            self.events.push_back(Event::Sources(self.sources(now)));
+        // Said when it changed: an idle torrent says nothing (a session
+        // holds thousands), a busy one about four times a second.
+        if self.reported_stats.as_ref() != Some(&self.stats) {
+            self.reported_stats = Some(self.stats.clone());
+            self.events.push_back(Event::Progress(self.stats.clone()));
         }
+        self.ticks += 1;
+        // About once a second while busy; when idle, when it changed (its
+        // countdowns aside) or every few seconds.
+        let busy = self.active();
+        let stale = self
+            .reported_sources
+            .is_none_or(|at| now.duration_since(at) >= SOURCES_EVERY);
+        if (busy && self.ticks % 4 == 1) || (!busy && (self.sources_news || stale)) {
+            self.report_sources(now);
+        }
+    }
+
+    fn report_sources(&mut self, now: Instant) {
+        self.events.push_back(Event::Sources(self.sources(now)));
+        self.reported_sources = Some(now);
+        self.sources_news = false;
     }
 
     /// BEP 11: tell each ut_pex peer about the others, once a minute.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use lodestone_core::{Bitfield, Metainfo, PeerId, PieceIndex};
+use lodestone_core::{Bitfield, Metainfo, PeerId};
 use sha1::{Digest, Sha1};
 
 use crate::magnet::MetadataEvent;
@@ -510,17 +510,20 @@ fn pex_introduces_a_leecher_to_a_peer_it_did_not_know() {
 }
 
 #[test]
-fn a_torrent_with_nothing_to_do_emits_sources_once_a_second() {
+fn an_idle_torrent_says_little_and_sleeps_long() {
     let (mut w, _) = World::new(64 << 10);
     let n = w.add(None, |_| {});
-    w.run_until(Duration::from_secs(5), |_| false);
-    let rows = w.nodes[n]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::Sources(_)))
-        .count();
-    assert!((4..=6).contains(&rows), "{rows}");
-    let _ = PieceIndex(0);
+    w.settle();
+    let t0 = w.now;
+    w.run_until(Duration::from_secs(25), |_| false);
+    let count = |f: fn(&Event) -> bool| w.nodes[n].events.iter().filter(|e| f(e)).count();
+    // The table at the start, then every 10 s while nothing changes.
+    assert_eq!(count(|e| matches!(e, Event::Sources(_))), 3);
+    // Progress only when it changed: once, with the first figures.
+    assert_eq!(count(|e| matches!(e, Event::Progress(_))), 1);
+    // No peer, nothing to dial: it wakes every 5 s, not every 250 ms.
+    let next = w.nodes[n].phase.poll_timeout() - t0;
+    assert_eq!(next, Duration::from_secs(30), "{next:?}");
 }
 
 #[test]
