@@ -3,13 +3,9 @@
 //! same connections then carry the content.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use lodestone_core::{InfoHashes, Metainfo, PeerId};
-use lodestone_torrent::{MetadataEvent, MetadataStatus};
 use tokio::sync::{mpsc, watch};
-
-use crate::peer_io::PeerSource;
 
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -27,63 +23,8 @@ pub struct FetchConfig {
     pub http: crate::http::HttpClient,
 }
 
-#[derive(Debug, Clone)]
-pub enum FetchEvent {
-    PeerConnected {
-        addr: SocketAddr,
-        source: PeerSource,
-        ut_metadata: bool,
-        metadata_size: Option<u64>,
-    },
-    PeerRefused {
-        addr: SocketAddr,
-        reason: String,
-    },
-    Piece {
-        done: usize,
-        total: usize,
-        from: SocketAddr,
-    },
-    /// A source named `new` peer addresses not known before.
-    PeersFound {
-        source: PeerSource,
-        new: usize,
-    },
-    Banned {
-        addr: SocketAddr,
-        reason: String,
-    },
-    Mismatch,
-    /// No metadata yet: what we know (every few seconds).
-    Stuck {
-        after: Duration,
-        status: MetadataStatus,
-    },
-}
-
-impl From<MetadataEvent> for FetchEvent {
-    fn from(e: MetadataEvent) -> Self {
-        match e {
-            MetadataEvent::PeerConnected {
-                addr,
-                source,
-                ut_metadata,
-                metadata_size,
-            } => Self::PeerConnected {
-                addr,
-                source,
-                ut_metadata,
-                metadata_size,
-            },
-            MetadataEvent::PeerRefused { addr, reason } => Self::PeerRefused { addr, reason },
-            MetadataEvent::Piece { done, total, from } => Self::Piece { done, total, from },
-            MetadataEvent::PeersFound { source, new } => Self::PeersFound { source, new },
-            MetadataEvent::Banned { addr, reason } => Self::Banned { addr, reason },
-            MetadataEvent::Mismatch => Self::Mismatch,
-            MetadataEvent::Stuck { after, status } => Self::Stuck { after, status },
-        }
-    }
-}
+/// What happened while fetching the metadata (the core's own events).
+pub use lodestone_torrent::MetadataEvent as FetchEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {

@@ -840,7 +840,7 @@ impl Driver {
                 let e = match &mut self.core {
                     Phase::Metadata(m) => m
                         .poll_event()
-                        .map(|e| TorrentEvent::Metadata(e.into(), self.started.elapsed())),
+                        .map(|e| TorrentEvent::Metadata(e, self.started.elapsed())),
                     Phase::Ready(t) => t.poll_event().map(|e| self_event(e, self.core_offset)),
                 };
                 let Some(e) = e else { break };
