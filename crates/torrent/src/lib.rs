@@ -6,6 +6,7 @@
 //! driver.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod config;
 mod core;
 mod io;
 pub mod magnet;
@@ -15,7 +16,8 @@ pub mod pieces;
 pub mod rate;
 pub mod source;
 
-pub use crate::core::{CoreConfig, StopReason, TorrentCore};
+pub use crate::config::CoreConfig;
+pub use crate::core::{StopReason, TorrentCore};
 pub use crate::io::{Action, Checked, Event, FileInfo, MseKeys, PeerInfo, Progress, Stats};
 pub use crate::magnet::{MagnetCore, MetadataEvent, MetadataStatus};
 pub use crate::phase::Phase;

@@ -17,7 +17,7 @@ use lodestone_peer::session::{Event as PeerEvent, Session, SessionConfig};
 use lodestone_wire::extended::{ExtendedHandshake, OUR_UT_METADATA_ID, UT_METADATA};
 use lodestone_wire::metadata::MetadataMessage;
 
-use crate::core::CoreConfig;
+use crate::config::CoreConfig;
 use crate::io::{Action, MseKeys};
 use crate::peer_table::PeerTable;
 use crate::source::{DhtRound, PeerSource, TrackerStatus};

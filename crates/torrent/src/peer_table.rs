@@ -2,7 +2,7 @@
 //! next, whether it wants an encrypted handshake, whether it was a seed.
 //! Bans live here too, so a banned address is never dialled again.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,9 @@ pub struct PeerTable {
     // Ordered: the same inputs dial in the same order (the simulator replays).
     candidates: BTreeMap<SocketAddr, Candidate>,
     connecting: HashSet<SocketAddr>,
-    /// Candidates with a connection up: not dialled, no dial time kept.
-    connected: HashSet<SocketAddr>,
+    /// Addresses with connections up, and how many (a peer can be
+    /// connected twice for a moment: both sides dialled): not dialled.
+    connected: HashMap<SocketAddr, u32>,
     /// The idle candidates (not dialling, not connected, not banned) by
     /// their next dial time: the next deadline and the due ones without a
     /// scan of the table (it is asked after every input).
@@ -100,7 +101,7 @@ impl PeerTable {
     /// Put `addr` back on the schedule if it is idle.
     fn reschedule(&mut self, addr: SocketAddr) {
         let idle = !self.connecting.contains(&addr)
-            && !self.connected.contains(&addr)
+            && !self.connected.contains_key(&addr)
             && !self.banned.contains(&addr.ip());
         if let (true, Some(c)) = (idle, self.candidates.get(&addr)) {
             self.schedule.insert((c.next_dial, addr));
@@ -166,12 +167,18 @@ impl PeerTable {
     pub fn connected(&mut self, addr: SocketAddr) {
         self.unschedule(addr);
         self.connecting.remove(&addr);
-        self.connected.insert(addr);
+        *self.connected.entry(addr).or_default() += 1;
     }
 
     /// The connection to `addr` closed: it may be dialled again in its time.
     pub fn disconnected(&mut self, addr: SocketAddr) {
-        self.connected.remove(&addr);
+        if let Some(n) = self.connected.get_mut(&addr) {
+            *n -= 1;
+            if *n > 0 {
+                return;
+            }
+            self.connected.remove(&addr);
+        }
         self.reschedule(addr);
     }
 
@@ -287,6 +294,21 @@ mod tests {
         t.connected(addr(1));
         assert!(t.due(t1 + Duration::from_secs(99), false).is_empty());
         assert_eq!(t.next_dial(false), None);
+        t.disconnected(addr(1));
+        assert!(t.next_dial(false).is_some());
+    }
+
+    #[test]
+    fn a_second_connection_closing_does_not_make_the_first_dialable() {
+        let now = Instant::now();
+        let mut t = PeerTable::new(None);
+        t.add(now, addr(1), PeerSource::Dht);
+        t.start_dial(now, addr(1));
+        t.connected(addr(1));
+        // It dialled us too (same address in a simulator, or a twin we drop).
+        t.connected(addr(1));
+        t.disconnected(addr(1));
+        assert_eq!(t.next_dial(false), None, "one connection is still up");
         t.disconnected(addr(1));
         assert!(t.next_dial(false).is_some());
     }
