@@ -95,8 +95,9 @@ pub struct Session {
     cfg: SessionConfig,
     torrents: Registry,
     pool: Arc<Pool>,
-    /// One torrent checks its files at a time (each check hashes on every
-    /// core already).
+    /// Torrents checking their files at once: one per hashing thread (each
+    /// check hashes on every core already, and most starts only read a
+    /// resume file).
     checks: Arc<tokio::sync::Semaphore>,
     events: mpsc::Sender<SessionEvent>,
     next_id: u64,
@@ -131,7 +132,7 @@ impl Session {
         };
         Ok(Self {
             pool: Arc::new(Pool::new("hash", cfg.threads)),
-            checks: Arc::new(tokio::sync::Semaphore::new(1)),
+            checks: Arc::new(tokio::sync::Semaphore::new(cfg.threads.max(1))),
             cfg,
             torrents,
             events,
