@@ -141,6 +141,8 @@ pub enum PeerInput {
         key: PeerKey,
         reason: String,
     },
+    /// From the session that holds the torrent, not from a socket.
+    Command(crate::torrent::Command),
 }
 
 /// The RC4 streams of an MSE connection: one for each direction.

@@ -208,6 +208,22 @@ impl Session {
         Ok(())
     }
 
+    /// A torrent's state now (`None`: not in the session, or it did not
+    /// answer within a second).
+    pub async fn snapshot(&self, id: TorrentId) -> Option<torrent::TorrentSnapshot> {
+        let input = {
+            let torrents = self.torrents.lock().ok()?;
+            torrents.values().find(|e| e.id == id)?.input.clone()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ask = PeerInput::Command(torrent::Command::Snapshot(tx));
+        input.send(ask).await.ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Ask every torrent to stop.
     pub fn stop_all(&self) {
         if let Ok(t) = self.torrents.lock() {

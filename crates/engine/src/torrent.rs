@@ -269,6 +269,26 @@ pub const STOP_SEED_TIME: &str = "seed time over";
 /// Complete, with no seeding asked for.
 pub const STOP_DONE: &str = "complete";
 
+/// What a session asks of one of its torrents.
+#[derive(Debug)]
+pub enum Command {
+    /// Its state now, as typed data.
+    Snapshot(tokio::sync::oneshot::Sender<TorrentSnapshot>),
+}
+
+/// One torrent's state, as a session shows it (words are the caller's).
+#[derive(Debug, Clone)]
+pub struct TorrentSnapshot {
+    pub info_hash: lodestone_core::InfoHash,
+    /// While a magnet's metadata is missing: what the fetch knows.
+    pub metadata: Option<lodestone_torrent::MetadataStatus>,
+    /// Once the metadata is known.
+    pub stats: Option<Stats>,
+    pub peers: Vec<lodestone_torrent::PeerInfo>,
+    pub files: Vec<lodestone_torrent::FileInfo>,
+    pub sources: Vec<lodestone_torrent::Source>,
+}
+
 /// What the disk pool hands back.
 enum DiskResult {
     Checked(PieceIndex, Checked),
@@ -813,6 +833,31 @@ impl Driver {
             } => self.core.handle_lpd_status(now, status, next_in),
             PeerInput::SourceStatus { .. } => {}
             PeerInput::Data { key, bytes } => self.core.handle_data(now, key, bytes),
+            PeerInput::Command(Command::Snapshot(tx)) => {
+                let _ = tx.send(self.snapshot(now));
+            }
+        }
+    }
+
+    fn snapshot(&self, now: Instant) -> TorrentSnapshot {
+        let info_hash = self.core.info_hash();
+        match &self.core {
+            Phase::Metadata(m) => TorrentSnapshot {
+                info_hash,
+                metadata: Some(m.status()),
+                stats: None,
+                peers: Vec::new(),
+                files: Vec::new(),
+                sources: Vec::new(),
+            },
+            Phase::Ready(t) => TorrentSnapshot {
+                info_hash,
+                metadata: None,
+                stats: Some(t.stats()),
+                peers: t.peers(),
+                files: t.files(),
+                sources: t.sources(now),
+            },
         }
     }
 
