@@ -97,6 +97,36 @@ struct Peer {
 }
 
 impl Peer {
+    fn new(
+        addr: SocketAddr,
+        source: PeerSource,
+        session: Session,
+        encrypted: bool,
+        now: Instant,
+    ) -> Self {
+        Self {
+            addr,
+            source,
+            session,
+            encrypted,
+            client: String::new(),
+            to_serve: VecDeque::new(),
+            queue: QueueSizer::new(),
+            established: false,
+            is_seed: false,
+            pieces: 0,
+            down: Rate::default(),
+            up: Rate::default(),
+            last_block: now,
+            snubbed: false,
+            peer_reqq: 250,
+            allowed_fast: Vec::new(),
+            no_requests_until: None,
+            listen_port: None,
+            pex: None,
+        }
+    }
+
     /// Where others can reach this peer: the address we dialled, or its
     /// announced listen port for a peer that dialled us.
     fn connectable(&self) -> Option<SocketAddr> {
@@ -234,27 +264,9 @@ impl TorrentCore {
     fn adopt(&mut self, now: Instant, key: PeerKey, mp: MagnetPeer, n: u32) {
         let mut session = mp.session;
         session.set_shape(self.shape);
-        let mut p = Peer {
-            addr: mp.addr,
-            source: mp.source,
-            session,
-            encrypted: mp.encrypted,
-            client: mp.client,
-            to_serve: VecDeque::new(),
-            queue: QueueSizer::new(),
-            established: mp.established,
-            is_seed: false,
-            pieces: 0,
-            down: Rate::default(),
-            up: Rate::default(),
-            last_block: now,
-            snubbed: false,
-            peer_reqq: 250,
-            allowed_fast: Vec::new(),
-            no_requests_until: None,
-            listen_port: None,
-            pex: None,
-        };
+        let mut p = Peer::new(mp.addr, mp.source, session, mp.encrypted, now);
+        p.client = mp.client;
+        p.established = mp.established;
         if let Some(h) = &mp.ext {
             p.listen_port = h.listen_port;
             if h.id_of(UT_PEX).is_some() && self.pex_on() {
@@ -467,30 +479,8 @@ impl TorrentCore {
             ),
             now,
         );
-        self.peers.insert(
-            key,
-            Peer {
-                addr,
-                source,
-                session,
-                encrypted,
-                client: String::new(),
-                to_serve: VecDeque::new(),
-                queue: QueueSizer::new(),
-                established: false,
-                is_seed: false,
-                pieces: 0,
-                down: Rate::default(),
-                up: Rate::default(),
-                last_block: now,
-                snubbed: false,
-                peer_reqq: 250,
-                allowed_fast: Vec::new(),
-                no_requests_until: None,
-                listen_port: None,
-                pex: None,
-            },
-        );
+        self.peers
+            .insert(key, Peer::new(addr, source, session, encrypted, now));
         self.transmit(key);
         Some(key)
     }
