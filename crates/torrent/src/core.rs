@@ -22,7 +22,7 @@ use lodestone_wire::extended::{
 use lodestone_wire::BlockRequest;
 
 use crate::config::CoreConfig;
-use crate::io::{Action, Checked, Event, FileInfo, MseKeys, PeerInfo, Progress, Stats};
+use crate::io::{Action, Checked, Event, FileInfo, Outbox, PeerInfo, Progress, Stats};
 use crate::magnet::{MagnetCore, MagnetPeer};
 use crate::peer_table::PeerTable;
 use crate::pieces::{self, BlockSource, PieceBuf, Suspect};
@@ -203,10 +203,8 @@ pub struct TorrentCore {
     reported_sources: Option<Instant>,
     /// A source reported since the table was last said.
     sources_news: bool,
-    actions: VecDeque<Action>,
+    out: Outbox,
     events: VecDeque<Event>,
-    /// Peers queued in `actions` for a transmit already.
-    transmit_queued: HashSet<PeerKey>,
 }
 
 impl TorrentCore {
@@ -416,9 +414,8 @@ impl TorrentCore {
             reported_stats: None,
             reported_sources: None,
             sources_news: false,
-            actions: VecDeque::new(),
+            out: Outbox::default(),
             events: VecDeque::new(),
-            transmit_queued: HashSet::new(),
             cfg,
         }
     }
@@ -651,11 +648,7 @@ impl TorrentCore {
     // ---- output ----
 
     pub fn poll_action(&mut self) -> Option<Action> {
-        let a = self.actions.pop_front()?;
-        if let Action::Transmit(k) = a {
-            self.transmit_queued.remove(&k);
-        }
-        Some(a)
+        self.out.pop()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -756,8 +749,8 @@ impl TorrentCore {
 
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.peers
-            .values()
-            .map(|p| PeerInfo {
+            .iter()
+            .map(|(k, p)| PeerInfo {
                 addr: p.addr,
                 client: p.client.clone(),
                 source: p.source,
@@ -776,14 +769,8 @@ impl TorrentCore {
                 download_rate: p.down.per_sec(),
                 upload_rate: p.up.per_sec(),
                 pieces: p.pieces,
-                requests_out: 0,
+                requests_out: self.picker.in_flight(*k),
                 requests_in: p.to_serve.len(),
-            })
-            .map(|mut info| {
-                if let Some((k, _)) = self.peers.iter().find(|(_, p)| p.addr == info.addr) {
-                    info.requests_out = self.picker.in_flight(*k);
-                }
-                info
             })
             .collect()
     }
@@ -943,14 +930,21 @@ impl TorrentCore {
     }
 
     fn wants_more_peers(&self) -> bool {
-        self.peers.len() + self.table.half_open() < self.cfg.max_peers
-            && self.table.half_open() < MAX_HALF_OPEN
+        self.dial_room() > 0
+    }
+
+    /// Dials that may start now: under the peer cap and the half-open cap.
+    fn dial_room(&self) -> usize {
+        let open = self.peers.len() + self.table.half_open();
+        let half = self.table.half_open();
+        self.cfg
+            .max_peers
+            .saturating_sub(open)
+            .min(MAX_HALF_OPEN.saturating_sub(half))
     }
 
     fn transmit(&mut self, key: PeerKey) {
-        if self.transmit_queued.insert(key) {
-            self.actions.push_back(Action::Transmit(key));
-        }
+        self.out.transmit(key);
     }
 
     fn seed_ratio_reached(&self) -> bool {
@@ -963,23 +957,9 @@ impl TorrentCore {
             return;
         }
         let seeding = self.picker.have().is_full();
-        for addr in self.table.due(now, seeding) {
-            if !self.wants_more_peers() {
-                break;
-            }
-            let Some(dial) = self.table.start_dial(now, addr) else {
-                continue;
-            };
-            // A peer that hung up on our plain handshake gets an encrypted one.
-            let encrypt = dial.encrypted.then(|| MseKeys {
-                private_key: self.rng.bytes20(),
-                pad: vec![0u8; self.rng.below(64) as usize],
-            });
-            self.actions.push_back(Action::Dial {
-                addr,
-                source: dial.source,
-                encrypt,
-            });
+        let room = self.dial_room();
+        for a in self.table.dial_due(now, seeding, room, &mut self.rng) {
+            self.out.push(a);
         }
     }
 
@@ -1236,7 +1216,7 @@ impl TorrentCore {
                     if let Some(buf) = self.pieces.remove(&piece.0) {
                         self.hashing += u64::from(piece_len);
                         self.checking.insert(piece.0, buf.sources);
-                        self.actions.push_back(Action::Check {
+                        self.out.push(Action::Check {
                             piece,
                             blocks: buf.blocks,
                         });
@@ -1355,7 +1335,7 @@ impl TorrentCore {
             .and_then(|i| self.spare_reads.swap_remove(i).try_into_mut().ok())
             .map(Vec::from)
             .unwrap_or_default();
-        self.actions.push_back(Action::Read { piece, len, buf });
+        self.out.push(Action::Read { piece, len, buf });
     }
 
     /// Keep the peer's request pipeline full and its output flowing.
@@ -1548,7 +1528,7 @@ impl TorrentCore {
         };
         if progress != self.progress {
             self.progress = progress;
-            self.actions.push_back(Action::Progress(progress));
+            self.out.push(Action::Progress(progress));
         }
         // Said when it changed: an idle torrent says nothing (a session
         // holds thousands), a busy one about four times a second.
@@ -1644,7 +1624,7 @@ impl TorrentCore {
 
     fn save_resume(&mut self) {
         self.resume_saving = true;
-        self.actions.push_back(Action::SaveResume {
+        self.out.push(Action::SaveResume {
             have: self.picker.have().clone(),
         });
     }
@@ -1653,7 +1633,7 @@ impl TorrentCore {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
-        self.actions.push_back(Action::Close(key));
+        self.out.push(Action::Close(key));
         self.table.disconnected(p.addr);
         // Dropped before its handshake on a dial: try the other handshake next time.
         if !p.established

@@ -1,6 +1,7 @@
 //! What goes in and out of a [`crate::TorrentCore`]: the actions a driver
 //! carries out, the events it reports, and the typed snapshots.
 
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -161,4 +162,32 @@ pub struct FileInfo {
     /// Bytes of it in verified pieces.
     pub done: u64,
     pub wanted: bool,
+}
+
+/// A core's queue of actions, with one `Transmit` per peer at a time
+/// (a peer with output is flushed once however often it got more).
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    actions: VecDeque<Action>,
+    transmit_queued: HashSet<PeerKey>,
+}
+
+impl Outbox {
+    pub(crate) fn push(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    pub(crate) fn transmit(&mut self, key: PeerKey) {
+        if self.transmit_queued.insert(key) {
+            self.actions.push_back(Action::Transmit(key));
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Action> {
+        let a = self.actions.pop_front()?;
+        if let Action::Transmit(k) = a {
+            self.transmit_queued.remove(&k);
+        }
+        Some(a)
+    }
 }

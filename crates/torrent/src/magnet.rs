@@ -18,7 +18,7 @@ use lodestone_wire::extended::{ExtendedHandshake, OUR_UT_METADATA_ID, UT_METADAT
 use lodestone_wire::metadata::MetadataMessage;
 
 use crate::config::CoreConfig;
-use crate::io::{Action, MseKeys};
+use crate::io::{Action, Outbox};
 use crate::peer_table::PeerTable;
 use crate::source::{DhtRound, PeerSource, TrackerStatus};
 
@@ -127,9 +127,8 @@ pub struct MagnetCore {
     with_ut_metadata: HashSet<SocketAddr>,
     refused_size: HashSet<SocketAddr>,
     info: Option<Vec<u8>>,
-    actions: VecDeque<Action>,
+    out: Outbox,
     events: VecDeque<MetadataEvent>,
-    transmit_queued: HashSet<PeerKey>,
 }
 
 impl MagnetCore {
@@ -162,9 +161,8 @@ impl MagnetCore {
             with_ut_metadata: HashSet::new(),
             refused_size: HashSet::new(),
             info: None,
-            actions: VecDeque::new(),
+            out: Outbox::default(),
             events: VecDeque::new(),
-            transmit_queued: HashSet::new(),
             cfg,
         };
         m.dial_due(now);
@@ -324,11 +322,7 @@ impl MagnetCore {
     // ---- output ----
 
     pub fn poll_action(&mut self) -> Option<Action> {
-        let a = self.actions.pop_front()?;
-        if let Action::Transmit(k) = a {
-            self.transmit_queued.remove(&k);
-        }
-        Some(a)
+        self.out.pop()
     }
 
     pub fn poll_event(&mut self) -> Option<MetadataEvent> {
@@ -352,38 +346,29 @@ impl MagnetCore {
     // ---- inside ----
 
     fn transmit(&mut self, key: PeerKey) {
-        if self.transmit_queued.insert(key) {
-            self.actions.push_back(Action::Transmit(key));
-        }
+        self.out.transmit(key);
     }
 
     fn wants_more_peers(&self) -> bool {
-        self.info.is_none()
-            && self.peers.len() + self.table.half_open() < MAX_METADATA_PEERS
-            && self.table.half_open() < MAX_HALF_OPEN
+        self.dial_room() > 0
+    }
+
+    /// Dials that may start now (none once the metadata is in).
+    fn dial_room(&self) -> usize {
+        if self.info.is_some() {
+            return 0;
+        }
+        let half = self.table.half_open();
+        MAX_METADATA_PEERS
+            .saturating_sub(self.peers.len() + half)
+            .min(MAX_HALF_OPEN.saturating_sub(half))
     }
 
     fn dial_due(&mut self, now: Instant) {
-        if !self.wants_more_peers() {
-            return;
-        }
-        for addr in self.table.due(now, false) {
-            if !self.wants_more_peers() {
-                break;
-            }
-            let Some(dial) = self.table.start_dial(now, addr) else {
-                continue;
-            };
+        let room = self.dial_room();
+        for a in self.table.dial_due(now, false, room, &mut self.rng) {
             self.status.attempts += 1;
-            let encrypt = dial.encrypted.then(|| MseKeys {
-                private_key: self.rng.bytes20(),
-                pad: vec![0u8; self.rng.below(64) as usize],
-            });
-            self.actions.push_back(Action::Dial {
-                addr,
-                source: dial.source,
-                encrypt,
-            });
+            self.out.push(a);
         }
     }
 
@@ -391,7 +376,7 @@ impl MagnetCore {
         if let Some(p) = self.peers.remove(&key) {
             self.asm.peer_gone(key);
             self.table.disconnected(p.addr);
-            self.actions.push_back(Action::Close(key));
+            self.out.push(Action::Close(key));
             self.events.push_back(MetadataEvent::PeerRefused {
                 addr: p.addr,
                 reason,
@@ -406,7 +391,7 @@ impl MagnetCore {
                 self.table.disconnected(p.addr);
                 self.asm.peer_gone(*k);
                 self.status.banned += 1;
-                self.actions.push_back(Action::Close(*k));
+                self.out.push(Action::Close(*k));
                 self.events.push_back(MetadataEvent::Banned {
                     addr: p.addr,
                     reason: "sent metadata that does not match the info hash".to_owned(),

@@ -155,6 +155,35 @@ impl PeerTable {
         })
     }
 
+    /// Start up to `room` dials whose time has come, in dial order: each
+    /// with the source it counts under and, for a peer that hung up on our
+    /// plain handshake, the keys of an encrypted one.
+    pub fn dial_due(
+        &mut self,
+        now: Instant,
+        skip_seeds: bool,
+        room: usize,
+        rng: &mut lodestone_dht::rng::Rng,
+    ) -> Vec<crate::io::Action> {
+        let due = self.due(now, skip_seeds);
+        let mut out = Vec::new();
+        for addr in due.into_iter().take(room) {
+            let Some(dial) = self.start_dial(now, addr) else {
+                continue;
+            };
+            let encrypt = dial.encrypted.then(|| crate::io::MseKeys {
+                private_key: rng.bytes20(),
+                pad: vec![0u8; rng.below(64) as usize],
+            });
+            out.push(crate::io::Action::Dial {
+                addr,
+                source: dial.source,
+                encrypt,
+            });
+        }
+        out
+    }
+
     pub fn half_open(&self) -> usize {
         self.connecting.len()
     }
