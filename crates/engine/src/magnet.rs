@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use lodestone_core::{InfoHashes, Metainfo, PeerId};
 use tokio::sync::{mpsc, watch};
 
+/// Largest info dictionary taken from a magnet's peers unless told
+/// otherwise (the CLI's `--max-metadata-size` default).
+pub const DEFAULT_MAX_METADATA: u32 = 32 << 20;
+
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
     pub info_hashes: InfoHashes,

@@ -1,24 +1,36 @@
 //! One session per process, holding many torrents: one peer listener that
 //! routes each incoming handshake to its torrent by info hash, one hashing
-//! and disk pool shared by all, and the DHT node the caller gives every
-//! torrent. Each torrent is its own driver task around its sans-IO core;
-//! what they do comes back on one event stream, tagged with the torrent.
+//! and disk pool shared by all, the DHT node the caller gives every
+//! torrent, and (optionally) one state directory where the torrent list and
+//! each torrent's resume data survive a restart. Each running torrent is its
+//! own driver task around its sans-IO core; what they do comes back on one
+//! event stream, tagged with the torrent.
+//!
+//! A torrent stays in the session while it is paused or after its run
+//! ended; only [`Session::remove`] takes it out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
-use lodestone_core::{InfoHash, Metainfo};
+use lodestone_core::{InfoHash, InfoHashes, Magnet, Metainfo};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::peer_io::{self, PeerInput};
 use crate::pool::Pool;
+use crate::state_dir::{StateDir, StateDirError, TorrentEntry, TorrentSource};
 use crate::torrent::{
     self, AbortOnDrop, MagnetStart, Shared, Summary, TorrentConfig, TorrentEvent,
 };
 
-#[derive(Debug, Clone)]
+/// Progress events a reader may fall behind by before the oldest are
+/// dropped (state changes are never dropped).
+const PROGRESS_QUEUE: usize = 1024;
+
+#[derive(Debug)]
 pub struct SessionConfig {
     /// Where every torrent's peers reach us.
     pub listen: Option<SocketAddr>,
@@ -26,6 +38,8 @@ pub struct SessionConfig {
     pub threads: usize,
     /// Seeds the listener's MSE keys.
     pub seed: u64,
+    /// Keep the torrent list and resume data here (see [`Session::restore`]).
+    pub state: Option<StateDir>,
 }
 
 /// A torrent's handle in the session.
@@ -48,6 +62,15 @@ impl Add {
     }
 }
 
+/// How to add.
+#[derive(Debug, Clone, Default)]
+pub struct AddOptions {
+    /// Keep it in the session without starting it.
+    pub paused: bool,
+    /// Who added it and how ("cli", "api"...), kept in the state directory.
+    pub source: String,
+}
+
 #[derive(Debug)]
 pub enum SessionEvent {
     Torrent {
@@ -55,12 +78,37 @@ pub enum SessionEvent {
         info_hash: InfoHash,
         event: TorrentEvent,
     },
-    /// The torrent's run ended (done, stopped, or failed).
+    /// The torrent's run ended (done, paused, stopped, or failed).
     Ended {
         id: TorrentId,
         info_hash: InfoHash,
         result: Result<Summary, String>,
     },
+    /// Taken out of the session (and its state directory).
+    Removed { id: TorrentId, info_hash: InfoHash },
+    /// Something the session could not do for a torrent, that the torrent
+    /// goes on without (its metadata could not be kept in the state
+    /// directory, say).
+    Warning { id: TorrentId, message: String },
+}
+
+/// The session's events: state changes never lost, progress coalesced
+/// (dropped while the reader lags; a snapshot has the latest).
+pub struct SessionEvents {
+    state: mpsc::UnboundedReceiver<SessionEvent>,
+    progress: mpsc::Receiver<SessionEvent>,
+}
+
+impl SessionEvents {
+    /// The next event; `None` once the session is gone.
+    pub async fn recv(&mut self) -> Option<SessionEvent> {
+        tokio::select! {
+            biased;
+            Some(e) = self.state.recv() => Some(e),
+            Some(e) = self.progress.recv() => Some(e),
+            else => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +120,16 @@ pub enum SessionError {
     },
     #[error("no torrent {0:?} in the session")]
     Unknown(TorrentId),
+    #[error("the session has no state directory")]
+    NoStateDir,
+    #[error(transparent)]
+    State(#[from] StateDirError),
+    #[error("cannot {op} {path}: {error}")]
+    Files {
+        op: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// What `add` did.
@@ -83,34 +141,118 @@ pub struct Added {
     pub new: bool,
 }
 
-struct Entry {
-    id: TorrentId,
-    input: mpsc::Sender<PeerInput>,
-    stop: watch::Sender<bool>,
+/// Where a torrent is in its life, as the session sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Checking, fetching metadata, downloading or seeding (its events
+    /// and snapshot say which).
+    Running,
+    /// Paused: no connections, no announces; kept until resumed.
+    Paused,
+    /// Its run ended by itself: `why` is one of the `STOP_*` reasons of
+    /// [`torrent`] (complete, seed goal met, paused by a disk error).
+    Ended { complete: bool, why: String },
+    /// Its run failed (the files could not be opened, say).
+    Failed(String),
 }
 
-type Registry = Arc<Mutex<BTreeMap<InfoHash, Entry>>>;
+/// One torrent in [`Session::list`].
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: TorrentId,
+    pub info_hash: InfoHash,
+    /// The torrent's name (a magnet's `dn` until its metadata arrives).
+    pub name: Option<String>,
+    /// False while a magnet's metadata is missing.
+    pub has_metadata: bool,
+    pub download_dir: PathBuf,
+    pub state: RunState,
+    /// Seconds since the Unix epoch.
+    pub added_at: i64,
+}
 
-pub struct Session {
-    cfg: SessionConfig,
-    torrents: Registry,
+/// Where a running torrent's peers go.
+struct Route {
+    generation: u64,
+    input: mpsc::Sender<PeerInput>,
+}
+
+type Routes = Arc<Mutex<HashMap<InfoHash, Route>>>;
+
+/// What a torrent is started from; a magnet becomes a torrent once its
+/// metadata arrives, so that the next start does not fetch it again.
+#[derive(Debug, Clone)]
+enum What {
+    Torrent(Arc<Metainfo>),
+    Magnet {
+        info_hashes: InfoHashes,
+        name: Option<String>,
+        trackers: Vec<String>,
+        max_metadata_size: u32,
+    },
+}
+
+/// A run of a torrent: from a start (or resume) to its end.
+struct Run {
+    generation: u64,
+    stop: watch::Sender<bool>,
+    /// Turns true once the run's task has ended.
+    ended: watch::Receiver<bool>,
+}
+
+struct Managed {
+    info_hash: InfoHash,
+    what: What,
+    /// The next run's configuration.
+    cfg: TorrentConfig,
+    entry: TorrentEntry,
+    run: Option<Run>,
+    state: RunState,
+}
+
+#[derive(Default)]
+struct Torrents {
+    next_id: u64,
+    next_generation: u64,
+    by_id: BTreeMap<TorrentId, Managed>,
+    by_hash: HashMap<InfoHash, TorrentId>,
+}
+
+/// What the session's tasks share with it.
+#[derive(Clone)]
+struct Core {
+    listen: Option<SocketAddr>,
+    torrents: Arc<Mutex<Torrents>>,
+    routes: Routes,
+    state: Option<Arc<Mutex<StateDir>>>,
     pool: Arc<Pool>,
     /// Torrents checking their files at once: one per hashing thread (each
     /// check hashes on every core already, and most starts only read a
     /// resume file).
     checks: Arc<tokio::sync::Semaphore>,
-    events: mpsc::Sender<SessionEvent>,
-    next_id: u64,
+    state_tx: mpsc::UnboundedSender<SessionEvent>,
+    progress_tx: mpsc::Sender<SessionEvent>,
+}
+
+pub struct Session {
+    core: Core,
     _listener: Option<tokio::task::JoinHandle<()>>,
     _router: Option<AbortOnDrop>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Session {
-    pub async fn start(
-        cfg: SessionConfig,
-        events: mpsc::Sender<SessionEvent>,
-    ) -> Result<Self, SessionError> {
-        let torrents: Registry = Arc::default();
+    pub async fn start(cfg: SessionConfig) -> Result<(Self, SessionEvents), SessionError> {
+        let routes: Routes = Arc::default();
         let (listener, router) = match cfg.listen {
             None => (None, None),
             Some(addr) => {
@@ -118,102 +260,362 @@ impl Session {
                     .await
                     .map_err(|error| SessionError::Listen { addr, error })?;
                 let (tx, rx) = mpsc::channel(64);
-                let known = torrents.clone();
-                let hashes: peer_io::InfoHashes = Arc::new(move || {
-                    known
-                        .lock()
-                        .map(|t| t.keys().copied().collect())
-                        .unwrap_or_default()
-                });
+                let known = routes.clone();
+                let hashes: peer_io::InfoHashes =
+                    Arc::new(move || lock(&known).keys().copied().collect());
                 let listener = peer_io::listen(l, tx, hashes, cfg.seed);
-                let router = AbortOnDrop::spawn(route(rx, torrents.clone()));
+                let router = AbortOnDrop::spawn(route(rx, routes.clone()));
                 (Some(listener), Some(router))
             }
         };
-        Ok(Self {
+        let (state_tx, state) = mpsc::unbounded_channel();
+        let (progress_tx, progress) = mpsc::channel(PROGRESS_QUEUE);
+        let core = Core {
+            listen: cfg.listen,
+            torrents: Arc::default(),
+            routes,
+            state: cfg.state.map(|s| Arc::new(Mutex::new(s))),
             pool: Arc::new(Pool::new("hash", cfg.threads)),
             checks: Arc::new(tokio::sync::Semaphore::new(cfg.threads.max(1))),
-            cfg,
-            torrents,
-            events,
-            next_id: 0,
+            state_tx,
+            progress_tx,
+        };
+        let session = Self {
+            core,
             _listener: listener,
             _router: router,
-        })
+        };
+        Ok((session, SessionEvents { state, progress }))
     }
 
-    /// Add a torrent: it runs at once. `cfg.listen` is replaced by the
-    /// session's (the address peers reach it on).
-    pub fn add(&mut self, what: Add, mut cfg: TorrentConfig) -> Added {
+    /// Add a torrent; it starts at once. `cfg.listen` is replaced by the
+    /// session's (the address peers reach it on). With a state directory,
+    /// the torrent is saved there first (and its resume data kept there).
+    pub fn add(&self, what: Add, cfg: TorrentConfig) -> Result<Added, SessionError> {
+        self.add_with(what, cfg, AddOptions::default())
+    }
+
+    pub fn add_with(
+        &self,
+        what: Add,
+        mut cfg: TorrentConfig,
+        options: AddOptions,
+    ) -> Result<Added, SessionError> {
         let info_hash = what.info_hash();
-        let mut torrents = match self.torrents.lock() {
-            Ok(t) => t,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(e) = torrents.get(&info_hash) {
-            if !cfg.peers.is_empty() {
-                let _ = e.input.try_send(PeerInput::Discovered {
-                    addrs: cfg.peers,
-                    source: crate::peer_io::PeerSource::Manual,
-                });
+        {
+            let t = lock(&self.core.torrents);
+            if let Some(&id) = t.by_hash.get(&info_hash) {
+                if !cfg.peers.is_empty() {
+                    if let Some(r) = lock(&self.core.routes).get(&info_hash) {
+                        let _ = r.input.try_send(PeerInput::Discovered {
+                            addrs: cfg.peers,
+                            source: crate::peer_io::PeerSource::Manual,
+                        });
+                    }
+                }
+                return Ok(Added { id, new: false });
             }
-            return Added {
-                id: e.id,
-                new: false,
-            };
         }
-        let id = TorrentId(self.next_id);
-        self.next_id += 1;
-        let (shared, input) = Shared::new(self.pool.clone(), self.checks.clone());
-        cfg.shared = Some(shared);
-        cfg.listen = self.cfg.listen;
-        let (stop, stop_rx) = watch::channel(false);
-        torrents.insert(info_hash, Entry { id, input, stop });
-        drop(torrents);
-        let events = self.events.clone();
-        let sink = torrent::EventSink::Session {
-            tx: events.clone(),
-            id,
-            info_hash,
-        };
-        let registry = self.torrents.clone();
-        tokio::spawn(async move {
-            let result = torrent::run_in_session(what, cfg, sink, stop_rx).await;
-            if let Ok(mut t) = registry.lock() {
-                t.remove(&info_hash);
+        let (what, magnet) = match what {
+            Add::Torrent(meta) => (What::Torrent(meta), None),
+            Add::Magnet(m) => {
+                let w = What::Magnet {
+                    info_hashes: m.info_hashes,
+                    name: None,
+                    trackers: m.trackers.clone(),
+                    max_metadata_size: m.max_metadata_size,
+                };
+                (w, Some(m))
             }
-            let result = result.map_err(|e| e.to_string());
-            let _ = events
-                .send(SessionEvent::Ended {
-                    id,
-                    info_hash,
-                    result,
-                })
-                .await;
-        });
+        };
+        let mut entry = TorrentEntry::new(cfg.output_dir.clone(), now_secs());
+        entry.paused = options.paused;
+        entry.source = options.source;
+        entry.download_limit = cfg.download_rate_limit;
+        entry.upload_limit = cfg.upload_rate_limit;
+        entry.max_peers = u32::try_from(cfg.max_peers).ok();
+        if let Some(state) = &self.core.state {
+            let mut sd = lock(state);
+            match &what {
+                What::Torrent(meta) => {
+                    sd.save_metainfo(info_hash, &crate::state_dir::torrent_file(meta))?
+                }
+                What::Magnet {
+                    info_hashes,
+                    trackers,
+                    ..
+                } => {
+                    let mut m = Magnet::from_info_hashes(*info_hashes);
+                    m.trackers = trackers.clone();
+                    sd.save_magnet(info_hash, &m.to_string())?
+                }
+            }
+            sd.save_entry(info_hash, &entry)?;
+            cfg.resume_file
+                .get_or_insert_with(|| sd.resume_path(info_hash));
+        }
+        Ok(self.insert(info_hash, what, magnet, cfg, entry))
+    }
+
+    /// Put a torrent in the table and start it unless its entry says paused.
+    fn insert(
+        &self,
+        info_hash: InfoHash,
+        what: What,
+        magnet: Option<MagnetStart>,
+        cfg: TorrentConfig,
+        entry: TorrentEntry,
+    ) -> Added {
+        let mut t = lock(&self.core.torrents);
+        let id = TorrentId(t.next_id);
+        t.next_id += 1;
+        t.by_hash.insert(info_hash, id);
+        let paused = entry.paused;
+        t.by_id.insert(
+            id,
+            Managed {
+                info_hash,
+                what,
+                cfg,
+                entry,
+                run: None,
+                state: RunState::Paused,
+            },
+        );
+        if !paused {
+            self.core.launch(&mut t, id, magnet, false);
+        }
         Added { id, new: true }
     }
 
-    /// Ask a torrent to stop (it saves its resume data and ends).
-    pub fn stop(&self, id: TorrentId) -> Result<(), SessionError> {
-        let torrents = self
-            .torrents
-            .lock()
-            .map_err(|_| SessionError::Unknown(id))?;
-        let e = torrents
-            .values()
-            .find(|e| e.id == id)
-            .ok_or(SessionError::Unknown(id))?;
-        let _ = e.stop.send(true);
+    /// Bring back every torrent of the state directory, each in the state
+    /// it was saved in (paused ones stay paused), with `template` for what
+    /// the state directory does not keep (peer id, DHT, trackers...).
+    /// Returns what could not be loaded, with the reason; the rest loads.
+    pub fn restore(
+        &self,
+        template: &TorrentConfig,
+    ) -> Result<Vec<(PathBuf, String)>, SessionError> {
+        let state = self.core.state.as_ref().ok_or(SessionError::NoStateDir)?;
+        let report = lock(state).load_all();
+        for (i, loaded) in report.torrents.into_iter().enumerate() {
+            if lock(&self.core.torrents)
+                .by_hash
+                .contains_key(&loaded.info_hash)
+            {
+                continue;
+            }
+            let mut cfg = template.clone();
+            cfg.seed = template.seed.wrapping_add(i as u64);
+            cfg.output_dir = loaded.entry.download_dir.clone();
+            cfg.download_rate_limit = loaded.entry.download_limit;
+            cfg.upload_rate_limit = loaded.entry.upload_limit;
+            if let Some(n) = loaded.entry.max_peers {
+                cfg.max_peers = n as usize;
+            }
+            cfg.resume_file = Some(lock(state).resume_path(loaded.info_hash));
+            let what = match loaded.source {
+                TorrentSource::Metainfo(m) => What::Torrent(Arc::new(*m)),
+                TorrentSource::Magnet(m) => What::Magnet {
+                    info_hashes: m.info_hashes,
+                    name: m.name.clone(),
+                    trackers: m.trackers.clone(),
+                    max_metadata_size: crate::magnet::DEFAULT_MAX_METADATA,
+                },
+            };
+            self.insert(loaded.info_hash, what, None, cfg, loaded.entry);
+        }
+        Ok(report.problems)
+    }
+
+    /// Stop a torrent and keep it, paused (also across a restart).
+    pub async fn pause(&self, id: TorrentId) -> Result<(), SessionError> {
+        let ended = {
+            let mut t = lock(&self.core.torrents);
+            let m = t.by_id.get_mut(&id).ok_or(SessionError::Unknown(id))?;
+            m.entry.paused = true;
+            m.state = RunState::Paused;
+            self.core.save_entry(m)?;
+            m.run.as_ref().map(|r| {
+                let _ = r.stop.send(true);
+                r.ended.clone()
+            })
+        };
+        wait_ended(ended).await;
         Ok(())
     }
 
-    /// A torrent's state now (`None`: not in the session, or it did not
+    /// Start a paused (or ended) torrent again; a running one is left alone.
+    pub async fn resume(&self, id: TorrentId) -> Result<(), SessionError> {
+        self.restart(id, false).await
+    }
+
+    /// Hash everything on disk again (resume data ignored), then go on.
+    pub async fn recheck(&self, id: TorrentId) -> Result<(), SessionError> {
+        self.restart(id, true).await
+    }
+
+    async fn restart(&self, id: TorrentId, recheck: bool) -> Result<(), SessionError> {
+        let ended = {
+            let mut t = lock(&self.core.torrents);
+            let m = t.by_id.get_mut(&id).ok_or(SessionError::Unknown(id))?;
+            match &m.run {
+                Some(r) if !recheck && !*r.stop.borrow() => return Ok(()),
+                Some(r) => {
+                    let _ = r.stop.send(true);
+                    Some(r.ended.clone())
+                }
+                None => None,
+            }
+        };
+        // The old run saves its resume data on the way out; the new one
+        // reads it.
+        wait_ended(ended).await;
+        let mut t = lock(&self.core.torrents);
+        let m = t.by_id.get_mut(&id).ok_or(SessionError::Unknown(id))?;
+        if m.run.is_some() {
+            return Ok(()); // another caller started it meanwhile
+        }
+        m.entry.paused = false;
+        self.core.save_entry(m)?;
+        self.core.launch(&mut t, id, None, recheck);
+        Ok(())
+    }
+
+    /// Take a torrent out of the session and its state directory; with
+    /// `delete_data`, delete its files too (and the folders they leave empty).
+    pub async fn remove(&self, id: TorrentId, delete_data: bool) -> Result<(), SessionError> {
+        let ended = {
+            let t = lock(&self.core.torrents);
+            let m = t.by_id.get(&id).ok_or(SessionError::Unknown(id))?;
+            m.run.as_ref().map(|r| {
+                let _ = r.stop.send(true);
+                r.ended.clone()
+            })
+        };
+        wait_ended(ended).await;
+        let m = {
+            let mut t = lock(&self.core.torrents);
+            let m = t.by_id.remove(&id).ok_or(SessionError::Unknown(id))?;
+            t.by_hash.remove(&m.info_hash);
+            m
+        };
+        if let Some(state) = &self.core.state {
+            lock(state).remove(m.info_hash)?;
+        }
+        if delete_data {
+            if let What::Torrent(meta) = &m.what {
+                delete_files(&m.cfg.output_dir, meta)?;
+            }
+            if m.cfg.resume_file.is_none() {
+                let p = crate::resume::path_for(&m.cfg.output_dir, &m.info_hash);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let _ = self.core.state_tx.send(SessionEvent::Removed {
+            id,
+            info_hash: m.info_hash,
+        });
+        Ok(())
+    }
+
+    /// Move a torrent's files to `dir` (renamed where they can be, copied
+    /// across file systems) and go on from there.
+    pub async fn move_storage(&self, id: TorrentId, dir: PathBuf) -> Result<(), SessionError> {
+        let (ended, was_running) = {
+            let t = lock(&self.core.torrents);
+            let m = t.by_id.get(&id).ok_or(SessionError::Unknown(id))?;
+            let running = m.run.as_ref().is_some_and(|r| !*r.stop.borrow());
+            let ended = m.run.as_ref().map(|r| {
+                let _ = r.stop.send(true);
+                r.ended.clone()
+            });
+            (ended, running)
+        };
+        wait_ended(ended).await;
+        let (from, what) = {
+            let t = lock(&self.core.torrents);
+            let m = t.by_id.get(&id).ok_or(SessionError::Unknown(id))?;
+            (m.cfg.output_dir.clone(), m.what.clone())
+        };
+        if let What::Torrent(meta) = &what {
+            let to = dir.clone();
+            let meta = meta.clone();
+            tokio::task::spawn_blocking(move || move_files(&from, &to, &meta))
+                .await
+                .map_err(|e| SessionError::Files {
+                    op: "move files to",
+                    path: dir.clone(),
+                    error: std::io::Error::other(e.to_string()),
+                })??;
+        }
+        let mut t = lock(&self.core.torrents);
+        let m = t.by_id.get_mut(&id).ok_or(SessionError::Unknown(id))?;
+        m.cfg.output_dir = dir.clone();
+        m.entry.download_dir = dir;
+        self.core.save_entry(m)?;
+        if was_running && m.run.is_none() {
+            self.core.launch(&mut t, id, None, false);
+        }
+        Ok(())
+    }
+
+    /// Ask a torrent to stop (it saves its resume data and ends); it
+    /// stays in the session, and starts again on [`Session::resume`].
+    pub fn stop(&self, id: TorrentId) -> Result<(), SessionError> {
+        let t = lock(&self.core.torrents);
+        let m = t.by_id.get(&id).ok_or(SessionError::Unknown(id))?;
+        if let Some(r) = &m.run {
+            let _ = r.stop.send(true);
+        }
+        Ok(())
+    }
+
+    /// Ask every torrent to stop.
+    pub fn stop_all(&self) {
+        for m in lock(&self.core.torrents).by_id.values() {
+            if let Some(r) = &m.run {
+                let _ = r.stop.send(true);
+            }
+        }
+    }
+
+    /// Every torrent, in the order they were added.
+    pub fn list(&self) -> Vec<Listed> {
+        lock(&self.core.torrents)
+            .by_id
+            .iter()
+            .map(|(&id, m)| {
+                let (name, has_metadata) = match &m.what {
+                    What::Torrent(meta) => (Some(meta.info.name.clone()), true),
+                    What::Magnet { name, .. } => (name.clone(), false),
+                };
+                Listed {
+                    id,
+                    info_hash: m.info_hash,
+                    name,
+                    has_metadata,
+                    download_dir: m.cfg.output_dir.clone(),
+                    state: m.state.clone(),
+                    added_at: m.entry.added_at,
+                }
+            })
+            .collect()
+    }
+
+    /// A torrent's id.
+    pub fn find(&self, info_hash: InfoHash) -> Option<TorrentId> {
+        lock(&self.core.torrents).by_hash.get(&info_hash).copied()
+    }
+
+    /// A running torrent's state now (`None`: not running, or it did not
     /// answer within a second).
     pub async fn snapshot(&self, id: TorrentId) -> Option<torrent::TorrentSnapshot> {
         let input = {
-            let torrents = self.torrents.lock().ok()?;
-            torrents.values().find(|e| e.id == id)?.input.clone()
+            let t = lock(&self.core.torrents);
+            let ih = t.by_id.get(&id)?.info_hash;
+            drop(t);
+            lock(&self.core.routes).get(&ih)?.input.clone()
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let ask = PeerInput::Command(torrent::Command::Snapshot(tx));
@@ -224,18 +626,18 @@ impl Session {
             .ok()
     }
 
-    /// Ask every torrent to stop.
-    pub fn stop_all(&self) {
-        if let Ok(t) = self.torrents.lock() {
-            for e in t.values() {
-                let _ = e.stop.send(true);
-            }
-        }
+    /// Torrents running.
+    pub fn running(&self) -> usize {
+        lock(&self.core.torrents)
+            .by_id
+            .values()
+            .filter(|m| m.run.is_some())
+            .count()
     }
 
-    /// Torrents running.
+    /// Torrents in the session, running or not.
     pub fn len(&self) -> usize {
-        self.torrents.lock().map_or(0, |t| t.len())
+        lock(&self.core.torrents).by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -243,8 +645,214 @@ impl Session {
     }
 }
 
+impl Core {
+    fn save_entry(&self, m: &Managed) -> Result<(), SessionError> {
+        if let Some(state) = &self.state {
+            lock(state).save_entry(m.info_hash, &m.entry)?;
+        }
+        Ok(())
+    }
+
+    /// Start a run of torrent `id` (`t` is the locked table). `magnet`:
+    /// the caller's own start of a magnet (with its `.torrent` URL race);
+    /// otherwise one is made from what the session knows.
+    fn launch(&self, t: &mut Torrents, id: TorrentId, magnet: Option<MagnetStart>, recheck: bool) {
+        let generation = t.next_generation;
+        t.next_generation += 1;
+        let Some(m) = t.by_id.get_mut(&id) else {
+            return;
+        };
+        let info_hash = m.info_hash;
+        let (mut shared, input) = Shared::new(self.pool.clone(), self.checks.clone());
+        if matches!(m.what, What::Magnet { .. }) {
+            let core = self.clone();
+            shared.on_metadata = Some(Arc::new(move |meta: &Arc<Metainfo>| {
+                core.metadata_arrived(id, meta.clone());
+            }));
+        }
+        let mut cfg = m.cfg.clone();
+        cfg.shared = Some(shared);
+        cfg.listen = self.listen;
+        cfg.recheck |= recheck;
+        let add = match (&m.what, magnet) {
+            (What::Torrent(meta), _) => Add::Torrent(meta.clone()),
+            (What::Magnet { .. }, Some(start)) => Add::Magnet(start),
+            (
+                What::Magnet {
+                    info_hashes,
+                    trackers,
+                    max_metadata_size,
+                    ..
+                },
+                None,
+            ) => Add::Magnet(MagnetStart {
+                info_hashes: *info_hashes,
+                trackers: trackers.clone(),
+                max_metadata_size: *max_metadata_size,
+                torrent_file: None,
+            }),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let (ended_tx, ended) = watch::channel(false);
+        m.run = Some(Run {
+            generation,
+            stop,
+            ended,
+        });
+        m.state = RunState::Running;
+        lock(&self.routes).insert(info_hash, Route { generation, input });
+        let sink = torrent::EventSink::Session {
+            state: self.state_tx.clone(),
+            progress: self.progress_tx.clone(),
+            id,
+            info_hash,
+        };
+        let core = self.clone();
+        tokio::spawn(async move {
+            let result = torrent::run_in_session(add, cfg, sink, stop_rx).await;
+            core.run_ended(id, info_hash, generation, result);
+            let _ = ended_tx.send(true);
+        });
+    }
+
+    /// A run's task ended: the torrent stays, not running.
+    fn run_ended(
+        &self,
+        id: TorrentId,
+        info_hash: InfoHash,
+        generation: u64,
+        result: Result<Summary, torrent::EngineError>,
+    ) {
+        {
+            let mut routes = lock(&self.routes);
+            if routes.get(&info_hash).map(|r| r.generation) == Some(generation) {
+                routes.remove(&info_hash);
+            }
+        }
+        let result = result.map_err(|e| e.to_string());
+        {
+            let mut t = lock(&self.torrents);
+            if let Some(m) = t.by_id.get_mut(&id) {
+                if m.run.as_ref().map(|r| r.generation) == Some(generation) {
+                    m.run = None;
+                    if m.state == RunState::Running {
+                        m.state = match &result {
+                            Ok(s) if s.stopped == torrent::STOP_ASKED => RunState::Paused,
+                            Ok(s) => RunState::Ended {
+                                complete: s.complete,
+                                why: s.stopped.to_owned(),
+                            },
+                            Err(e) => RunState::Failed(e.clone()),
+                        };
+                    }
+                }
+            }
+        }
+        let _ = self.state_tx.send(SessionEvent::Ended {
+            id,
+            info_hash,
+            result,
+        });
+    }
+
+    /// A magnet's metadata arrived: keep it (in the state directory too),
+    /// so that the next start of the torrent begins from it.
+    fn metadata_arrived(&self, id: TorrentId, meta: Arc<Metainfo>) {
+        let info_hash = {
+            let mut t = lock(&self.torrents);
+            let Some(m) = t.by_id.get_mut(&id) else {
+                return;
+            };
+            m.what = What::Torrent(meta.clone());
+            m.info_hash
+        };
+        if let Some(state) = self.state.clone() {
+            let events = self.state_tx.clone();
+            // fsyncs: off the driver's thread.
+            tokio::task::spawn_blocking(move || {
+                let bytes = crate::state_dir::torrent_file(&meta);
+                if let Err(e) = lock(&state).save_metainfo(info_hash, &bytes) {
+                    let message = format!("cannot keep its metadata in the state directory: {e}");
+                    let _ = events.send(SessionEvent::Warning { id, message });
+                }
+            });
+        }
+    }
+}
+
+async fn wait_ended(ended: Option<watch::Receiver<bool>>) {
+    if let Some(mut e) = ended {
+        let _ = e.wait_for(|done| *done).await;
+    }
+}
+
+/// The files of `meta` under `dir` (padding files are never written).
+fn content_files<'a>(dir: &'a Path, meta: &'a Metainfo) -> impl Iterator<Item = PathBuf> + 'a {
+    meta.info
+        .files
+        .iter()
+        .filter(|f| !f.attributes.pad)
+        .map(move |f| dir.join(f.relative_path()))
+}
+
+/// Delete a torrent's files, then the folders under `dir` they leave empty.
+fn delete_files(dir: &Path, meta: &Metainfo) -> Result<(), SessionError> {
+    for p in content_files(dir, meta) {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(SessionError::Files {
+                    op: "delete",
+                    path: p,
+                    error,
+                })
+            }
+        }
+        remove_empty_parents(dir, &p);
+    }
+    Ok(())
+}
+
+/// Remove `file`'s folders up to (not including) `root` while empty.
+fn remove_empty_parents(root: &Path, file: &Path) {
+    let mut d = file.parent();
+    while let Some(p) = d {
+        if p == root || !p.starts_with(root) || std::fs::remove_dir(p).is_err() {
+            break;
+        }
+        d = p.parent();
+    }
+}
+
+/// Move a torrent's files from `from` to `to`: a rename where it can be,
+/// else a copy and then the removal of the original.
+fn move_files(from: &Path, to: &Path, meta: &Metainfo) -> Result<(), SessionError> {
+    let err = |op: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |error| SessionError::Files { op, path, error }
+    };
+    if from == to {
+        return Ok(());
+    }
+    for (src, dst) in content_files(from, meta).zip(content_files(to, meta)) {
+        if !src.exists() {
+            continue;
+        }
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(err("create", parent))?;
+        }
+        if std::fs::rename(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(err("copy to", &dst))?;
+            std::fs::remove_file(&src).map_err(err("remove", &src))?;
+        }
+        remove_empty_parents(from, &src);
+    }
+    Ok(())
+}
+
 /// Hand each incoming connection to the torrent its handshake names.
-async fn route(mut rx: mpsc::Receiver<PeerInput>, torrents: Registry) {
+async fn route(mut rx: mpsc::Receiver<PeerInput>, routes: Routes) {
     while let Some(input) = rx.recv().await {
         let PeerInput::Connected {
             info_hash: Some(ih),
@@ -253,10 +861,7 @@ async fn route(mut rx: mpsc::Receiver<PeerInput>, torrents: Registry) {
         else {
             continue;
         };
-        let target = torrents
-            .lock()
-            .ok()
-            .and_then(|t| t.get(ih).map(|e| e.input.clone()));
+        let target = lock(&routes).get(ih).map(|r| r.input.clone());
         // A torrent that cannot take it now loses this peer, not the others.
         if let Some(tx) = target {
             let _ = tx.try_send(input);

@@ -166,6 +166,38 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sta
     }
 }
 
+/// A `.torrent` for `meta`: its info dictionary byte for byte (so the
+/// info hash is the same), its trackers and web seeds. What a session
+/// saves for a magnet once its metadata has arrived.
+pub fn torrent_file(meta: &Metainfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(meta.info_bytes.len() + 256);
+    let mut e = lodestone_bencode::Encoder::new(&mut out);
+    let urls = |e: &mut lodestone_bencode::Encoder<'_>, list: &[String]| {
+        e.begin_list();
+        for u in list {
+            e.bytes(u.as_bytes());
+        }
+        e.end();
+    };
+    // Keys in sorted order, as bencode wants.
+    e.begin_dict();
+    if let Some(first) = meta.trackers.first().and_then(|t| t.first()) {
+        e.bytes(b"announce").bytes(first.as_bytes());
+        e.bytes(b"announce-list").begin_list();
+        for tier in &meta.trackers {
+            urls(&mut e, tier);
+        }
+        e.end();
+    }
+    e.bytes(b"info").raw(&meta.info_bytes);
+    if !meta.web_seeds.is_empty() {
+        e.bytes(b"url-list");
+        urls(&mut e, &meta.web_seeds);
+    }
+    e.end();
+    out
+}
+
 /// The options of one torrent, as the session last saved them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorrentEntry {

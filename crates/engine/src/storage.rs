@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::resume::FileStamp;
@@ -237,12 +238,15 @@ impl Storage {
     /// Which pieces on disk are already complete and correct. Missing or
     /// short files simply make their pieces absent. Runs on `threads` threads.
     pub fn recheck(&self, threads: usize) -> Bitfield {
-        self.recheck_missing(&Bitfield::new(self.layout.num_pieces()), threads)
+        let never = AtomicBool::new(false);
+        self.recheck_missing(&Bitfield::new(self.layout.num_pieces()), threads, &never)
     }
 
     /// `known` plus every piece not in it that is complete and correct on
     /// disk: after a crash, the pieces written since the last resume save.
-    pub fn recheck_missing(&self, known: &Bitfield, threads: usize) -> Bitfield {
+    /// Once `stop` is set, no further piece is read (a torrent removed
+    /// while it checks); what was found by then is returned.
+    pub fn recheck_missing(&self, known: &Bitfield, threads: usize, stop: &AtomicBool) -> Bitfield {
         let candidates: Vec<PieceIndex> = (0..self.layout.num_pieces())
             .map(PieceIndex)
             .filter(|&p| !known.get(p))
@@ -258,6 +262,9 @@ impl Storage {
                         let mut good = Vec::new();
                         let mut buf = Vec::new();
                         for &p in chunk {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
                             let len = self.layout.piece_len(p).unwrap_or(0);
                             if self.read(p, 0, len, &mut buf).is_ok() && self.check(p, &buf) {
                                 good.push(p);

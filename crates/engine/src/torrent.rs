@@ -76,6 +76,9 @@ pub struct TorrentConfig {
 
 type Inputs = (mpsc::Sender<PeerInput>, mpsc::Receiver<PeerInput>);
 
+/// Told a magnet's metadata once it is verified.
+pub type OnMetadata = Arc<dyn Fn(&Arc<Metainfo>) + Send + Sync>;
+
 /// What a session shares with each of its torrents.
 #[derive(Clone)]
 pub struct Shared {
@@ -85,6 +88,9 @@ pub struct Shared {
     /// The torrent's input channel, made by the session so that its
     /// router can feed it; taken once, when the torrent starts.
     inputs: Arc<std::sync::Mutex<Option<Inputs>>>,
+    /// Told a magnet's metadata when it arrives (the session keeps it, so
+    /// that a restart does not fetch it again).
+    pub on_metadata: Option<OnMetadata>,
 }
 
 impl Shared {
@@ -98,6 +104,7 @@ impl Shared {
             pool,
             checks,
             inputs: Arc::new(std::sync::Mutex::new(Some((tx.clone(), rx)))),
+            on_metadata: None,
         };
         (shared, tx)
     }
@@ -155,6 +162,8 @@ pub enum EngineError {
     V2Only,
     #[error(transparent)]
     Metadata(#[from] crate::magnet::FetchError),
+    #[error("stopped before its files were checked")]
+    Stopped,
 }
 
 /// A magnet to start from: the metadata comes from its peers, on the
@@ -335,8 +344,13 @@ struct Driver {
 #[derive(Clone)]
 pub(crate) enum EventSink {
     Own(mpsc::Sender<TorrentEvent>),
+    /// State changes go on an unbounded channel (never lost, and a slow
+    /// reader never stalls the torrent: they are few); progress, sources
+    /// and peer comings and goings on a bounded one, dropped when it is
+    /// full (the next is newer, and a snapshot has them all).
     Session {
-        tx: mpsc::Sender<crate::session::SessionEvent>,
+        state: mpsc::UnboundedSender<crate::session::SessionEvent>,
+        progress: mpsc::Sender<crate::session::SessionEvent>,
         id: crate::session::TorrentId,
         info_hash: lodestone_core::InfoHash,
     },
@@ -355,13 +369,17 @@ impl EventSink {
         }
     }
 
-    /// Wait for room: state changes are never dropped.
+    /// State changes are never dropped (on its own channel, the driver
+    /// waits for room).
     async fn send(&self, event: TorrentEvent) {
         match self {
             EventSink::Own(tx) => drop(tx.send(event).await),
-            EventSink::Session { tx, id, info_hash } => {
-                drop(tx.send(Self::tagged(*id, *info_hash, event)).await)
-            }
+            EventSink::Session {
+                state,
+                id,
+                info_hash,
+                ..
+            } => drop(state.send(Self::tagged(*id, *info_hash, event))),
         }
     }
 
@@ -369,9 +387,12 @@ impl EventSink {
     fn try_send(&self, event: TorrentEvent) {
         match self {
             EventSink::Own(tx) => drop(tx.try_send(event)),
-            EventSink::Session { tx, id, info_hash } => {
-                drop(tx.try_send(Self::tagged(*id, *info_hash, event)))
-            }
+            EventSink::Session {
+                progress,
+                id,
+                info_hash,
+                ..
+            } => drop(progress.try_send(Self::tagged(*id, *info_hash, event))),
         }
     }
 }
@@ -413,16 +434,34 @@ pub(crate) async fn run_in_session(
     events: EventSink,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, EngineError> {
+    // A stop while the files are checked (or wait their turn to be)
+    // ends the check: a remove must not wait for a long hash.
+    let stopped = |rx: &watch::Receiver<bool>| {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let on_metadata = cfg.shared.as_ref().and_then(|s| s.on_metadata.clone());
     match add {
         crate::session::Add::Torrent(meta) => {
-            let mut d = Driver::start(Start::Torrent(meta), cfg, events).await?;
+            let mut d = tokio::select! {
+                d = Driver::start(Start::Torrent(meta), cfg, events) => d?,
+                () = stopped(&shutdown) => return Err(EngineError::Stopped),
+            };
             d.run(shutdown).await
         }
         crate::session::Add::Magnet(mut magnet) => {
             let mut file = magnet.torrent_file.take();
             let mut d = Driver::start(Start::Magnet(magnet), cfg, events).await?;
             let (meta, from_file) = d.fetch(&mut file, &mut shutdown).await?;
-            d.become_torrent(meta, from_file).await?;
+            if let Some(f) = on_metadata {
+                f(&meta);
+            }
+            tokio::select! {
+                r = d.become_torrent(meta, from_file) => r?,
+                () = stopped(&shutdown) => return Err(EngineError::Stopped),
+            }
             d.run(shutdown).await
         }
     }
@@ -1006,6 +1045,13 @@ impl Driver {
     async fn emit(&mut self, e: TorrentEvent) {
         match e {
             TorrentEvent::Progress(_) | TorrentEvent::Sources(_) => self.events.try_send(e),
+            // In a session, peers come and go too often to be kept for a
+            // slow reader; its snapshot lists them.
+            TorrentEvent::PeerConnected { .. } | TorrentEvent::PeerDisconnected { .. }
+                if matches!(self.events, EventSink::Session { .. }) =>
+            {
+                self.events.try_send(e)
+            }
             e => self.events.send(e).await,
         }
     }
@@ -1267,7 +1313,7 @@ async fn initial_have(
     let n = meta.info.num_pieces();
     let stamps = storage.file_stamps();
     let reason = if cfg.recheck {
-        "--recheck".to_owned()
+        "a recheck was asked for".to_owned()
     } else {
         match std::fs::read(&path) {
             Err(_) if stamps.iter().all(|f| f.size == 0) => {
@@ -1289,10 +1335,12 @@ async fn initial_have(
                         }
                         let s = storage.clone();
                         let threads = cfg.threads;
-                        let have =
-                            tokio::task::spawn_blocking(move || s.recheck_missing(&known, threads))
-                                .await
-                                .unwrap_or_else(|_| Bitfield::new(n));
+                        let (stop, _stop_on_drop) = StopOnDrop::new();
+                        let have = tokio::task::spawn_blocking(move || {
+                            s.recheck_missing(&known, threads, &stop)
+                        })
+                        .await
+                        .unwrap_or_else(|_| Bitfield::new(n));
                         return (
                             have,
                             StartState::Resumed {
@@ -1310,10 +1358,29 @@ async fn initial_have(
     };
     let s = storage.clone();
     let threads = cfg.threads;
-    let have = tokio::task::spawn_blocking(move || s.recheck(threads))
+    let (stop, _stop_on_drop) = StopOnDrop::new();
+    let all = Bitfield::new(n);
+    let have = tokio::task::spawn_blocking(move || s.recheck_missing(&all, threads, &stop))
         .await
         .unwrap_or_else(|_| Bitfield::new(n));
     (have, StartState::Rechecked { reason })
+}
+
+/// Sets its flag when dropped: a check whose torrent is stopped (its
+/// future dropped) stops hashing at the next piece.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl StopOnDrop {
+    fn new() -> (Arc<std::sync::atomic::AtomicBool>, Self) {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (flag.clone(), Self(flag))
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -41,21 +41,18 @@ async fn a_session_torrent_shows_its_peers_files_and_sources() {
     let dir = tempfile::tempdir().unwrap();
     let meta = fixture(dir.path());
     let listen = free_addr();
-    let (tx, mut events) = mpsc::channel(1024);
-    let mut session = Session::start(
-        SessionConfig {
-            listen: Some(listen),
-            threads: 1,
-            seed: 7,
-        },
-        tx,
-    )
+    let (session, mut events) = Session::start(SessionConfig {
+        listen: Some(listen),
+        threads: 1,
+        seed: 7,
+        state: None,
+    })
     .await
     .unwrap();
     let mut cfg = TorrentConfig::new(dir.path().join("src"), PeerId::generate([3; 12]), 7);
     cfg.seed_time = None;
     cfg.trackers = false;
-    let added = session.add(Add::Torrent(meta.clone()), cfg);
+    let added = session.add(Add::Torrent(meta.clone()), cfg).unwrap();
     assert!(added.new);
     // Seeding once its check is done.
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -107,10 +104,12 @@ async fn a_session_torrent_shows_its_peers_files_and_sources() {
         .iter()
         .any(|s| s.kind == SourceKind::Incoming && s.peers == 1));
     // A duplicate add is the same torrent.
-    let again = session.add(
-        Add::Torrent(meta.clone()),
-        TorrentConfig::new(dir.path().join("src"), PeerId::generate([3; 12]), 7),
-    );
+    let again = session
+        .add(
+            Add::Torrent(meta.clone()),
+            TorrentConfig::new(dir.path().join("src"), PeerId::generate([3; 12]), 7),
+        )
+        .unwrap();
     assert_eq!((again.id, again.new), (added.id, false));
     leecher.abort();
     session.stop_all();

@@ -13,11 +13,10 @@ use lodestone_core::InfoHash;
 use lodestone_engine::session::{Add, Session, SessionConfig, SessionEvent};
 use lodestone_engine::torrent::TorrentEvent;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::get::{
-    keep_in_state, load, local_only, open_state, peer_id, public_dht, run_seed_value, runtime,
-    seed_config, start_dht, StateSource,
+    load, local_only, open_state, peer_id, public_dht, run_seed_value, runtime, seed_config,
+    start_dht,
 };
 use crate::cli::SeedArgs;
 
@@ -26,7 +25,8 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
     let seed = run_seed_value();
     let mut adds = Vec::new();
     let mut names = BTreeMap::new();
-    let mut state = open_state(&a.sources)?;
+    // The session keeps the torrents and their resume data in it.
+    let state = open_state(&a.sources)?;
     for (i, path) in torrents.iter().enumerate() {
         let meta = load(path).with_context(|| path.display().to_string())?;
         let mut cfg = seed_config(a, &meta, dir, seed.wrapping_add(i as u64))?;
@@ -40,8 +40,6 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
             eprintln!("{}: the same torrent twice; seeded once", path.display());
             continue;
         }
-        let raw = std::fs::read(path)?;
-        keep_in_state(&mut state, ih, StateSource::Torrent(&raw), &mut cfg)?;
         adds.push((Arc::new(meta), cfg));
     }
     let public = public_dht(
@@ -53,21 +51,18 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
     let json = a.json;
     runtime()?.block_on(async move {
         let dht = start_dht(&a.sources.bootstrap, public, Some(a.listen), seed).await?;
-        let (tx, mut rx) = mpsc::channel(1024);
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut session = Session::start(
-            SessionConfig {
-                listen: Some(a.listen),
-                threads,
-                seed,
-            },
-            tx,
-        )
+        let (session, mut rx) = Session::start(SessionConfig {
+            listen: Some(a.listen),
+            threads,
+            seed,
+            state,
+        })
         .await?;
         let total = adds.len();
         for (meta, mut cfg) in adds {
             cfg.dht = dht.clone();
-            session.add(Add::Torrent(meta), cfg);
+            session.add(Add::Torrent(meta), cfg)?;
         }
         let t = || started.elapsed().as_secs_f64();
         let mut seeding: BTreeSet<InfoHash> = BTreeSet::new();
@@ -122,6 +117,14 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
                             _ => {}
                         }
                         }
+                        SessionEvent::Warning { id, message } => {
+                            if json {
+                                crate::outln!("{}", json!({"event": "warning", "torrent": id.0, "message": message, "t": t()}));
+                            } else {
+                                eprintln!("warning: {message}");
+                            }
+                        }
+                        SessionEvent::Removed { .. } => {}
                         SessionEvent::Ended { info_hash, result, .. } => {
                             running -= 1;
                             if let Err(e) = result {

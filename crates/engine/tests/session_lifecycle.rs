@@ -1,0 +1,315 @@
+//! A session's torrents through their life: pause, resume, recheck, move,
+//! remove (with and without their data), and a restart of the session that
+//! brings each back from the state directory in the state it was in.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lodestone_core::{InfoHash, Metainfo, PeerId};
+use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
+use lodestone_engine::session::{
+    Add, AddOptions, RunState, Session, SessionConfig, SessionEvent, SessionEvents, TorrentId,
+};
+use lodestone_engine::state_dir::{StateDir, StateDirError};
+use lodestone_engine::torrent::{StartState, TorrentConfig, TorrentEvent};
+
+/// A 1 MiB file and its torrent, in `dir/<name>/`.
+fn fixture(dir: &Path, name: &str, salt: u64) -> (Arc<Metainfo>, PathBuf) {
+    let content = dir.join(name);
+    let src = content.join(format!("{name}.bin"));
+    std::fs::create_dir_all(&content).unwrap();
+    let data: Vec<u8> = (0..(1u64 << 20))
+        .map(|i| ((i * 7 + salt) % 251) as u8)
+        .collect();
+    std::fs::write(&src, data).unwrap();
+    // An hour old: resume data does not vouch for a file modified within
+    // the second it is written (it could change again unseen in it).
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let opts = CreateOptions {
+        piece_length: Some(64 * 1024),
+        ..Default::default()
+    };
+    let meta =
+        Metainfo::from_bytes(&create_torrent(&src, &opts, &Progress::default()).unwrap()).unwrap();
+    (Arc::new(meta), content)
+}
+
+fn config(dir: &Path) -> TorrentConfig {
+    let mut cfg = TorrentConfig::new(dir.to_owned(), PeerId::generate([5; 12]), 11);
+    cfg.seed_time = None;
+    cfg.trackers = false;
+    cfg.pex = false;
+    cfg
+}
+
+async fn start(state: Option<StateDir>) -> (Session, SessionEvents) {
+    Session::start(SessionConfig {
+        listen: None,
+        threads: 1,
+        seed: 11,
+        state,
+    })
+    .await
+    .unwrap()
+}
+
+/// The next event of torrent `id` that `pick` takes, within 20 s.
+async fn wait_for<T>(
+    events: &mut SessionEvents,
+    id: TorrentId,
+    mut pick: impl FnMut(&SessionEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.recv().await {
+            let mine = match &e {
+                SessionEvent::Torrent { id: i, .. }
+                | SessionEvent::Ended { id: i, .. }
+                | SessionEvent::Removed { id: i, .. }
+                | SessionEvent::Warning { id: i, .. } => *i == id,
+            };
+            if mine {
+                if let Some(t) = pick(&e) {
+                    return t;
+                }
+            }
+        }
+        panic!("the session's events ended");
+    })
+    .await
+    .expect("the event came within 20 s")
+}
+
+fn started(e: &SessionEvent) -> Option<StartState> {
+    match e {
+        SessionEvent::Torrent {
+            event: TorrentEvent::Started { state, .. },
+            ..
+        } => Some(state.clone()),
+        _ => None,
+    }
+}
+
+fn ended(e: &SessionEvent) -> Option<()> {
+    matches!(e, SessionEvent::Ended { .. }).then_some(())
+}
+
+fn state_of(session: &Session, id: TorrentId) -> RunState {
+    session
+        .list()
+        .into_iter()
+        .find(|l| l.id == id)
+        .map(|l| l.state)
+        .expect("listed")
+}
+
+/// The files the state directory holds for a torrent.
+fn state_files(state: &Path, ih: InfoHash) -> Vec<String> {
+    let hex = ih.to_hex();
+    let mut names: Vec<String> = std::fs::read_dir(state.join("torrents"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&hex))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The state directory, once the last session holding it has let go.
+async fn reopen(path: &Path) -> StateDir {
+    for _ in 0..100 {
+        match StateDir::open(path) {
+            Ok(s) => return s,
+            Err(StateDirError::Locked { .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the state directory stayed locked")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torrents_pause_resume_move_and_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state");
+    let (a, a_dir) = fixture(dir.path(), "a", 1);
+    let (b, b_dir) = fixture(dir.path(), "b", 2);
+    let (a_ih, b_ih) = (a.info_hashes.wire(), b.info_hashes.wire());
+
+    let (session, mut events) = start(Some(StateDir::open(&state_path).unwrap())).await;
+    let ida = session
+        .add(Add::Torrent(a.clone()), config(&a_dir))
+        .unwrap()
+        .id;
+    let paused = AddOptions {
+        paused: true,
+        ..Default::default()
+    };
+    let idb = session
+        .add_with(Add::Torrent(b.clone()), config(&b_dir), paused)
+        .unwrap()
+        .id;
+    // A checks its files (no resume data yet); B, added paused, does not start.
+    let first = wait_for(&mut events, ida, started).await;
+    assert!(matches!(first, StartState::Rechecked { .. }), "{first:?}");
+    assert_eq!(state_of(&session, ida), RunState::Running);
+    assert_eq!(state_of(&session, idb), RunState::Paused);
+    assert!(
+        session.snapshot(idb).await.is_none(),
+        "a paused torrent runs"
+    );
+    // Both are in the state directory, with A's resume data.
+    wait_for(&mut events, ida, |e| {
+        matches!(
+            e,
+            SessionEvent::Torrent {
+                event: TorrentEvent::Completed { .. },
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+
+    // Pause: the run ends, the torrent stays; resume starts from the
+    // resume data the pause saved (nothing hashed again).
+    session.pause(ida).await.unwrap();
+    assert_eq!(state_of(&session, ida), RunState::Paused);
+    wait_for(&mut events, ida, ended).await;
+    session.resume(ida).await.unwrap();
+    let again = wait_for(&mut events, ida, started).await;
+    assert_eq!(again, StartState::Resumed { changed_files: 0 });
+
+    // Recheck: everything hashed again, whatever the resume data says.
+    session.recheck(ida).await.unwrap();
+    let re = wait_for(&mut events, ida, started).await;
+    assert!(matches!(re, StartState::Rechecked { .. }), "{re:?}");
+
+    // Move: the files go, the torrent follows and finds them complete.
+    let moved = dir.path().join("moved");
+    session.move_storage(ida, moved.clone()).await.unwrap();
+    assert!(moved.join("a.bin").is_file());
+    assert!(!a_dir.join("a.bin").exists());
+    let after_move = wait_for(&mut events, ida, |e| match e {
+        SessionEvent::Torrent {
+            event: TorrentEvent::Started { have, .. },
+            ..
+        } => Some(*have),
+        _ => None,
+    })
+    .await;
+    assert_eq!(after_move, a.info.num_pieces());
+
+    assert_eq!(
+        state_files(&state_path, a_ih),
+        [".entry", ".resume", ".torrent"].map(|x| format!("{}{x}", a_ih.to_hex()))
+    );
+    assert_eq!(
+        state_files(&state_path, b_ih),
+        [".entry", ".torrent"].map(|x| format!("{}{x}", b_ih.to_hex()))
+    );
+
+    // A restart: the session stops its torrents and goes; a new one on the
+    // same state directory brings back A running (from its new folder,
+    // resumed) and B paused.
+    session.stop_all();
+    wait_for(&mut events, ida, ended).await;
+    drop(session);
+    drop(events);
+    let (session, mut events) = start(Some(reopen(&state_path).await)).await;
+    let problems = session.restore(&config(dir.path())).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let listed = session.list();
+    assert_eq!(listed.len(), 2);
+    let ida = session.find(a_ih).unwrap();
+    let idb = session.find(b_ih).unwrap();
+    assert_eq!(state_of(&session, idb), RunState::Paused);
+    let back = wait_for(&mut events, ida, started).await;
+    assert_eq!(back, StartState::Resumed { changed_files: 0 });
+    let a_listed = listed.iter().find(|l| l.id == ida).unwrap();
+    assert_eq!(a_listed.download_dir, moved);
+    assert_eq!(a_listed.name.as_deref(), Some("a.bin"));
+
+    // Remove B with its data, A without: B's file is gone, A's stays; the
+    // state directory forgets both.
+    session.remove(idb, true).await.unwrap();
+    assert!(!b_dir.join("b.bin").exists());
+    session.remove(ida, false).await.unwrap();
+    assert!(moved.join("a.bin").is_file());
+    assert!(session.is_empty());
+    assert!(state_files(&state_path, a_ih).is_empty());
+    assert!(state_files(&state_path, b_ih).is_empty());
+    let removed = wait_for(&mut events, idb, |e| {
+        matches!(e, SessionEvent::Removed { .. }).then_some(())
+    });
+    removed.await;
+}
+
+/// A torrent removed while it hashes its files stops hashing: the remove
+/// does not wait for the check, and the torrent never starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torrent_removed_while_it_checks_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 GiB of holes with made-up piece hashes: hashing all of it takes
+    // far longer than this test waits.
+    let content = dir.path().join("big");
+    std::fs::create_dir_all(&content).unwrap();
+    let len: u64 = 64 << 30;
+    std::fs::File::create(content.join("big.bin"))
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    let piece: u64 = 16 << 20;
+    let pieces: Vec<u8> = (0..len / piece * 20).map(|i| (i % 253) as u8).collect();
+    let mut info = Vec::new();
+    lodestone_bencode::Encoder::new(&mut info)
+        .begin_dict()
+        .bytes(b"length")
+        .int(len as i64)
+        .bytes(b"name")
+        .bytes(b"big.bin")
+        .bytes(b"piece length")
+        .int(piece as i64)
+        .bytes(b"pieces")
+        .bytes(&pieces)
+        .end();
+    let meta = Arc::new(Metainfo::from_info_bytes(&info).unwrap());
+    let state_path = dir.path().join("state");
+    let (session, mut events) = start(Some(StateDir::open(&state_path).unwrap())).await;
+    let id = session
+        .add(Add::Torrent(meta.clone()), config(&content))
+        .unwrap()
+        .id;
+    // Let the check begin.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(5), session.remove(id, false))
+        .await
+        .expect("the remove does not wait for the check")
+        .unwrap();
+    // It ended without ever starting, and the state directory forgot it.
+    let mut saw_start = false;
+    let result = wait_for(&mut events, id, |e| match e {
+        SessionEvent::Torrent {
+            event: TorrentEvent::Started { .. },
+            ..
+        } => {
+            saw_start = true;
+            None
+        }
+        SessionEvent::Ended { result, .. } => Some(result.clone().map(|_| ())),
+        _ => None,
+    })
+    .await;
+    assert!(!saw_start, "the check finished");
+    assert!(result.is_err(), "{result:?}");
+    assert!(state_files(&state_path, meta.info_hashes.wire()).is_empty());
+    assert!(session.is_empty());
+}
