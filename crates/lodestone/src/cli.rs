@@ -141,8 +141,11 @@ pub struct ScrapeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// A .torrent file, a magnet link, or a bare info hash.
-    pub input: String,
+    /// .torrent files, magnet links or bare info hashes: one is shown with
+    /// a progress bar; several run in one session, a line per event. With
+    /// --state-dir, the torrents kept there run too (none given: only those).
+    #[arg(required_unless_present = "state_dir", value_name = "INPUT")]
+    pub inputs: Vec<String>,
     /// Folder to download into.
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,

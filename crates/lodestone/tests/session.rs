@@ -223,3 +223,71 @@ fn unsafe_sigint(c: &Child) {
         .args(["-INT", &c.0.id().to_string()])
         .status();
 }
+
+/// `lodestone get` of several inputs (a .torrent and a bare magnet) runs
+/// them in one session; killed with `kill -9` halfway, `lodestone get
+/// --state-dir STATE` with no input brings both back from the state
+/// directory (the magnet with the metadata it had fetched) and finishes
+/// them, every byte checked.
+#[test]
+fn get_of_several_inputs_comes_back_from_its_state_directory_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, list, hashes) = torrents_and_hashes(dir.path(), 2);
+    let (_seeder, _lines, addr) = seed_all(&list, &src);
+    let state = dir.path().join("state");
+    let out = dir.path().join("dl");
+    let magnet = format!("magnet:?xt=urn:btih:{}&x.pe={addr}", hashes[1]);
+    let get = |inputs: &[&str]| {
+        let mut c = bin();
+        c.env(LOCAL_ONLY.0, LOCAL_ONLY.1)
+            .args(["get", "--json", "--no-dht", "--no-lpd", "--peer", &addr])
+            // 1 MiB each at 128 KiB/s: still running when it is killed
+            // (the limit is kept with each torrent in the state directory).
+            .args(["--download-limit", "128K", "-o"])
+            .arg(&out)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(inputs)
+            .stdout(std::process::Stdio::piped());
+        c
+    };
+    let first_torrent = list[0].to_str().unwrap();
+    let mut first = Child::spawn(&mut get(&[first_torrent, &magnet]));
+    let mut lines = Lines::stdout(&mut first.0).named("the first get");
+    lines.wait("the magnet's metadata", Duration::from_secs(30), |l| {
+        l.contains("\"event\":\"metadata\"")
+    });
+    // Let both write some pieces and save resume data, then kill -9.
+    std::thread::sleep(Duration::from_secs(3));
+    first.0.kill().unwrap();
+    let _ = first.0.wait();
+    let on_disk = |i: usize| {
+        std::fs::metadata(out.join(format!("t{i}.bin")))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    assert!(on_disk(0) > 0 && on_disk(1) > 0, "nothing written");
+    let saved = state
+        .join("torrents")
+        .join(format!("{}.torrent", hashes[1]));
+    assert!(saved.exists(), "the magnet's metadata was not kept");
+
+    // No input: what the state directory holds.
+    let o = get(&[]).output().unwrap();
+    let text = common::success_stdout(&o);
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["torrents"], 2, "{text}");
+    assert_eq!(summary["complete"], 2, "{text}");
+    assert!(
+        !text.contains("\"event\":\"metadata\""),
+        "fetched the metadata again: {text}"
+    );
+    for i in 0..2 {
+        let name = format!("t{i}.bin");
+        assert_eq!(
+            std::fs::read(src.join(&name)).unwrap(),
+            std::fs::read(out.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+}

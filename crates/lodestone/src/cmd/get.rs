@@ -138,8 +138,15 @@ pub(crate) fn peer_id(seed: u64) -> PeerId {
 }
 
 pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
+    let [one] = a.inputs.as_slice() else {
+        return super::many::get_many(a);
+    };
+    if a.sources.state_dir.is_some() {
+        // The state directory may hold others: they all run in a session.
+        return super::many::get_many(a);
+    }
     let mut timeline = Timeline::new();
-    let input = super::info::load(&a.input)?;
+    let input = super::info::load(one)?;
     if matches!(input, super::info::Input::Torrent(_)) {
         timeline.mark("metadata", json!({"from": "torrent file"}));
     }
@@ -168,8 +175,8 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 }
                 let mut cfg = torrent_config(a, seed, dht, peers)?;
                 let mut state = open_state(&a.sources)?;
-                let uri = if a.input.starts_with("magnet:") {
-                    a.input.clone()
+                let uri = if one.starts_with("magnet:") {
+                    one.clone()
                 } else {
                     format!("magnet:?xt=urn:btih:{}", m.info_hashes.wire().to_hex())
                 };
@@ -330,7 +337,7 @@ fn fetch_line(ev: &FetchEvent, t: f64) -> (serde_json::Value, String, bool) {
 
 /// Try the magnet's .torrent URLs (`xs`, `as`) beside the peers: a
 /// verified one goes to the engine, failures are reported on `failed`.
-fn race_torrent_file(
+pub(crate) fn race_torrent_file(
     m: &lodestone_core::Magnet,
     http: lodestone_engine::http::HttpClient,
     failed: mpsc::Sender<Vec<String>>,
@@ -379,7 +386,7 @@ async fn get_with(
     let mut cfg = torrent_config(a, seed, dht, peers)?;
     let mut state = open_state(&a.sources)?;
     if state.is_some() {
-        let raw = std::fs::read(&a.input)?;
+        let raw = std::fs::read(&a.inputs[0])?;
         let ih = meta.info_hashes.wire();
         keep_in_state(&mut state, ih, StateSource::Torrent(&raw), &mut cfg)?;
     }
@@ -387,7 +394,7 @@ async fn get_with(
 }
 
 /// What `get` asked for, as the engine's configuration.
-fn torrent_config(
+pub(crate) fn torrent_config(
     a: &GetArgs,
     seed: u64,
     dht: Option<lodestone_engine::dht::Dht>,

@@ -1,6 +1,7 @@
-//! `lodestone seed A.torrent B.torrent ... DIR`: many torrents in one
-//! session (one listener, one DHT node, one hashing pool), shown one line
-//! per torrent and what they are doing together.
+//! Many torrents in one session (one listener, one DHT node, one hashing
+//! pool): `lodestone seed A.torrent B.torrent ... DIR` and
+//! `lodestone get A B ... [--state-dir DIR]`, shown one line per event and
+//! what they are doing together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,22 +12,20 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lodestone_core::InfoHash;
 use lodestone_engine::session::{Add, Session, SessionConfig, SessionEvent};
-use lodestone_engine::torrent::TorrentEvent;
+use lodestone_engine::state_dir::StateDir;
+use lodestone_engine::torrent::{MagnetStart, TorrentConfig, TorrentEvent};
 use serde_json::json;
 
 use super::get::{
     load, local_only, open_state, peer_id, public_dht, run_seed_value, runtime, seed_config,
-    start_dht,
+    start_dht, torrent_config,
 };
-use crate::cli::SeedArgs;
+use crate::cli::{GetArgs, SeedArgs};
 
 pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
     let seed = run_seed_value();
     let mut adds = Vec::new();
-    let mut names = BTreeMap::new();
-    // The session keeps the torrents and their resume data in it.
-    let state = open_state(&a.sources)?;
+    let mut seen = BTreeSet::new();
     for (i, path) in torrents.iter().enumerate() {
         let meta = load(path).with_context(|| path.display().to_string())?;
         let mut cfg = seed_config(a, &meta, dir, seed.wrapping_add(i as u64))?;
@@ -35,12 +34,11 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         if cfg.seed_time == Some(Duration::MAX) {
             cfg.seed_time = None;
         }
-        let ih = meta.info_hashes.wire();
-        if names.insert(ih, meta.info.name.clone()).is_some() {
+        if !seen.insert(meta.info_hashes.wire()) {
             eprintln!("{}: the same torrent twice; seeded once", path.display());
             continue;
         }
-        adds.push((Arc::new(meta), cfg));
+        adds.push((Add::Torrent(Arc::new(meta)), cfg));
     }
     let public = public_dht(
         a.sources.dht,
@@ -48,32 +46,131 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         &a.sources.bootstrap,
         local_only(),
     )?;
-    let json = a.json;
+    let run = Run {
+        listen: Some(a.listen),
+        state: open_state(&a.sources)?,
+        restore: None,
+        json: a.json,
+        seed,
+    };
     runtime()?.block_on(async move {
         let dht = start_dht(&a.sources.bootstrap, public, Some(a.listen), seed).await?;
+        run.drive(adds, dht).await
+    })
+}
+
+/// `get` with several inputs, or with a state directory: every torrent
+/// given, and every torrent the state directory holds, in one session.
+pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
+    let seed = run_seed_value();
+    let public = public_dht(
+        a.sources.dht,
+        a.sources.no_dht,
+        &a.sources.bootstrap,
+        local_only(),
+    )?;
+    let inputs = a
+        .inputs
+        .iter()
+        .map(|i| super::info::load(i).with_context(|| i.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let state = open_state(&a.sources)?;
+    runtime()?.block_on(async move {
+        let dht = start_dht(&a.sources.bootstrap, public, a.listen, seed).await?;
+        let template = torrent_config(a, seed, dht.clone(), a.peers.clone())?;
+        let mut adds = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            let mut cfg = template.clone();
+            cfg.seed = seed.wrapping_add(i as u64);
+            let add = match input {
+                super::info::Input::Torrent(m) => Add::Torrent(Arc::new(*m)),
+                super::info::Input::Magnet(m) => {
+                    cfg.peers.extend(m.peers.iter().filter_map(|p| match p {
+                        lodestone_core::magnet::PeerAddr::Ip(a) => Some(*a),
+                        lodestone_core::magnet::PeerAddr::Host(..) => None,
+                    }));
+                    Add::Magnet(MagnetStart {
+                        info_hashes: m.info_hashes,
+                        trackers: m.trackers.clone(),
+                        max_metadata_size: u32::try_from(a.max_metadata_size).unwrap_or(u32::MAX),
+                        torrent_file: None,
+                    })
+                }
+            };
+            adds.push((add, cfg));
+        }
+        let run = Run {
+            listen: a.listen,
+            restore: state.is_some().then(|| template.clone()),
+            state,
+            json: a.json,
+            seed,
+        };
+        run.drive(adds, dht).await
+    })
+}
+
+/// One session's run.
+struct Run {
+    listen: Option<std::net::SocketAddr>,
+    state: Option<StateDir>,
+    /// Bring back the state directory's torrents, configured like this.
+    restore: Option<TorrentConfig>,
+    json: bool,
+    seed: u64,
+}
+
+impl Run {
+    /// Add the torrents, then report until every running one ended (or
+    /// Ctrl-C stopped them).
+    async fn drive(
+        self,
+        adds: Vec<(Add, TorrentConfig)>,
+        dht: Option<lodestone_engine::dht::Dht>,
+    ) -> anyhow::Result<ExitCode> {
+        let started = Instant::now();
+        let json = self.json;
+        let t = || started.elapsed().as_secs_f64();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (session, mut rx) = Session::start(SessionConfig {
-            listen: Some(a.listen),
+            listen: self.listen,
             threads,
-            seed,
-            state,
+            seed: self.seed,
+            state: self.state,
         })
         .await?;
-        let total = adds.len();
-        for (meta, mut cfg) in adds {
-            cfg.dht = dht.clone();
-            session.add(Add::Torrent(meta), cfg)?;
+        if let Some(template) = &self.restore {
+            for (path, why) in session.restore(template)? {
+                if json {
+                    crate::outln!(
+                        "{}",
+                        json!({"event": "state_problem", "path": path, "problem": why})
+                    );
+                } else {
+                    eprintln!("{}: {why}", path.display());
+                }
+            }
         }
-        let t = || started.elapsed().as_secs_f64();
-        let mut seeding: BTreeSet<InfoHash> = BTreeSet::new();
-        // How each found its files: fresh, resumed, rechecked.
-        let mut starts: BTreeMap<InfoHash, String> = BTreeMap::new();
-        let mut failed = 0usize;
+        for (add, mut cfg) in adds {
+            cfg.dht = dht.clone();
+            session.add(add, cfg)?;
+        }
+        let mut names: BTreeMap<InfoHash, String> = session
+            .list()
+            .into_iter()
+            .map(|l| (l.info_hash, l.name.unwrap_or_else(|| l.info_hash.to_hex())))
+            .collect();
+        let total = session.running();
         let mut running = total;
+        let mut complete: BTreeSet<InfoHash> = BTreeSet::new();
+        // How each found its files: fresh, resumed, rechecked.
+        let mut starts: BTreeMap<InfoHash, &'static str> = BTreeMap::new();
+        let mut failed = 0usize;
         let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
         let mut stopping = false;
         if !json {
-            eprintln!("seeding {total} torrents on {}", a.listen);
+            let on = self.listen.map(|l| format!(" on {l}")).unwrap_or_default();
+            eprintln!("{total} torrents in one session{on}");
         }
         while running > 0 {
             tokio::select! {
@@ -81,45 +178,54 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
                     let Some(ev) = ev else { break };
                     match ev {
                         SessionEvent::Torrent { info_hash, event, .. } => {
-                            if let TorrentEvent::Started { state, .. } = &event {
-                                starts.insert(info_hash, start_word(state).to_owned());
-                            }
+                            let name = names.get(&info_hash).cloned().unwrap_or_else(|| info_hash.to_hex());
                             match event {
-                            TorrentEvent::Completed { .. } if seeding.insert(info_hash) => {
-                                if json {
-                                    let how = starts.get(&info_hash).map_or("?", String::as_str);
-                                    crate::outln!("{}", json!({"event": "seeding", "infohash": info_hash.to_hex(), "resume": how, "t": t()}));
-                                }
-                                if seeding.len() == total {
+                                TorrentEvent::MetadataReady { meta, .. } => {
+                                    names.insert(info_hash, meta.info.name.clone());
                                     if json {
-                                        crate::outln!("{}", json!({"event": "all_seeding", "torrents": total, "t": t()}));
+                                        crate::outln!("{}", json!({"event": "metadata", "infohash": info_hash.to_hex(), "name": meta.info.name, "t": t()}));
                                     } else {
-                                        eprintln!("all {total} torrents seeding after {:.2} s", t());
+                                        eprintln!("{}: metadata after {:.2} s", meta.info.name, t());
                                     }
                                 }
-                            }
-                            TorrentEvent::Paused { reason } => {
-                                let name = names.get(&info_hash).map_or("?", String::as_str);
-                                if json {
-                                    crate::outln!("{}", json!({"event": "paused", "infohash": info_hash.to_hex(), "reason": reason, "t": t()}));
-                                } else {
-                                    eprintln!("{name}: paused: {reason}");
+                                TorrentEvent::Started { state, have, num_pieces, .. } => {
+                                    starts.insert(info_hash, start_word(&state));
+                                    if have < num_pieces {
+                                        if json {
+                                            crate::outln!("{}", json!({"event": "incomplete", "infohash": info_hash.to_hex(), "have_pieces": have, "num_pieces": num_pieces, "t": t()}));
+                                        } else {
+                                            eprintln!("{name}: {have}/{num_pieces} pieces on disk");
+                                        }
+                                    }
                                 }
-                            }
-                            TorrentEvent::Started { have, num_pieces, .. } if have < num_pieces => {
-                                let name = names.get(&info_hash).map_or("?", String::as_str);
-                                if json {
-                                    crate::outln!("{}", json!({"event": "incomplete", "infohash": info_hash.to_hex(), "have_pieces": have, "num_pieces": num_pieces, "t": t()}));
-                                } else {
-                                    eprintln!("{name}: {have}/{num_pieces} pieces on disk: seeding what is there");
+                                TorrentEvent::Completed { .. } if complete.insert(info_hash) => {
+                                    if json {
+                                        let how = starts.get(&info_hash).copied().unwrap_or("?");
+                                        crate::outln!("{}", json!({"event": "seeding", "infohash": info_hash.to_hex(), "resume": how, "t": t()}));
+                                    } else {
+                                        eprintln!("{name}: complete after {:.2} s", t());
+                                    }
+                                    if complete.len() == total {
+                                        if json {
+                                            crate::outln!("{}", json!({"event": "all_seeding", "torrents": total, "t": t()}));
+                                        } else {
+                                            eprintln!("all {total} torrents complete after {:.2} s", t());
+                                        }
+                                    }
                                 }
+                                TorrentEvent::Paused { reason } => {
+                                    if json {
+                                        crate::outln!("{}", json!({"event": "paused", "infohash": info_hash.to_hex(), "reason": reason, "t": t()}));
+                                    } else {
+                                        eprintln!("{name}: paused: {reason}");
+                                    }
+                                }
+                                _ => {}
                             }
-                            _ => {}
                         }
-                        }
-                        SessionEvent::Warning { id, message } => {
+                        SessionEvent::Warning { message, .. } => {
                             if json {
-                                crate::outln!("{}", json!({"event": "warning", "torrent": id.0, "message": message, "t": t()}));
+                                crate::outln!("{}", json!({"event": "warning", "message": message, "t": t()}));
                             } else {
                                 eprintln!("warning: {message}");
                             }
@@ -129,7 +235,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
                             running -= 1;
                             if let Err(e) = result {
                                 failed += 1;
-                                let name = names.get(&info_hash).map_or("?", String::as_str);
+                                let name = names.get(&info_hash).cloned().unwrap_or_else(|| info_hash.to_hex());
                                 if json {
                                     crate::outln!("{}", json!({"event": "error", "infohash": info_hash.to_hex(), "error": e, "t": t()}));
                                 } else {
@@ -151,7 +257,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         if json {
             crate::outln!(
                 "{}",
-                json!({"event": "summary", "torrents": total, "seeding": seeding.len(), "failed": failed, "t": t()})
+                json!({"event": "summary", "torrents": total, "seeding": complete.len(), "complete": complete.len(), "failed": failed, "t": t()})
             );
         }
         Ok(if failed == 0 {
@@ -159,7 +265,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         } else {
             ExitCode::FAILURE
         })
-    })
+    }
 }
 
 fn start_word(s: &lodestone_engine::torrent::StartState) -> &'static str {
