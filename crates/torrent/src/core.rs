@@ -22,7 +22,10 @@ use lodestone_wire::extended::{
 use lodestone_wire::BlockRequest;
 
 use crate::config::CoreConfig;
-use crate::io::{Action, Checked, Event, FileInfo, Outbox, PeerInfo, Progress, Stats};
+use crate::io::{
+    Action, Checked, Event, FileInfo, FilePriority, Outbox, PeerInfo, PieceInfo, PieceState,
+    PriorityError, Progress, Stats,
+};
 use crate::magnet::{MagnetCore, MagnetPeer};
 use crate::peer_table::PeerTable;
 use crate::pieces::{self, BlockSource, PieceBuf, Suspect};
@@ -137,6 +140,15 @@ impl Peer {
     }
 }
 
+/// The picker has no class below Normal: `Low` downloads like `Normal`.
+fn picker_priority(p: FilePriority) -> Priority {
+    match p {
+        FilePriority::Skip => Priority::Skip,
+        FilePriority::Low | FilePriority::Normal => Priority::Normal,
+        FilePriority::High => Priority::High,
+    }
+}
+
 /// Why a torrent stopped by itself (or was asked to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -153,6 +165,8 @@ pub struct TorrentCore {
     meta: Arc<Metainfo>,
     cfg: CoreConfig,
     picker: PiecePicker,
+    /// One per file, as last set (the picker keeps only per-piece classes).
+    file_priorities: Vec<FilePriority>,
     choker: Choker,
     shape: TorrentShape,
     // Ordered: the same inputs give the same outputs (the simulator replays).
@@ -340,7 +354,7 @@ impl TorrentCore {
         table: PeerTable,
         now: Instant,
     ) -> Self {
-        let mut picker = PiecePicker::new(
+        let picker = PiecePicker::new(
             &meta.info.layout,
             have,
             PickerConfig {
@@ -349,19 +363,14 @@ impl TorrentCore {
             },
             cfg.seed,
         );
-        if let Some(only) = &cfg.only_files {
-            let prio: Vec<Priority> = (0..meta.info.files.len())
-                .map(|i| {
-                    if only.contains(&i) {
-                        Priority::Normal
-                    } else {
-                        Priority::Skip
-                    }
-                })
-                .collect();
-            picker.set_file_priorities(&meta.info.layout, &prio);
-        }
-        Self {
+        let num_files = meta.info.layout.num_files();
+        let priorities: Vec<FilePriority> = (0..num_files)
+            .map(|i| match &cfg.only_files {
+                Some(only) if !only.contains(&i) => FilePriority::Skip,
+                _ => FilePriority::Normal,
+            })
+            .collect();
+        let mut t = Self {
             choker: Choker::new(
                 ChokerConfig {
                     upload_slots: cfg.upload_slots,
@@ -370,11 +379,9 @@ impl TorrentCore {
                 cfg.seed ^ 0x9e37_79b9,
             ),
             shape: TorrentShape::new(meta.info.piece_length, meta.info.total_length()),
-            progress: Progress {
-                left: picker.bytes_left(),
-                ..Progress::default()
-            },
+            progress: Progress::default(),
             picker,
+            file_priorities: vec![FilePriority::Normal; num_files],
             meta,
             peers: BTreeMap::new(),
             next_key: 0,
@@ -417,7 +424,11 @@ impl TorrentCore {
             out: Outbox::default(),
             events: VecDeque::new(),
             cfg,
-        }
+        };
+        // The same path as a priority change at run time.
+        t.apply_file_priorities(priorities);
+        t.progress.left = t.picker.bytes_left();
+        t
     }
 
     // ---- input ----
@@ -645,6 +656,68 @@ impl TorrentCore {
         self.dial_due(now);
     }
 
+    // ---- settings ----
+
+    /// New rate limits in bytes per second (`None`: unlimited), in force
+    /// at once: requests and blocks the old budget held back go out now.
+    pub fn set_rate_limits(&mut self, now: Instant, download: Option<u64>, upload: Option<u64>) {
+        self.cfg.download_rate_limit = download;
+        self.cfg.upload_rate_limit = upload;
+        self.download.set_limit(download);
+        self.upload.set_limit(upload);
+        // Without an upload limit each peer's Transmit serves its queue;
+        // with one, the budget left goes out in turns.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.service(now, k);
+        }
+        if self.upload.limited() {
+            self.serve_in_turn();
+        }
+    }
+
+    /// (download, upload) in bytes per second; `None`: unlimited.
+    pub fn rate_limits(&self) -> (Option<u64>, Option<u64>) {
+        (self.cfg.download_rate_limit, self.cfg.upload_rate_limit)
+    }
+
+    /// One priority per file, in torrent order. Skipped pieces are no
+    /// longer asked for (requests out for them are cancelled), interest
+    /// in each peer is said again, and a torrent whose wanted pieces are
+    /// all verified is complete: skipping the rest completes it, wanting
+    /// more of a complete one makes it download again.
+    pub fn set_file_priorities(
+        &mut self,
+        now: Instant,
+        priorities: &[FilePriority],
+    ) -> Result<(), PriorityError> {
+        let files = self.meta.info.layout.num_files();
+        if priorities.len() != files {
+            return Err(PriorityError::WrongLength {
+                files,
+                given: priorities.len(),
+            });
+        }
+        self.apply_file_priorities(priorities.to_vec());
+        if self.picker.is_complete() {
+            self.check_complete(now);
+        } else if self.completed_at.take().is_some() {
+            // Downloading again: seed time and ratio count from the next
+            // completion, which is reported again.
+            self.seed_until = None;
+            self.upload_goal = None;
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.cancel_skipped(k);
+            self.update_interest(k);
+            self.service(now, k);
+        }
+        self.refresh_stats();
+        self.dial_due(now);
+        Ok(())
+    }
+
     // ---- output ----
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -792,15 +865,40 @@ impl TorrentCore {
                             .saturating_sub(r.start.max(range.start))
                     })
                     .sum();
-                let wanted = layout
-                    .file_pieces(i)
-                    .any(|p| self.picker.piece_priority(PieceIndex(p)) != Priority::Skip);
+                let priority = self.file_priorities.get(i).copied().unwrap_or_default();
                 FileInfo {
                     index: i,
                     length: range.end - range.start,
                     done,
-                    wanted: wanted || range.is_empty(),
+                    wanted: priority != FilePriority::Skip || range.is_empty(),
+                    priority,
                 }
+            })
+            .collect()
+    }
+
+    /// Every piece: verified, being fetched or missing, and its priority.
+    pub fn pieces(&self) -> Vec<PieceInfo> {
+        let have = self.picker.have();
+        let mut fetching: HashSet<u32> = self.pieces.keys().copied().collect();
+        fetching.extend(self.checking.keys().copied());
+        for k in self.peers.keys() {
+            fetching.extend(self.picker.requests_of(*k).iter().map(|b| b.piece.0));
+        }
+        self.piece_priorities()
+            .into_iter()
+            .enumerate()
+            .map(|(i, priority)| {
+                // i < num_pieces, a u32.
+                let i = i as u32;
+                let state = if have.get(PieceIndex(i)) {
+                    PieceState::Have
+                } else if fetching.contains(&i) {
+                    PieceState::Downloading
+                } else {
+                    PieceState::Missing
+                };
+                PieceInfo { state, priority }
             })
             .collect()
     }
@@ -923,6 +1021,61 @@ impl TorrentCore {
     }
 
     // ---- inside ----
+
+    /// The one way priorities are set, at construction and at run time.
+    fn apply_file_priorities(&mut self, priorities: Vec<FilePriority>) {
+        let classes: Vec<Priority> = priorities.iter().map(|p| picker_priority(*p)).collect();
+        self.picker
+            .set_file_priorities(&self.meta.info.layout, &classes);
+        // Kept in step for whoever reads the config later.
+        self.cfg.only_files = priorities.contains(&FilePriority::Skip).then(|| {
+            (0..priorities.len())
+                .filter(|i| priorities[*i] != FilePriority::Skip)
+                .collect()
+        });
+        self.file_priorities = priorities;
+        // Fixed between changes: a wanted piece moves from left to done.
+        self.stats.wanted_bytes = (0..self.picker.num_pieces())
+            .map(PieceIndex)
+            .filter(|p| self.picker.piece_priority(*p) != Priority::Skip)
+            .map(|p| u64::from(self.picker.piece_len(p)))
+            .sum();
+    }
+
+    /// Each piece's priority: the highest of its files' (as the picker
+    /// ranks them, but keeping `Low`). O(pieces + files).
+    fn piece_priorities(&self) -> Vec<FilePriority> {
+        let layout = &self.meta.info.layout;
+        let mut best: Vec<Option<FilePriority>> = vec![None; self.picker.num_pieces() as usize];
+        for (file, prio) in self.file_priorities.iter().enumerate() {
+            for p in layout.file_pieces(file) {
+                if let Some(slot) = best.get_mut(p as usize) {
+                    *slot = Some(slot.map_or(*prio, |b| b.max(*prio)));
+                }
+            }
+        }
+        // A piece in no file is Normal, as in the picker.
+        best.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
+    /// Withdraw the peer's requests for pieces now skipped (a block already
+    /// on its way is counted as wasted).
+    fn cancel_skipped(&mut self, key: PeerKey) {
+        for b in self.picker.requests_of(key) {
+            if self.picker.piece_priority(b.piece) != Priority::Skip {
+                continue;
+            }
+            self.picker.on_request_failed(key, b);
+            if let Some(p) = self.peers.get_mut(&key) {
+                p.queue.on_request_lost(b);
+                p.session.cancel(BlockRequest {
+                    piece: b.piece,
+                    begin: b.begin,
+                    len: b.len,
+                });
+            }
+        }
+    }
 
     /// Peers connected or being dialled, or pieces in flight: keep ticking fast.
     fn active(&self) -> bool {
@@ -1248,6 +1401,8 @@ impl TorrentCore {
             return;
         }
         self.completed_at = Some(now);
+        // Stats agree with is_complete() at once, not at the next tick.
+        self.refresh_stats();
         // A seed time too large to add is forever.
         self.seed_until = self
             .cfg
@@ -1609,9 +1764,6 @@ impl TorrentCore {
             .values()
             .filter(|p| p.established && p.is_seed)
             .count();
-        if self.stats.wanted_bytes == 0 {
-            self.stats.wanted_bytes = self.picker.bytes_left() + self.verified_wanted_bytes();
-        }
     }
 
     fn verified_wanted_bytes(&self) -> u64 {

@@ -115,7 +115,9 @@ pub enum Event {
 pub struct Stats {
     pub have_pieces: u32,
     pub num_pieces: u32,
+    /// Bytes of the pieces not skipped, verified or not.
     pub wanted_bytes: u64,
+    /// Bytes of the pieces not skipped and not verified.
     pub bytes_left: u64,
     /// Payload bytes this run.
     pub downloaded: u64,
@@ -161,7 +163,61 @@ pub struct FileInfo {
     pub length: u64,
     /// Bytes of it in verified pieces.
     pub done: u64,
+    /// Not skipped (an empty file is always wanted: there is nothing to fetch).
     pub wanted: bool,
+    pub priority: FilePriority,
+}
+
+/// How much a file is wanted. A piece gets the highest priority of the
+/// files it touches, so a skipped file's edge piece shared with a wanted
+/// file is still fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FilePriority {
+    /// Not downloaded.
+    Skip,
+    /// Downloaded like `Normal` for now: the picker has no lower class yet.
+    Low,
+    #[default]
+    Normal,
+    /// Picked before `Normal` pieces.
+    High,
+}
+
+/// Why a `set_file_priorities` call was refused (nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorityError {
+    /// One priority per file is needed.
+    WrongLength { files: usize, given: usize },
+}
+
+impl std::fmt::Display for PriorityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PriorityError::WrongLength { files, given } => {
+                write!(f, "{given} file priorities for a torrent of {files} files")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PriorityError {}
+
+/// Where one piece stands, as `pieces()` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceState {
+    Missing,
+    /// Blocks requested, received or being hashed; not verified yet.
+    Downloading,
+    /// Verified (the same bit as `have()`).
+    Have,
+}
+
+/// One piece, as `pieces()` shows it (two bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceInfo {
+    pub state: PieceState,
+    /// The highest priority of the files it touches.
+    pub priority: FilePriority,
 }
 
 /// A core's queue of actions, with one `Transmit` per peer at a time

@@ -47,8 +47,13 @@ impl Budget {
         self.limit.is_some()
     }
 
+    /// A new limit, at once: what is left is cut to one second at the new
+    /// rate (a lower limit must not inherit the old one's burst).
     pub fn set_limit(&mut self, limit: Option<u64>) {
         self.limit = limit;
+        if let Some(l) = limit {
+            self.left = self.left.min(l as f64);
+        }
     }
 
     /// Refill for `dt`: at most one second of burst, and at least room for

@@ -2,7 +2,7 @@
 //! that deliver at once. Each node is a `TorrentCore`; `World` plays every
 //! driver.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,37 @@ fn torrent(len: usize) -> (Arc<Metainfo>, Vec<u8>) {
     let data = payload(len);
     let info = lodestone_core::metainfo::single_file_info("t", PIECE, &data);
     (Arc::new(Metainfo::from_info_bytes(&info).unwrap()), data)
+}
+
+/// A v1 torrent of several files (no padding) of these sizes.
+fn torrent_of(sizes: &[usize]) -> (Arc<Metainfo>, Vec<u8>) {
+    let data = payload(sizes.iter().sum());
+    let mut pieces = Vec::new();
+    for chunk in data.chunks(PIECE as usize) {
+        pieces.extend_from_slice(&Sha1::digest(chunk));
+    }
+    // Bencoded by hand (keys in order): this crate has no encoder.
+    let mut info = b"d5:filesl".to_vec();
+    for (i, len) in sizes.iter().enumerate() {
+        let name = format!("f{i}");
+        let file = format!("d6:lengthi{len}e4:pathl{}:{name}ee", name.len());
+        info.extend_from_slice(file.as_bytes());
+    }
+    let tail = format!(
+        "e4:name1:t12:piece lengthi{PIECE}e6:pieces{}:",
+        pieces.len()
+    );
+    info.extend_from_slice(tail.as_bytes());
+    info.extend_from_slice(&pieces);
+    info.push(b'e');
+    (Arc::new(Metainfo::from_info_bytes(&info).unwrap()), data)
+}
+
+/// One direction of a connection as it is read off the wire.
+#[derive(Default)]
+struct Stream {
+    past_handshake: bool,
+    buf: Vec<u8>,
 }
 
 struct Node {
@@ -65,6 +96,10 @@ struct World {
     /// Bytes on their way: (to node, its key, bytes).
     wire: VecDeque<(usize, PeerKey, Bytes)>,
     dials_refused: usize,
+    /// What each end has sent, and the block requests in it in order:
+    /// (from node, piece).
+    streams: HashMap<End, Stream>,
+    requests: Vec<(usize, u32)>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -73,7 +108,15 @@ fn addr(i: usize) -> SocketAddr {
 
 impl World {
     fn new(len: usize) -> (Self, Vec<u8>) {
-        let (meta, data) = torrent(len);
+        Self::of(torrent(len))
+    }
+
+    /// A world sharing a torrent of several files.
+    fn with_files(sizes: &[usize]) -> (Self, Vec<u8>) {
+        Self::of(torrent_of(sizes))
+    }
+
+    fn of((meta, data): (Arc<Metainfo>, Vec<u8>)) -> (Self, Vec<u8>) {
         let w = World {
             meta,
             nodes: Vec::new(),
@@ -81,27 +124,74 @@ impl World {
             now: Instant::now(),
             wire: VecDeque::new(),
             dials_refused: 0,
+            streams: HashMap::new(),
+            requests: Vec::new(),
         };
         (w, data)
     }
 
     /// A node; `data` is what it holds already (all zeros: nothing).
     fn add(&mut self, data: Option<&[u8]>, tweak: impl FnOnce(&mut CoreConfig)) -> usize {
+        let n = self.meta.info.num_pieces();
+        match data {
+            Some(d) => self.add_holding(d, Bitfield::full(n), tweak),
+            None => {
+                let zeros = vec![0; self.meta.info.total_length() as usize];
+                self.add_holding(&zeros, Bitfield::new(n), tweak)
+            }
+        }
+    }
+
+    /// A node with `disk` whose verified pieces are `have`.
+    fn add_holding(
+        &mut self,
+        disk: &[u8],
+        have: Bitfield,
+        tweak: impl FnOnce(&mut CoreConfig),
+    ) -> usize {
         let i = self.nodes.len();
         let mut cfg = CoreConfig::new(PeerId([i as u8 + 1; 20]), i as u64 + 7);
         cfg.listen = Some(addr(i));
         tweak(&mut cfg);
-        let n = self.meta.info.num_pieces();
-        let have = match data {
-            Some(_) => Bitfield::full(n),
-            None => Bitfield::new(n),
-        };
-        let disk = data.map_or_else(
-            || vec![0; self.meta.info.total_length() as usize],
-            <[u8]>::to_vec,
-        );
         let core = TorrentCore::new(self.meta.clone(), cfg, &have, false, self.now);
-        self.push(Phase::Ready(Box::new(core)), disk)
+        self.push(Phase::Ready(Box::new(core)), disk.to_vec())
+    }
+
+    /// Note the block requests in what `from` sent: the 68-byte
+    /// handshake, then length-prefixed messages (id 6 is a request).
+    fn read_requests(&mut self, from: End, bytes: &[u8]) {
+        let s = self.streams.entry(from).or_default();
+        s.buf.extend_from_slice(bytes);
+        if !s.past_handshake {
+            if s.buf.len() < 68 {
+                return;
+            }
+            s.buf.drain(..68);
+            s.past_handshake = true;
+        }
+        let mut at = 0;
+        while let Some(head) = s.buf.get(at..at + 4) {
+            let len = u32::from_be_bytes(head.try_into().unwrap()) as usize;
+            let Some(msg) = s.buf.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            if msg.len() == 13 && msg[0] == 6 {
+                let piece = u32::from_be_bytes(msg[1..5].try_into().unwrap());
+                self.requests.push((from.0, piece));
+            }
+            at += 4 + len;
+        }
+        s.buf.drain(..at);
+    }
+
+    /// Pieces node `i` asked for after the first `mark` requests of the
+    /// log (its length at some point).
+    fn requested_after(&self, i: usize, mark: usize) -> Vec<u32> {
+        self.requests[mark..]
+            .iter()
+            .filter(|(from, _)| *from == i)
+            .map(|(_, piece)| *piece)
+            .collect()
     }
 
     /// A node that knows only the info hash (and, in `cfg`, some peers).
@@ -238,6 +328,7 @@ impl World {
                     return;
                 };
                 while let Some(mut b) = self.nodes[i].phase.poll_transmit(now, k) {
+                    self.read_requests((i, k), &b);
                     if self.nodes[i].liar && b.len() == 16384 {
                         b = b.iter().map(|x| !x).collect::<Vec<u8>>().into();
                     }
@@ -562,4 +653,276 @@ fn a_magnet_takes_a_peer_that_dials_it_before_the_metadata() {
     assert_eq!(w.nodes[leech].disk, data);
     assert_eq!((w.nodes[seed].dialled, w.nodes[leech].accepted), (1, 1));
     assert_eq!(w.nodes[leech].dialled, 0);
+}
+
+/// Three files of eight pieces each: pieces 0-7, 8-15 and 16-23.
+const FILE: usize = 8 * PIECE as usize;
+
+fn completions(w: &World, i: usize) -> usize {
+    w.nodes[i]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Completed { .. }))
+        .count()
+}
+
+#[test]
+fn lifting_a_download_limit_lets_the_rest_come_at_once() {
+    let (mut w, data) = World::new(4 << 20);
+    w.add(Some(&data), |c| c.seed_time = None);
+    let limit = 32 * 1024;
+    let leech = w.add(None, |c| {
+        c.peers = vec![addr(0)];
+        c.download_rate_limit = Some(limit);
+    });
+    w.run_until(Duration::from_secs(4), |_| false);
+    let before = w.nodes[leech].core().stats().downloaded;
+    // Four seconds at the limit, plus one second of burst at most.
+    assert!(before <= 5 * limit, "downloaded {before}");
+    let now = w.now;
+    let core = w.nodes[leech].core_mut();
+    core.set_rate_limits(now, None, None);
+    assert_eq!(core.rate_limits(), (None, None));
+    // No time passes: what the budget held back goes out now, not at a tick.
+    w.settle();
+    let after = w.nodes[leech].core().stats().downloaded;
+    assert!(after >= before + 4 * limit, "{before} then {after}");
+    // The rest would take two minutes at the old limit.
+    let took = w.run_until(Duration::from_secs(5), |w| w.complete(leech));
+    assert!(took.is_some(), "not complete 5 s after lifting the limit");
+    assert_eq!(w.nodes[leech].disk, data);
+}
+
+#[test]
+fn tightening_an_upload_limit_holds_the_new_rate() {
+    let (mut w, data) = World::new(8 << 20);
+    let seed = w.add(Some(&data), |c| {
+        c.seed_time = None;
+        c.upload_rate_limit = Some(1 << 20);
+    });
+    // It asks for half what the seed may send: the seed's budget stays
+    // full, a whole second of the old limit.
+    w.add(None, |c| {
+        c.peers = vec![addr(0)];
+        c.download_rate_limit = Some(512 << 10);
+    });
+    w.run_until(Duration::from_secs(3), |_| false);
+    let before = w.nodes[seed].core().stats().uploaded;
+    assert!(before >= 1 << 20, "uploaded {before}");
+    let tight = 64 * 1024;
+    let now = w.now;
+    let core = w.nodes[seed].core_mut();
+    core.set_rate_limits(now, None, Some(tight));
+    assert_eq!(core.rate_limits(), (None, Some(tight)));
+    w.run_until(Duration::from_secs(10), |_| false);
+    let sent = w.nodes[seed].core().stats().uploaded - before;
+    // Ten seconds at the new limit plus one second of burst at most.
+    assert!(sent <= 11 * tight, "sent {sent}");
+    assert!(sent >= 8 * tight, "sent {sent}");
+}
+
+#[test]
+fn a_file_skipped_mid_download_is_never_asked_for_and_unskipping_fetches_it() {
+    use FilePriority::{High, Normal, Skip};
+    let (mut w, data) = World::with_files(&[FILE; 3]);
+    // Four blocks a second: the leech's requests wait at the seed.
+    w.add(Some(&data), |c| {
+        c.seed_time = None;
+        c.upload_rate_limit = Some(64 * 1024);
+    });
+    let leech = w.add(None, |c| c.peers = vec![addr(0)]);
+    let now = w.now;
+    let core = w.nodes[leech].core_mut();
+    core.set_file_priorities(now, &[Normal, High, Normal])
+        .unwrap();
+    w.run_until(Duration::from_secs(2), |_| false);
+    let middle = |w: &World| {
+        let have = w.nodes[leech].core().have();
+        (8..16)
+            .filter(|p| have.get(lodestone_core::PieceIndex(*p)))
+            .count()
+    };
+    // Mid-file: the middle file came first, and more of it is asked for.
+    let had = middle(&w);
+    assert!((1..8).contains(&had), "{had} of the middle file's pieces");
+    let mark = w.requests.len();
+    assert!(w
+        .requested_after(leech, 0)
+        .iter()
+        .any(|p| (8..16).contains(p)));
+    let now = w.now;
+    let core = w.nodes[leech].core_mut();
+    core.set_file_priorities(now, &[Normal, Skip, Normal])
+        .unwrap();
+    let st = core.stats();
+    assert_eq!(st.wanted_bytes, 2 * FILE as u64);
+    assert!(
+        st.bytes_left > 0 && st.bytes_left <= 2 * FILE as u64,
+        "{st:?}"
+    );
+    let took = w.run_until(Duration::from_secs(60), |w| w.complete(leech));
+    assert!(took.is_some(), "the wanted files never completed");
+    let asked = w.requested_after(leech, mark);
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|p| !(8..16).contains(p)),
+        "skipped pieces asked for: {asked:?}"
+    );
+    // Nothing more of it came in: the requests out for it were cancelled.
+    assert_eq!(middle(&w), had);
+    // Finished downloading: done, with its wanted files on disk.
+    let now = w.now;
+    let core = w.nodes[leech].core();
+    assert_eq!(core.stop_reason(now), Some(StopReason::Done));
+    assert_eq!(core.stats().bytes_left, 0);
+    assert!(!core.have().is_full());
+    assert_eq!(completions(&w, leech), 1);
+    let disk = &w.nodes[leech].disk;
+    assert_eq!(disk[..FILE], data[..FILE]);
+    assert_eq!(disk[2 * FILE..], data[2 * FILE..]);
+    assert_ne!(disk[FILE..2 * FILE], data[FILE..2 * FILE]);
+
+    // Wanted again: downloading again, at once.
+    let unskipped_at = w.now;
+    let mark = w.requests.len();
+    let core = w.nodes[leech].core_mut();
+    core.set_file_priorities(unskipped_at, &[Normal; 3])
+        .unwrap();
+    assert!(!core.is_complete());
+    assert_eq!(core.stop_reason(unskipped_at), None);
+    assert_eq!(core.stats().wanted_bytes, 3 * FILE as u64);
+    assert!(core.stats().bytes_left > 0);
+    w.settle();
+    assert!(w.nodes[leech].core().peers()[0].am_interested);
+    let took = w.run_until(Duration::from_secs(60), |w| w.complete(leech));
+    assert!(took.is_some(), "the unskipped file never completed");
+    assert_eq!(w.nodes[leech].disk, data);
+    assert!(w
+        .requested_after(leech, mark)
+        .iter()
+        .any(|p| (8..16).contains(p)));
+    assert_eq!(completions(&w, leech), 2);
+    let now = w.now;
+    assert_eq!(
+        w.nodes[leech].core().stop_reason(now),
+        Some(StopReason::Done)
+    );
+}
+
+#[test]
+fn skipping_the_only_file_a_peer_has_ends_interest_in_it() {
+    use FilePriority::{Normal, Skip};
+    let (mut w, data) = World::with_files(&[FILE; 3]);
+    let mut middle = Bitfield::new(w.meta.info.num_pieces());
+    for p in 8..16 {
+        middle.set(lodestone_core::PieceIndex(p));
+    }
+    let partial = w.add_holding(&data, middle, |c| c.seed_time = None);
+    let leech = w.add(None, |c| {
+        c.peers = vec![addr(0)];
+        c.download_rate_limit = Some(16 * 1024);
+    });
+    w.run_until(Duration::from_secs(1), |_| false);
+    let interest = |w: &World| {
+        (
+            w.nodes[leech].core().peers()[0].am_interested,
+            w.nodes[partial].core().peers()[0].peer_interested,
+        )
+    };
+    assert_eq!(interest(&w), (true, true));
+    let now = w.now;
+    let core = w.nodes[leech].core_mut();
+    core.set_file_priorities(now, &[Normal, Skip, Normal])
+        .unwrap();
+    // Said at once (no time passes), and heard by the peer.
+    w.settle();
+    assert_eq!(interest(&w), (false, false));
+    let core = w.nodes[leech].core_mut();
+    core.set_file_priorities(now, &[Normal; 3]).unwrap();
+    w.settle();
+    assert_eq!(interest(&w), (true, true));
+}
+
+#[test]
+fn priorities_of_the_wrong_length_are_refused() {
+    use FilePriority::{High, Skip};
+    let (mut w, _) = World::with_files(&[FILE; 3]);
+    let n = w.add(None, |_| {});
+    let now = w.now;
+    let core = w.nodes[n].core_mut();
+    for given in [vec![Skip; 2], vec![High; 4], vec![]] {
+        assert_eq!(
+            core.set_file_priorities(now, &given),
+            Err(PriorityError::WrongLength {
+                files: 3,
+                given: given.len()
+            })
+        );
+    }
+    // Nothing changed.
+    assert!(core
+        .files()
+        .iter()
+        .all(|f| f.priority == FilePriority::Normal && f.wanted));
+    assert_eq!(core.stats().wanted_bytes, 3 * FILE as u64);
+}
+
+#[test]
+fn files_and_pieces_show_the_priorities() {
+    use FilePriority::{High, Low, Normal, Skip};
+    let (mut w, _) = World::with_files(&[FILE; 3]);
+    // Set at construction: only the middle file.
+    let n = w.add(None, |c| c.only_files = Some(vec![1]));
+    let show = |w: &World| {
+        let core = w.nodes[n].core();
+        let files: Vec<(FilePriority, bool)> = core
+            .files()
+            .iter()
+            .map(|f| (f.priority, f.wanted))
+            .collect();
+        let pieces: Vec<FilePriority> = core.pieces().iter().map(|p| p.priority).collect();
+        (files, pieces, core.stats().wanted_bytes)
+    };
+    let (files, pieces, wanted) = show(&w);
+    assert_eq!(files, [(Skip, false), (Normal, true), (Skip, false)]);
+    assert_eq!(pieces, [[Skip; 8], [Normal; 8], [Skip; 8]].concat());
+    assert_eq!(wanted, FILE as u64);
+    let now = w.now;
+    w.nodes[n]
+        .core_mut()
+        .set_file_priorities(now, &[High, Skip, Low])
+        .unwrap();
+    let (files, pieces, wanted) = show(&w);
+    assert_eq!(files, [(High, true), (Skip, false), (Low, true)]);
+    assert_eq!(pieces, [[High; 8], [Skip; 8], [Low; 8]].concat());
+    assert_eq!(wanted, 2 * FILE as u64);
+}
+
+#[test]
+fn pieces_agree_with_have_mid_download() {
+    let (mut w, data) = World::with_files(&[FILE; 3]);
+    // The seed sends two blocks a second: requests stay out.
+    w.add(Some(&data), |c| {
+        c.seed_time = None;
+        c.upload_rate_limit = Some(32 * 1024);
+    });
+    let leech = w.add(None, |c| c.peers = vec![addr(0)]);
+    w.run_until(Duration::from_secs(3), |_| false);
+    let core = w.nodes[leech].core();
+    let pieces = core.pieces();
+    let have = core.have();
+    assert_eq!(pieces.len() as u32, have.len());
+    for (i, p) in pieces.iter().enumerate() {
+        let i = lodestone_core::PieceIndex(i as u32);
+        assert_eq!(p.state == PieceState::Have, have.get(i), "piece {i}");
+    }
+    let count = |s: PieceState| pieces.iter().filter(|p| p.state == s).count();
+    assert_eq!(count(PieceState::Have) as u32, have.count());
+    assert!(count(PieceState::Have) > 0);
+    assert!(count(PieceState::Missing) > 0);
+    // Each block out belongs to a piece shown as being fetched (two
+    // blocks a piece).
+    let out = core.peers()[0].requests_out;
+    assert!(out > 0);
+    assert!(2 * count(PieceState::Downloading) >= out, "{out} out");
 }
