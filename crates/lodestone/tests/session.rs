@@ -291,3 +291,62 @@ fn get_of_several_inputs_comes_back_from_its_state_directory_after_kill_9() {
         );
     }
 }
+
+/// With a state directory, the DHT's routing table is kept there: a `get`
+/// that joined a private DHT saves it on the way out, and the next `get`
+/// on that state directory starts from it with no `--bootstrap`.
+#[test]
+fn the_state_directory_keeps_the_dht_routing_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, list) = torrents(dir.path(), 2);
+    let (_seeder, _lines, addr) = seed_all(&list, &src);
+    // The first node of a private DHT on 127.0.0.1.
+    let node_addr = format!("127.0.0.1:{}", common::port_block(1));
+    let mut node = Child::spawn(
+        bin()
+            .env(LOCAL_ONLY.0, LOCAL_ONLY.1)
+            .args(["dht", "node", "--json", "--status-every", "1"])
+            .args(["--duration", "60", "--listen", &node_addr]),
+    );
+    Lines::stdout(&mut node.0)
+        .named("the dht node")
+        .wait("health", Duration::from_secs(10), |l| {
+            l.contains("\"nodes\"")
+        });
+    let state = dir.path().join("state");
+    let get = |extra: &[&str]| {
+        let o = bin()
+            .env(LOCAL_ONLY.0, LOCAL_ONLY.1)
+            .args(["get", "--json", "--no-lpd", "--peer", &addr, "-o"])
+            .arg(dir.path().join("dl"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .output()
+            .unwrap();
+        common::success_stdout(&o)
+    };
+    let text = get(&["--bootstrap", &node_addr, list[0].to_str().unwrap()]);
+    assert!(text.contains("\"complete\":1"), "{text}");
+    let table = state.join("dht.nodes");
+    let saved = std::fs::read_to_string(&table).unwrap_or_default();
+    assert!(saved.contains(&node_addr), "saved table: {saved:?}");
+    // Make it look old; the next run, given no bootstrap node, runs a DHT
+    // from it (and saves it again on the way out).
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&table)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let text = get(&[]);
+    assert!(text.contains("\"complete\":1"), "{text}");
+    let modified = std::fs::metadata(&table).unwrap().modified().unwrap();
+    assert!(
+        modified > hour_ago + Duration::from_secs(60),
+        "not saved again"
+    );
+    let saved = std::fs::read_to_string(&table).unwrap();
+    assert!(saved.contains(&node_addr), "saved table: {saved:?}");
+}

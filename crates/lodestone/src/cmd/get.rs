@@ -209,7 +209,20 @@ pub(crate) async fn start_dht(
     listen: Option<std::net::SocketAddr>,
     seed: u64,
 ) -> anyhow::Result<Option<lodestone_engine::dht::Dht>> {
-    if bootstrap.is_empty() && !public {
+    start_dht_with(bootstrap, public, listen, seed, &[]).await
+}
+
+/// [`start_dht`], its routing table first filled with `known` nodes (a
+/// table saved by an earlier run: the restart is warm).
+pub(crate) async fn start_dht_with(
+    bootstrap: &[String],
+    public: bool,
+    listen: Option<std::net::SocketAddr>,
+    seed: u64,
+    known: &[(lodestone_dht::NodeId, std::net::SocketAddr)],
+) -> anyhow::Result<Option<lodestone_engine::dht::Dht>> {
+    // A saved table is a way in too.
+    if bootstrap.is_empty() && !public && known.is_empty() {
         return Ok(None);
     }
     let names: Vec<String> = if public {
@@ -239,7 +252,7 @@ pub(crate) async fn start_dht(
         cfg.clone(),
         lodestone_dht::NodeId(rng.bytes20()),
         rng.bytes32(),
-        &[],
+        known,
     )
     .await
     .with_context(|| format!("cannot bind the DHT socket on {bind}"))?;
@@ -260,7 +273,7 @@ pub(crate) async fn start_dht(
             // too (an unspecified IPv6 listener is dual-stack on Linux).
             let reachable = listen.is_some_and(|l| l.ip().is_unspecified() && l.is_ipv6());
             if dht
-                .add_family(other, cfg.clone(), id, seed, &[], reachable)
+                .add_family(other, cfg.clone(), id, seed, known, reachable)
                 .await
                 .is_ok()
             {

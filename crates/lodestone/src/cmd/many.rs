@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::get::{
     load, local_only, open_state, peer_id, public_dht, run_seed_value, runtime, seed_config,
-    start_dht, torrent_config,
+    start_dht_with, torrent_config,
 };
 use crate::cli::{GetArgs, SeedArgs};
 
@@ -46,15 +46,15 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         &a.sources.bootstrap,
         local_only(),
     )?;
-    let run = Run {
-        listen: Some(a.listen),
-        state: open_state(&a.sources)?,
-        restore: None,
-        json: a.json,
-        seed,
-    };
+    let run = Run::new(Some(a.listen), open_state(&a.sources)?, None, a.json, seed);
     runtime()?.block_on(async move {
-        let dht = start_dht(&a.sources.bootstrap, public, Some(a.listen), seed).await?;
+        let known = if a.sources.no_dht {
+            Vec::new()
+        } else {
+            run.saved_dht_nodes()
+        };
+        let dht =
+            start_dht_with(&a.sources.bootstrap, public, Some(a.listen), seed, &known).await?;
         run.drive(adds, dht).await
     })
 }
@@ -75,8 +75,14 @@ pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
         .map(|i| super::info::load(i).with_context(|| i.clone()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let state = open_state(&a.sources)?;
+    let dht_file = state.as_ref().map(dht_file);
     runtime()?.block_on(async move {
-        let dht = start_dht(&a.sources.bootstrap, public, a.listen, seed).await?;
+        let known = dht_file
+            .as_deref()
+            .filter(|_| !a.sources.no_dht)
+            .map(lodestone_engine::dht::load_nodes)
+            .unwrap_or_default();
+        let dht = start_dht_with(&a.sources.bootstrap, public, a.listen, seed, &known).await?;
         let template = torrent_config(a, seed, dht.clone(), a.peers.clone())?;
         let mut adds = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
@@ -99,21 +105,26 @@ pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
             };
             adds.push((add, cfg));
         }
-        let run = Run {
-            listen: a.listen,
-            restore: state.is_some().then(|| template.clone()),
-            state,
-            json: a.json,
-            seed,
-        };
+        let restore = state.is_some().then(|| template.clone());
+        let run = Run::new(a.listen, state, restore, a.json, seed);
         run.drive(adds, dht).await
     })
 }
+
+/// Where a state directory keeps the DHT's routing table.
+fn dht_file(state: &StateDir) -> PathBuf {
+    state.path().join("dht.nodes")
+}
+
+/// How often the DHT's routing table is saved while the session runs.
+const SAVE_DHT_EVERY: Duration = Duration::from_secs(300);
 
 /// One session's run.
 struct Run {
     listen: Option<std::net::SocketAddr>,
     state: Option<StateDir>,
+    /// The state directory's copy of the DHT routing table.
+    dht_file: Option<PathBuf>,
     /// Bring back the state directory's torrents, configured like this.
     restore: Option<TorrentConfig>,
     json: bool,
@@ -121,10 +132,46 @@ struct Run {
 }
 
 impl Run {
+    fn new(
+        listen: Option<std::net::SocketAddr>,
+        state: Option<StateDir>,
+        restore: Option<TorrentConfig>,
+        json: bool,
+        seed: u64,
+    ) -> Self {
+        Self {
+            listen,
+            dht_file: state.as_ref().map(dht_file),
+            state,
+            restore,
+            json,
+            seed,
+        }
+    }
+
+    fn saved_dht_nodes(&self) -> Vec<(lodestone_dht::NodeId, std::net::SocketAddr)> {
+        self.dht_file
+            .as_deref()
+            .map(lodestone_engine::dht::load_nodes)
+            .unwrap_or_default()
+    }
+
+    /// Keep the DHT's routing table for the next start.
+    async fn save_dht(&self, dht: &Option<lodestone_engine::dht::Dht>) {
+        if let (Some(path), Some(dht)) = (&self.dht_file, dht) {
+            if let Err(e) = lodestone_engine::dht::save_nodes(path, &dht.nodes().await) {
+                eprintln!(
+                    "warning: cannot save the DHT nodes in {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
     /// Add the torrents, then report until every running one ended (or
     /// Ctrl-C stopped them).
     async fn drive(
-        self,
+        mut self,
         adds: Vec<(Add, TorrentConfig)>,
         dht: Option<lodestone_engine::dht::Dht>,
     ) -> anyhow::Result<ExitCode> {
@@ -136,9 +183,11 @@ impl Run {
             listen: self.listen,
             threads,
             seed: self.seed,
-            state: self.state,
+            state: self.state.take(),
         })
         .await?;
+        let mut save_dht =
+            tokio::time::interval_at(tokio::time::Instant::now() + SAVE_DHT_EVERY, SAVE_DHT_EVERY);
         if let Some(template) = &self.restore {
             for (path, why) in session.restore(template)? {
                 if json {
@@ -152,7 +201,7 @@ impl Run {
             }
         }
         for (add, mut cfg) in adds {
-            cfg.dht = dht.clone();
+            cfg.dht.clone_from(&dht);
             session.add(add, cfg)?;
         }
         let mut names: BTreeMap<InfoHash, String> = session
@@ -245,6 +294,7 @@ impl Run {
                         }
                     }
                 }
+                _ = save_dht.tick() => self.save_dht(&dht).await,
                 _ = &mut ctrl_c, if !stopping => {
                     stopping = true;
                     if !json {
@@ -254,6 +304,7 @@ impl Run {
                 }
             }
         }
+        self.save_dht(&dht).await;
         if json {
             crate::outln!(
                 "{}",
