@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use lodestone_core::{InfoHash, InfoHashes, Magnet, Metainfo};
+use lodestone_torrent::FilePriority;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -124,6 +125,10 @@ pub enum SessionError {
     NoStateDir,
     #[error(transparent)]
     State(#[from] StateDirError),
+    #[error("{given} file priorities for a torrent of {files} files")]
+    Priorities { files: usize, given: usize },
+    #[error("the torrent's metadata is not here yet: its files are unknown")]
+    NoMetadata,
     #[error("cannot {op} {path}: {error}")]
     Files {
         op: &'static str,
@@ -334,6 +339,11 @@ impl Session {
         entry.download_limit = cfg.download_rate_limit;
         entry.upload_limit = cfg.upload_rate_limit;
         entry.max_peers = u32::try_from(cfg.max_peers).ok();
+        entry.file_priorities = cfg
+            .file_priorities
+            .iter()
+            .map(|&p| priority_code(p))
+            .collect();
         if let Some(state) = &self.core.state {
             let mut sd = lock(state);
             match &what {
@@ -413,6 +423,12 @@ impl Session {
             if let Some(n) = loaded.entry.max_peers {
                 cfg.max_peers = n as usize;
             }
+            cfg.file_priorities = loaded
+                .entry
+                .file_priorities
+                .iter()
+                .map(|&c| priority_of(c))
+                .collect();
             cfg.resume_file = Some(lock(state).resume_path(loaded.info_hash));
             let what = match loaded.source {
                 TorrentSource::Metainfo(m) => What::Torrent(Arc::new(*m)),
@@ -516,6 +532,66 @@ impl Session {
             id,
             info_hash: m.info_hash,
         });
+        Ok(())
+    }
+
+    /// Cap a torrent's rates, bytes per second (`None`: no cap); at once
+    /// if it runs, and kept for its next runs.
+    pub async fn set_limits(
+        &self,
+        id: TorrentId,
+        download: Option<u64>,
+        upload: Option<u64>,
+    ) -> Result<(), SessionError> {
+        let input = {
+            let mut t = lock(&self.core.torrents);
+            let m = t.by_id.get_mut(&id).ok_or(SessionError::Unknown(id))?;
+            m.cfg.download_rate_limit = download;
+            m.cfg.upload_rate_limit = upload;
+            m.entry.download_limit = download;
+            m.entry.upload_limit = upload;
+            self.core.save_entry(m)?;
+            self.core.input_of(m)
+        };
+        if let Some(input) = input {
+            let _ = input
+                .send(PeerInput::Command(torrent::Command::SetLimits(
+                    download, upload,
+                )))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Set each file's priority (one per file, in the torrent's order):
+    /// skipped files are not downloaded; at once if it runs, and kept.
+    pub async fn set_file_priorities(
+        &self,
+        id: TorrentId,
+        priorities: Vec<FilePriority>,
+    ) -> Result<(), SessionError> {
+        let input = {
+            let mut t = lock(&self.core.torrents);
+            let m = t.by_id.get_mut(&id).ok_or(SessionError::Unknown(id))?;
+            let What::Torrent(meta) = &m.what else {
+                return Err(SessionError::NoMetadata);
+            };
+            let files = meta.info.files.len();
+            if priorities.len() != files {
+                return Err(SessionError::Priorities {
+                    files,
+                    given: priorities.len(),
+                });
+            }
+            m.entry.file_priorities = priorities.iter().map(|&p| priority_code(p)).collect();
+            m.cfg.file_priorities.clone_from(&priorities);
+            self.core.save_entry(m)?;
+            self.core.input_of(m)
+        };
+        if let Some(input) = input {
+            let ask = torrent::Command::SetFilePriorities(priorities);
+            let _ = input.send(PeerInput::Command(ask)).await;
+        }
         Ok(())
     }
 
@@ -645,7 +721,34 @@ impl Session {
     }
 }
 
+/// How a file priority is kept in the state directory.
+fn priority_code(p: FilePriority) -> u8 {
+    match p {
+        FilePriority::Skip => 0,
+        FilePriority::Low => 1,
+        FilePriority::Normal => 2,
+        FilePriority::High => 3,
+    }
+}
+
+fn priority_of(code: u8) -> FilePriority {
+    match code {
+        0 => FilePriority::Skip,
+        1 => FilePriority::Low,
+        3.. => FilePriority::High,
+        2 => FilePriority::Normal,
+    }
+}
+
 impl Core {
+    /// A running torrent's input.
+    fn input_of(&self, m: &Managed) -> Option<mpsc::Sender<PeerInput>> {
+        m.run.as_ref()?;
+        lock(&self.routes)
+            .get(&m.info_hash)
+            .map(|r| r.input.clone())
+    }
+
     fn save_entry(&self, m: &Managed) -> Result<(), SessionError> {
         if let Some(state) = &self.state {
             lock(state).save_entry(m.info_hash, &m.entry)?;

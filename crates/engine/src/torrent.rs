@@ -40,6 +40,8 @@ pub struct TorrentConfig {
     pub recheck: bool,
     /// Download only these file indices.
     pub only_files: Option<Vec<usize>>,
+    /// One per file (empty: all normal); applied after `only_files`.
+    pub file_priorities: Vec<lodestone_torrent::FilePriority>,
     pub sequential: bool,
     pub max_peers: usize,
     pub upload_slots: usize,
@@ -129,6 +131,7 @@ impl TorrentConfig {
             seed_time: Some(Duration::ZERO),
             recheck: false,
             only_files: None,
+            file_priorities: Vec::new(),
             sequential: false,
             max_peers: 60,
             upload_slots: 8,
@@ -283,6 +286,11 @@ pub const STOP_DONE: &str = "complete";
 pub enum Command {
     /// Its state now, as typed data.
     Snapshot(tokio::sync::oneshot::Sender<TorrentSnapshot>),
+    /// Bytes per second, down and up (`None`: no limit).
+    SetLimits(Option<u64>, Option<u64>),
+    /// One per file (a magnet still fetching its metadata keeps them for
+    /// when it has it).
+    SetFilePriorities(Vec<lodestone_torrent::FilePriority>),
 }
 
 /// One torrent's state, as a session shows it (words are the caller's).
@@ -619,6 +627,7 @@ impl Driver {
             started,
             core_offset,
         };
+        d.apply_file_priorities(Instant::now());
         if let Phase::Ready(t) = &d.core {
             // Trackers start once the files are checked, so that the first
             // announce says how much is really left (a seeder says 0).
@@ -736,7 +745,17 @@ impl Driver {
         else {
             return Ok(());
         };
-        let core = TorrentCore::from_magnet(*m, meta.clone(), &have, resume_stale, Instant::now());
+        let mut core =
+            TorrentCore::from_magnet(*m, meta.clone(), &have, resume_stale, Instant::now());
+        // Limits set while the metadata was fetched.
+        core.set_rate_limits(
+            Instant::now(),
+            self.cfg.download_rate_limit,
+            self.cfg.upload_rate_limit,
+        );
+        if !self.cfg.file_priorities.is_empty() {
+            let _ = core.set_file_priorities(Instant::now(), &self.cfg.file_priorities);
+        }
         let left = core.stats().bytes_left;
         self.progress_tx.send_modify(|p| p.left = left);
         self.core = Phase::Ready(Box::new(core));
@@ -874,6 +893,27 @@ impl Driver {
             PeerInput::Data { key, bytes } => self.core.handle_data(now, key, bytes),
             PeerInput::Command(Command::Snapshot(tx)) => {
                 let _ = tx.send(self.snapshot(now));
+            }
+            PeerInput::Command(Command::SetLimits(down, up)) => {
+                self.cfg.download_rate_limit = down;
+                self.cfg.upload_rate_limit = up;
+                if let Phase::Ready(t) = &mut self.core {
+                    t.set_rate_limits(now, down, up);
+                }
+            }
+            PeerInput::Command(Command::SetFilePriorities(p)) => {
+                self.cfg.file_priorities = p;
+                self.apply_file_priorities(now);
+            }
+        }
+    }
+
+    /// The configured priorities, once there is a torrent to apply them to
+    /// (a list of the wrong length was refused by the session already).
+    fn apply_file_priorities(&mut self, now: Instant) {
+        if let Phase::Ready(t) = &mut self.core {
+            if !self.cfg.file_priorities.is_empty() {
+                let _ = t.set_file_priorities(now, &self.cfg.file_priorities);
             }
         }
     }

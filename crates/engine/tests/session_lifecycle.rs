@@ -313,3 +313,96 @@ async fn a_torrent_removed_while_it_checks_stops_at_once() {
     assert!(state_files(&state_path, meta.info_hashes.wire()).is_empty());
     assert!(session.is_empty());
 }
+
+/// Rate limits and file priorities reach a running torrent at once and
+/// are kept in the state directory: a leecher held to 16 KiB/s is let go
+/// and finishes; the file it skips is not downloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_file_priorities_reach_a_running_torrent_and_are_kept() {
+    use lodestone_torrent::FilePriority;
+    let dir = tempfile::tempdir().unwrap();
+    // Two files of 1 MiB in one torrent.
+    let content = dir.path().join("src/pair");
+    std::fs::create_dir_all(&content).unwrap();
+    for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
+        let data: Vec<u8> = (0..(1u64 << 20))
+            .map(|x| ((x * 13 + i as u64) % 251) as u8)
+            .collect();
+        std::fs::write(content.join(name), data).unwrap();
+    }
+    let opts = CreateOptions {
+        piece_length: Some(64 * 1024),
+        ..Default::default()
+    };
+    let meta = Arc::new(
+        Metainfo::from_bytes(&create_torrent(&content, &opts, &Progress::default()).unwrap())
+            .unwrap(),
+    );
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (seeder, mut seeder_events) = Session::start(SessionConfig {
+        listen: Some(listen),
+        threads: 1,
+        seed: 3,
+        state: None,
+    })
+    .await
+    .unwrap();
+    let sid = seeder
+        .add(Add::Torrent(meta.clone()), config(&dir.path().join("src")))
+        .unwrap()
+        .id;
+    wait_for(&mut seeder_events, sid, started).await;
+    tokio::spawn(async move { while seeder_events.recv().await.is_some() {} });
+
+    let state_path = dir.path().join("state");
+    let (session, mut events) = start(Some(StateDir::open(&state_path).unwrap())).await;
+    let out = dir.path().join("dl");
+    let mut cfg = config(&out);
+    cfg.peer_id = PeerId::generate([6; 12]);
+    cfg.peers = vec![listen];
+    cfg.seed_time = Some(Duration::ZERO);
+    // 16 KiB/s: the 1 MiB wanted would take a minute.
+    cfg.download_rate_limit = Some(16 * 1024);
+    let id = session.add(Add::Torrent(meta.clone()), cfg).unwrap().id;
+    wait_for(&mut events, id, started).await;
+    let wrong = session
+        .set_file_priorities(id, vec![FilePriority::Normal])
+        .await;
+    assert!(wrong.is_err(), "one priority for two files");
+    session
+        .set_file_priorities(id, vec![FilePriority::High, FilePriority::Skip])
+        .await
+        .unwrap();
+    // Let a few blocks come at the limit, then lift it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let snap = session.snapshot(id).await.expect("running");
+    let got = snap.stats.as_ref().map_or(0, |s| s.downloaded);
+    assert!(got < 512 * 1024, "the limit held: {got} bytes in a second");
+    assert_eq!(snap.files[1].priority, FilePriority::Skip);
+    session.set_limits(id, None, None).await.unwrap();
+    // Done with what it wants (seed time 0: the run ends).
+    wait_for(&mut events, id, ended).await;
+    assert_eq!(
+        std::fs::read(content.join("one.bin")).unwrap(),
+        std::fs::read(out.join("pair/one.bin")).unwrap()
+    );
+    let two = std::fs::metadata(out.join("pair/two.bin")).map_or(0, |m| m.len());
+    let two_data = std::fs::read(out.join("pair/two.bin")).unwrap_or_default();
+    assert!(
+        two == 0 || two_data.iter().filter(|&&b| b != 0).count() < 128 * 1024,
+        "the skipped file was downloaded"
+    );
+    // Kept: the state directory's entry has both.
+    let entry = std::fs::read(
+        state_path
+            .join("torrents")
+            .join(format!("{}.entry", meta.info_hashes.wire().to_hex())),
+    )
+    .unwrap();
+    let entry = lodestone_engine::state_dir::TorrentEntry::decode(&entry).unwrap();
+    assert_eq!(entry.file_priorities, vec![3, 0]);
+    assert_eq!((entry.download_limit, entry.upload_limit), (None, None));
+}
