@@ -41,7 +41,14 @@ pub struct SessionConfig {
     pub seed: u64,
     /// Keep the torrent list and resume data here (see [`Session::restore`]).
     pub state: Option<StateDir>,
+    /// Peer connections open at once across all torrents (each torrent
+    /// has its own `max_peers` too).
+    pub max_connections: usize,
 }
+
+/// libtorrent's default `connections_limit`; Transmission's global peer
+/// limit is 200, qBittorrent's 500.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
 
 /// A torrent's handle in the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -231,6 +238,7 @@ struct Core {
     routes: Routes,
     state: Option<Arc<Mutex<StateDir>>>,
     pool: Arc<Pool>,
+    connections: torrent::ConnectionCap,
     /// Torrents checking their files at once: one per hashing thread (each
     /// check hashes on every core already, and most starts only read a
     /// resume file).
@@ -281,6 +289,7 @@ impl Session {
             routes,
             state: cfg.state.map(|s| Arc::new(Mutex::new(s))),
             pool: Arc::new(Pool::new("hash", cfg.threads)),
+            connections: torrent::ConnectionCap::new(cfg.max_connections),
             checks: Arc::new(tokio::sync::Semaphore::new(cfg.threads.max(1))),
             state_tx,
             progress_tx,
@@ -702,6 +711,11 @@ impl Session {
             .ok()
     }
 
+    /// Peer connections open now, across all torrents.
+    pub fn connections(&self) -> usize {
+        self.core.connections.open()
+    }
+
     /// Torrents running.
     pub fn running(&self) -> usize {
         lock(&self.core.torrents)
@@ -767,6 +781,7 @@ impl Core {
         };
         let info_hash = m.info_hash;
         let (mut shared, input) = Shared::new(self.pool.clone(), self.checks.clone());
+        shared.connections = Some(self.connections.clone());
         if matches!(m.what, What::Magnet { .. }) {
             let core = self.clone();
             shared.on_metadata = Some(Arc::new(move |meta: &Arc<Metainfo>| {

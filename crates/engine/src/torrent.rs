@@ -81,10 +81,52 @@ type Inputs = (mpsc::Sender<PeerInput>, mpsc::Receiver<PeerInput>);
 /// Told a magnet's metadata once it is verified.
 pub type OnMetadata = Arc<dyn Fn(&Arc<Metainfo>) + Send + Sync>;
 
+/// The session's cap on peer connections, counted across its torrents.
+#[derive(Debug, Clone)]
+pub struct ConnectionCap {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl ConnectionCap {
+    pub fn new(max: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            max,
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn is_full(&self) -> bool {
+        self.open() >= self.max
+    }
+
+    /// Count one more connection until the slot is dropped.
+    fn take(&self) -> ConnectionSlot {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        ConnectionSlot(self.open.clone())
+    }
+}
+
+/// One open connection of a [`ConnectionCap`].
+struct ConnectionSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What a session shares with each of its torrents.
 #[derive(Clone)]
 pub struct Shared {
     pub pool: Arc<crate::pool::Pool>,
+    /// Every torrent's connections count against it.
+    pub connections: Option<ConnectionCap>,
     /// Initial checks of files running at once.
     pub checks: Arc<tokio::sync::Semaphore>,
     /// The torrent's input channel, made by the session so that its
@@ -107,6 +149,7 @@ impl Shared {
             checks,
             inputs: Arc::new(std::sync::Mutex::new(Some((tx.clone(), rx)))),
             on_metadata: None,
+            connections: None,
         };
         (shared, tx)
     }
@@ -317,6 +360,8 @@ enum DiskResult {
 struct Conn {
     conn: Connection,
     pending: Option<Bytes>,
+    /// Its place under the session's connection cap.
+    _slot: Option<ConnectionSlot>,
 }
 
 /// Carries out the core's actions.
@@ -847,6 +892,12 @@ impl Driver {
                 cipher,
                 ..
             } => {
+                let cap = self.cfg.shared.as_ref().and_then(|s| s.connections.clone());
+                // At the session's cap, a peer that dialled us is turned
+                // away (one we dialled was let through at the dial).
+                if source == PeerSource::Incoming && cap.as_ref().is_some_and(|c| c.is_full()) {
+                    return;
+                }
                 let Some(key) = self
                     .core
                     .handle_connected(now, addr, source, cipher.is_some())
@@ -865,6 +916,7 @@ impl Driver {
                     Conn {
                         conn,
                         pending: None,
+                        _slot: cap.map(|c| c.take()),
                     },
                 );
                 if !initial.is_empty() {
@@ -985,6 +1037,16 @@ impl Driver {
                 source,
                 encrypt,
             } => {
+                let cap = self
+                    .cfg
+                    .shared
+                    .as_ref()
+                    .and_then(|s| s.connections.as_ref());
+                if cap.is_some_and(|c| c.is_full()) {
+                    // Not now: the core tries again after its backoff.
+                    self.core.handle_connect_failed(now, addr);
+                    return;
+                }
                 let info_hash = self.core.info_hash();
                 let obfuscate = encrypt.map(|k| peer_io::Obfuscate {
                     info_hash,

@@ -55,6 +55,7 @@ async fn start(state: Option<StateDir>) -> (Session, SessionEvents) {
         threads: 1,
         seed: 11,
         state,
+        max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .unwrap()
@@ -117,6 +118,12 @@ fn state_files(state: &Path, ih: InfoHash) -> Vec<String> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(&hex))
+        // Not the temporary file of a save in flight.
+        .filter(|n| {
+            [".entry", ".resume", ".torrent", ".magnet"]
+                .iter()
+                .any(|x| n.ends_with(x))
+        })
         .collect();
     names.sort();
     names
@@ -347,6 +354,7 @@ async fn limits_and_file_priorities_reach_a_running_torrent_and_are_kept() {
         threads: 1,
         seed: 3,
         state: None,
+        max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .unwrap();
@@ -405,4 +413,81 @@ async fn limits_and_file_priorities_reach_a_running_torrent_and_are_kept() {
     let entry = lodestone_engine::state_dir::TorrentEntry::decode(&entry).unwrap();
     assert_eq!(entry.file_priorities, vec![3, 0]);
     assert_eq!((entry.download_limit, entry.upload_limit), (None, None));
+}
+
+/// The session's connection cap counts every torrent's peers: at the cap a
+/// peer of another torrent is turned away, and gets in once a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_is_shared_by_the_torrents() {
+    use lodestone_engine::torrent;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_dir) = fixture(dir.path(), "a", 1);
+    let (b, b_dir) = fixture(dir.path(), "b", 2);
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (seeder, mut events) = Session::start(SessionConfig {
+        listen: Some(listen),
+        threads: 1,
+        seed: 3,
+        state: None,
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let ida = seeder
+        .add(Add::Torrent(a.clone()), config(&a_dir))
+        .unwrap()
+        .id;
+    let idb = seeder
+        .add(Add::Torrent(b.clone()), config(&b_dir))
+        .unwrap()
+        .id;
+    // Both seed (in either order).
+    let mut seeding = std::collections::BTreeSet::new();
+    while seeding.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("both start")
+            .expect("events");
+        if let SessionEvent::Torrent { id, .. } = &e {
+            if started(&e).is_some() {
+                seeding.insert(*id);
+            }
+        }
+    }
+    assert!(seeding.contains(&ida) && seeding.contains(&idb));
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+
+    let leech = |meta: Arc<Metainfo>, name: &str, id: u8, limit: Option<u64>| {
+        let mut cfg = config(&dir.path().join(name));
+        cfg.peer_id = PeerId::generate([id; 12]);
+        cfg.peers = vec![listen];
+        cfg.seed_time = Some(Duration::ZERO);
+        cfg.download_rate_limit = limit;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        (tokio::spawn(torrent::run(meta, cfg, tx, stop_rx)), stop)
+    };
+    // A's leecher is slow (1 MiB at 32 KiB/s): it holds the one slot.
+    let (slow, stop_slow) = leech(a.clone(), "dl-a", 7, Some(32 * 1024));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(seeder.connections(), 1);
+    let (other, _stop_other) = leech(b.clone(), "dl-b", 8, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(seeder.connections(), 1, "past the cap");
+    let b_peers = seeder.snapshot(idb).await.expect("b runs").peers.len();
+    assert_eq!(b_peers, 0, "B's peer got in at the cap");
+    assert!(!other.is_finished());
+    // A's leecher goes: B's gets the slot on its next try and finishes.
+    stop_slow.send(true).unwrap();
+    let _ = slow.await;
+    let summary = tokio::time::timeout(Duration::from_secs(90), other)
+        .await
+        .expect("B's leecher gets in once the slot is free")
+        .unwrap()
+        .unwrap();
+    assert!(summary.complete);
 }

@@ -184,6 +184,7 @@ impl Run {
             threads,
             seed: self.seed,
             state: self.state.take(),
+            max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
         })
         .await?;
         let mut save_dht =
