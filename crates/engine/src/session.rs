@@ -46,8 +46,8 @@ pub struct SessionConfig {
     pub max_connections: usize,
 }
 
-/// libtorrent's default `connections_limit`; Transmission's global peer
-/// limit is 200, qBittorrent's 500.
+/// qBittorrent's default global connection limit (Transmission's global
+/// peer limit is 200).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
 
 /// A torrent's handle in the session.
