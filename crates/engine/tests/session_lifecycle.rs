@@ -491,3 +491,74 @@ async fn the_connection_cap_is_shared_by_the_torrents() {
         .unwrap();
     assert!(summary.complete);
 }
+
+/// A disk that fills up under one torrent pauses that torrent, with the
+/// reason, and the others go on. (The file is a link to `/dev/full`, where
+/// every write fails with ENOSPC.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_its_torrent_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_dir) = fixture(dir.path(), "a", 1);
+    let (b, b_dir) = fixture(dir.path(), "b", 2);
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (seeder, mut seeder_events) = Session::start(SessionConfig {
+        listen: Some(listen),
+        threads: 1,
+        seed: 3,
+        state: None,
+        max_connections: 10,
+    })
+    .await
+    .unwrap();
+    seeder.add(Add::Torrent(a.clone()), config(&a_dir)).unwrap();
+    seeder.add(Add::Torrent(b.clone()), config(&b_dir)).unwrap();
+    tokio::spawn(async move { while seeder_events.recv().await.is_some() {} });
+
+    let full = dir.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::os::unix::fs::symlink("/dev/full", full.join("a.bin")).unwrap();
+    let (session, mut events) = start(None).await;
+    let leech = |out: &Path| {
+        let mut cfg = config(out);
+        cfg.peer_id = PeerId::generate([9; 12]);
+        cfg.peers = vec![listen];
+        cfg.seed_time = Some(Duration::ZERO);
+        cfg
+    };
+    let ida = session
+        .add(Add::Torrent(a.clone()), leech(&full))
+        .unwrap()
+        .id;
+    let out_b = dir.path().join("dl-b");
+    let idb = session
+        .add(Add::Torrent(b.clone()), leech(&out_b))
+        .unwrap()
+        .id;
+    let (mut paused, mut b_done) = (None, false);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while paused.is_none() || !b_done {
+            match events.recv().await.expect("events") {
+                SessionEvent::Torrent {
+                    id,
+                    event: TorrentEvent::Paused { reason },
+                    ..
+                } if id == ida => paused = Some(reason),
+                SessionEvent::Ended { id, result, .. } if id == idb => {
+                    b_done = result.map(|s| s.complete).unwrap_or(false)
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("A pauses and B completes");
+    let reason = paused.unwrap();
+    assert!(reason.contains("disk full"), "{reason}");
+    assert_eq!(
+        std::fs::read(b_dir.join("b.bin")).unwrap(),
+        std::fs::read(out_b.join("b.bin")).unwrap()
+    );
+}
