@@ -562,3 +562,41 @@ async fn a_full_disk_pauses_its_torrent_and_the_others_go_on() {
         std::fs::read(out_b.join("b.bin")).unwrap()
     );
 }
+
+/// A magnet removed while it waits for its metadata ends, and the state
+/// directory forgets it (its `.magnet` and entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_removed_while_its_metadata_is_missing_is_forgotten() {
+    use lodestone_engine::torrent::MagnetStart;
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state");
+    let (session, mut events) = start(Some(StateDir::open(&state_path).unwrap())).await;
+    let ih = InfoHash([0x5a; 20]);
+    let magnet = MagnetStart {
+        info_hashes: lodestone_core::InfoHashes::V1(ih),
+        trackers: Vec::new(),
+        max_metadata_size: 1 << 20,
+        torrent_file: None,
+    };
+    let id = session
+        .add(Add::Magnet(magnet), config(dir.path()))
+        .unwrap()
+        .id;
+    assert_eq!(
+        state_files(&state_path, ih),
+        [".entry", ".magnet"].map(|x| format!("{}{x}", ih.to_hex()))
+    );
+    let listed = session.list();
+    assert!(!listed[0].has_metadata);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(5), session.remove(id, true))
+        .await
+        .expect("removed at once")
+        .unwrap();
+    wait_for(&mut events, id, |e| {
+        matches!(e, SessionEvent::Removed { .. }).then_some(())
+    })
+    .await;
+    assert!(session.is_empty());
+    assert!(state_files(&state_path, ih).is_empty());
+}
