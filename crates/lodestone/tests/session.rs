@@ -272,9 +272,20 @@ fn get_of_several_inputs_comes_back_from_its_state_directory_after_kill_9() {
         .join(format!("{}.torrent", hashes[1]));
     assert!(saved.exists(), "the magnet's metadata was not kept");
 
+    // A damaged entry beside them is reported, and the others load.
+    let bad = state
+        .join("torrents")
+        .join(format!("{}.entry", "ab".repeat(20)));
+    std::fs::write(&bad, b"d7:versioni1e").unwrap();
+
     // No input: what the state directory holds.
     let o = get(&[]).output().unwrap();
     let text = common::success_stdout(&o);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"event\":\"state_problem\"") && l.contains(&"ab".repeat(20))),
+        "{text}"
+    );
     let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(summary["torrents"], 2, "{text}");
     assert_eq!(summary["complete"], 2, "{text}");
