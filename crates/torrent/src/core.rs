@@ -45,11 +45,12 @@ const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 const BAN_STRIKES: u32 = 2;
 /// Housekeeping (rates, snubs, budgets) while peers are connected.
 const TICK: Duration = Duration::from_millis(250);
-/// And while none is (seed times, resume saves and the idle sources
-/// table are this exact).
-const IDLE_TICK: Duration = Duration::from_secs(5);
+/// And while none is: an idle torrent of a session holding thousands
+/// sleeps. What must happen sooner wakes it anyway (a dial, the end of its
+/// seed time, a resume save, news for the sources table).
+const IDLE_TICK: Duration = Duration::from_secs(30);
 /// An idle torrent's sources table is said again at least this often.
-const SOURCES_EVERY: Duration = Duration::from_secs(10);
+const SOURCES_EVERY: Duration = Duration::from_secs(30);
 /// Outgoing connections still being set up at once.
 const MAX_HALF_OPEN: usize = 16;
 /// Bytes of complete pieces waiting to be hashed and written before we
@@ -186,6 +187,8 @@ pub struct TorrentCore {
     lpd_status: Option<(String, Instant, Option<Duration>)>,
     ticks: u64,
     last_tick: Instant,
+    /// The last tick saw peers: one more tick comes soon after they left.
+    was_active: bool,
     stats: Stats,
     down: Rate,
     up: Rate,
@@ -397,6 +400,7 @@ impl TorrentCore {
             lpd_status: None,
             ticks: 0,
             last_tick: now,
+            was_active: false,
             stats: Stats::default(),
             down: Rate::default(),
             up: Rate::default(),
@@ -649,8 +653,7 @@ impl TorrentCore {
 
     /// Time passed: rates, snubs, budgets, rechoke, PEX, dials, resume.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due = self.last_tick + if self.active() { TICK } else { IDLE_TICK };
-        if now >= due {
+        if now >= self.tick_due() {
             self.tick(now);
         }
         self.dial_due(now);
@@ -730,7 +733,7 @@ impl TorrentCore {
 
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Instant {
-        let tick = self.last_tick + if self.active() { TICK } else { IDLE_TICK };
+        let tick = self.tick_due();
         let dialling = self.wants_more_peers() && self.paused.is_none();
         let seeding = self.picker.have().is_full();
         let dial = dialling
@@ -1080,6 +1083,23 @@ impl TorrentCore {
     /// Peers connected or being dialled, or pieces in flight: keep ticking fast.
     fn active(&self) -> bool {
         !self.peers.is_empty() || self.table.half_open() > 0 || self.upload.limited()
+    }
+
+    /// When the next tick is due: soon while peers are about (and once
+    /// more after the last leaves, to bring the rates to 0), else when
+    /// something an idle torrent must do is due, at the latest `IDLE_TICK`.
+    fn tick_due(&self) -> Instant {
+        if self.active() || self.was_active || self.sources_news {
+            return self.last_tick + TICK;
+        }
+        let mut due = self.last_tick + IDLE_TICK;
+        if let Some(t) = self.seed_until {
+            due = due.min(t);
+        }
+        if self.resume_dirty && !self.resume_saving {
+            due = due.min(self.last_resume + RESUME_EVERY);
+        }
+        due
     }
 
     fn wants_more_peers(&self) -> bool {
@@ -1630,6 +1650,13 @@ impl TorrentCore {
         }
         self.down.tick(dt);
         self.up.tick(dt);
+        if self.peers.is_empty() {
+            // Nobody to move bytes with: no rate (the smoothing would
+            // otherwise take a dozen ticks to say so).
+            self.down = Rate::default();
+            self.up = Rate::default();
+        }
+        self.was_active = self.active();
         for buf in self.pieces.values_mut() {
             if !buf.compacted && now.duration_since(buf.started) >= PIECE_COMPACT_AFTER {
                 buf.compact();
