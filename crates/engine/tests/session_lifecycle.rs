@@ -61,6 +61,52 @@ async fn start(state: Option<StateDir>) -> (Session, SessionEvents) {
     .unwrap()
 }
 
+/// A session listening on 127.0.0.1 with at most `max_connections`
+/// peers, seeding each `(torrent, its folder)`; returned once all have
+/// checked their files, with its address and each torrent's id.
+async fn seeder(
+    torrents: &[(&Arc<Metainfo>, &Path)],
+    max_connections: usize,
+) -> (Session, std::net::SocketAddr, Vec<TorrentId>) {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (session, mut events) = Session::start(SessionConfig {
+        listen: Some(listen),
+        threads: 1,
+        seed: 3,
+        state: None,
+        max_connections,
+    })
+    .await
+    .unwrap();
+    let ids: Vec<TorrentId> = torrents
+        .iter()
+        .map(|(meta, dir)| {
+            session
+                .add(Add::Torrent((*meta).clone()), config(dir))
+                .unwrap()
+                .id
+        })
+        .collect();
+    // All started, in whatever order.
+    let mut waiting: std::collections::BTreeSet<TorrentId> = ids.iter().copied().collect();
+    while !waiting.is_empty() {
+        let e = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("the seeds start")
+            .expect("events");
+        if let SessionEvent::Torrent { id, .. } = &e {
+            if started(&e).is_some() {
+                waiting.remove(id);
+            }
+        }
+    }
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    (session, listen, ids)
+}
+
 /// The next event of torrent `id` that `pick` takes, within 20 s.
 async fn wait_for<T>(
     events: &mut SessionEvents,
@@ -345,25 +391,8 @@ async fn limits_and_file_priorities_reach_a_running_torrent_and_are_kept() {
         Metainfo::from_bytes(&create_torrent(&content, &opts, &Progress::default()).unwrap())
             .unwrap(),
     );
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let (seeder, mut seeder_events) = Session::start(SessionConfig {
-        listen: Some(listen),
-        threads: 1,
-        seed: 3,
-        state: None,
-        max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
-    })
-    .await
-    .unwrap();
-    let sid = seeder
-        .add(Add::Torrent(meta.clone()), config(&dir.path().join("src")))
-        .unwrap()
-        .id;
-    wait_for(&mut seeder_events, sid, started).await;
-    tokio::spawn(async move { while seeder_events.recv().await.is_some() {} });
+    let src = dir.path().join("src");
+    let (_seeder, listen, _) = seeder(&[(&meta, &src)], 10).await;
 
     let state_path = dir.path().join("state");
     let (session, mut events) = start(Some(StateDir::open(&state_path).unwrap())).await;
@@ -423,42 +452,8 @@ async fn the_connection_cap_is_shared_by_the_torrents() {
     let dir = tempfile::tempdir().unwrap();
     let (a, a_dir) = fixture(dir.path(), "a", 1);
     let (b, b_dir) = fixture(dir.path(), "b", 2);
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let (seeder, mut events) = Session::start(SessionConfig {
-        listen: Some(listen),
-        threads: 1,
-        seed: 3,
-        state: None,
-        max_connections: 1,
-    })
-    .await
-    .unwrap();
-    let ida = seeder
-        .add(Add::Torrent(a.clone()), config(&a_dir))
-        .unwrap()
-        .id;
-    let idb = seeder
-        .add(Add::Torrent(b.clone()), config(&b_dir))
-        .unwrap()
-        .id;
-    // Both seed (in either order).
-    let mut seeding = std::collections::BTreeSet::new();
-    while seeding.len() < 2 {
-        let e = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("both start")
-            .expect("events");
-        if let SessionEvent::Torrent { id, .. } = &e {
-            if started(&e).is_some() {
-                seeding.insert(*id);
-            }
-        }
-    }
-    assert!(seeding.contains(&ida) && seeding.contains(&idb));
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let (seeder, listen, ids) = seeder(&[(&a, &a_dir), (&b, &b_dir)], 1).await;
+    let idb = ids[1];
 
     let leech = |meta: Arc<Metainfo>, name: &str, id: u8, limit: Option<u64>| {
         let mut cfg = config(&dir.path().join(name));
@@ -500,22 +495,7 @@ async fn a_full_disk_pauses_its_torrent_and_the_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let (a, a_dir) = fixture(dir.path(), "a", 1);
     let (b, b_dir) = fixture(dir.path(), "b", 2);
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let (seeder, mut seeder_events) = Session::start(SessionConfig {
-        listen: Some(listen),
-        threads: 1,
-        seed: 3,
-        state: None,
-        max_connections: 10,
-    })
-    .await
-    .unwrap();
-    seeder.add(Add::Torrent(a.clone()), config(&a_dir)).unwrap();
-    seeder.add(Add::Torrent(b.clone()), config(&b_dir)).unwrap();
-    tokio::spawn(async move { while seeder_events.recv().await.is_some() {} });
+    let (_seeder, listen, _) = seeder(&[(&a, &a_dir), (&b, &b_dir)], 10).await;
 
     let full = dir.path().join("full");
     std::fs::create_dir_all(&full).unwrap();
