@@ -39,7 +39,7 @@ pub fn local_only() -> bool {
 
 /// Use the public DHT? Yes by default, unless another DHT (--bootstrap) or
 /// none (--no-dht) is asked for, or in a local-only run.
-pub(crate) fn public_dht(
+fn public_dht(
     explicit: bool,
     no_dht: bool,
     bootstrap: &[String],
@@ -52,6 +52,11 @@ pub(crate) fn public_dht(
         return Ok(false);
     }
     Ok(explicit || (!no_dht && bootstrap.is_empty()))
+}
+
+/// [`public_dht`] for a command's source options, in this run.
+pub(crate) fn sources_public_dht(a: &crate::cli::SourceArgs) -> anyhow::Result<bool> {
+    public_dht(a.dht, a.no_dht, &a.bootstrap, local_only())
 }
 
 /// LPD: when asked for, or by default when we listen (outside local-only runs).
@@ -154,7 +159,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
         let listen = a.listen;
-        let public = public_dht(a.sources.dht, a.sources.no_dht, &a.sources.bootstrap, local_only())?;
+        let public = sources_public_dht(&a.sources)?;
         let dht = start_dht(&a.sources.bootstrap, public, listen, seed).await?;
         if dht.is_some() {
             timeline.mark("dht_bootstrap_started", json!(null));
@@ -508,12 +513,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     let raw = std::fs::read(&torrents[0])?;
     let ih = meta.info_hashes.wire();
     keep_in_state(&mut state, ih, StateSource::Torrent(&raw), &mut cfg)?;
-    let public = public_dht(
-        a.sources.dht,
-        a.sources.no_dht,
-        &a.sources.bootstrap,
-        local_only(),
-    )?;
+    let public = sources_public_dht(&a.sources)?;
     runtime()?.block_on(async {
         cfg.dht = start_dht(&a.sources.bootstrap, public, Some(a.listen), seed).await?;
         if cfg.dht.is_some() {

@@ -17,7 +17,7 @@ use lodestone_engine::torrent::{MagnetStart, TorrentConfig, TorrentEvent};
 use serde_json::json;
 
 use super::get::{
-    load, local_only, open_state, peer_id, public_dht, run_seed_value, runtime, seed_config,
+    load, open_state, peer_id, run_seed_value, runtime, seed_config, sources_public_dht,
     start_dht_with, torrent_config,
 };
 use crate::cli::{GetArgs, SeedArgs};
@@ -40,12 +40,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         }
         adds.push((Add::Torrent(Arc::new(meta)), cfg));
     }
-    let public = public_dht(
-        a.sources.dht,
-        a.sources.no_dht,
-        &a.sources.bootstrap,
-        local_only(),
-    )?;
+    let public = sources_public_dht(&a.sources)?;
     let run = Run::new(Some(a.listen), open_state(&a.sources)?, None, a.json, seed);
     runtime()?.block_on(async move {
         let known = if a.sources.no_dht {
@@ -63,12 +58,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
 /// given, and every torrent the state directory holds, in one session.
 pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
     let seed = run_seed_value();
-    let public = public_dht(
-        a.sources.dht,
-        a.sources.no_dht,
-        &a.sources.bootstrap,
-        local_only(),
-    )?;
+    let public = sources_public_dht(&a.sources)?;
     let inputs = a
         .inputs
         .iter()
