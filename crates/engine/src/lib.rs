@@ -2,6 +2,7 @@
 //! sockets, driving the sans-IO cores of `lodestone-core` and friends.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod bandwidth;
 pub mod create;
 
 /// A cookie for our LPD announces (so we can ignore our own): from the peer id.

@@ -20,6 +20,7 @@ use lodestone_torrent::FilePriority;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::bandwidth::RateGauge;
 use crate::peer_io::{self, PeerInput};
 use crate::pool::Pool;
 use crate::state_dir::{StateDir, StateDirError, TorrentEntry, TorrentSource};
@@ -204,18 +205,26 @@ enum What {
     },
 }
 
+/// Rate limits (down, up), bytes per second; `None`: no limit.
+type Limits = (Option<u64>, Option<u64>);
+
 /// A run of a torrent: from a start (or resume) to its end.
 struct Run {
     generation: u64,
     stop: watch::Sender<bool>,
     /// Turns true once the run's task has ended.
     ended: watch::Receiver<bool>,
+    /// Its recent rates, as its driver last said them.
+    rates: Arc<RateGauge>,
+    /// Its share of the session's global limits (down, up), as last given.
+    share: Limits,
 }
 
 struct Managed {
     info_hash: InfoHash,
     what: What,
-    /// The next run's configuration.
+    /// The next run's configuration (its rate limits are the user's own
+    /// for this torrent; the global limits' share is in its `Run`).
     cfg: TorrentConfig,
     entry: TorrentEntry,
     run: Option<Run>,
@@ -239,6 +248,8 @@ struct Core {
     state: Option<Arc<Mutex<StateDir>>>,
     pool: Arc<Pool>,
     connections: torrent::ConnectionCap,
+    /// The session's global rate limits (down, up), bytes per second.
+    global_limits: Arc<Mutex<Limits>>,
     /// Torrents checking their files at once: one per hashing thread (each
     /// check hashes on every core already, and most starts only read a
     /// resume file).
@@ -251,6 +262,8 @@ pub struct Session {
     core: Core,
     _listener: Option<tokio::task::JoinHandle<()>>,
     _router: Option<AbortOnDrop>,
+    /// Shares the global rate limits out, once a second.
+    _sharer: AbortOnDrop,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -290,14 +303,17 @@ impl Session {
             state: cfg.state.map(|s| Arc::new(Mutex::new(s))),
             pool: Arc::new(Pool::new("hash", cfg.threads)),
             connections: torrent::ConnectionCap::new(cfg.max_connections),
+            global_limits: Arc::default(),
             checks: Arc::new(tokio::sync::Semaphore::new(cfg.threads.max(1))),
             state_tx,
             progress_tx,
         };
+        let sharer = AbortOnDrop::spawn(share_bandwidth(core.clone()));
         let session = Self {
             core,
             _listener: listener,
             _router: router,
+            _sharer: sharer,
         };
         Ok((session, SessionEvents { state, progress }))
     }
@@ -560,16 +576,27 @@ impl Session {
             m.entry.download_limit = download;
             m.entry.upload_limit = upload;
             self.core.save_entry(m)?;
-            self.core.input_of(m)
+            self.core.input_of(m).map(|i| (i, effective_limits(m)))
         };
-        if let Some(input) = input {
+        if let Some((input, (down, up))) = input {
             let _ = input
-                .send(PeerInput::Command(torrent::Command::SetLimits(
-                    download, upload,
-                )))
+                .send(PeerInput::Command(torrent::Command::SetLimits(down, up)))
                 .await;
         }
         Ok(())
+    }
+
+    /// Cap the rates of all torrents together, bytes per second (`None`:
+    /// no cap). Each torrent gets a share, given again every second by
+    /// what it used (and never more than its own limit).
+    pub fn set_global_limits(&self, download: Option<u64>, upload: Option<u64>) {
+        *lock(&self.core.global_limits) = (download, upload);
+        self.core.share_now();
+    }
+
+    /// The global limits (down, up).
+    pub fn global_limits(&self) -> Limits {
+        *lock(&self.core.global_limits)
     }
 
     /// Set each file's priority (one per file, in the torrent's order):
@@ -789,6 +816,7 @@ impl Core {
             }));
         }
         let mut cfg = m.cfg.clone();
+        let rates_gauge = shared.rates.clone();
         cfg.shared = Some(shared);
         cfg.listen = self.listen;
         cfg.recheck |= recheck;
@@ -812,10 +840,13 @@ impl Core {
         };
         let (stop, stop_rx) = watch::channel(false);
         let (ended_tx, ended) = watch::channel(false);
+        let rates = rates_gauge;
         m.run = Some(Run {
             generation,
             stop,
             ended,
+            rates,
+            share: (None, None),
         });
         m.state = RunState::Running;
         lock(&self.routes).insert(info_hash, Route { generation, input });
@@ -894,6 +925,90 @@ impl Core {
                     let _ = events.send(SessionEvent::Warning { id, message });
                 }
             });
+        }
+    }
+}
+
+/// A torrent's limits now: its own, capped by its share of the global ones.
+fn effective_limits(m: &Managed) -> Limits {
+    let min = |own: Option<u64>, share: Option<u64>| match (own, share) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let share = m.run.as_ref().map_or((None, None), |r| r.share);
+    (
+        min(m.cfg.download_rate_limit, share.0),
+        min(m.cfg.upload_rate_limit, share.1),
+    )
+}
+
+/// Give each running torrent its share of the global limits, every second.
+async fn share_bandwidth(core: Core) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        core.share_now();
+    }
+}
+
+impl Core {
+    /// Work out each running torrent's share of the global limits and tell
+    /// those whose limits changed.
+    fn share_now(&self) {
+        let (down, up) = *lock(&self.global_limits);
+        let mut t = lock(&self.torrents);
+        let running: Vec<TorrentId> = t
+            .by_id
+            .iter()
+            .filter(|(_, m)| m.run.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        let used: Vec<(u64, u64)> = running
+            .iter()
+            .map(|id| t.by_id[id].run.as_ref().map_or((0, 0), |r| r.rates.get()))
+            .collect();
+        let old: Vec<Limits> = running
+            .iter()
+            .map(|id| t.by_id[id].run.as_ref().map_or((None, None), |r| r.share))
+            .collect();
+        let split =
+            |limit: Option<u64>, pick: fn(&(u64, u64)) -> u64, last: fn(&Limits) -> Option<u64>| {
+                limit.map(|l| {
+                    let demands: Vec<Option<u64>> = used
+                        .iter()
+                        .zip(&old)
+                        .map(|(u, o)| crate::bandwidth::demand(pick(u), last(o)))
+                        .collect();
+                    crate::bandwidth::split(l, &demands)
+                })
+            };
+        let downs = split(down, |u| u.0, |o| o.0);
+        let ups = split(up, |u| u.1, |o| o.1);
+        for (i, id) in running.iter().enumerate() {
+            let Some(m) = t.by_id.get_mut(id) else {
+                continue;
+            };
+            let before = effective_limits(m);
+            let share = (downs.as_ref().map(|s| s[i]), ups.as_ref().map(|s| s[i]));
+            let last = m.run.as_ref().map_or((None, None), |r| r.share);
+            if let Some(r) = &mut m.run {
+                r.share = share;
+            }
+            let now = effective_limits(m);
+            if now == before {
+                continue;
+            }
+            let told = self.input_of(m).is_some_and(|input| {
+                let ask = torrent::Command::SetLimits(now.0, now.1);
+                // Never wait on a busy torrent: the next second tries again.
+                input.try_send(PeerInput::Command(ask)).is_ok()
+            });
+            if !told {
+                if let Some(r) = &mut m.run {
+                    r.share = last;
+                }
+            }
         }
     }
 }

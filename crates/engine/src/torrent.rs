@@ -127,6 +127,8 @@ pub struct Shared {
     pub pool: Arc<crate::pool::Pool>,
     /// Every torrent's connections count against it.
     pub connections: Option<ConnectionCap>,
+    /// Where the torrent says its rates (for the session's global limits).
+    pub rates: Arc<crate::bandwidth::RateGauge>,
     /// Initial checks of files running at once.
     pub checks: Arc<tokio::sync::Semaphore>,
     /// The torrent's input channel, made by the session so that its
@@ -150,6 +152,7 @@ impl Shared {
             inputs: Arc::new(std::sync::Mutex::new(Some((tx.clone(), rx)))),
             on_metadata: None,
             connections: None,
+            rates: Arc::default(),
         };
         (shared, tx)
     }
@@ -1146,7 +1149,13 @@ impl Driver {
     /// (the next one says the same, newer); the others wait for it.
     async fn emit(&mut self, e: TorrentEvent) {
         match e {
-            TorrentEvent::Progress(_) | TorrentEvent::Sources(_) => self.events.try_send(e),
+            TorrentEvent::Progress(stats) => {
+                if let Some(s) = &self.cfg.shared {
+                    s.rates.set(stats.download_rate, stats.upload_rate);
+                }
+                self.events.try_send(TorrentEvent::Progress(stats))
+            }
+            TorrentEvent::Sources(_) => self.events.try_send(e),
             // In a session, peers come and go too often to be kept for a
             // slow reader; its snapshot lists them.
             TorrentEvent::PeerConnected { .. } | TorrentEvent::PeerDisconnected { .. }

@@ -580,3 +580,51 @@ async fn a_magnet_removed_while_its_metadata_is_missing_is_forgotten() {
     assert!(session.is_empty());
     assert!(state_files(&state_path, ih).is_empty());
 }
+
+/// A global download limit holds for all torrents together, each gets a
+/// part of it, and lifting it lets them finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_limit_is_shared_by_the_torrents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_dir) = fixture(dir.path(), "a", 1);
+    let (b, b_dir) = fixture(dir.path(), "b", 2);
+    let (_seeder, listen, _) = seeder(&[(&a, &a_dir), (&b, &b_dir)], 10).await;
+    let (session, mut events) = start(None).await;
+    // 128 KiB/s for both: 2 MiB would take 16 s.
+    session.set_global_limits(Some(128 * 1024), None);
+    let mut ids = Vec::new();
+    for (meta, name) in [(&a, "dl-a"), (&b, "dl-b")] {
+        let mut cfg = config(&dir.path().join(name));
+        cfg.peer_id = PeerId::generate([10; 12]);
+        cfg.peers = vec![listen];
+        cfg.seed_time = Some(Duration::ZERO);
+        ids.push(session.add(Add::Torrent(meta.clone()), cfg).unwrap().id);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = Vec::new();
+    for &id in &ids {
+        let s = session.snapshot(id).await.expect("running");
+        got.push(s.stats.map_or(0, |s| s.downloaded));
+    }
+    let total: u64 = got.iter().sum();
+    // 4 s at 128 KiB/s is 512 KiB; the first second's burst and the
+    // shares' room are allowed for, not the 2 MiB an unlimited pair takes.
+    assert!(total < 1024 * 1024, "the limit did not hold: {got:?}");
+    assert!(
+        got.iter().all(|&g| g > total / 6),
+        "one starved the other: {got:?}"
+    );
+    session.set_global_limits(None, None);
+    // Both finish (in either order).
+    let mut running: std::collections::BTreeSet<TorrentId> = ids.iter().copied().collect();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !running.is_empty() {
+            if let Some(SessionEvent::Ended { id, result, .. }) = events.recv().await {
+                assert!(result.is_ok_and(|s| s.complete));
+                running.remove(&id);
+            }
+        }
+    })
+    .await
+    .expect("both finish once the limit is lifted");
+}
