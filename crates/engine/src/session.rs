@@ -948,7 +948,11 @@ async fn share_bandwidth(core: Core) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        core.share_now();
+        // Without global limits there is nothing to share (lifting them
+        // gave every torrent its own limits back at once).
+        if *lock(&core.global_limits) != (None, None) {
+            core.share_now();
+        }
     }
 }
 
