@@ -55,21 +55,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 500;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TorrentId(pub u64);
 
-/// What to add.
-#[derive(Debug)]
-pub enum Add {
-    Torrent(Arc<Metainfo>),
-    Magnet(MagnetStart),
-}
-
-impl Add {
-    fn info_hash(&self) -> InfoHash {
-        match self {
-            Add::Torrent(m) => m.info_hashes.wire(),
-            Add::Magnet(m) => m.info_hashes.wire(),
-        }
-    }
-}
+/// What to add: a torrent, or a magnet whose metadata comes first.
+pub use crate::torrent::Start as Add;
 
 /// How to add.
 #[derive(Debug, Clone, Default)]
@@ -850,12 +837,12 @@ impl Core {
         });
         m.state = RunState::Running;
         lock(&self.routes).insert(info_hash, Route { generation, input });
-        let sink = torrent::EventSink::Session {
+        let sink = torrent::EventSink::Session(Arc::new(TorrentSink {
             state: self.state_tx.clone(),
             progress: self.progress_tx.clone(),
             id,
             info_hash,
-        };
+        }));
         let core = self.clone();
         tokio::spawn(async move {
             let result = torrent::run_in_session(add, cfg, sink, stop_rx).await;
@@ -926,6 +913,34 @@ impl Core {
                 }
             });
         }
+    }
+}
+
+/// Where one torrent's events join the session's stream.
+struct TorrentSink {
+    state: mpsc::UnboundedSender<SessionEvent>,
+    progress: mpsc::Sender<SessionEvent>,
+    id: TorrentId,
+    info_hash: InfoHash,
+}
+
+impl TorrentSink {
+    fn tagged(&self, event: TorrentEvent) -> SessionEvent {
+        SessionEvent::Torrent {
+            id: self.id,
+            info_hash: self.info_hash,
+            event,
+        }
+    }
+}
+
+impl torrent::SessionSink for TorrentSink {
+    fn state(&self, event: TorrentEvent) {
+        let _ = self.state.send(self.tagged(event));
+    }
+
+    fn progress(&self, event: TorrentEvent) {
+        let _ = self.progress.try_send(self.tagged(event));
     }
 }
 

@@ -228,9 +228,21 @@ pub struct MagnetStart {
     pub torrent_file: Option<mpsc::Receiver<Metainfo>>,
 }
 
-enum Start {
+/// What a torrent starts from.
+#[derive(Debug)]
+pub enum Start {
     Torrent(Arc<Metainfo>),
+    /// Its metadata comes from its peers first.
     Magnet(MagnetStart),
+}
+
+impl Start {
+    pub fn info_hash(&self) -> lodestone_core::InfoHash {
+        match self {
+            Start::Torrent(m) => m.info_hashes.wire(),
+            Start::Magnet(m) => m.info_hashes.wire(),
+        }
+    }
 }
 
 /// How the torrent knew what was already on disk.
@@ -395,47 +407,31 @@ struct Driver {
     core_offset: Duration,
 }
 
-/// Where a torrent's events go: its caller's channel, or its session's
-/// one stream, tagged with the torrent (no task and channel per torrent).
+/// Where a torrent of a session says what it does (the session tags it
+/// with the torrent and puts it on its one stream).
+pub(crate) trait SessionSink: Send + Sync {
+    /// A state change: never lost, and never waits (a slow reader must
+    /// not stall the torrent; they are few).
+    fn state(&self, event: TorrentEvent);
+    /// Progress, sources, peers coming and going: dropped while the
+    /// reader lags (the next is newer, and a snapshot has them all).
+    fn progress(&self, event: TorrentEvent);
+}
+
+/// Where a torrent's events go: its caller's channel, or its session.
 #[derive(Clone)]
 pub(crate) enum EventSink {
     Own(mpsc::Sender<TorrentEvent>),
-    /// State changes go on an unbounded channel (never lost, and a slow
-    /// reader never stalls the torrent: they are few); progress, sources
-    /// and peer comings and goings on a bounded one, dropped when it is
-    /// full (the next is newer, and a snapshot has them all).
-    Session {
-        state: mpsc::UnboundedSender<crate::session::SessionEvent>,
-        progress: mpsc::Sender<crate::session::SessionEvent>,
-        id: crate::session::TorrentId,
-        info_hash: lodestone_core::InfoHash,
-    },
+    Session(Arc<dyn SessionSink>),
 }
 
 impl EventSink {
-    fn tagged(
-        id: crate::session::TorrentId,
-        info_hash: lodestone_core::InfoHash,
-        event: TorrentEvent,
-    ) -> crate::session::SessionEvent {
-        crate::session::SessionEvent::Torrent {
-            id,
-            info_hash,
-            event,
-        }
-    }
-
     /// State changes are never dropped (on its own channel, the driver
     /// waits for room).
     async fn send(&self, event: TorrentEvent) {
         match self {
             EventSink::Own(tx) => drop(tx.send(event).await),
-            EventSink::Session {
-                state,
-                id,
-                info_hash,
-                ..
-            } => drop(state.send(Self::tagged(*id, *info_hash, event))),
+            EventSink::Session(s) => s.state(event),
         }
     }
 
@@ -443,12 +439,7 @@ impl EventSink {
     fn try_send(&self, event: TorrentEvent) {
         match self {
             EventSink::Own(tx) => drop(tx.try_send(event)),
-            EventSink::Session {
-                progress,
-                id,
-                info_hash,
-                ..
-            } => drop(progress.try_send(Self::tagged(*id, *info_hash, event))),
+            EventSink::Session(s) => s.progress(event),
         }
     }
 }
@@ -485,7 +476,7 @@ pub async fn run_magnet(
 /// A torrent of a session: [`run`] or [`run_magnet`], its events on the
 /// session's stream.
 pub(crate) async fn run_in_session(
-    add: crate::session::Add,
+    add: Start,
     cfg: TorrentConfig,
     events: EventSink,
     mut shutdown: watch::Receiver<bool>,
@@ -500,14 +491,14 @@ pub(crate) async fn run_in_session(
     };
     let on_metadata = cfg.shared.as_ref().and_then(|s| s.on_metadata.clone());
     match add {
-        crate::session::Add::Torrent(meta) => {
+        Start::Torrent(meta) => {
             let mut d = tokio::select! {
                 d = Driver::start(Start::Torrent(meta), cfg, events) => d?,
                 () = stopped(&shutdown) => return Err(EngineError::Stopped),
             };
             d.run(shutdown).await
         }
-        crate::session::Add::Magnet(mut magnet) => {
+        Start::Magnet(mut magnet) => {
             let mut file = magnet.torrent_file.take();
             let mut d = Driver::start(Start::Magnet(magnet), cfg, events).await?;
             let (meta, from_file) = d.fetch(&mut file, &mut shutdown).await?;
@@ -1159,7 +1150,7 @@ impl Driver {
             // In a session, peers come and go too often to be kept for a
             // slow reader; its snapshot lists them.
             TorrentEvent::PeerConnected { .. } | TorrentEvent::PeerDisconnected { .. }
-                if matches!(self.events, EventSink::Session { .. }) =>
+                if matches!(self.events, EventSink::Session(_)) =>
             {
                 self.events.try_send(e)
             }
