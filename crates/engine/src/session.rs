@@ -790,6 +790,12 @@ impl Core {
     fn launch(&self, t: &mut Torrents, id: TorrentId, magnet: Option<MagnetStart>, recheck: bool) {
         let generation = t.next_generation;
         t.next_generation += 1;
+        // Under global limits it starts with an even share (the sharer
+        // gives it its own from the next second).
+        let (down, up) = *lock(&self.global_limits);
+        let runs = t.by_id.values().filter(|m| m.run.is_some()).count() as u64 + 1;
+        let even = |l: u64| (l / runs).max(crate::bandwidth::MIN_SHARE);
+        let share = (down.map(even), up.map(even));
         let Some(m) = t.by_id.get_mut(&id) else {
             return;
         };
@@ -833,8 +839,9 @@ impl Core {
             stop,
             ended,
             rates,
-            share: (None, None),
+            share,
         });
+        (cfg.download_rate_limit, cfg.upload_rate_limit) = effective_limits(m);
         m.state = RunState::Running;
         lock(&self.routes).insert(info_hash, Route { generation, input });
         let sink = torrent::EventSink::Session(Arc::new(TorrentSink {
