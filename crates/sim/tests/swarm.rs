@@ -241,3 +241,92 @@ fn fifty_leechers_from_a_bare_magnet_through_the_dht_finish() {
     assert!(carried >= 50 && fed >= LEECHERS / 2, "seed 8\n{r}");
     assert!(same >= LEECHERS / 5, "seed 8: {same}\n{r}");
 }
+
+/// [`run`] with no tracker and no .torrent: the leechers know only the
+/// info hash and find everyone through a 500-node simulated DHT.
+fn run_magnet(seed: u64, seeder: PeerSpec, extra: impl FnOnce(&mut Swarm)) -> Report {
+    let mut cfg = config(seed);
+    cfg.tracker_peers = 0;
+    cfg.dht = Some(DhtOptions {
+        nodes: 500,
+        ..DhtOptions::default()
+    });
+    let mut s = Swarm::new(cfg);
+    s.add_peer(seeder);
+    for i in 0..LEECHERS {
+        s.add_peer(
+            PeerSpec::leecher()
+                .magnet()
+                .at(Duration::from_millis(100 * i as u64)),
+        );
+    }
+    extra(&mut s);
+    let r = s.run();
+    println!("{r}");
+    r
+}
+
+/// The liar, the leaving seeder and the NAT'd leecher again, in a swarm
+/// that starts from bare magnets through the DHT.
+#[test]
+fn from_bare_magnets_a_liar_is_banned_and_everyone_finishes() {
+    let mut liar = 0;
+    let r = run_magnet(21, PeerSpec::seeder(), |s| {
+        liar = s.add_peer(PeerSpec::seeder().liar());
+    });
+    all_finished(&r);
+    assert_eq!(r.magnet_leechers(), LEECHERS);
+    assert_eq!(r.banned(), [liar].into(), "seed 21\n{r}");
+    let by = r.banned_by(liar);
+    println!("the liar was banned by {} magnet leechers", by.len());
+    assert!(!by.is_empty(), "seed 21\n{r}");
+}
+
+#[test]
+fn from_bare_magnets_the_leechers_route_around_a_seeder_that_leaves() {
+    let r = run_magnet(
+        22,
+        PeerSpec::seeder().leaving(Leave::AfterUpload(3 * SIZE)),
+        |_| {},
+    );
+    let left = r.peers[0].left_at.expect("the seeder left");
+    println!(
+        "the seeder left at {:.2} s after {:.2} copies",
+        left.as_secs_f64(),
+        r.seeder_copies()
+    );
+    all_finished(&r);
+    assert_eq!(r.magnet_leechers(), LEECHERS);
+    let after = r
+        .leechers()
+        .filter(|p| {
+            p.joined_at
+                .zip(p.finished_after)
+                .is_some_and(|(j, f)| j + f > left)
+        })
+        .count();
+    println!("{after} magnet leechers finished after it left");
+    assert!(after > 0, "seed 22: everyone finished before it left\n{r}");
+}
+
+#[test]
+fn from_a_bare_magnet_a_leecher_behind_nat_finishes() {
+    let mut natted = 0;
+    let r = run_magnet(23, PeerSpec::seeder(), |s| {
+        natted = s.add_peer(
+            PeerSpec::leecher()
+                .magnet()
+                .behind_nat()
+                .at(Duration::from_secs(1)),
+        );
+    });
+    all_finished(&r);
+    let p = &r.peers[natted];
+    println!(
+        "the NAT'd magnet leecher finished in {:?}: {} dials out, {} accepted",
+        p.finished_after, p.dialed, p.accepted
+    );
+    assert!(p.magnet && p.metadata_after.is_some());
+    assert_eq!(p.accepted, 0);
+    assert!(p.dialed > 0);
+}
