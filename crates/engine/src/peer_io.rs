@@ -416,6 +416,11 @@ pub fn listen(
                         }
                     });
                     pending.push_back((done, task.abort_handle()));
+                    // Let the handshakes already here be read before the
+                    // next accept: on one worker thread a burst of peers
+                    // would otherwise all be accepted (and the oldest of
+                    // them dropped) before any of their bytes were read.
+                    tokio::task::yield_now().await;
                 }
                 // Out of descriptors and the like: back off, don't spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -430,7 +435,7 @@ const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// newcomer beyond it closes the oldest. A flood of idle connections must
 /// not hold every file descriptor (the storage needs some) for
 /// [`SNIFF_TIMEOUT`] each.
-const MAX_PENDING_HANDSHAKES: usize = 32;
+const MAX_PENDING_HANDSHAKES: usize = 128;
 
 /// Plain BitTorrent or MSE? Run MSE to its end when it is that.
 async fn sniff(

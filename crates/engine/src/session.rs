@@ -28,6 +28,9 @@ use crate::torrent::{
     self, AbortOnDrop, MagnetStart, Shared, Summary, TorrentConfig, TorrentEvent,
 };
 
+/// How long an incoming peer waits for a busy torrent to take it.
+const ROUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Progress events a reader may fall behind by before the oldest are
 /// dropped (state changes are never dropped).
 const PROGRESS_QUEUE: usize = 1024;
@@ -1121,9 +1124,14 @@ async fn route(mut rx: mpsc::Receiver<PeerInput>, routes: Routes) {
             continue;
         };
         let target = lock(&routes).get(ih).map(|r| r.input.clone());
-        // A torrent that cannot take it now loses this peer, not the others.
+        // A busy torrent's input is full of its peers' data: the newcomer
+        // waits its turn a while (not holding up the others' routing).
         if let Some(tx) = target {
-            let _ = tx.try_send(input);
+            if let Err(mpsc::error::TrySendError::Full(input)) = tx.try_send(input) {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(ROUTE_WAIT, tx.send(input)).await;
+                });
+            }
         }
     }
 }

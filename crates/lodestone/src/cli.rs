@@ -173,6 +173,8 @@ pub struct GetArgs {
     #[arg(long)]
     pub recheck: bool,
     #[command(flatten)]
+    pub peer_limits: PeerLimitArgs,
+    #[command(flatten)]
     pub sources: SourceArgs,
     /// Largest metadata (info dictionary) accepted from a magnet's peers.
     #[arg(long, value_name = "SIZE", value_parser = crate::human::parse_size, default_value = "32M")]
@@ -257,10 +259,35 @@ pub struct SeedArgs {
     #[arg(long, value_name = "RATE", value_parser = crate::human::parse_size)]
     pub upload_limit: Option<u64>,
     #[command(flatten)]
+    pub peer_limits: PeerLimitArgs,
+    #[command(flatten)]
     pub sources: SourceArgs,
     /// Print newline-delimited JSON events.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How many peers each torrent keeps and serves at once.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct PeerLimitArgs {
+    /// Peers connected at once per torrent (default 60).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_peers: Option<u32>,
+    /// Peers uploaded to at once per torrent, besides the optimistic
+    /// unchoke (default 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub upload_slots: Option<u32>,
+}
+
+impl PeerLimitArgs {
+    pub fn apply(&self, cfg: &mut lodestone_engine::torrent::TorrentConfig) {
+        if let Some(n) = self.max_peers {
+            cfg.max_peers = n as usize;
+        }
+        if let Some(n) = self.upload_slots {
+            cfg.upload_slots = n as usize;
+        }
+    }
 }
 
 /// A share ratio: a positive finite number such as 1.5.

@@ -1564,10 +1564,12 @@ impl TorrentCore {
         self.scratch = out;
     }
 
+    /// Upload slots in use: unchoked peers that still want data (one that
+    /// said not-interested frees its slot at once).
     fn unchoked_count(&self) -> usize {
         self.peers
             .values()
-            .filter(|p| !p.session.am_choking())
+            .filter(|p| !p.session.am_choking() && p.session.peer_interested())
             .count()
     }
 

@@ -926,3 +926,31 @@ fn pieces_agree_with_have_mid_download() {
     assert!(out > 0);
     assert!(2 * count(PieceState::Downloading) >= out, "{out} out");
 }
+
+/// A peer that stops wanting data frees its upload slot at once: with one
+/// slot, three leechers (each wanting a different file) are served one
+/// after the other without waiting for the 10 s rechoke.
+#[test]
+fn a_slot_freed_by_a_peer_that_is_done_goes_to_the_next_at_once() {
+    let (mut w, data) = World::with_files(&[FILE; 3]);
+    w.add(Some(&data), |c| {
+        c.seed_time = None;
+        c.upload_slots = 1;
+        c.pex = false;
+    });
+    let leeches: Vec<usize> = (0..3)
+        .map(|i| {
+            w.add(None, |c| {
+                c.peers = vec![addr(0)];
+                c.only_files = Some(vec![i]);
+                c.pex = false;
+            })
+        })
+        .collect();
+    let took = w.run_until(Duration::from_secs(60), |w| {
+        leeches.iter().all(|&l| w.complete(l))
+    });
+    let took = took.expect("every leecher finished");
+    // One rechoke period (10 s) would pass between two of them otherwise.
+    assert!(took < Duration::from_secs(8), "{took:?}");
+}

@@ -434,6 +434,7 @@ pub(crate) fn torrent_config(
     cfg.sequential = a.sequential;
     cfg.download_rate_limit = a.download_limit.filter(|&l| l > 0);
     cfg.upload_rate_limit = a.upload_limit.filter(|&l| l > 0);
+    a.peer_limits.apply(&mut cfg);
     cfg.lpd = use_lpd(
         a.sources.lpd,
         a.sources.no_lpd,
@@ -546,6 +547,7 @@ pub(crate) fn seed_config(
     // (files modified since are hashed again), else by hashing the files.
     cfg.recheck = a.recheck;
     cfg.upload_rate_limit = a.upload_limit.filter(|&l| l > 0);
+    a.peer_limits.apply(&mut cfg);
     cfg.lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, true, local_only());
     cfg.trackers = !a.sources.no_trackers;
     cfg.pex = !a.sources.no_pex;
