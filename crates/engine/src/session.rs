@@ -240,6 +240,9 @@ struct Core {
     connections: torrent::ConnectionCap,
     /// The session's global rate limits (down, up), bytes per second.
     global_limits: Arc<Mutex<Limits>>,
+    /// One Local Peer Discovery service for every torrent that uses it,
+    /// started with the first (it announces our listening port).
+    lpd: Arc<Mutex<Option<crate::lpd::Service>>>,
     /// Torrents checking their files at once: one per hashing thread (each
     /// check hashes on every core already, and most starts only read a
     /// resume file).
@@ -294,6 +297,7 @@ impl Session {
             pool: Arc::new(Pool::new("hash", cfg.threads)),
             connections: torrent::ConnectionCap::new(cfg.max_connections),
             global_limits: Arc::default(),
+            lpd: Arc::default(),
             checks: Arc::new(tokio::sync::Semaphore::new(cfg.threads.max(1))),
             state_tx,
             progress_tx,
@@ -805,6 +809,17 @@ impl Core {
         let info_hash = m.info_hash;
         let (mut shared, input) = Shared::new(self.pool.clone(), self.checks.clone());
         shared.connections = Some(self.connections.clone());
+        if let (true, Some(listen)) = (m.cfg.lpd, self.listen) {
+            let mut lpd = lock(&self.lpd);
+            let service = lpd.get_or_insert_with(|| {
+                crate::lpd::Service::start(
+                    crate::lpd::Links::of_this_host(),
+                    listen.port(),
+                    crate::lpd_cookie(&m.cfg.peer_id),
+                )
+            });
+            shared.lpd = Some(service.clone());
+        }
         if matches!(m.what, What::Magnet { .. }) {
             let core = self.clone();
             shared.on_metadata = Some(Arc::new(move |meta: &Arc<Metainfo>| {

@@ -129,6 +129,8 @@ pub struct Shared {
     pub connections: Option<ConnectionCap>,
     /// Where the torrent says its rates (for the session's global limits).
     pub rates: Arc<crate::bandwidth::RateGauge>,
+    /// The session's Local Peer Discovery, when it has one.
+    pub lpd: Option<crate::lpd::Service>,
     /// Initial checks of files running at once.
     pub checks: Arc<tokio::sync::Semaphore>,
     /// The torrent's input channel, made by the session so that its
@@ -153,6 +155,7 @@ impl Shared {
             on_metadata: None,
             connections: None,
             rates: Arc::default(),
+            lpd: None,
         };
         (shared, tx)
     }
@@ -399,7 +402,7 @@ struct Driver {
     trackers: Vec<(Vec<String>, AbortOnDrop)>,
     _listener: Option<tokio::task::JoinHandle<()>>,
     _dht: Option<AbortOnDrop>,
-    _lpd: Option<AbortOnDrop>,
+    _lpd: Option<Lpd>,
     cfg: TorrentConfig,
     started: Instant,
     /// From `started` to the core's creation: the times the core reports
@@ -416,6 +419,13 @@ pub(crate) trait SessionSink: Send + Sync {
     /// Progress, sources, peers coming and going: dropped while the
     /// reader lags (the next is newer, and a snapshot has them all).
     fn progress(&self, event: TorrentEvent);
+}
+
+/// A torrent's Local Peer Discovery: its own task, or its place in its
+/// session's service (either ends when dropped).
+enum Lpd {
+    Own { _task: AbortOnDrop },
+    Session { _place: crate::lpd::Registration },
 }
 
 /// Where a torrent's events go: its caller's channel, or its session.
@@ -610,12 +620,22 @@ impl Driver {
             .clone()
             .map(|dht| spawn_dht_discovery(dht, info_hash, cfg.listen, input_tx.clone()));
         let lpd = match (cfg.lpd, cfg.listen) {
-            (true, Some(listen)) if !private => Some(AbortOnDrop(tokio::spawn(crate::lpd::run(
-                info_hash,
-                listen.port(),
-                crate::lpd_cookie(&cfg.peer_id),
-                input_tx.clone(),
-            )))),
+            (true, Some(listen)) if !private => {
+                Some(match shared.as_ref().and_then(|s| s.lpd.as_ref()) {
+                    // The session's one service announces us with the others.
+                    Some(service) => Lpd::Session {
+                        _place: service.register(info_hash, input_tx.clone()),
+                    },
+                    None => Lpd::Own {
+                        _task: AbortOnDrop(tokio::spawn(crate::lpd::run(
+                            info_hash,
+                            listen.port(),
+                            crate::lpd_cookie(&cfg.peer_id),
+                            input_tx.clone(),
+                        ))),
+                    },
+                })
+            }
             _ => None,
         };
         // A magnet does not know its size: it says 1 byte is left.

@@ -282,3 +282,66 @@ fn lpd_leech(net: &NetnsPair, listen: &str, dir: &Path, src: &Path, torrent: &Pa
     );
     text
 }
+
+/// A session seeding two torrents has one LPD service, announcing both
+/// info hashes in one announce (BEP 14's several `Infohash:` headers):
+/// a libtorrent leecher of the second finds it through it.
+#[test]
+fn libtorrent_finds_a_lodestone_session_by_its_shared_lpd_announce() {
+    if !require_netns() || !require_libtorrent() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, first) = fixture(dir.path());
+    payload::write_file(&src.join("m.bin"), "m.bin", 2 << 20, "lpd-2").unwrap();
+    let second = dir.path().join("m.torrent");
+    create_torrent(&src.join("m.bin"), &second, &["--piece-size", "64K"]);
+    let net = NetnsPair::new("l7");
+    // Listen to the group from the other namespace: the first announce
+    // heard must name both torrents.
+    let listener = Child::spawn(net.exec(&net.b, Path::new("/usr/bin/python3")).args([
+        "-c",
+        "import socket, struct, sys\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('', 6771))\n\
+         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, \
+             struct.pack('4s4s', socket.inet_aton('239.192.152.143'), socket.inet_aton('0.0.0.0')))\n\
+         s.settimeout(30)\n\
+         print(s.recv(2000).decode(errors='replace'), flush=True)\n",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut seeder = Child::spawn(
+        lodestone(&net, &net.a)
+            .args(["seed", "--json", "--lpd", "--seed-time", "60"])
+            .args(["--listen", &format!("{NS_A}:27912")])
+            .arg(&first)
+            .arg(&second)
+            .arg(&src),
+    );
+    seeder.wait_for_line("\"all_seeding\"", Duration::from_secs(30));
+    let heard = listener.finish(Duration::from_secs(40));
+    let announce = String::from_utf8_lossy(&heard.stdout).to_lowercase();
+    for t in [&first, &second] {
+        let m = lodestone_core::Metainfo::from_bytes(&std::fs::read(t).unwrap()).unwrap();
+        let hex = m.info_hashes.wire().to_hex();
+        assert!(announce.contains(&hex), "{hex} not in {announce}");
+    }
+    let out = dir.path().join("dl");
+    let o = Child::spawn(
+        lt_peer(&net, &net.b)
+            .args(["leech", "--lsd", "--timeout", "60"])
+            .args(["--listen", &format!("{NS_B}:27913")])
+            .arg("--torrent")
+            .arg(&second)
+            .arg("--save")
+            .arg(&out),
+    )
+    .finish(Duration::from_secs(90));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert_eq!(
+        std::fs::read(src.join("m.bin")).unwrap(),
+        std::fs::read(out.join("m.bin")).unwrap()
+    );
+}
