@@ -81,7 +81,7 @@ pub enum SessionEvent {
     Ended {
         id: TorrentId,
         info_hash: InfoHash,
-        result: Result<Summary, String>,
+        result: Result<Summary, torrent::EngineError>,
     },
     /// Taken out of the session (and its state directory).
     Removed { id: TorrentId, info_hash: InfoHash },
@@ -890,7 +890,6 @@ impl Core {
                 routes.remove(&info_hash);
             }
         }
-        let result = result.map_err(|e| e.to_string());
         {
             let mut t = lock(&self.torrents);
             if let Some(m) = t.by_id.get_mut(&id) {
@@ -903,7 +902,7 @@ impl Core {
                                 complete: s.complete,
                                 why: s.stopped.to_owned(),
                             },
-                            Err(e) => RunState::Failed(e.clone()),
+                            Err(e) => RunState::Failed(e.to_string()),
                         };
                     }
                 }
@@ -966,6 +965,50 @@ impl torrent::SessionSink for TorrentSink {
 
     fn progress(&self, event: TorrentEvent) {
         let _ = self.progress.try_send(self.tagged(event));
+    }
+}
+
+/// Run one torrent in a session of its own until it ends: what `get` and
+/// `seed` of a single torrent do. Its events come on `events` (none lost
+/// while the caller keeps up); `stop` ends it as Ctrl-C does.
+pub async fn run_one(
+    start: Add,
+    cfg: TorrentConfig,
+    events: mpsc::Sender<TorrentEvent>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Summary, torrent::EngineError> {
+    let (session, mut rx) = Session::start(SessionConfig {
+        listen: cfg.listen,
+        threads: cfg.threads,
+        seed: cfg.seed,
+        state: None,
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+    })
+    .await
+    .map_err(|e| match e {
+        SessionError::Listen { addr, error } => torrent::EngineError::Listen { addr, error },
+        other => torrent::EngineError::Session(other.to_string()),
+    })?;
+    let id = session
+        .add(start, cfg)
+        .map_err(|e| torrent::EngineError::Session(e.to_string()))?
+        .id;
+    loop {
+        tokio::select! {
+            e = rx.recv() => match e {
+                Some(SessionEvent::Torrent { event, .. }) => {
+                    let _ = events.send(event).await;
+                }
+                Some(SessionEvent::Ended { result, .. }) => return result,
+                Some(SessionEvent::Removed { .. } | SessionEvent::Warning { .. }) => {}
+                None => return Err(torrent::EngineError::Stopped),
+            },
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    let _ = session.stop(id);
+                }
+            }
+        }
     }
 }
 

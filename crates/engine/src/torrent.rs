@@ -216,6 +216,8 @@ pub enum EngineError {
     Metadata(#[from] crate::magnet::FetchError),
     #[error("stopped before its files were checked")]
     Stopped,
+    #[error("{0}")]
+    Session(String),
 }
 
 /// A magnet to start from: the metadata comes from its peers, on the

@@ -357,7 +357,9 @@ async fn a_torrent_removed_while_it_checks_stops_at_once() {
             saw_start = true;
             None
         }
-        SessionEvent::Ended { result, .. } => Some(result.clone().map(|_| ())),
+        SessionEvent::Ended { result, .. } => {
+            Some(result.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+        }
         _ => None,
     })
     .await;
@@ -620,7 +622,7 @@ async fn a_global_limit_is_shared_by_the_torrents() {
     tokio::time::timeout(Duration::from_secs(20), async {
         while !running.is_empty() {
             if let Some(SessionEvent::Ended { id, result, .. }) = events.recv().await {
-                assert!(result.is_ok_and(|s| s.complete));
+                assert!(result.as_ref().is_ok_and(|s| s.complete), "{result:?}");
                 running.remove(&id);
             }
         }

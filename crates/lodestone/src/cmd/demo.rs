@@ -18,6 +18,7 @@ use lodestone_dht::{Config, NodeId};
 use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
 use lodestone_engine::dht::Dht;
 use lodestone_engine::magnet::FetchEvent;
+use lodestone_engine::session;
 use lodestone_engine::torrent::{self, TorrentConfig, TorrentEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -116,8 +117,11 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
         cfg.dht = Some(dht);
         let (etx, mut erx) = mpsc::channel(256);
         tokio::spawn(async move { while erx.recv().await.is_some() {} });
-        seeders.push(tokio::spawn(torrent::run(
-            meta.clone(),
+        // Each peer of the swarm is a session of its own, as a separate
+        // client would be.
+        let start = torrent::Start::Torrent(meta.clone());
+        seeders.push(tokio::spawn(session::run_one(
+            start,
             cfg,
             etx,
             stop_rx.clone(),
@@ -146,13 +150,13 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
     crate::outln!("   (knows the DHT router, no .torrent, no peers, no trackers)");
     let (etx, mut erx) = mpsc::channel(1024);
     let leech_started = Instant::now();
-    let start = torrent::MagnetStart {
+    let start = torrent::Start::Magnet(torrent::MagnetStart {
         info_hashes: meta.info_hashes,
         trackers: Vec::new(),
         max_metadata_size: 1 << 20,
         torrent_file: None,
-    };
-    let leecher = tokio::spawn(torrent::run_magnet(start, cfg, etx, stop_rx.clone()));
+    });
+    let leecher = tokio::spawn(session::run_one(start, cfg, etx, stop_rx.clone()));
     let mut last_progress = Instant::now();
     let mut times = Milestones::default();
     let mut rows = Vec::new();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use lodestone_core::{Metainfo, PeerId};
 use lodestone_engine::magnet::FetchEvent;
+use lodestone_engine::session;
 use lodestone_engine::torrent::{self, StartState, Stats, Summary, TorrentConfig, TorrentEvent};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -624,18 +625,19 @@ async fn drive_async(
     let (engine, mut ui, magnet) = match begin {
         Begin::Torrent(meta) => {
             let meta = Arc::new(*meta);
-            let engine = tokio::spawn(torrent::run(meta.clone(), cfg, events_tx, stop_rx));
+            let start = torrent::Start::Torrent(meta.clone());
+            let engine = tokio::spawn(session::run_one(start, cfg, events_tx, stop_rx));
             let ui = Ui::new(&meta, json, explain, timeline, torrent_started);
             (engine, Some(ui), None)
         }
         Begin::Magnet(m) => {
-            let start = torrent::MagnetStart {
+            let start = torrent::Start::Magnet(torrent::MagnetStart {
                 info_hashes: m.info_hashes,
                 trackers: m.trackers.clone(),
                 max_metadata_size: u32::try_from(show.max_metadata_size).unwrap_or(u32::MAX),
                 torrent_file: race_torrent_file(&m, cfg.http.clone(), failed_tx),
-            };
-            let engine = tokio::spawn(torrent::run_magnet(start, cfg, events_tx, stop_rx));
+            });
+            let engine = tokio::spawn(session::run_one(start, cfg, events_tx, stop_rx));
             (engine, None, Some(timeline))
         }
     };

@@ -277,7 +277,7 @@ impl Run {
                                 failed += 1;
                                 let name = names.get(&info_hash).cloned().unwrap_or_else(|| info_hash.to_hex());
                                 if json {
-                                    crate::outln!("{}", json!({"event": "error", "infohash": info_hash.to_hex(), "error": e, "t": t()}));
+                                    crate::outln!("{}", json!({"event": "error", "infohash": info_hash.to_hex(), "error": e.to_string(), "t": t()}));
                                 } else {
                                     eprintln!("{name}: {e}");
                                 }
