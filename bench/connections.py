@@ -124,12 +124,15 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import LODESTONE, MIB, ROOT, TICK, free_port, g, loadavg, median, parse_size, proc_cpu, proc_mem
+from benchlib import stop as stop_child
+
+
+def stop(p, sig, grace=30):
+    return stop_child(p, sig, grace)
+
 os.environ["LODESTONE_LOCAL_ONLY"] = "1"
-LODESTONE = os.path.join(ROOT, "target", "release", "lodestone")
 LT_PYTHON = "/usr/bin/python3"
-TICK = os.sysconf("SC_CLK_TCK")
-MIB = 1 << 20
 BLOCK = 16 * 1024
 SAMPLE_EVERY = 0.5
 KEEPALIVE_EVERY = 30.0
@@ -139,64 +142,16 @@ STALL_AFTER = 20.0  # requests in flight with no block, reject or (un)choke for 
 START_TIMEOUT = 180.0
 
 
-def parse_size(s):
-    s = s.strip().upper().removesuffix("IB").removesuffix("B")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(s[-1:], 1)
-    n = int(s[:-1] if s[-1:] in "KMG" else s) * mult
-    if n <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return n
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def loadavg():
-    return " ".join("%.2f" % x for x in os.getloadavg())
 
 
-def proc_cpu(pid):
-    """utime+stime of a live process in seconds (all threads), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except (OSError, IndexError, ValueError):
-        return None
 
 
-def proc_mem(pid):
-    """VmRSS, RssAnon, RssFile, RssShmem, VmHWM (MiB) and Threads of a live process."""
-    out = {}
-    keys = {"VmRSS:": "vmrss_mib", "RssAnon:": "rss_anon_mib", "RssFile:": "rss_file_mib",
-            "RssShmem:": "rss_shmem_mib", "VmHWM:": "vmhwm_mib", "Threads:": "threads"}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                k = line.split(None, 1)[0] if line.strip() else ""
-                if k in keys:
-                    v = int(line.split()[1])
-                    out[keys[k]] = v if k == "Threads:" else v / 1024
-    except OSError:
-        pass
-    return out
 
 
-def stop(p, sig, grace=30):
-    """Signal our child and wait; SIGKILL after `grace` s. Returns a note or ''."""
-    if p.poll() is not None:
-        return f"had already exited (rc {p.returncode})"
-    p.send_signal(sig)
-    try:
-        p.wait(grace)
-        return ""
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        return f"did not exit within {grace} s of {signal.Signals(sig).name}: killed"
 
 
 def self_cpu():
@@ -981,15 +936,8 @@ def lt_seed_main(argv):
 # ---------------------------------------------------------------- report
 
 
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
-def g(r, path):
-    for k in path.split("."):
-        r = r.get(k) if isinstance(r, dict) else None
-    return r
 
 
 ROWS = [  # label, path, unit
