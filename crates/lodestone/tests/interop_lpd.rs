@@ -66,19 +66,26 @@ fn libtorrent_finds_a_lodestone_seeder_by_lpd() {
             .arg(&src),
     );
     seeder.wait_for_line("\"started\"", Duration::from_secs(30));
-    let out = dir.path().join("dl");
+    lt_lpd_leech(
+        &net,
+        &format!("{NS_B}:27903"),
+        dir.path(),
+        &src,
+        &torrent,
+        "l.bin",
+    );
+}
+
+/// A libtorrent leecher in namespace B with LPD only (listening on
+/// `listen`) fetches `torrent` into `dir/dl`; its `name` must equal the
+/// source's.
+fn lt_lpd_leech(net: &NetnsPair, listen: &str, dir: &Path, src: &Path, torrent: &Path, name: &str) {
+    let out = dir.join("dl");
     let o = Child::spawn(
-        lt_peer(&net, &net.b)
-            .args([
-                "leech",
-                "--lsd",
-                "--timeout",
-                "60",
-                "--listen",
-                &format!("{NS_B}:27903"),
-            ])
+        lt_peer(net, &net.b)
+            .args(["leech", "--lsd", "--timeout", "60", "--listen", listen])
             .arg("--torrent")
-            .arg(&torrent)
+            .arg(torrent)
             .arg("--save")
             .arg(&out),
     )
@@ -86,8 +93,8 @@ fn libtorrent_finds_a_lodestone_seeder_by_lpd() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
     assert_eq!(
-        std::fs::read(src.join("l.bin")).unwrap(),
-        std::fs::read(out.join("l.bin")).unwrap()
+        std::fs::read(src.join(name)).unwrap(),
+        std::fs::read(out.join(name)).unwrap()
     );
 }
 
@@ -327,21 +334,12 @@ fn libtorrent_finds_a_lodestone_session_by_its_shared_lpd_announce() {
         let hex = m.info_hashes.wire().to_hex();
         assert!(announce.contains(&hex), "{hex} not in {announce}");
     }
-    let out = dir.path().join("dl");
-    let o = Child::spawn(
-        lt_peer(&net, &net.b)
-            .args(["leech", "--lsd", "--timeout", "60"])
-            .args(["--listen", &format!("{NS_B}:27913")])
-            .arg("--torrent")
-            .arg(&second)
-            .arg("--save")
-            .arg(&out),
-    )
-    .finish(Duration::from_secs(90));
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{text}");
-    assert_eq!(
-        std::fs::read(src.join("m.bin")).unwrap(),
-        std::fs::read(out.join("m.bin")).unwrap()
+    lt_lpd_leech(
+        &net,
+        &format!("{NS_B}:27913"),
+        dir.path(),
+        &src,
+        &second,
+        "m.bin",
     );
 }

@@ -88,12 +88,7 @@ fn one_process_seeds_many_torrents_behind_one_listener() {
         let out = dir.path().join(format!("dl{i}"));
         let s = get(t, &addr, &out, &[]);
         assert_eq!(s["complete"], true, "{s}");
-        let name = format!("t{i}.bin");
-        assert_eq!(
-            std::fs::read(src.join(&name)).unwrap(),
-            std::fs::read(out.join(&name)).unwrap(),
-            "{name}"
-        );
+        same_file(&src, &out, &format!("t{i}.bin"));
     }
 }
 
@@ -127,10 +122,7 @@ fn an_encrypted_libtorrent_leecher_is_served_through_the_session() {
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let crypto = result["crypto"].to_string();
     assert!(crypto.contains("rc4"), "{result}");
-    assert_eq!(
-        std::fs::read(src.join("t2.bin")).unwrap(),
-        std::fs::read(out.join("t2.bin")).unwrap()
-    );
+    same_file(&src, &out, "t2.bin");
 }
 
 /// `lodestone seed --json --state-dir STATE` of the torrents from `src`,
@@ -294,13 +286,17 @@ fn get_of_several_inputs_comes_back_from_its_state_directory_after_kill_9() {
         "fetched the metadata again: {text}"
     );
     for i in 0..2 {
-        let name = format!("t{i}.bin");
-        assert_eq!(
-            std::fs::read(src.join(&name)).unwrap(),
-            std::fs::read(out.join(&name)).unwrap(),
-            "{name}"
-        );
+        same_file(&src, &out, &format!("t{i}.bin"));
     }
+}
+
+/// `name` is the same in both folders.
+fn same_file(a: &Path, b: &Path, name: &str) {
+    assert_eq!(
+        std::fs::read(a.join(name)).unwrap(),
+        std::fs::read(b.join(name)).unwrap(),
+        "{name}"
+    );
 }
 
 /// With a state directory, the DHT's routing table is kept there: a `get`
