@@ -37,6 +37,17 @@ fn run(seed: u64, seeder: PeerSpec, extra: impl FnOnce(&mut Swarm)) -> Report {
     r
 }
 
+/// Leechers that finished after `t`.
+fn finished_after(r: &Report, t: Duration) -> usize {
+    r.leechers()
+        .filter(|p| {
+            p.joined_at
+                .zip(p.finished_after)
+                .is_some_and(|(j, f)| j + f > t)
+        })
+        .count()
+}
+
 /// Every leecher finished, holding every piece, each verified.
 fn all_finished(r: &Report) {
     assert_eq!(r.outcome, Outcome::AllFinished, "seed {}:\n{r}", r.seed);
@@ -111,14 +122,7 @@ fn the_seeder_leaves_after_three_copies_and_the_leechers_route_around_it() {
     assert!(r.seeder_copies() < 3.5, "seed 3\n{r}");
     all_finished(&r);
     // Most leechers finished without it.
-    let after = r
-        .leechers()
-        .filter(|p| {
-            p.joined_at
-                .zip(p.finished_after)
-                .is_some_and(|(j, f)| j + f > left)
-        })
-        .count();
+    let after = finished_after(&r, left);
     println!("{after} leechers finished after it left");
     assert!(after > LEECHERS / 2, "seed 3: {after}\n{r}");
 }
@@ -297,14 +301,7 @@ fn from_bare_magnets_the_leechers_route_around_a_seeder_that_leaves() {
     );
     all_finished(&r);
     assert_eq!(r.magnet_leechers(), LEECHERS);
-    let after = r
-        .leechers()
-        .filter(|p| {
-            p.joined_at
-                .zip(p.finished_after)
-                .is_some_and(|(j, f)| j + f > left)
-        })
-        .count();
+    let after = finished_after(&r, left);
     println!("{after} magnet leechers finished after it left");
     assert!(after > 0, "seed 22: everyone finished before it left\n{r}");
 }
