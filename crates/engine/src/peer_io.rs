@@ -92,25 +92,23 @@ async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
 pub use lodestone_torrent::PeerSource;
 
 /// What the socket tasks tell the torrent task.
+///
+/// Kept small (48 bytes): every torrent has an input channel of these,
+/// and tokio allocates a channel's slots 32 at a time, so one large
+/// variant costs a session of a thousand torrents megabytes. Rare, large
+/// messages carry a box.
 #[derive(Debug)]
 pub enum PeerInput {
     /// A TCP connection is up (either direction).
     Connected {
-        stream: TcpStream,
-        addr: SocketAddr,
-        source: PeerSource,
-        /// Plaintext already read (the MSE initial payload, or the first
-        /// bytes of a plain handshake).
-        initial: Vec<u8>,
-        /// RC4 streams when the peer negotiated MSE with RC4.
-        cipher: Option<Box<Cipher>>,
+        peer: Box<NewPeer>,
         /// For an incoming one: the torrent it asked for (from its
         /// handshake, or the MSE key it used); what a session routes by.
         info_hash: Option<lodestone_core::InfoHash>,
     },
     ConnectFailed {
         addr: SocketAddr,
-        error: String,
+        error: std::io::Error,
     },
     /// A discovery source (DHT, PEX, ...) found these addresses.
     Discovered {
@@ -120,7 +118,7 @@ pub enum PeerInput {
     /// A DHT lookup for the torrent finished.
     DhtRound(lodestone_torrent::DhtRound),
     /// A tracker answered or failed.
-    TrackerStatus(crate::tracker::TrackerStatus),
+    TrackerStatus(Box<crate::tracker::TrackerStatus>),
     /// A discovery source's state changed (for the sources table).
     SourceStatus {
         source: PeerSource,
@@ -143,6 +141,42 @@ pub enum PeerInput {
     },
     /// From the session that holds the torrent, not from a socket.
     Command(crate::torrent::Command),
+}
+
+/// A connection that is up, as [`PeerInput::Connected`] brings it.
+#[derive(Debug)]
+pub struct NewPeer {
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    pub source: PeerSource,
+    /// Plaintext already read (the MSE initial payload, or the first
+    /// bytes of a plain handshake).
+    pub initial: Vec<u8>,
+    /// RC4 streams when the peer negotiated MSE with RC4.
+    pub cipher: Option<Box<Cipher>>,
+}
+
+impl PeerInput {
+    /// A connection that is up.
+    pub fn connected(
+        stream: TcpStream,
+        addr: SocketAddr,
+        source: PeerSource,
+        initial: Vec<u8>,
+        cipher: Option<Box<Cipher>>,
+        info_hash: Option<lodestone_core::InfoHash>,
+    ) -> Self {
+        PeerInput::Connected {
+            peer: Box::new(NewPeer {
+                stream,
+                addr,
+                source,
+                initial,
+                cipher,
+            }),
+            info_hash,
+        }
+    }
 }
 
 /// The RC4 streams of an MSE connection: one for each direction.
@@ -293,32 +327,23 @@ pub fn connect(
     obfuscate: Option<Obfuscate>,
 ) {
     tokio::spawn(async move {
-        let failed = |error: String| PeerInput::ConnectFailed { addr, error };
+        let failed = |error: std::io::Error| PeerInput::ConnectFailed { addr, error };
+        let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
         let msg = match tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, local)).await {
             Ok(Ok(stream)) => match obfuscate {
-                None => PeerInput::Connected {
-                    stream,
-                    addr,
-                    source,
-                    initial: Vec::new(),
-                    cipher: None,
-                    info_hash: None,
-                },
+                None => PeerInput::connected(stream, addr, source, Vec::new(), None, None),
                 Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
-                    Ok(Ok((stream, initial, cipher))) => PeerInput::Connected {
-                        stream,
-                        addr,
-                        source,
-                        initial,
-                        cipher,
-                        info_hash: None,
-                    },
-                    Ok(Err(e)) => failed(format!("encrypted handshake failed: {e}")),
-                    Err(_) => failed("encrypted handshake timed out".into()),
+                    Ok(Ok((stream, initial, cipher))) => {
+                        PeerInput::connected(stream, addr, source, initial, cipher, None)
+                    }
+                    Ok(Err(e)) => failed(std::io::Error::other(format!(
+                        "encrypted handshake failed: {e}"
+                    ))),
+                    Err(_) => failed(timed_out("encrypted handshake timed out")),
                 },
             },
-            Ok(Err(e)) => failed(e.to_string()),
-            Err(_) => failed("connect timed out".into()),
+            Ok(Err(e)) => failed(e),
+            Err(_) => failed(timed_out("connect timed out")),
         };
         let _ = input.send(msg).await;
     });
@@ -485,14 +510,14 @@ async fn sniff(
         }
     };
     let (info_hash, initial, cipher) = tokio::time::timeout(SNIFF_TIMEOUT, work).await.ok()??;
-    Some(PeerInput::Connected {
+    Some(PeerInput::connected(
         stream,
         addr,
-        source: PeerSource::Incoming,
+        PeerSource::Incoming,
         initial,
         cipher,
         info_hash,
-    })
+    ))
 }
 
 #[cfg(test)]
@@ -507,6 +532,12 @@ mod tests {
             tokio::time::timeout(wait, s.read(&mut buf)).await,
             Ok(Ok(0) | Err(_))
         )
+    }
+
+    #[test]
+    fn an_input_is_small() {
+        // Every torrent's input channel allocates 32 of these at once.
+        assert!(std::mem::size_of::<PeerInput>() <= 48);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::resume::FileStamp;
 use bytes::Bytes;
-use lodestone_core::{Bitfield, Info, Layout, PieceIndex};
+use lodestone_core::{Bitfield, Layout, Metainfo, PieceIndex};
 use sha1::{Digest, Sha1};
 
 /// Open file handles kept at once (a torrent of 10 000 files must not hit
@@ -68,14 +68,17 @@ struct HandleCache {
 #[derive(Debug)]
 pub struct Storage {
     files: Vec<StorageFile>,
-    layout: Layout,
-    piece_hashes: Vec<u8>,
+    /// Its layout and piece hashes, shared with the torrent (not copied:
+    /// a large torrent's hashes are megabytes).
+    meta: Arc<Metainfo>,
     handles: Mutex<HandleCache>,
 }
 
 impl Storage {
-    /// Lay out `info` under `dir`. Creates directories and empty files.
-    pub fn new(dir: &Path, info: &Info) -> Result<Self, StorageError> {
+    /// Lay out `meta`'s files under `dir`. Creates directories and empty
+    /// files.
+    pub fn new(dir: &Path, meta: Arc<Metainfo>) -> Result<Self, StorageError> {
+        let info = &meta.info;
         let files: Vec<StorageFile> = info
             .files
             .iter()
@@ -100,14 +103,13 @@ impl Storage {
         }
         Ok(Self {
             files,
-            layout: info.layout.clone(),
-            piece_hashes: info.pieces.clone(),
+            meta,
             handles: Mutex::new(HandleCache::default()),
         })
     }
 
     pub fn layout(&self) -> &Layout {
-        &self.layout
+        &self.meta.info.layout
     }
 
     fn handle(&self, index: usize, write: bool) -> Result<Arc<File>, StorageError> {
@@ -147,12 +149,12 @@ impl Storage {
     /// piece touches, no copy into a piece buffer first.
     pub fn write_blocks(&self, piece: PieceIndex, blocks: &[Bytes]) -> Result<(), StorageError> {
         let total: usize = blocks.iter().map(|b| b.len()).sum();
-        if self.layout.piece_len(piece) != Some(total as u32) || total > u32::MAX as usize {
+        if self.layout().piece_len(piece) != Some(total as u32) || total > u32::MAX as usize {
             return Err(StorageError::BadPiece(piece.0));
         }
         let mut rest = blocks.iter().map(|b| &b[..]);
         let mut current: &[u8] = &[];
-        for s in self.layout.piece_slices(piece) {
+        for s in self.layout().piece_slices(piece) {
             let mut parts: Vec<&[u8]> = Vec::new();
             let mut need = s.len as usize;
             while need > 0 {
@@ -187,7 +189,7 @@ impl Storage {
         buf: &mut Vec<u8>,
     ) -> Result<(), StorageError> {
         let range = self
-            .layout
+            .layout()
             .piece_range(piece)
             .ok_or(StorageError::BadPiece(piece.0))?;
         let start = range.start + u64::from(begin);
@@ -198,7 +200,7 @@ impl Storage {
         buf.truncate(len as usize);
         buf.resize(len as usize, 0);
         let mut at = 0usize;
-        for s in self.layout.slices(start..end) {
+        for s in self.layout().slices(start..end) {
             let dst = &mut buf[at..at + s.len as usize];
             at += s.len as usize;
             let f = &self.files[s.file_index];
@@ -216,7 +218,7 @@ impl Storage {
     /// The expected SHA-1 of a piece.
     pub fn expected_hash(&self, piece: PieceIndex) -> Option<&[u8]> {
         let i = piece.as_usize() * 20;
-        self.piece_hashes.get(i..i + 20)
+        self.meta.info.pieces.get(i..i + 20)
     }
 
     /// Hash a piece held in memory and compare with the torrent.
@@ -239,7 +241,7 @@ impl Storage {
     /// short files simply make their pieces absent. Runs on `threads` threads.
     pub fn recheck(&self, threads: usize) -> Bitfield {
         let never = AtomicBool::new(false);
-        self.recheck_missing(&Bitfield::new(self.layout.num_pieces()), threads, &never)
+        self.recheck_missing(&Bitfield::new(self.layout().num_pieces()), threads, &never)
     }
 
     /// `known` plus every piece not in it that is complete and correct on
@@ -247,7 +249,7 @@ impl Storage {
     /// Once `stop` is set, no further piece is read (a torrent removed
     /// while it checks); what was found by then is returned.
     pub fn recheck_missing(&self, known: &Bitfield, threads: usize, stop: &AtomicBool) -> Bitfield {
-        let candidates: Vec<PieceIndex> = (0..self.layout.num_pieces())
+        let candidates: Vec<PieceIndex> = (0..self.layout().num_pieces())
             .map(PieceIndex)
             .filter(|&p| !known.get(p))
             .collect();
@@ -265,7 +267,7 @@ impl Storage {
                             if stop.load(Ordering::Relaxed) {
                                 break;
                             }
-                            let len = self.layout.piece_len(p).unwrap_or(0);
+                            let len = self.layout().piece_len(p).unwrap_or(0);
                             if self.read(p, 0, len, &mut buf).is_ok() && self.check(p, &buf) {
                                 good.push(p);
                             }
@@ -379,9 +381,9 @@ mod tests {
     #[test]
     fn write_read_and_recheck() {
         let (dir, m) = fixture();
-        let src = Storage::new(&dir.path().join("src"), &m.info).unwrap();
+        let src = Storage::new(&dir.path().join("src"), Arc::new(m.clone())).unwrap();
         assert!(src.recheck(2).is_full());
-        let dst = Storage::new(&dir.path().join("dst"), &m.info).unwrap();
+        let dst = Storage::new(&dir.path().join("dst"), Arc::new(m.clone())).unwrap();
         // Empty files exist before any data arrives.
         assert!(dir.path().join("dst/t/d/empty").exists());
         assert!(dst.recheck(2).none());
@@ -411,8 +413,8 @@ mod tests {
     #[test]
     fn pieces_written_from_blocks() {
         let (dir, m) = fixture();
-        let src = Storage::new(&dir.path().join("src"), &m.info).unwrap();
-        let dst = Storage::new(&dir.path().join("dst"), &m.info).unwrap();
+        let src = Storage::new(&dir.path().join("src"), Arc::new(m.clone())).unwrap();
+        let dst = Storage::new(&dir.path().join("dst"), Arc::new(m.clone())).unwrap();
         let mut buf = Vec::new();
         for p in (0..m.info.num_pieces()).map(PieceIndex) {
             let len = m.info.layout.piece_len(p).unwrap();
@@ -480,7 +482,7 @@ mod tests {
         fs::create_dir_all(dir.path().join("t")).unwrap();
         fs::write(dir.path().join("t/a"), &a).unwrap();
         fs::write(dir.path().join("t/b"), &b).unwrap();
-        let s = Storage::new(dir.path(), &m.info).unwrap();
+        let s = Storage::new(dir.path(), Arc::new(m.clone())).unwrap();
         assert!(!dir.path().join("t/.pad").exists());
         let mut buf = vec![0xffu8; 16384];
         s.read(PieceIndex(1), 0, 16384, &mut buf).unwrap();
@@ -509,13 +511,13 @@ mod tests {
         let mut b = fs::read(root.join("t/d/b")).unwrap();
         b[40_000] ^= 1;
         fs::write(root.join("t/d/b"), b).unwrap();
-        let s = Storage::new(&root, &m.info).unwrap();
+        let s = Storage::new(&root, Arc::new(m.clone())).unwrap();
         let have = s.recheck(2);
         // Byte 20 000 + 40 000 lies in piece 3.
         assert!(!have.get(PieceIndex(3)));
         assert_eq!(have.count(), m.info.num_pieces() - 1);
         fs::remove_file(root.join("t/a")).unwrap();
-        let s = Storage::new(&root, &m.info).unwrap();
+        let s = Storage::new(&root, Arc::new(m.clone())).unwrap();
         assert!(!s.recheck(2).get(PieceIndex(0)));
     }
 
@@ -533,7 +535,7 @@ mod tests {
         };
         let bytes = create_torrent(&src, &opts, &Progress::default()).unwrap();
         let m = Metainfo::from_bytes(&bytes).unwrap();
-        let s = Storage::new(dir.path(), &m.info).unwrap();
+        let s = Storage::new(dir.path(), Arc::new(m.clone())).unwrap();
         assert!(s.recheck(1).is_full());
         assert!(s.handles.lock().unwrap().open.len() <= MAX_OPEN_FILES);
     }

@@ -392,14 +392,17 @@ struct Driver {
     conns: HashMap<PeerKey, Conn>,
     input_tx: mpsc::Sender<PeerInput>,
     input_rx: mpsc::Receiver<PeerInput>,
-    disk_tx: mpsc::Sender<DiskResult>,
-    disk_rx: mpsc::Receiver<DiskResult>,
+    /// What the disk pool hands back; made with the first check or read
+    /// (an idle torrent of a session of thousands has none).
+    disk: Option<(mpsc::Sender<DiskResult>, mpsc::Receiver<DiskResult>)>,
     hashers: Arc<crate::pool::Pool>,
-    read_buffers: Arc<peer_io::ReadBuffers>,
+    /// Made with the first connection.
+    read_buffers: Option<Arc<peer_io::ReadBuffers>>,
     events: EventSink,
     /// What trackers are told about our progress.
-    progress_tx: watch::Sender<crate::tracker::Progress>,
-    progress_rx: watch::Receiver<crate::tracker::Progress>,
+    progress: crate::tracker::Progress,
+    /// Where they hear it: made with the first tracker.
+    progress_tx: Option<watch::Sender<crate::tracker::Progress>>,
     /// Running tracker tiers, by their first URL.
     trackers: Vec<(Vec<String>, AbortOnDrop)>,
     _listener: Option<tokio::task::JoinHandle<()>>,
@@ -430,6 +433,9 @@ enum Lpd {
     Session { _place: crate::lpd::Registration },
 }
 
+/// A state event waiting for room on its caller's channel.
+type WaitForRoom = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Where a torrent's events go: its caller's channel, or its session.
 #[derive(Clone)]
 pub(crate) enum EventSink {
@@ -444,6 +450,27 @@ impl EventSink {
         match self {
             EventSink::Own(tx) => drop(tx.send(event).await),
             EventSink::Session(s) => s.state(event),
+        }
+    }
+
+    /// A state change, without waiting: on its own channel, what waits
+    /// for room is handed back to be awaited (boxed: the running driver's
+    /// future keeps no room for it).
+    fn send_now(&self, event: TorrentEvent) -> Option<WaitForRoom> {
+        match self {
+            EventSink::Own(tx) => match tx.try_send(event) {
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    let tx = tx.clone();
+                    Some(Box::pin(async move {
+                        let _ = tx.send(event).await;
+                    }))
+                }
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+            },
+            EventSink::Session(s) => {
+                s.state(event);
+                None
+            }
         }
     }
 
@@ -487,12 +514,32 @@ pub async fn run_magnet(
 
 /// A torrent of a session: [`run`] or [`run_magnet`], its events on the
 /// session's stream.
-pub(crate) async fn run_in_session(
+///
+/// The future lives as long as the torrent runs, and a session holds
+/// thousands: what runs once (start, metadata, check) is boxed and freed
+/// when done, and the driver is boxed, so that what stays is the running
+/// driver's state (an async fn would keep room for its arguments and for
+/// every phase, some kilobytes).
+pub(crate) fn run_in_session(
+    add: Start,
+    cfg: TorrentConfig,
+    events: EventSink,
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Result<Summary, EngineError>> {
+    let start = Box::pin(start_in_session(add, cfg, events, shutdown));
+    async move {
+        let (mut d, shutdown) = start.await?;
+        d.run(shutdown).await
+    }
+}
+
+/// [`run_in_session`] up to the point where the torrent runs.
+async fn start_in_session(
     add: Start,
     cfg: TorrentConfig,
     events: EventSink,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<Summary, EngineError> {
+) -> Result<(Box<Driver>, watch::Receiver<bool>), EngineError> {
     // A stop while the files are checked (or wait their turn to be)
     // ends the check: a remove must not wait for a long hash.
     let stopped = |rx: &watch::Receiver<bool>| {
@@ -502,13 +549,12 @@ pub(crate) async fn run_in_session(
         }
     };
     let on_metadata = cfg.shared.as_ref().and_then(|s| s.on_metadata.clone());
-    match add {
+    let d = match add {
         Start::Torrent(meta) => {
-            let mut d = tokio::select! {
+            tokio::select! {
                 d = Driver::start(Start::Torrent(meta), cfg, events) => d?,
                 () = stopped(&shutdown) => return Err(EngineError::Stopped),
-            };
-            d.run(shutdown).await
+            }
         }
         Start::Magnet(mut magnet) => {
             let mut file = magnet.torrent_file.take();
@@ -521,9 +567,10 @@ pub(crate) async fn run_in_session(
                 r = d.become_torrent(meta, from_file) => r?,
                 () = stopped(&shutdown) => return Err(EngineError::Stopped),
             }
-            d.run(shutdown).await
+            d
         }
-    }
+    };
+    Ok((Box::new(d), shutdown))
 }
 
 /// Only the metadata phase of [`run_magnet`]: the metadata, then stop.
@@ -641,11 +688,10 @@ impl Driver {
             _ => None,
         };
         // A magnet does not know its size: it says 1 byte is left.
-        let (progress_tx, progress_rx) = watch::channel(crate::tracker::Progress {
+        let progress = crate::tracker::Progress {
             left: 1,
             ..Default::default()
-        });
-        let (disk_tx, disk_rx) = mpsc::channel(64);
+        };
         let (core, storage, tiers) = match start {
             Start::Magnet(m) => {
                 let core = MagnetCore::new(
@@ -670,16 +716,15 @@ impl Driver {
             conns: HashMap::new(),
             input_tx,
             input_rx,
-            disk_tx,
-            disk_rx,
+            disk: None,
             hashers: match &shared {
                 Some(s) => s.pool.clone(),
                 None => Arc::new(crate::pool::Pool::new("hash", cfg.threads)),
             },
-            read_buffers: Arc::default(),
+            read_buffers: None,
             events,
-            progress_tx,
-            progress_rx,
+            progress,
+            progress_tx: None,
             trackers: Vec::new(),
             _listener: listener,
             _dht: dht,
@@ -693,7 +738,7 @@ impl Driver {
             // Trackers start once the files are checked, so that the first
             // announce says how much is really left (a seeder says 0).
             let left = t.stats().bytes_left;
-            d.progress_tx.send_modify(|p| p.left = left);
+            d.set_progress(crate::tracker::Progress { left, ..d.progress });
         }
         for tier in tiers {
             d.start_tracker(tier);
@@ -720,11 +765,35 @@ impl Driver {
         let task = AbortOnDrop(tokio::spawn(crate::tracker::run_tier(
             tier.clone(),
             base,
-            self.progress_rx.clone(),
+            self.progress_rx(),
             self.input_tx.clone(),
             self.cfg.http.clone(),
         )));
         self.trackers.push((tier, task));
+    }
+
+    /// Where the disk pool hands its results back.
+    fn disk_tx(&mut self) -> mpsc::Sender<DiskResult> {
+        self.disk.get_or_insert_with(|| mpsc::channel(64)).0.clone()
+    }
+
+    /// Tell the trackers, if there are any and it changed.
+    fn set_progress(&mut self, p: crate::tracker::Progress) {
+        if p == self.progress {
+            return;
+        }
+        self.progress = p;
+        if let Some(tx) = &self.progress_tx {
+            tx.send_replace(p);
+        }
+    }
+
+    /// For one more tracker.
+    fn progress_rx(&mut self) -> watch::Receiver<crate::tracker::Progress> {
+        let now = self.progress;
+        self.progress_tx
+            .get_or_insert_with(|| watch::channel(now).0)
+            .subscribe()
     }
 
     /// The metadata phase: until the peers gave a verified info
@@ -818,7 +887,10 @@ impl Driver {
             let _ = core.set_file_priorities(Instant::now(), &self.cfg.file_priorities);
         }
         let left = core.stats().bytes_left;
-        self.progress_tx.send_modify(|p| p.left = left);
+        self.set_progress(crate::tracker::Progress {
+            left,
+            ..self.progress
+        });
         self.core = Phase::Ready(Box::new(core));
         self.storage = Some(storage);
         for tier in meta.trackers.clone() {
@@ -848,7 +920,7 @@ impl Driver {
                         }
                     }
                 }
-                Some(result) = self.disk_rx.recv() => self.on_disk(result),
+                Some(result) = recv_disk(&mut self.disk) => self.on_disk(result),
                 _ = tokio::time::sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
                 _ = shutdown.changed() => {
                     asked_to_stop = true;
@@ -874,7 +946,7 @@ impl Driver {
         };
         // Nobody reads the inputs any more: a writer must not wait to report.
         self.input_rx.close();
-        self.close_connections().await;
+        Box::pin(self.close_connections()).await;
         if let Phase::Ready(t) = &mut self.core {
             t.stop(Instant::now());
         }
@@ -900,14 +972,14 @@ impl Driver {
     fn on_input(&mut self, input: PeerInput) {
         let now = Instant::now();
         match input {
-            PeerInput::Connected {
-                stream,
-                addr,
-                source,
-                initial,
-                cipher,
-                ..
-            } => {
+            PeerInput::Connected { peer, .. } => {
+                let peer_io::NewPeer {
+                    stream,
+                    addr,
+                    source,
+                    initial,
+                    cipher,
+                } = *peer;
                 let cap = self.cfg.shared.as_ref().and_then(|s| s.connections.clone());
                 // At the session's cap, a peer that dialled us is turned
                 // away (one we dialled was let through at the dial).
@@ -925,7 +997,7 @@ impl Driver {
                     stream,
                     self.input_tx.clone(),
                     cipher,
-                    self.read_buffers.clone(),
+                    self.read_buffers.get_or_insert_with(Arc::default).clone(),
                 );
                 self.conns.insert(
                     key,
@@ -951,7 +1023,7 @@ impl Driver {
                 self.core.handle_discovered(now, &addrs, source)
             }
             PeerInput::DhtRound(r) => self.core.handle_dht_round(now, r),
-            PeerInput::TrackerStatus(s) => self.core.handle_tracker_status(now, s),
+            PeerInput::TrackerStatus(s) => self.core.handle_tracker_status(now, *s),
             PeerInput::SourceStatus {
                 source: PeerSource::Lpd,
                 status,
@@ -1037,7 +1109,9 @@ impl Driver {
                 };
                 let Some(e) = e else { break };
                 idle = false;
-                self.emit(e).await;
+                if let Some(wait) = self.emit(e) {
+                    wait.await;
+                }
             }
             if idle {
                 return;
@@ -1089,7 +1163,7 @@ impl Driver {
                 let Some(storage) = self.storage.clone() else {
                     return;
                 };
-                let tx = self.disk_tx.clone();
+                let tx = self.disk_tx();
                 self.hashers.run(move || {
                     let result = if !storage.check_blocks(piece, &blocks) {
                         Checked::Bad(blocks)
@@ -1107,7 +1181,7 @@ impl Driver {
                     return;
                 };
                 let mut buf = buf;
-                let tx = self.disk_tx.clone();
+                let tx = self.disk_tx();
                 self.hashers.run(move || {
                     let result = storage
                         .read(piece, 0, len, &mut buf)
@@ -1122,13 +1196,7 @@ impl Driver {
                     t.handle_resume_saved(now, saved, unvouched);
                 }
             }
-            Action::Progress(p) => {
-                self.progress_tx.send_if_modified(|old| {
-                    let changed = *old != p;
-                    *old = p;
-                    changed
-                });
-            }
+            Action::Progress(p) => self.set_progress(p),
         }
     }
 
@@ -1159,24 +1227,31 @@ impl Driver {
     }
 
     /// Events that only report progress are dropped when the reader lags
-    /// (the next one says the same, newer); the others wait for it.
-    async fn emit(&mut self, e: TorrentEvent) {
+    /// (the next one says the same, newer); the others wait for it (what
+    /// is handed back).
+    #[must_use]
+    fn emit(&mut self, e: TorrentEvent) -> Option<WaitForRoom> {
         match e {
             TorrentEvent::Progress(stats) => {
                 if let Some(s) = &self.cfg.shared {
                     s.rates.set(stats.download_rate, stats.upload_rate);
                 }
-                self.events.try_send(TorrentEvent::Progress(stats))
+                self.events.try_send(TorrentEvent::Progress(stats));
+                None
             }
-            TorrentEvent::Sources(_) => self.events.try_send(e),
+            TorrentEvent::Sources(_) => {
+                self.events.try_send(e);
+                None
+            }
             // In a session, peers come and go too often to be kept for a
             // slow reader; its snapshot lists them.
             TorrentEvent::PeerConnected { .. } | TorrentEvent::PeerDisconnected { .. }
                 if matches!(self.events, EventSink::Session(_)) =>
             {
-                self.events.try_send(e)
+                self.events.try_send(e);
+                None
             }
-            e => self.events.send(e).await,
+            e => self.events.send_now(e),
         }
     }
 
@@ -1237,6 +1312,16 @@ impl Driver {
     }
 }
 
+/// The next disk result; never, while there is no disk channel yet.
+async fn recv_disk(
+    disk: &mut Option<(mpsc::Sender<DiskResult>, mpsc::Receiver<DiskResult>)>,
+) -> Option<DiskResult> {
+    match disk {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Where the torrent's resume data lives.
 fn resume_path(cfg: &TorrentConfig, info_hash: &lodestone_core::InfoHash) -> PathBuf {
     match &cfg.resume_file {
@@ -1247,7 +1332,7 @@ fn resume_path(cfg: &TorrentConfig, info_hash: &lodestone_core::InfoHash) -> Pat
 
 /// Check what is on disk of `meta` (see [`initial_have`]).
 async fn check_files(
-    meta: &Metainfo,
+    meta: &Arc<Metainfo>,
     cfg: &TorrentConfig,
 ) -> Result<(Arc<Storage>, Bitfield, StartState), EngineError> {
     // In a session, checks take turns: a thousand torrents starting at
@@ -1256,7 +1341,7 @@ async fn check_files(
         Some(s) => s.checks.clone().acquire_owned().await.ok(),
         None => None,
     };
-    let storage = Arc::new(Storage::new(&cfg.output_dir, &meta.info)?);
+    let storage = Arc::new(Storage::new(&cfg.output_dir, meta.clone())?);
     let (have, state) = initial_have(meta, cfg, &storage).await;
     Ok((storage, have, state))
 }
@@ -1510,6 +1595,20 @@ impl Drop for StopOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_torrent_of_a_session_keeps_little() {
+        // A session holds one of these futures per torrent for as long as
+        // it runs: its start is boxed (freed once done), its driver too.
+        let (_stop, shutdown) = watch::channel(false);
+        let info = lodestone_core::metainfo::single_file_info("x", 16384, &[0; 40000]);
+        let meta = Arc::new(Metainfo::from_info_bytes(&info).unwrap());
+        let cfg = TorrentConfig::new(PathBuf::from("/nonexistent"), PeerId([0; 20]), 0);
+        let events = EventSink::Own(mpsc::channel(1).0);
+        let f = run_in_session(Start::Torrent(meta), cfg, events, shutdown);
+        let size = std::mem::size_of_val(&f);
+        assert!(size <= 1024, "{size} bytes");
+    }
 
     #[test]
     fn our_own_announce_is_recognised() {

@@ -128,7 +128,7 @@ async fn send(
         input.send(msg).await.map_err(|_| ())?;
     }
     input
-        .send(PeerInput::TrackerStatus(status))
+        .send(PeerInput::TrackerStatus(Box::new(status)))
         .await
         .map_err(|_| ())
 }
