@@ -724,11 +724,20 @@ impl TorrentCore {
     // ---- output ----
 
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.out.pop()
+        let a = self.out.pop();
+        if a.is_none() && self.peers.is_empty() {
+            // Idle: a session holds thousands of torrents like this one.
+            self.out.release();
+        }
+        a
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.peers.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        e
     }
 
     /// When to call `handle_timeout` next.
@@ -1837,5 +1846,33 @@ impl TorrentCore {
         }
         // Buffers of pieces only this peer was filling stay; the picker
         // re-requests their missing blocks from others.
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+
+    #[test]
+    fn a_core_without_peers_keeps_no_room_in_its_queues() {
+        // A session holds thousands of idle seeding cores.
+        let info = lodestone_core::metainfo::single_file_info("t", 16384, &[7; 40000]);
+        let meta = Arc::new(Metainfo::from_info_bytes(&info).unwrap());
+        let have = Bitfield::full(meta.info.num_pieces());
+        let cfg = CoreConfig::new(lodestone_core::PeerId([1; 20]), 1);
+        // Complete, with its resume data stale: a save and events queued.
+        let mut t = TorrentCore::new(meta, cfg, &have, true, Instant::now());
+        assert!(t.out.capacity() > 0 && t.events.capacity() > 0);
+        let mut saves = 0;
+        while let Some(a) = t.poll_action() {
+            saves += usize::from(matches!(a, Action::SaveResume { .. }));
+        }
+        let mut completed = 0;
+        while let Some(e) = t.poll_event() {
+            completed += usize::from(matches!(e, Event::Completed { .. }));
+        }
+        assert_eq!((saves, completed), (1, 1));
+        assert_eq!(t.out.capacity(), 0);
+        assert_eq!(t.events.capacity(), 0);
     }
 }

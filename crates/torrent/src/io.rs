@@ -239,6 +239,22 @@ impl Outbox {
         }
     }
 
+    /// Free the queues' memory while they are empty (they only grow).
+    pub(crate) fn release(&mut self) {
+        if self.actions.is_empty() && self.actions.capacity() > 0 {
+            self.actions = VecDeque::new();
+        }
+        if self.transmit_queued.is_empty() && self.transmit_queued.capacity() > 0 {
+            self.transmit_queued = HashSet::new();
+        }
+    }
+
+    /// Room the queues hold on to.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.actions.capacity() + self.transmit_queued.capacity()
+    }
+
     pub(crate) fn pop(&mut self) -> Option<Action> {
         let a = self.actions.pop_front()?;
         if let Action::Transmit(k) = a {
