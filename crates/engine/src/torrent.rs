@@ -1436,63 +1436,69 @@ impl Drop for AbortOnDrop {
 /// Ask the DHT for peers (announcing our port when we listen), soon again
 /// at first and then every few minutes, feeding what it finds to the
 /// torrent; when, is [`lodestone_dht::reannounce::Schedule`]'s rule.
-async fn dht_discovery(
+///
+/// The task lives as long as its torrent and mostly sleeps: what it awaits
+/// now and then is boxed, and it is an async block (an async fn keeps its
+/// arguments twice), so that it holds a few hundred bytes.
+fn dht_discovery(
     dht: crate::dht::Dht,
     info_hash: lodestone_core::InfoHash,
     listen: Option<SocketAddr>,
     input: mpsc::Sender<PeerInput>,
-) {
+) -> impl std::future::Future<Output = ()> {
     use crate::dht::LookupUpdate;
-    let port = listen.map(|a| a.port());
-    let mut schedule = lodestone_dht::reannounce::Schedule::new();
-    loop {
-        let external_ip = dht.health().await.external_ip;
-        let mut rx = match port {
-            Some(p) => dht.announce(info_hash, Some(p)).await,
-            None => dht.get_peers(info_hash).await,
-        };
-        let wait = schedule.start_round();
-        let mut report = lodestone_torrent::DhtRound {
-            next_in: wait,
-            ..Default::default()
-        };
-        while let Some(u) = rx.recv().await {
-            let msg = match u {
-                LookupUpdate::Peers(addrs) => {
-                    report.peers += addrs.len() as u32;
-                    // Our own announce coming back is not a swarm.
-                    schedule.found_peers(
-                        addrs
-                            .iter()
-                            .filter(|a| !is_self(a, listen, external_ip))
-                            .count() as u64,
-                    );
-                    PeerInput::Discovered {
-                        addrs,
-                        source: PeerSource::Dht,
-                    }
-                }
-                LookupUpdate::Announced { sent, acked } => {
-                    report.announced = Some((sent, acked));
-                    continue;
-                }
-                LookupUpdate::Done {
-                    queries, responses, ..
-                } => {
-                    report.queries = queries;
-                    report.responses = responses;
-                    PeerInput::DhtRound(report)
-                }
-                LookupUpdate::Hop { .. }
-                | LookupUpdate::Item { .. }
-                | LookupUpdate::Samples { .. }
-                | LookupUpdate::Stored { .. } => continue,
+    async move {
+        let port = listen.map(|a| a.port());
+        let mut schedule = lodestone_dht::reannounce::Schedule::new();
+        loop {
+            let external_ip = Box::pin(dht.health()).await.external_ip;
+            let mut rx = match port {
+                Some(p) => Box::pin(dht.announce(info_hash, Some(p))).await,
+                None => Box::pin(dht.get_peers(info_hash)).await,
             };
-            if input.send(msg).await.is_err() {
-                return;
+            let wait = schedule.start_round();
+            let mut report = lodestone_torrent::DhtRound {
+                next_in: wait,
+                ..Default::default()
+            };
+            while let Some(u) = rx.recv().await {
+                let msg = match u {
+                    LookupUpdate::Peers(addrs) => {
+                        report.peers += addrs.len() as u32;
+                        // Our own announce coming back is not a swarm.
+                        schedule.found_peers(
+                            addrs
+                                .iter()
+                                .filter(|a| !is_self(a, listen, external_ip))
+                                .count() as u64,
+                        );
+                        PeerInput::Discovered {
+                            addrs,
+                            source: PeerSource::Dht,
+                        }
+                    }
+                    LookupUpdate::Announced { sent, acked } => {
+                        report.announced = Some((sent, acked));
+                        continue;
+                    }
+                    LookupUpdate::Done {
+                        queries, responses, ..
+                    } => {
+                        report.queries = queries;
+                        report.responses = responses;
+                        PeerInput::DhtRound(report)
+                    }
+                    LookupUpdate::Hop { .. }
+                    | LookupUpdate::Item { .. }
+                    | LookupUpdate::Samples { .. }
+                    | LookupUpdate::Stored { .. } => continue,
+                };
+                if Box::pin(input.send(msg)).await.is_err() {
+                    return;
+                }
             }
+            tokio::time::sleep(wait).await;
         }
-        tokio::time::sleep(wait).await;
     }
 }
 
