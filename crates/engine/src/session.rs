@@ -225,7 +225,8 @@ struct Managed {
 struct Torrents {
     next_id: u64,
     next_generation: u64,
-    by_id: BTreeMap<TorrentId, Managed>,
+    /// Boxed: a B-tree node holds room for eleven, mostly empty.
+    by_id: BTreeMap<TorrentId, Box<Managed>>,
     by_hash: HashMap<InfoHash, TorrentId>,
 }
 
@@ -402,14 +403,14 @@ impl Session {
         let paused = entry.paused;
         t.by_id.insert(
             id,
-            Managed {
+            Box::new(Managed {
                 info_hash,
                 what,
                 cfg,
                 entry,
                 run: None,
                 state: RunState::Paused,
-            },
+            }),
         );
         if !paused {
             self.core.launch(&mut t, id, magnet, false);
@@ -869,8 +870,10 @@ impl Core {
             info_hash,
         }));
         let core = self.clone();
+        // Made here, so that the task holds the run, not its arguments too.
+        let run = torrent::run_in_session(add, cfg, sink, stop_rx);
         tokio::spawn(async move {
-            let result = torrent::run_in_session(add, cfg, sink, stop_rx).await;
+            let result = run.await;
             core.run_ended(id, info_hash, generation, result);
             let _ = ended_tx.send(true);
         });

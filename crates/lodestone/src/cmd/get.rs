@@ -510,7 +510,8 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     let meta = load(&torrents[0])?;
     timeline.mark("metadata", json!({"from": "torrent file"}));
     let seed = run_seed_value();
-    let mut cfg = seed_config(a, &meta, path, seed)?;
+    let http = http_client(a.sources.ca_file.as_deref())?;
+    let mut cfg = seed_config(a, &meta, path, seed, &http)?;
     let mut state = open_state(&a.sources)?;
     let raw = std::fs::read(&torrents[0])?;
     let ih = meta.info_hashes.wire();
@@ -532,11 +533,14 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What `seed` asked for one torrent whose content is at (or in) `path`.
+/// `http` is shared: one TLS client (its root store and session cache,
+/// ~25 KB) per process, not per torrent.
 pub(crate) fn seed_config(
     a: &SeedArgs,
     meta: &Metainfo,
     path: &Path,
     seed: u64,
+    http: &lodestone_engine::http::HttpClient,
 ) -> anyhow::Result<TorrentConfig> {
     let dir = content_dir(path, &meta.info.name)?;
     let mut cfg = TorrentConfig::new(dir, peer_id(seed), seed);
@@ -552,7 +556,7 @@ pub(crate) fn seed_config(
     cfg.lpd = use_lpd(a.sources.lpd, a.sources.no_lpd, true, local_only());
     cfg.trackers = !a.sources.no_trackers;
     cfg.pex = !a.sources.no_pex;
-    cfg.http = http_client(a.sources.ca_file.as_deref())?;
+    cfg.http = http.clone();
     Ok(cfg)
 }
 

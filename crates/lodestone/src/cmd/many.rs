@@ -26,9 +26,10 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
     let seed = run_seed_value();
     let mut adds = Vec::new();
     let mut seen = BTreeSet::new();
+    let http = super::get::http_client(a.sources.ca_file.as_deref())?;
     for (i, path) in torrents.iter().enumerate() {
         let meta = load(path).with_context(|| path.display().to_string())?;
-        let mut cfg = seed_config(a, &meta, dir, seed.wrapping_add(i as u64))?;
+        let mut cfg = seed_config(a, &meta, dir, seed.wrapping_add(i as u64), &http)?;
         // One identity for the whole process, as other clients have.
         cfg.peer_id = peer_id(seed);
         if cfg.seed_time == Some(Duration::MAX) {
