@@ -99,7 +99,9 @@ pub struct SessionEvents {
 }
 
 impl SessionEvents {
-    /// The next event; `None` once the session is gone.
+    /// The next event; `None` once the session is gone. State changes
+    /// come first: a progress event may come after a state change that
+    /// followed it.
     pub async fn recv(&mut self) -> Option<SessionEvent> {
         tokio::select! {
             biased;
@@ -107,6 +109,14 @@ impl SessionEvents {
             Some(e) = self.progress.recv() => Some(e),
             else => None,
         }
+    }
+
+    /// An event already waiting, if any (state changes first).
+    pub fn try_recv(&mut self) -> Option<SessionEvent> {
+        self.state
+            .try_recv()
+            .or_else(|_| self.progress.try_recv())
+            .ok()
     }
 }
 
@@ -1002,7 +1012,16 @@ pub async fn run_one(
                 Some(SessionEvent::Torrent { event, .. }) => {
                     let _ = events.send(event).await;
                 }
-                Some(SessionEvent::Ended { result, .. }) => return result,
+                Some(SessionEvent::Ended { result, .. }) => {
+                    // What the torrent said before it ended and is still
+                    // queued (its last progress and sources table).
+                    while let Some(e) = rx.try_recv() {
+                        if let SessionEvent::Torrent { event, .. } = e {
+                            let _ = events.send(event).await;
+                        }
+                    }
+                    return result;
+                }
                 Some(SessionEvent::Removed { .. } | SessionEvent::Warning { .. }) => {}
                 None => return Err(torrent::EngineError::Stopped),
             },
