@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lodestone_peer::picker::PeerKey;
@@ -408,20 +408,27 @@ pub fn listen(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut rng = lodestone_dht::rng::Rng::from_u64(seed ^ 0x3a5e);
-        // Handshakes under way, oldest first; a finished one sets its flag.
-        let mut pending: VecDeque<(Arc<AtomicBool>, tokio::task::AbortHandle)> = VecDeque::new();
+        // Handshakes under way, oldest first, with when each came; a
+        // finished one sets its flag.
+        let mut pending: VecDeque<(Arc<AtomicBool>, tokio::task::AbortHandle, Instant)> =
+            VecDeque::new();
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
-                    pending.retain(|(done, _)| !done.load(Ordering::Acquire));
-                    // Full: the oldest goes. A real peer sends its handshake
-                    // at once, so idle connections are what gets dropped, and
-                    // a flood of them cannot keep newcomers out.
+                    pending.retain(|(done, _, _)| !done.load(Ordering::Acquire));
+                    // Full: the oldest goes if it has been silent a while. A
+                    // real peer sends its handshake at once, so idle
+                    // connections are what gets dropped, and a flood of them
+                    // cannot keep newcomers out; a burst of fresh ones (many
+                    // peers dialling at once) may go past the limit, up to
+                    // MAX_PENDING_BURST.
                     if pending.len() >= MAX_PENDING_HANDSHAKES {
-                        while let Some((done, oldest)) = pending.pop_front() {
-                            if !done.load(Ordering::Acquire) {
+                        let stale = pending
+                            .front()
+                            .is_some_and(|(_, _, at)| at.elapsed() >= SILENT_AFTER);
+                        if stale || pending.len() >= MAX_PENDING_BURST {
+                            if let Some((_, oldest, _)) = pending.pop_front() {
                                 oldest.abort();
-                                break;
                             }
                         }
                     }
@@ -440,7 +447,7 @@ pub fn listen(
                             let _ = input.send(msg).await;
                         }
                     });
-                    pending.push_back((done, task.abort_handle()));
+                    pending.push_back((done, task.abort_handle(), Instant::now()));
                     // Let the handshakes already here be read before the
                     // next accept: on one worker thread a burst of peers
                     // would otherwise all be accepted (and the oldest of
@@ -461,6 +468,11 @@ const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// not hold every file descriptor (the storage needs some) for
 /// [`SNIFF_TIMEOUT`] each.
 const MAX_PENDING_HANDSHAKES: usize = 128;
+/// Past the limit, a newcomer closes the oldest only once it has been
+/// silent this long...
+const SILENT_AFTER: Duration = Duration::from_secs(1);
+/// ...or when this many are under way, however fresh.
+const MAX_PENDING_BURST: usize = 1024;
 
 /// Plain BitTorrent or MSE? Run MSE to its end when it is that.
 async fn sniff(
@@ -548,7 +560,11 @@ mod tests {
         let ih = lodestone_core::InfoHash([7; 20]);
         let _task = listen(listener, tx, Arc::new(move || vec![ih]), 1);
         let mut idle = Vec::new();
-        for _ in 0..MAX_PENDING_HANDSHAKES + 4 {
+        for i in 0..MAX_PENDING_HANDSHAKES + 4 {
+            if i == MAX_PENDING_HANDSHAKES {
+                // Those so far have been silent long enough to be let go.
+                tokio::time::sleep(SILENT_AFTER + Duration::from_millis(100)).await;
+            }
             idle.push(TcpStream::connect(addr).await.unwrap());
             // In order: the listener takes each before the next.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -574,6 +590,43 @@ mod tests {
             .expect("the handshake reaches the torrent")
             .expect("channel open");
         assert!(matches!(got, PeerInput::Connected { .. }), "{got:?}");
+    }
+
+    /// Many peers dialling at once, each sending its handshake only once
+    /// all are connected: none is dropped as idle.
+    #[tokio::test]
+    async fn a_burst_of_peers_past_the_pending_limit_all_get_through() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let ih = lodestone_core::InfoHash([9; 20]);
+        let _task = listen(listener, tx, Arc::new(move || vec![ih]), 1);
+        let n = MAX_PENDING_HANDSHAKES + 72;
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            peers.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let hs = lodestone_wire::Handshake {
+            reserved: lodestone_wire::Reserved::ours(),
+            info_hash: ih,
+            peer_id: lodestone_core::PeerId([2; 20]),
+        }
+        .encode();
+        for p in &mut peers {
+            p.write_all(&hs).await.unwrap();
+        }
+        let mut got = 0;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while got < n {
+                match rx.recv().await {
+                    Some(PeerInput::Connected { .. }) => got += 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, n, "peers dropped before their handshake was read");
     }
 
     #[tokio::test]
