@@ -3,37 +3,23 @@
 //! its snapshot shows that peer (where it came from, its rates), the file
 //! complete, and its sources table.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{free_addr, torrent_of, write_data};
 use lodestone_core::{Metainfo, PeerId};
-use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
 use lodestone_engine::session::{Add, Session, SessionConfig, SessionEvent};
 use lodestone_engine::torrent::{self, TorrentConfig, TorrentEvent};
 use lodestone_torrent::{PeerSource, SourceKind};
 use tokio::sync::{mpsc, watch};
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn fixture(dir: &Path) -> Arc<Metainfo> {
     let src = dir.join("src/one.bin");
-    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
-    let data: Vec<u8> = (0..(4u64 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(&src, data).unwrap();
-    let opts = CreateOptions {
-        piece_length: Some(64 * 1024),
-        ..Default::default()
-    };
-    Arc::new(
-        Metainfo::from_bytes(&create_torrent(&src, &opts, &Progress::default()).unwrap()).unwrap(),
-    )
+    write_data(&src, 4 << 20, |i| (i * 7 % 251) as u8);
+    torrent_of(&src, 64 * 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

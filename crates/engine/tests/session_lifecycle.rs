@@ -2,12 +2,14 @@
 //! remove (with and without their data), and a restart of the session that
 //! brings each back from the state directory in the state it was in.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{free_addr, torrent_of, write_data};
 use lodestone_core::{InfoHash, Metainfo, PeerId};
-use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
 use lodestone_engine::session::{
     Add, AddOptions, RunState, Session, SessionConfig, SessionEvent, SessionEvents, TorrentId,
 };
@@ -18,11 +20,7 @@ use lodestone_engine::torrent::{StartState, TorrentConfig, TorrentEvent};
 fn fixture(dir: &Path, name: &str, salt: u64) -> (Arc<Metainfo>, PathBuf) {
     let content = dir.join(name);
     let src = content.join(format!("{name}.bin"));
-    std::fs::create_dir_all(&content).unwrap();
-    let data: Vec<u8> = (0..(1u64 << 20))
-        .map(|i| ((i * 7 + salt) % 251) as u8)
-        .collect();
-    std::fs::write(&src, data).unwrap();
+    write_data(&src, 1 << 20, |i| ((i * 7 + salt) % 251) as u8);
     // An hour old: resume data does not vouch for a file modified within
     // the second it is written (it could change again unseen in it).
     let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
@@ -32,13 +30,7 @@ fn fixture(dir: &Path, name: &str, salt: u64) -> (Arc<Metainfo>, PathBuf) {
         .unwrap()
         .set_modified(hour_ago)
         .unwrap();
-    let opts = CreateOptions {
-        piece_length: Some(64 * 1024),
-        ..Default::default()
-    };
-    let meta =
-        Metainfo::from_bytes(&create_torrent(&src, &opts, &Progress::default()).unwrap()).unwrap();
-    (Arc::new(meta), content)
+    (torrent_of(&src, 64 * 1024), content)
 }
 
 fn config(dir: &Path) -> TorrentConfig {
@@ -68,10 +60,7 @@ async fn seeder(
     torrents: &[(&Arc<Metainfo>, &Path)],
     max_connections: usize,
 ) -> (Session, std::net::SocketAddr, Vec<TorrentId>) {
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let listen = free_addr();
     let (session, mut events) = Session::start(SessionConfig {
         listen: Some(listen),
         threads: 1,
@@ -378,21 +367,12 @@ async fn limits_and_file_priorities_reach_a_running_torrent_and_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     // Two files of 1 MiB in one torrent.
     let content = dir.path().join("src/pair");
-    std::fs::create_dir_all(&content).unwrap();
     for (i, name) in ["one.bin", "two.bin"].iter().enumerate() {
-        let data: Vec<u8> = (0..(1u64 << 20))
-            .map(|x| ((x * 13 + i as u64) % 251) as u8)
-            .collect();
-        std::fs::write(content.join(name), data).unwrap();
+        write_data(&content.join(name), 1 << 20, |x| {
+            ((x * 13 + i as u64) % 251) as u8
+        });
     }
-    let opts = CreateOptions {
-        piece_length: Some(64 * 1024),
-        ..Default::default()
-    };
-    let meta = Arc::new(
-        Metainfo::from_bytes(&create_torrent(&content, &opts, &Progress::default()).unwrap())
-            .unwrap(),
-    );
+    let meta = torrent_of(&content, 64 * 1024);
     let src = dir.path().join("src");
     let (_seeder, listen, _) = seeder(&[(&meta, &src)], 10).await;
 

@@ -2,39 +2,24 @@
 //! everyone finishes with the right bytes, and the leechers trade among
 //! themselves, so the seeder uploads well under 8 copies.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{free_addr, torrent_of, write_data};
 use lodestone_core::{Metainfo, PeerId};
-use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
 use lodestone_engine::torrent::{self, TorrentConfig};
 use tokio::sync::{mpsc, watch};
 
 const LEECHERS: usize = 8;
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn fixture(dir: &Path) -> Arc<Metainfo> {
     let src = dir.join("src/swarm.bin");
-    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
-    let data: Vec<u8> = (0..(16u64 << 20))
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(&src, data).unwrap();
-    let opts = CreateOptions {
-        piece_length: Some(64 * 1024),
-        ..Default::default()
-    };
-    Arc::new(
-        Metainfo::from_bytes(&create_torrent(&src, &opts, &Progress::default()).unwrap()).unwrap(),
-    )
+    write_data(&src, 16 << 20, |i| (i.wrapping_mul(2654435761) >> 13) as u8);
+    torrent_of(&src, 64 * 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
