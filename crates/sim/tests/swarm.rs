@@ -189,23 +189,7 @@ fn with_only_the_dht_every_leecher_finds_peers_and_finishes() {
 /// connections.
 #[test]
 fn fifty_leechers_from_a_bare_magnet_through_the_dht_finish() {
-    let mut cfg = config(8);
-    cfg.tracker_peers = 0;
-    cfg.dht = Some(DhtOptions {
-        nodes: 500,
-        ..DhtOptions::default()
-    });
-    let mut s = Swarm::new(cfg);
-    s.add_peer(PeerSpec::seeder());
-    for i in 0..LEECHERS {
-        s.add_peer(
-            PeerSpec::leecher()
-                .magnet()
-                .at(Duration::from_millis(100 * i as u64)),
-        );
-    }
-    let r = s.run();
-    println!("{r}");
+    let r = run_magnet(8, PeerSpec::seeder(), |_| {});
     all_finished(&r);
     assert_eq!(r.finished(), LEECHERS);
     assert_eq!(r.magnet_leechers(), LEECHERS);
