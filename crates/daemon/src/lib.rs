@@ -3,5 +3,14 @@
 //! with an event stream, and Prometheus metrics, all from the session's
 //! typed state.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// `session-get` answers some sixty keys in one `json!`.
+#![recursion_limit = "256"]
 
+pub mod book;
 pub mod config;
+pub mod daemon;
+mod fs;
+pub mod json;
+pub mod server;
+pub mod systemd;
+pub mod transmission;

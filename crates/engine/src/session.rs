@@ -407,8 +407,9 @@ impl Session {
         entry: TorrentEntry,
     ) -> Added {
         let mut t = lock(&self.core.torrents);
-        let id = TorrentId(t.next_id);
+        // Ids start at 1, as Transmission's do (its clients take 0 for none).
         t.next_id += 1;
+        let id = TorrentId(t.next_id);
         t.by_hash.insert(info_hash, id);
         let paused = entry.paused;
         t.by_id.insert(
@@ -718,6 +719,14 @@ impl Session {
                 }
             })
             .collect()
+    }
+
+    /// A torrent's metainfo, once known (a magnet's comes with its metadata).
+    pub fn metainfo(&self, id: TorrentId) -> Option<Arc<Metainfo>> {
+        match &lock(&self.core.torrents).by_id.get(&id)?.what {
+            What::Torrent(meta) => Some(meta.clone()),
+            What::Magnet { .. } => None,
+        }
     }
 
     /// A torrent's id.

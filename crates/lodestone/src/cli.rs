@@ -77,6 +77,58 @@ pub enum Command {
     /// only the torrent and one DHT node: it finds the seeders through the
     /// DHT, downloads, and the bytes are compared.
     Demo(DemoArgs),
+    /// Run in the foreground as a daemon driven over HTTP.
+    ///
+    /// Holds many torrents in one session (DHT, LPD, PEX, one peer port),
+    /// brings back every torrent of its state directory, and serves
+    /// Transmission's RPC at /transmission/rpc (for transmission-remote,
+    /// Sonarr, Radarr, autobrr...) on --rpc-bind, 127.0.0.1:9091 by default.
+    /// SIGTERM or Ctrl-C saves and exits 0.
+    ///
+    /// Exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage error,
+    /// 3 bad configuration, 4 state directory locked or RPC port in use.
+    #[command(
+        after_help = "Examples:\n  lodestone daemon\n  lodestone daemon --state-dir /var/lib/lodestone --rpc-bind 127.0.0.1:9091\n  transmission-remote 9091 -a 'magnet:?xt=urn:btih:...'"
+    )]
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// The configuration file (default: $LODESTONE_CONFIG, then
+    /// $XDG_CONFIG_HOME/lodestone/config.toml, then /etc/lodestone/config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Keep the torrents, resume data and DHT table here (locked while the
+    /// daemon runs; default: the configuration's, else $XDG_STATE_HOME/lodestone).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve the RPC on this address (default 127.0.0.1:9091).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub rpc_bind: Option<std::net::SocketAddr>,
+    /// Accept peers on this address (default 0.0.0.0:51413).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where new torrents' content goes.
+    #[arg(long, value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+    /// Join the DHT through this node instead of the configured ones; repeat
+    /// for several.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Do not use the DHT.
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub no_dht: bool,
+    /// Do not use Local Peer Discovery.
+    #[arg(long)]
+    pub no_lpd: bool,
+    /// Serve the RPC on a non-loopback address without a password (refused
+    /// otherwise: anyone who reaches the port could add and delete torrents).
+    #[arg(long)]
+    pub allow_unauthenticated_remote: bool,
+    /// Print the configuration in effect (file and flags) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -470,6 +522,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Seed(a) => cmd::get::run_seed(&a),
         Command::Dht(a) => cmd::dht::run(&a),
         Command::Demo(a) => cmd::demo::run(&a),
+        Command::Daemon(a) => cmd::daemon::run(&a),
     }
 }
 

@@ -1,4 +1,5 @@
 pub mod create;
+pub mod daemon;
 pub mod demo;
 pub mod dht;
 pub mod get;

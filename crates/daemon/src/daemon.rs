@@ -1,0 +1,477 @@
+//! The daemon's state shared by its APIs: the session, the book of
+//! records, the settings a user can change at run time, and the operations
+//! every API offers (add, start, stop, remove...), so that Transmission's
+//! RPC and the native API do the same thing the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lodestone_core::{InfoHash, Magnet, Metainfo};
+use lodestone_engine::session::{
+    Add, AddOptions, Listed, RunState, Session, SessionError, SessionEvent, SessionEvents,
+    TorrentId,
+};
+use lodestone_engine::torrent::{MagnetStart, TorrentConfig};
+use tokio::sync::broadcast;
+
+use crate::book::{Book, GoalMode, Record};
+
+/// How often the book is saved while something changed.
+const SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// Largest .torrent fetched from a URL or taken from an upload.
+pub const MAX_TORRENT_BYTES: usize = 16 << 20;
+
+/// Settings a user may change while the daemon runs (Transmission's
+/// `session-set`, the config file on SIGHUP). Rates in bytes per second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub download_dir: PathBuf,
+    /// Content is downloaded here, then moved to its download folder.
+    pub incomplete_dir: Option<PathBuf>,
+    pub start_added_torrents: bool,
+    pub speed_limit_down: Option<u64>,
+    pub speed_limit_up: Option<u64>,
+    pub alt_speed_down: Option<u64>,
+    pub alt_speed_up: Option<u64>,
+    pub alt_speed_enabled: bool,
+    /// Stop seeding at this ratio (torrents whose mode is global).
+    pub seed_ratio_limit: Option<f64>,
+    /// Stop seeding after this many idle minutes (torrents whose mode is global).
+    pub idle_seeding_limit: Option<u32>,
+    pub peer_limit_global: usize,
+    pub peer_limit_per_torrent: usize,
+    pub peer_port: u16,
+    pub dht_enabled: bool,
+    pub pex_enabled: bool,
+    pub lpd_enabled: bool,
+}
+
+/// A torrent named in an answer.
+#[derive(Debug, Clone)]
+pub struct Brief {
+    pub id: TorrentId,
+    pub info_hash: InfoHash,
+    pub name: String,
+}
+
+/// What `add` did.
+#[derive(Debug, Clone)]
+pub enum AddOutcome {
+    Added(Brief),
+    /// It was there already.
+    Duplicate(Brief),
+}
+
+/// What to add.
+#[derive(Debug, Clone)]
+pub enum AddSource {
+    /// A magnet link or a bare info hash.
+    Magnet(String),
+    /// The bytes of a .torrent.
+    Metainfo(Vec<u8>),
+    /// An http(s) URL of a .torrent.
+    Url(String),
+}
+
+/// One add, with its options.
+#[derive(Debug, Clone)]
+pub struct AddRequest {
+    pub source: AddSource,
+    pub download_dir: Option<PathBuf>,
+    /// `None`: the `start_added_torrents` setting decides.
+    pub paused: Option<bool>,
+    pub labels: Vec<String>,
+    /// Who added it ("rpc", "api", "watch").
+    pub origin: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// The words are Transmission's (scripts match on them).
+    #[error("invalid or corrupt torrent file: {0}")]
+    Corrupt(String),
+    #[error("download directory path is not absolute: {0}")]
+    RelativeDir(String),
+    #[error("cannot fetch the torrent: {0}")]
+    Fetch(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// A change worth telling the event stream's readers.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Added, started, stopped, finished, or its numbers moved.
+    Torrent(TorrentId),
+    Removed(TorrentId),
+}
+
+pub struct Daemon {
+    pub session: Session,
+    book: Mutex<Book>,
+    book_path: Option<PathBuf>,
+    /// The configuration new torrents start from.
+    template: TorrentConfig,
+    settings: Mutex<Settings>,
+    started: Instant,
+    changes: broadcast::Sender<Change>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The path must be absolute (Transmission's rule: a relative one would
+/// depend on the daemon's working directory).
+pub fn absolute(dir: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(dir);
+    p.is_absolute().then_some(p)
+}
+
+impl Daemon {
+    /// The daemon over `session`; its book is kept at `book_path`.
+    pub fn new(
+        session: Session,
+        template: TorrentConfig,
+        settings: Settings,
+        book_path: Option<PathBuf>,
+    ) -> Result<Arc<Self>, crate::book::BookError> {
+        let now = Instant::now();
+        let book = match &book_path {
+            Some(p) => Book::load(p, now)?,
+            None => Book::default(),
+        };
+        let (changes, _) = broadcast::channel(1024);
+        let daemon = Arc::new(Self {
+            session,
+            book: Mutex::new(book),
+            book_path,
+            template,
+            settings: Mutex::new(settings),
+            started: now,
+            changes,
+        });
+        {
+            let mut book = lock(&daemon.book);
+            for t in daemon.session.list() {
+                book.track(t.id, t.info_hash, now);
+            }
+        }
+        daemon.apply_limits();
+        Ok(daemon)
+    }
+
+    pub fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    /// Change the settings; limits apply at once.
+    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) {
+        f(&mut lock(&self.settings));
+        self.apply_limits();
+    }
+
+    fn apply_limits(&self) {
+        let s = self.settings();
+        let (down, up) = if s.alt_speed_enabled {
+            (s.alt_speed_down, s.alt_speed_up)
+        } else {
+            (s.speed_limit_down, s.speed_limit_up)
+        };
+        self.session.set_global_limits(down, up);
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Read the book.
+    pub fn book(&self) -> MutexGuard<'_, Book> {
+        lock(&self.book)
+    }
+
+    /// Readers of what changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// A torrent's name as users see it.
+    pub fn name_of(&self, t: &Listed) -> String {
+        t.name
+            .clone()
+            .or_else(|| self.book().get(&t.info_hash).and_then(|r| r.name.clone()))
+            .unwrap_or_else(|| t.info_hash.to_hex())
+    }
+
+    /// Add a torrent or magnet.
+    pub async fn add(&self, req: AddRequest) -> Result<AddOutcome, AddError> {
+        let (add, peers, name, magnet_text) = match req.source {
+            AddSource::Magnet(text) => {
+                let (add, peers, name) = magnet(&text)?;
+                (add, peers, name, Some(text))
+            }
+            AddSource::Metainfo(bytes) => {
+                let meta = parse_torrent(&bytes)?;
+                let name = meta.info.name.clone();
+                (Add::Torrent(Arc::new(meta)), Vec::new(), Some(name), None)
+            }
+            AddSource::Url(url) => {
+                let bytes = self
+                    .template
+                    .http
+                    .get(&url, MAX_TORRENT_BYTES)
+                    .await
+                    .map_err(AddError::Fetch)?;
+                let meta = parse_torrent(&bytes)?;
+                let name = meta.info.name.clone();
+                (Add::Torrent(Arc::new(meta)), Vec::new(), Some(name), None)
+            }
+        };
+        let _ = magnet_text;
+        let settings = self.settings();
+        let dir = req
+            .download_dir
+            .unwrap_or_else(|| settings.download_dir.clone());
+        let mut cfg = self.template.clone();
+        cfg.output_dir = dir;
+        cfg.peers = peers;
+        cfg.max_peers = settings.peer_limit_per_torrent;
+        let paused = req.paused.unwrap_or(!settings.start_added_torrents);
+        let info_hash = add.info_hash();
+        let added = self.session.add_with(
+            add,
+            cfg,
+            AddOptions {
+                paused,
+                source: req.origin.to_owned(),
+            },
+        )?;
+        let now = Instant::now();
+        let listed_name = self
+            .session
+            .list()
+            .into_iter()
+            .find(|t| t.id == added.id)
+            .and_then(|t| t.name);
+        let brief = |name: Option<String>| Brief {
+            id: added.id,
+            info_hash,
+            name: name.unwrap_or_else(|| info_hash.to_hex()),
+        };
+        if !added.new {
+            let known = self.book().get(&info_hash).and_then(|r| r.name.clone());
+            return Ok(AddOutcome::Duplicate(brief(listed_name.or(known))));
+        }
+        {
+            let mut book = self.book();
+            let r = book.added(added.id, info_hash, now);
+            r.name = name.clone();
+            r.labels = req.labels;
+        }
+        self.changed(Change::Torrent(added.id));
+        Ok(AddOutcome::Added(brief(listed_name.or(name))))
+    }
+
+    /// Start a torrent (a running one is left alone).
+    pub async fn start(&self, id: TorrentId) -> Result<(), SessionError> {
+        if let Some(ih) = self.hash_of(id) {
+            if let Some(r) = self.book().edit(&ih, Instant::now()) {
+                r.error = None;
+            }
+        }
+        self.session.resume(id).await?;
+        self.changed(Change::Torrent(id));
+        Ok(())
+    }
+
+    pub async fn stop(&self, id: TorrentId) -> Result<(), SessionError> {
+        self.session.pause(id).await?;
+        if let Some(ih) = self.hash_of(id) {
+            self.book().stopped(&ih, Instant::now());
+        }
+        self.changed(Change::Torrent(id));
+        Ok(())
+    }
+
+    pub async fn verify(&self, id: TorrentId) -> Result<(), SessionError> {
+        self.session.recheck(id).await?;
+        self.changed(Change::Torrent(id));
+        Ok(())
+    }
+
+    pub async fn remove(&self, id: TorrentId, delete_data: bool) -> Result<(), SessionError> {
+        self.session.remove(id, delete_data).await
+    }
+
+    pub async fn move_to(&self, id: TorrentId, dir: PathBuf) -> Result<(), SessionError> {
+        self.session.move_storage(id, dir).await?;
+        self.changed(Change::Torrent(id));
+        Ok(())
+    }
+
+    /// Change a torrent's record (labels, seed goals...).
+    pub fn edit(&self, id: TorrentId, f: impl FnOnce(&mut Record)) {
+        if let Some(ih) = self.hash_of(id) {
+            if let Some(r) = self.book().edit(&ih, Instant::now()) {
+                f(r);
+            }
+        }
+        self.changed(Change::Torrent(id));
+    }
+
+    pub fn hash_of(&self, id: TorrentId) -> Option<InfoHash> {
+        self.session
+            .list()
+            .into_iter()
+            .find(|t| t.id == id)
+            .map(|t| t.info_hash)
+    }
+
+    fn changed(&self, c: Change) {
+        let _ = self.changes.send(c);
+    }
+
+    /// Fold the session's events into the book until the session ends;
+    /// saves the book now and then, and enforces the seed goals.
+    pub async fn pump(self: Arc<Self>, mut events: SessionEvents) {
+        let mut save = tokio::time::interval(SAVE_EVERY);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.take(&ev);
+                }
+                _ = save.tick() => {
+                    self.save_if_dirty();
+                }
+            }
+        }
+        self.save();
+    }
+
+    fn take(&self, ev: &SessionEvent) {
+        let now = Instant::now();
+        let (id, goal_met) = {
+            let mut book = self.book();
+            book.apply(ev, now);
+            match ev {
+                SessionEvent::Torrent {
+                    id,
+                    info_hash,
+                    event: lodestone_engine::torrent::TorrentEvent::HashFailed { .. },
+                } => {
+                    if let Some(meta) = self.session.metainfo(*id) {
+                        book.add_corrupt(info_hash, u64::from(meta.info.piece_length));
+                    }
+                    (Some(*id), false)
+                }
+                SessionEvent::Torrent { id, info_hash, .. } => {
+                    let met = book
+                        .get(info_hash)
+                        .is_some_and(|r| self.ratio_met(r) && r.live.stats.is_some());
+                    (Some(*id), met)
+                }
+                SessionEvent::Ended { id, .. } => (Some(*id), false),
+                SessionEvent::Removed { id, .. } => {
+                    self.changed(Change::Removed(*id));
+                    (None, false)
+                }
+                SessionEvent::Warning { id, .. } => (Some(*id), false),
+            }
+        };
+        if let Some(id) = id {
+            if goal_met {
+                // Transmission stops a torrent whose seed ratio is reached.
+                let _ = self.session.stop(id);
+            }
+            self.changed(Change::Torrent(id));
+        }
+    }
+
+    /// The seed ratio that applies to a torrent, if any.
+    pub fn ratio_limit(&self, r: &Record) -> Option<f64> {
+        match r.seed_ratio_mode {
+            GoalMode::Single => Some(r.seed_ratio_limit),
+            GoalMode::Global => self.settings().seed_ratio_limit,
+            GoalMode::Unlimited => None,
+        }
+    }
+
+    fn ratio_met(&self, r: &Record) -> bool {
+        let Some(limit) = self.ratio_limit(r) else {
+            return false;
+        };
+        r.left_until_done == 0
+            && r.size_when_done > 0
+            && r.uploaded_ever() as f64 >= limit * r.size_when_done as f64
+    }
+
+    fn save_if_dirty(&self) {
+        if self.book().is_dirty() {
+            self.save();
+        }
+    }
+
+    /// Write the book now (at exit, say).
+    pub fn save(&self) {
+        if let Some(path) = &self.book_path {
+            if let Err(e) = self.book().save(path, Instant::now()) {
+                eprintln!("lodestone daemon: {e}");
+            }
+        }
+    }
+
+    /// Whether a torrent runs, as `RunState` says.
+    pub fn is_running(t: &Listed) -> bool {
+        t.state == RunState::Running
+    }
+
+    /// Where the state directory keeps the book.
+    pub fn book_file(state_dir: &Path) -> PathBuf {
+        state_dir.join("daemon.json")
+    }
+}
+
+/// A .torrent's bytes, parsed, with Transmission's words on failure.
+pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, AddError> {
+    if bytes.len() > MAX_TORRENT_BYTES {
+        return Err(AddError::Corrupt(format!(
+            "{} bytes, more than the {MAX_TORRENT_BYTES}-byte limit",
+            bytes.len()
+        )));
+    }
+    Metainfo::from_bytes(bytes).map_err(|e| AddError::Corrupt(e.to_string()))
+}
+
+/// A magnet link or a bare info hash, as the session adds it: the add,
+/// the peers it names, and its display name.
+fn magnet(text: &str) -> Result<(Add, Vec<std::net::SocketAddr>, Option<String>), AddError> {
+    let text = text.trim();
+    let m: Magnet = if text.starts_with("magnet:") {
+        text.parse()
+            .map_err(|e: lodestone_core::magnet::MagnetError| AddError::Corrupt(e.to_string()))?
+    } else {
+        let ih: InfoHash = text
+            .parse()
+            .map_err(|e: lodestone_core::ParseHashError| AddError::Corrupt(e.to_string()))?;
+        Magnet::from_info_hash(ih)
+    };
+    let peers = m
+        .peers
+        .iter()
+        .filter_map(|p| match p {
+            lodestone_core::magnet::PeerAddr::Ip(a) => Some(*a),
+            lodestone_core::magnet::PeerAddr::Host(..) => None,
+        })
+        .collect();
+    let add = Add::Magnet(MagnetStart {
+        info_hashes: m.info_hashes,
+        trackers: m.trackers.clone(),
+        max_metadata_size: lodestone_engine::magnet::DEFAULT_MAX_METADATA,
+        torrent_file: None,
+    });
+    Ok((add, peers, m.name))
+}

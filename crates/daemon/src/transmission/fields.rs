@@ -1,0 +1,621 @@
+//! `torrent-get`'s fields: the 66 that clients ask for (§1.7 of the
+//! ecosystem notes), each from the session's list, the torrent's
+//! metainfo, the daemon's book, and (only for the fields that need it) a
+//! snapshot of the running torrent.
+
+use std::sync::Arc;
+
+use lodestone_core::{Magnet, Metainfo};
+use lodestone_engine::session::{Listed, RunState};
+use lodestone_engine::torrent::TorrentSnapshot;
+use lodestone_torrent::{FilePriority, PeerSource, SourceKind, SourceState};
+use serde_json::{json, Map, Value};
+
+use crate::book::{Phase, Record};
+use crate::daemon::Daemon;
+
+/// Fields that need a snapshot of the running torrent.
+const LIVE: &[&str] = &[
+    "peers",
+    "peersFrom",
+    "files",
+    "fileStats",
+    "priorities",
+    "wanted",
+    "webseedsSendingToUs",
+];
+
+const KNOWN: &[&str] = &[
+    "activityDate",
+    "addedDate",
+    "bandwidthPriority",
+    "comment",
+    "corruptEver",
+    "creator",
+    "dateCreated",
+    "desiredAvailable",
+    "doneDate",
+    "downloadDir",
+    "downloadedEver",
+    "downloadLimit",
+    "downloadLimited",
+    "editDate",
+    "error",
+    "errorString",
+    "eta",
+    "etaIdle",
+    "file-count",
+    "files",
+    "fileStats",
+    "hashString",
+    "haveUnchecked",
+    "haveValid",
+    "honorsSessionLimits",
+    "id",
+    "isFinished",
+    "isPrivate",
+    "isStalled",
+    "labels",
+    "leftUntilDone",
+    "magnetLink",
+    "manualAnnounceTime",
+    "maxConnectedPeers",
+    "metadataPercentComplete",
+    "name",
+    "peer-limit",
+    "peers",
+    "peersConnected",
+    "peersFrom",
+    "peersGettingFromUs",
+    "peersSendingToUs",
+    "percentComplete",
+    "percentDone",
+    "pieceCount",
+    "pieceSize",
+    "priorities",
+    "primary-mime-type",
+    "queuePosition",
+    "rateDownload",
+    "rateUpload",
+    "recheckProgress",
+    "secondsDownloading",
+    "secondsSeeding",
+    "seedIdleLimit",
+    "seedIdleMode",
+    "seedRatioLimit",
+    "seedRatioMode",
+    "sizeWhenDone",
+    "startDate",
+    "status",
+    "totalSize",
+    "torrentFile",
+    "trackers",
+    "trackerList",
+    "trackerStats",
+    "uploadedEver",
+    "uploadLimit",
+    "uploadLimited",
+    "uploadRatio",
+    "wanted",
+    "webseeds",
+    "webseedsSendingToUs",
+    "sources",
+];
+
+pub fn is_known(name: &str) -> bool {
+    KNOWN.contains(&name)
+}
+
+/// One torrent, everything known about it.
+struct View<'a> {
+    t: &'a Listed,
+    meta: Option<&'a Metainfo>,
+    r: &'a Record,
+    snap: Option<&'a TorrentSnapshot>,
+    name: String,
+    ratio_limit: Option<f64>,
+}
+
+/// The rows of `torrent-get`, one object per torrent with the fields asked
+/// for (unknown ones left out, as Transmission does).
+pub async fn rows(
+    daemon: &Arc<Daemon>,
+    torrents: &[Listed],
+    names: &[&str],
+) -> Vec<Map<String, Value>> {
+    let live = names.iter().any(|n| LIVE.contains(n) || *n == "sources");
+    let mut out = Vec::with_capacity(torrents.len());
+    for t in torrents {
+        let snap = if live && Daemon::is_running(t) {
+            daemon.session.snapshot(t.id).await
+        } else {
+            None
+        };
+        let meta = daemon.session.metainfo(t.id);
+        let name = daemon.name_of(t);
+        let record = daemon.book().get(&t.info_hash).cloned().unwrap_or_default();
+        let view = View {
+            t,
+            meta: meta.as_deref(),
+            r: &record,
+            snap: snap.as_ref(),
+            name,
+            ratio_limit: daemon.ratio_limit(&record),
+        };
+        let mut row = Map::new();
+        for &n in names {
+            if let Some(v) = view.field(n) {
+                row.insert(n.to_owned(), v);
+            }
+        }
+        out.push(row);
+    }
+    out
+}
+
+impl View<'_> {
+    fn total_size(&self) -> u64 {
+        self.meta.map_or(0, |m| m.info.content_length())
+    }
+
+    fn size_when_done(&self) -> u64 {
+        match (self.meta, self.r.size_when_done) {
+            (None, _) => 0,
+            (Some(m), 0) => m.info.content_length(),
+            (Some(_), n) => n,
+        }
+    }
+
+    fn left_until_done(&self) -> u64 {
+        if self.meta.is_none() {
+            return 0;
+        }
+        match self.r.live.stats.as_ref() {
+            Some(s) => s.bytes_left,
+            None if self.r.size_when_done == 0 && self.r.have_valid == 0 => self.size_when_done(),
+            None => self.r.left_until_done,
+        }
+    }
+
+    fn have_valid(&self) -> u64 {
+        self.size_when_done().saturating_sub(self.left_until_done())
+    }
+
+    fn percent_done(&self) -> f64 {
+        let size = self.size_when_done();
+        if size == 0 {
+            return if self.meta.is_some() { 1.0 } else { 0.0 };
+        }
+        self.have_valid() as f64 / size as f64
+    }
+
+    /// Transmission's status: 0 stopped, 2 checking, 4 downloading (also
+    /// fetching metadata), 6 seeding.
+    fn status(&self) -> i64 {
+        match self.t.state {
+            RunState::Running => {
+                if !self.t.has_metadata {
+                    return 4;
+                }
+                match self.r.live.phase {
+                    Phase::Checking => 2,
+                    Phase::Metadata | Phase::Downloading => 4,
+                    Phase::Seeding => 6,
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    fn error(&self) -> (i64, String) {
+        match (&self.t.state, &self.r.error) {
+            (RunState::Failed(why), _) => (3, why.clone()),
+            (_, Some(why)) => (3, why.clone()),
+            _ => (0, String::new()),
+        }
+    }
+
+    fn rates(&self) -> (f64, f64) {
+        self.r
+            .live
+            .stats
+            .as_ref()
+            .map_or((0.0, 0.0), |s| (s.download_rate, s.upload_rate))
+    }
+
+    fn eta(&self) -> i64 {
+        if self.meta.is_none() {
+            return -2;
+        }
+        let left = self.left_until_done();
+        let (down, _) = self.rates();
+        if left == 0 {
+            return -1;
+        }
+        if down < 1.0 || self.status() != 4 {
+            return -1;
+        }
+        (left as f64 / down) as i64
+    }
+
+    fn peers_counts(&self) -> (usize, usize, usize) {
+        match self.snap {
+            Some(s) => {
+                let est = s.peers.iter().filter(|p| p.established);
+                let connected = est.clone().count();
+                let sending = est.clone().filter(|p| p.download_rate > 0.0).count();
+                let getting = est.filter(|p| p.upload_rate > 0.0).count();
+                (connected, sending, getting)
+            }
+            None => self
+                .r
+                .live
+                .stats
+                .as_ref()
+                .map_or((0, 0, 0), |s| (s.peers, 0, 0)),
+        }
+    }
+
+    fn files(&self) -> Vec<(String, u64, u64, FilePriority)> {
+        let Some(m) = self.meta else {
+            return Vec::new();
+        };
+        let prios = self.r.file_priorities(m.info.files.len());
+        let complete = self.left_until_done() == 0 && self.r.have_valid > 0;
+        m.info
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let live = self.snap.and_then(|s| s.files.get(i));
+                let done = match live {
+                    Some(l) => l.done,
+                    None if complete => f.length,
+                    None => 0,
+                };
+                let prio = live.map_or(prios[i], |l| l.priority);
+                (f.display_path(), f.length, done, prio)
+            })
+            .collect()
+    }
+
+    fn field(&self, name: &str) -> Option<Value> {
+        let t = self.t;
+        let r = self.r;
+        let v = match name {
+            "id" => json!(t.id.0),
+            "hashString" => json!(t.info_hash.to_hex()),
+            "name" => json!(self.name),
+            "status" => json!(self.status()),
+            "downloadDir" => json!(t.download_dir.to_string_lossy()),
+            "addedDate" => json!(t.added_at),
+            "activityDate" => json!(r.activity_date),
+            "doneDate" => json!(r.done_date),
+            "startDate" => json!(r.start_date),
+            "editDate" => json!(0),
+            "dateCreated" => json!(self.meta.and_then(|m| m.creation_date).unwrap_or(0)),
+            "comment" => json!(self
+                .meta
+                .and_then(|m| m.comment.clone())
+                .unwrap_or_default()),
+            "creator" => json!(self
+                .meta
+                .and_then(|m| m.created_by.clone())
+                .unwrap_or_default()),
+            "totalSize" => json!(self.total_size()),
+            "sizeWhenDone" => json!(self.size_when_done()),
+            "leftUntilDone" => json!(self.left_until_done()),
+            "haveValid" => json!(self.have_valid()),
+            "haveUnchecked" => json!(0),
+            "desiredAvailable" => json!(0),
+            "percentDone" => json!(self.percent_done()),
+            "percentComplete" => json!(self.percent_done()),
+            "metadataPercentComplete" => json!(match (self.meta, r.live.metadata_pieces) {
+                (Some(_), _) => 1.0,
+                (None, Some((have, of))) if of > 0 => f64::from(have) / f64::from(of),
+                (None, _) => 0.0,
+            }),
+            "recheckProgress" => json!(0),
+            "eta" => json!(self.eta()),
+            "etaIdle" => json!(-1),
+            "rateDownload" => json!(self.rates().0 as u64),
+            "rateUpload" => json!(self.rates().1 as u64),
+            "downloadedEver" => json!(r.downloaded_ever()),
+            "uploadedEver" => json!(r.uploaded_ever()),
+            "corruptEver" => json!(r.corrupt),
+            "uploadRatio" => {
+                let down = r.downloaded_ever().max(self.have_valid());
+                if down == 0 {
+                    json!(-1)
+                } else {
+                    json!(r.uploaded_ever() as f64 / down as f64)
+                }
+            }
+            "error" => json!(self.error().0),
+            "errorString" => json!(self.error().1),
+            "isFinished" => json!(
+                !matches!(t.state, RunState::Running)
+                    && self.meta.is_some()
+                    && self.left_until_done() == 0
+                    && self.ratio_limit.is_some_and(
+                        |l| r.uploaded_ever() as f64 >= l * self.size_when_done() as f64
+                    )
+            ),
+            "isPrivate" => json!(self.meta.is_some_and(|m| m.info.private)),
+            "isStalled" => json!(false),
+            "labels" => json!(r.labels),
+            "magnetLink" => json!(match self.meta {
+                Some(m) => Magnet::from_metainfo(m).to_string(),
+                None => {
+                    let mut m = Magnet::from_info_hash(t.info_hash);
+                    m.name = Some(self.name.clone());
+                    m.to_string()
+                }
+            }),
+            "manualAnnounceTime" => json!(-1),
+            "maxConnectedPeers" | "peer-limit" => json!(50),
+            "peersConnected" => json!(self.peers_counts().0),
+            "peersSendingToUs" => json!(self.peers_counts().1),
+            "peersGettingFromUs" => json!(self.peers_counts().2),
+            "webseedsSendingToUs" => json!(0),
+            "pieceCount" => json!(self.meta.map_or(0, |m| m.info.num_pieces())),
+            "pieceSize" => json!(self.meta.map_or(0, |m| m.info.piece_length)),
+            "primary-mime-type" => json!("application/octet-stream"),
+            "queuePosition" => json!(t.id.0.saturating_sub(1)),
+            "secondsDownloading" => json!(r.seconds_downloading),
+            "secondsSeeding" => json!(r.seconds_seeding),
+            "seedRatioLimit" => json!(r.seed_ratio_limit),
+            "seedRatioMode" => json!(r.seed_ratio_mode.code()),
+            "seedIdleLimit" => json!(r.seed_idle_limit),
+            "seedIdleMode" => json!(r.seed_idle_mode.code()),
+            "bandwidthPriority" => json!(r.bandwidth_priority),
+            "honorsSessionLimits" => json!(true),
+            "downloadLimit" => json!(r.download_limit / 1000),
+            "downloadLimited" => json!(r.download_limited),
+            "uploadLimit" => json!(r.upload_limit / 1000),
+            "uploadLimited" => json!(r.upload_limited),
+            "file-count" => json!(self.meta.map_or(0, |m| m.info.files.len())),
+            "files" => json!(self
+                .files()
+                .into_iter()
+                .map(|(name, length, done, _)| json!({
+                    "name": name, "length": length, "bytesCompleted": done
+                }))
+                .collect::<Vec<_>>()),
+            "fileStats" => json!(self
+                .files()
+                .into_iter()
+                .map(|(_, _, done, p)| json!({
+                    "bytesCompleted": done,
+                    "wanted": p != FilePriority::Skip,
+                    "priority": priority_code(p),
+                }))
+                .collect::<Vec<_>>()),
+            "priorities" => json!(self
+                .files()
+                .into_iter()
+                .map(|f| priority_code(f.3))
+                .collect::<Vec<_>>()),
+            "wanted" => json!(self
+                .files()
+                .into_iter()
+                .map(|f| i64::from(f.3 != FilePriority::Skip))
+                .collect::<Vec<_>>()),
+            "trackers" => json!(self.trackers()),
+            "trackerList" => json!(self.tracker_list()),
+            "trackerStats" => json!(self.tracker_stats()),
+            "webseeds" => json!(self.meta.map_or(Vec::new(), |m| m.web_seeds.clone())),
+            "peers" => json!(self.peers()),
+            "peersFrom" => self.peers_from(),
+            "torrentFile" => json!(""),
+            "sources" => json!(self.sources()),
+            _ => return None,
+        };
+        Some(v)
+    }
+
+    fn tiers(&self) -> Vec<(usize, &str)> {
+        self.meta.map_or(Vec::new(), |m| {
+            m.trackers
+                .iter()
+                .enumerate()
+                .flat_map(|(tier, urls)| urls.iter().map(move |u| (tier, u.as_str())))
+                .collect()
+        })
+    }
+
+    fn trackers(&self) -> Vec<Value> {
+        self.tiers()
+            .into_iter()
+            .enumerate()
+            .map(|(id, (tier, url))| {
+                json!({"announce": url, "id": id, "scrape": scrape_url(url), "sitename": host(url), "tier": tier})
+            })
+            .collect()
+    }
+
+    fn tracker_list(&self) -> String {
+        let mut out = String::new();
+        let mut last = None;
+        for (tier, url) in self.tiers() {
+            if last.is_some() && last != Some(tier) {
+                out.push('\n');
+            }
+            out.push_str(url);
+            out.push('\n');
+            last = Some(tier);
+        }
+        out
+    }
+
+    fn tracker_stats(&self) -> Vec<Value> {
+        let sources = self
+            .snap
+            .map_or(&self.r.live.sources[..], |s| &s.sources[..]);
+        self.tiers()
+            .into_iter()
+            .enumerate()
+            .map(|(id, (tier, url))| {
+                let status = sources.iter().find_map(|s| match (&s.kind, &s.state) {
+                    (SourceKind::Tracker(u), SourceState::Tracker(t)) if u == url => {
+                        Some((s, Some(t)))
+                    }
+                    (SourceKind::Tracker(u), _) if u == url => Some((s, None)),
+                    _ => None,
+                });
+                let (seeders, leechers, result, announced, next) = match status {
+                    Some((s, Some(t))) => (
+                        t.seeders.map_or(-1, i64::from),
+                        t.leechers.map_or(-1, i64::from),
+                        t.status.clone(),
+                        true,
+                        s.next_update.map_or(0, |d| d.as_secs()),
+                    ),
+                    _ => (-1, -1, String::new(), false, 0),
+                };
+                let next_time = if next > 0 {
+                    now_secs() + i64::try_from(next).unwrap_or(0)
+                } else {
+                    0
+                };
+                json!({
+                    "announce": url, "announceState": if announced { 1 } else { 0 },
+                    "downloadCount": -1, "hasAnnounced": announced, "hasScraped": false,
+                    "host": host(url), "id": id, "isBackup": false,
+                    "lastAnnouncePeerCount": status.map_or(0, |(s, _)| s.peers),
+                    "lastAnnounceResult": result, "lastAnnounceStartTime": 0,
+                    "lastAnnounceSucceeded": announced, "lastAnnounceTime": 0,
+                    "lastAnnounceTimedOut": false, "lastScrapeResult": "",
+                    "lastScrapeStartTime": 0, "lastScrapeSucceeded": false, "lastScrapeTime": 0,
+                    "lastScrapeTimedOut": false, "leecherCount": leechers,
+                    "nextAnnounceTime": next_time, "nextScrapeTime": 0,
+                    "scrape": scrape_url(url), "scrapeState": 0, "seederCount": seeders,
+                    "sitename": host(url), "tier": tier,
+                })
+            })
+            .collect()
+    }
+
+    fn peers(&self) -> Vec<Value> {
+        let Some(s) = self.snap else {
+            return Vec::new();
+        };
+        let pieces = self.meta.map_or(1, |m| m.info.num_pieces().max(1));
+        s.peers
+            .iter()
+            .filter(|p| p.established)
+            .map(|p| {
+                json!({
+                    "address": p.addr.ip().to_string(),
+                    "port": p.addr.port(),
+                    "clientName": p.client,
+                    "flagStr": flag_str(p),
+                    "progress": f64::from(p.pieces) / f64::from(pieces),
+                    "rateToClient": p.download_rate as u64,
+                    "rateToPeer": p.upload_rate as u64,
+                    "isEncrypted": p.encrypted,
+                    "isUTP": false,
+                    "isIncoming": p.source == PeerSource::Incoming,
+                    "isDownloadingFrom": !p.peer_choking && p.am_interested,
+                    "isUploadingTo": !p.am_choking && p.peer_interested,
+                    "clientIsChoked": p.peer_choking,
+                    "clientIsInterested": p.am_interested,
+                    "peerIsChoked": p.am_choking,
+                    "peerIsInterested": p.peer_interested,
+                    "bytesToClient": 0,
+                    "bytesToPeer": 0,
+                    // Ours: every source that named this peer.
+                    "sources": p.found_by.iter().map(PeerSource::name).collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    }
+
+    fn peers_from(&self) -> Value {
+        let mut counts = [0usize; 6];
+        if let Some(s) = self.snap {
+            for p in s.peers.iter().filter(|p| p.established) {
+                counts[p.source as usize] += 1;
+            }
+        }
+        let n = |s: PeerSource| counts[s as usize];
+        json!({
+            "fromCache": 0,
+            "fromDht": n(PeerSource::Dht),
+            "fromIncoming": n(PeerSource::Incoming),
+            "fromLpd": n(PeerSource::Lpd),
+            "fromLtep": 0,
+            "fromPex": n(PeerSource::Pex),
+            "fromTracker": n(PeerSource::Tracker),
+            // Ours: peers given by the user or the magnet's x.pe.
+            "fromManual": n(PeerSource::Manual),
+        })
+    }
+
+    fn sources(&self) -> Vec<Value> {
+        let sources = self
+            .snap
+            .map_or(&self.r.live.sources[..], |s| &s.sources[..]);
+        sources.iter().map(crate::json::source).collect()
+    }
+}
+
+/// Transmission's peer flags (`peer-mgr.cc`), the letters users look up.
+fn flag_str(p: &lodestone_torrent::PeerInfo) -> String {
+    let mut s = String::new();
+    if !p.peer_choking && p.am_interested {
+        s.push('D');
+    } else if p.am_interested {
+        s.push('d');
+    }
+    if !p.am_choking && p.peer_interested {
+        s.push('U');
+    } else if p.peer_interested {
+        s.push('u');
+    }
+    if !p.peer_choking && !p.am_interested {
+        s.push('K');
+    }
+    if !p.am_choking && !p.peer_interested {
+        s.push('?');
+    }
+    if p.encrypted {
+        s.push('E');
+    }
+    match p.source {
+        PeerSource::Dht => s.push('H'),
+        PeerSource::Pex => s.push('X'),
+        PeerSource::Incoming => s.push('I'),
+        _ => {}
+    }
+    s
+}
+
+fn priority_code(p: FilePriority) -> i64 {
+    match p {
+        FilePriority::Low => -1,
+        FilePriority::High => 1,
+        FilePriority::Skip | FilePriority::Normal => 0,
+    }
+}
+
+fn host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split(['/', '?']).next().unwrap_or("");
+    hostport.to_owned()
+}
+
+fn scrape_url(url: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if url[i + 1..].starts_with("announce") => {
+            format!("{}scrape{}", &url[..=i], &url[i + 1 + "announce".len()..])
+        }
+        _ => String::new(),
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,477 @@
+//! Transmission's RPC, legacy dialect (what transmission-remote 3.00,
+//! Sonarr, autobrr and the front-ends speak): one JSON request in, one
+//! JSON answer out. Errors are HTTP 200 with `result` other than
+//! "success", in the words transmission-daemon uses (scripts match them).
+
+mod fields;
+mod session_keys;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use lodestone_core::InfoHash;
+use lodestone_engine::session::{Listed, TorrentId};
+use serde_json::{json, Map, Value};
+
+use crate::book::GoalMode;
+use crate::daemon::{absolute, AddOutcome, AddRequest, AddSource, Daemon};
+
+/// What we tell clients we are: Sonarr parses the leading version (it
+/// wants >= 4.0 for labels), Tremotesf checks the RPC version window.
+pub const VERSION: &str = concat!("4.0.6 (Lodestone ", env!("CARGO_PKG_VERSION"), ")");
+pub const RPC_VERSION: i64 = 17;
+pub const RPC_VERSION_MINIMUM: i64 = 14;
+pub const RPC_VERSION_SEMVER: &str = "5.3.0";
+
+/// More ids than this in one request is refused (no torrent client holds
+/// that many; a list this long is an attack or a bug).
+const MAX_IDS: usize = 100_000;
+
+/// A request's failure: the `result` text.
+type Failure = String;
+
+/// Answer one request body.
+pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Value {
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let tag = req.get("tag").filter(|t| t.is_i64() || t.is_u64()).cloned();
+    let answer = |result: Result<Value, Failure>| {
+        let (result, arguments) = match result {
+            Ok(args) => ("success".to_owned(), args),
+            Err(text) => (text, json!({})),
+        };
+        let mut v = json!({"result": result, "arguments": arguments});
+        if let Some(tag) = &tag {
+            v["tag"] = tag.clone();
+        }
+        v
+    };
+    let Some(method) = req.get("method").and_then(Value::as_str) else {
+        return json!({"result": "no method name"});
+    };
+    let empty = Map::new();
+    let args = req
+        .get("arguments")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let result = match method {
+        "session-get" => Ok(session_keys::get(daemon, args, session_id)),
+        "session-set" => session_keys::set(daemon, args),
+        "session-stats" => Ok(session_keys::stats(daemon)),
+        "session-close" => Ok(json!({})),
+        "torrent-get" => torrent_get(daemon, args).await,
+        "torrent-add" => torrent_add(daemon, args).await,
+        "torrent-start" | "torrent-start-now" => each(daemon, args, Action::Start).await,
+        "torrent-stop" => each(daemon, args, Action::Stop).await,
+        "torrent-verify" => each(daemon, args, Action::Verify).await,
+        "torrent-reannounce" => each(daemon, args, Action::Reannounce).await,
+        "torrent-remove" => {
+            let delete = flag(args, "delete-local-data");
+            each(daemon, args, Action::Remove(delete)).await
+        }
+        "torrent-set" => torrent_set(daemon, args).await,
+        "torrent-set-location" => set_location(daemon, args).await,
+        // No queue: every torrent runs; the order asked for is accepted.
+        "queue-move-top" | "queue-move-up" | "queue-move-down" | "queue-move-bottom" => {
+            ids(daemon, args).map(|_| json!({}))
+        }
+        "free-space" => free_space(args),
+        "port-test" => {
+            Err("port-test is not supported: this daemon does not ask outside hosts".to_owned())
+        }
+        "blocklist-update" => Err("no blocklist is configured".to_owned()),
+        "group-get" => Ok(json!({"group": []})),
+        "torrent-rename-path" => Err("renaming files is not supported yet".to_owned()),
+        _ => Err("method name not recognized".to_owned()),
+    };
+    answer(result)
+}
+
+fn flag(args: &Map<String, Value>, key: &str) -> bool {
+    match args.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_i64().is_some_and(|n| n != 0),
+        _ => false,
+    }
+}
+
+/// The torrents a request names (`ids`): all when absent; an id, a hash,
+/// a list of either, or "recently-active". Unknown ones are left out.
+fn ids(daemon: &Daemon, args: &Map<String, Value>) -> Result<Vec<Listed>, Failure> {
+    let all = daemon.session.list();
+    let Some(ids) = args.get("ids") else {
+        return Ok(all);
+    };
+    let one = |v: &Value, all: &[Listed]| -> Option<Listed> {
+        match v {
+            Value::Number(n) => {
+                let id = n.as_u64()?;
+                all.iter().find(|t| t.id == TorrentId(id)).cloned()
+            }
+            Value::String(s) => {
+                let ih: InfoHash = s.parse().ok()?;
+                all.iter().find(|t| t.info_hash == ih).cloned()
+            }
+            _ => None,
+        }
+    };
+    match ids {
+        Value::String(s) if s == "recently-active" => {
+            let now = Instant::now();
+            let book = daemon.book();
+            Ok(all
+                .into_iter()
+                .filter(|t| book.recently_active(&t.info_hash, now))
+                .collect())
+        }
+        Value::Array(list) => {
+            if list.len() > MAX_IDS {
+                return Err(format!("too many ids ({}; at most {MAX_IDS})", list.len()));
+            }
+            let mut out: Vec<Listed> = list.iter().filter_map(|v| one(v, &all)).collect();
+            out.sort_by_key(|t| t.id);
+            out.dedup_by_key(|t| t.id);
+            Ok(out)
+        }
+        v => Ok(one(v, &all).into_iter().collect()),
+    }
+}
+
+async fn torrent_get(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
+    let recently = args.get("ids").and_then(Value::as_str) == Some("recently-active");
+    let torrents = ids(daemon, args)?;
+    let Some(names) = args.get("fields").and_then(Value::as_array) else {
+        return Err("no fields specified".to_owned());
+    };
+    let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+    let table = args.get("format").and_then(Value::as_str) == Some("table");
+    let rows = fields::rows(daemon, &torrents, &names).await;
+    let mut out = if table {
+        let known: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| fields::is_known(n))
+            .collect();
+        let mut t = vec![json!(known)];
+        t.extend(rows.into_iter().map(|row| {
+            Value::Array(
+                known
+                    .iter()
+                    .map(|k| row.get(*k).cloned().unwrap_or(Value::Null))
+                    .collect(),
+            )
+        }));
+        json!({"torrents": t})
+    } else {
+        json!({"torrents": rows.into_iter().map(Value::Object).collect::<Vec<_>>()})
+    };
+    if recently {
+        let now = Instant::now();
+        let removed: Vec<u64> = daemon.book().recently_removed(now).map(|id| id.0).collect();
+        out["removed"] = json!(removed);
+    }
+    Ok(out)
+}
+
+async fn torrent_add(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
+    let source = if let Some(b64) = args.get("metainfo").and_then(Value::as_str) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim().replace(['\n', '\r'], ""))
+            .map_err(|e| format!("invalid or corrupt torrent file: bad base64: {e}"))?;
+        AddSource::Metainfo(bytes)
+    } else if let Some(f) = args.get("filename").and_then(Value::as_str) {
+        if f.starts_with("magnet:") || f.len() == 40 || f.len() == 32 {
+            AddSource::Magnet(f.to_owned())
+        } else if f.starts_with("http://") || f.starts_with("https://") {
+            AddSource::Url(f.to_owned())
+        } else {
+            // A path on the daemon's machine, as transmission-daemon takes.
+            let bytes = read_local_torrent(f)?;
+            AddSource::Metainfo(bytes)
+        }
+    } else {
+        return Err("no filename or metainfo specified".to_owned());
+    };
+    let download_dir = match args.get("download-dir").and_then(Value::as_str) {
+        Some(d) => Some(absolute(d).ok_or("download directory path is not absolute")?),
+        None => None,
+    };
+    let paused = args.get("paused").map(|_| flag(args, "paused"));
+    let labels = labels(args)?;
+    let outcome = daemon
+        .add(AddRequest {
+            source,
+            download_dir,
+            paused,
+            labels: labels.unwrap_or_default(),
+            origin: "rpc",
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (key, b) = match outcome {
+        AddOutcome::Added(b) => ("torrent-added", b),
+        AddOutcome::Duplicate(b) => ("torrent-duplicate", b),
+    };
+    Ok(json!({key: {"id": b.id.0, "hashString": b.info_hash.to_hex(), "name": b.name}}))
+}
+
+fn read_local_torrent(path: &str) -> Result<Vec<u8>, Failure> {
+    let corrupt = |why: String| format!("invalid or corrupt torrent file: {why}");
+    let f = std::fs::File::open(path).map_err(|e| corrupt(format!("{path}: {e}")))?;
+    let mut bytes = Vec::new();
+    use std::io::Read;
+    f.take(crate::daemon::MAX_TORRENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| corrupt(format!("{path}: {e}")))?;
+    Ok(bytes)
+}
+
+/// `labels`: a list of strings without commas (Transmission's rule).
+fn labels(args: &Map<String, Value>) -> Result<Option<Vec<String>>, Failure> {
+    let Some(v) = args.get("labels") else {
+        return Ok(None);
+    };
+    let list = v.as_array().ok_or("labels must be a list")?;
+    let mut out = Vec::new();
+    for l in list {
+        let s = l.as_str().ok_or("labels must be strings")?.trim();
+        if s.contains(',') {
+            return Err("labels cannot contain comma (,) character".to_owned());
+        }
+        if !s.is_empty() && !out.iter().any(|o: &String| o == s) {
+            out.push(s.to_owned());
+        }
+    }
+    Ok(Some(out))
+}
+
+enum Action {
+    Start,
+    Stop,
+    Verify,
+    Reannounce,
+    Remove(bool),
+}
+
+async fn each(
+    daemon: &Arc<Daemon>,
+    args: &Map<String, Value>,
+    action: Action,
+) -> Result<Value, Failure> {
+    for t in ids(daemon, args)? {
+        let r = match action {
+            Action::Start => daemon.start(t.id).await,
+            Action::Stop => daemon.stop(t.id).await,
+            Action::Verify => daemon.verify(t.id).await,
+            // Trackers are asked on their own schedule; there is no
+            // "now" command in the engine yet.
+            Action::Reannounce => Ok(()),
+            Action::Remove(delete) => daemon.remove(t.id, delete).await,
+        };
+        r.map_err(|e| e.to_string())?;
+    }
+    Ok(json!({}))
+}
+
+fn kbps(v: &Value) -> Option<u64> {
+    v.as_u64().map(|k| k.saturating_mul(1000))
+}
+
+async fn torrent_set(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
+    let torrents = ids(daemon, args)?;
+    let labels = labels(args)?;
+    let files_wanted = index_list(args, "files-wanted")?;
+    let files_unwanted = index_list(args, "files-unwanted")?;
+    let prio_high = index_list(args, "priority-high")?;
+    let prio_low = index_list(args, "priority-low")?;
+    let prio_normal = index_list(args, "priority-normal")?;
+    let touches_files = [
+        &files_wanted,
+        &files_unwanted,
+        &prio_high,
+        &prio_low,
+        &prio_normal,
+    ]
+    .iter()
+    .any(|l| !l.is_empty());
+    for t in &torrents {
+        if touches_files {
+            set_files(
+                daemon,
+                t,
+                &files_wanted,
+                &files_unwanted,
+                &prio_high,
+                &prio_low,
+                &prio_normal,
+            )
+            .await?;
+        }
+        let mut limits_changed = false;
+        daemon.edit(t.id, |r| {
+            if let Some(l) = &labels {
+                r.labels = l.clone();
+            }
+            if let Some(v) = args.get("seedRatioLimit").and_then(Value::as_f64) {
+                r.seed_ratio_limit = v.max(0.0);
+            }
+            if let Some(m) = args
+                .get("seedRatioMode")
+                .and_then(Value::as_i64)
+                .and_then(GoalMode::from_code)
+            {
+                r.seed_ratio_mode = m;
+            }
+            if let Some(v) = args.get("seedIdleLimit").and_then(Value::as_u64) {
+                r.seed_idle_limit = u32::try_from(v).unwrap_or(u32::MAX);
+            }
+            if let Some(m) = args
+                .get("seedIdleMode")
+                .and_then(Value::as_i64)
+                .and_then(GoalMode::from_code)
+            {
+                r.seed_idle_mode = m;
+            }
+            if let Some(p) = args.get("bandwidthPriority").and_then(Value::as_i64) {
+                r.bandwidth_priority = p.clamp(-1, 1);
+            }
+            if let Some(v) = args.get("downloadLimit").and_then(kbps) {
+                r.download_limit = v;
+                limits_changed = true;
+            }
+            if let Some(v) = args.get("uploadLimit").and_then(kbps) {
+                r.upload_limit = v;
+                limits_changed = true;
+            }
+            if args.contains_key("downloadLimited") {
+                r.download_limited = flag(args, "downloadLimited");
+                limits_changed = true;
+            }
+            if args.contains_key("uploadLimited") {
+                r.upload_limited = flag(args, "uploadLimited");
+                limits_changed = true;
+            }
+        });
+        if limits_changed {
+            let (down, up) = daemon
+                .book()
+                .get(&t.info_hash)
+                .map(|r| r.limits())
+                .unwrap_or_default();
+            daemon
+                .session
+                .set_limits(t.id, down, up)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(json!({}))
+}
+
+fn index_list(args: &Map<String, Value>, key: &str) -> Result<Vec<usize>, Failure> {
+    let Some(v) = args.get(key) else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .ok_or_else(|| format!("{key} must be a list"))?;
+    if list.len() > MAX_IDS {
+        return Err(format!("{key}: too many entries"));
+    }
+    list.iter()
+        .map(|n| {
+            n.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| "file index out of range".to_owned())
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn set_files(
+    daemon: &Arc<Daemon>,
+    t: &Listed,
+    wanted: &[usize],
+    unwanted: &[usize],
+    high: &[usize],
+    low: &[usize],
+    normal: &[usize],
+) -> Result<(), Failure> {
+    use lodestone_torrent::FilePriority as P;
+    let Some(meta) = daemon.session.metainfo(t.id) else {
+        return Err("file index out of range".to_owned());
+    };
+    let n = meta.info.files.len();
+    let all = [wanted, unwanted, high, low, normal];
+    if all.iter().flat_map(|l| l.iter()).any(|&i| i >= n) {
+        return Err("file index out of range".to_owned());
+    }
+    // Start from what the torrent has now.
+    let mut prios: Vec<P> = match daemon.session.snapshot(t.id).await {
+        Some(s) if s.files.len() == n => s.files.iter().map(|f| f.priority).collect(),
+        _ => daemon
+            .book()
+            .get(&t.info_hash)
+            .map_or_else(|| vec![P::Normal; n], |r| r.file_priorities(n)),
+    };
+    // The level a file gets back when wanted again.
+    let mut level: Vec<P> = prios
+        .iter()
+        .map(|&p| if p == P::Skip { P::Normal } else { p })
+        .collect();
+    for &i in high {
+        level[i] = P::High;
+    }
+    for &i in low {
+        level[i] = P::Low;
+    }
+    for &i in normal {
+        level[i] = P::Normal;
+    }
+    for (i, p) in prios.iter_mut().enumerate() {
+        if *p != P::Skip {
+            *p = level[i];
+        }
+    }
+    for &i in wanted {
+        prios[i] = level[i];
+    }
+    for &i in unwanted {
+        prios[i] = P::Skip;
+    }
+    daemon.edit(t.id, |r| r.set_file_priorities(&prios));
+    daemon
+        .session
+        .set_file_priorities(t.id, prios)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn set_location(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
+    let location = args
+        .get("location")
+        .and_then(Value::as_str)
+        .ok_or("no location")?;
+    let dir: PathBuf = absolute(location).ok_or("new location path is not absolute")?;
+    if !flag(args, "move") {
+        return Err("setting a location without moving the data is not supported yet".to_owned());
+    }
+    for t in ids(daemon, args)? {
+        daemon
+            .move_to(t.id, dir.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(json!({}))
+}
+
+fn free_space(args: &Map<String, Value>) -> Result<Value, Failure> {
+    let path = args
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or("directory path is not absolute")?;
+    let dir = absolute(path).ok_or("directory path is not absolute")?;
+    let (free, total) = crate::fs::space(&dir).map_err(|e| format!("{path}: {e}"))?;
+    Ok(json!({"path": path, "size-bytes": free, "total_size": total}))
+}
