@@ -122,8 +122,6 @@ pub struct Live {
     /// Hash failures and bans this run.
     pub hash_failures: u64,
     pub bans: u64,
-    /// `(have, needed)` pieces of a magnet's metadata, when known.
-    pub metadata_pieces: Option<(u32, u32)>,
 }
 
 impl Record {
@@ -200,6 +198,19 @@ impl Record {
     }
 }
 
+/// The last DHT lookup's numbers, from a sources table (its countdown
+/// left out: that moves between two tables of the same lookup).
+type Round = (u32, u32, u32, Option<(u32, u32)>);
+
+fn dht_round(sources: &[Source]) -> Option<Round> {
+    sources.iter().find_map(|s| match &s.state {
+        lodestone_torrent::SourceState::DhtRound(r) => {
+            Some((r.queries, r.responses, r.peers, r.announced))
+        }
+        _ => None,
+    })
+}
+
 /// Totals of the daemon's life, for `session-stats`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -209,6 +220,10 @@ pub struct Totals {
     pub files_added: u64,
     pub session_count: u64,
     pub seconds_active: u64,
+    /// Pieces that failed their check, peers banned, DHT lookups started.
+    pub hash_failures: u64,
+    pub bans: u64,
+    pub dht_lookups: u64,
 }
 
 /// The saved form.
@@ -332,6 +347,9 @@ impl Book {
             files_added: b.files_added + c.files_added,
             session_count: b.session_count + c.session_count,
             seconds_active: b.seconds_active + c.seconds_active,
+            hash_failures: b.hash_failures + c.hash_failures,
+            bans: b.bans + c.bans,
+            dht_lookups: b.dht_lookups + c.dht_lookups,
         }
     }
 
@@ -401,10 +419,23 @@ impl Book {
                 info_hash,
                 event,
             } => {
+                match event {
+                    TorrentEvent::HashFailed { .. } => self.current.hash_failures += 1,
+                    TorrentEvent::PeerBanned { .. } => self.current.bans += 1,
+                    _ => {}
+                }
                 let r = self.track(*id, *info_hash, now);
                 r.count_time(now);
                 r.live.changed = Some(now);
+                let round_before = dht_round(&r.live.sources);
                 let became = Self::torrent_event(r, event);
+                // Other numbers in the DHT row: another lookup finished.
+                if let TorrentEvent::Sources(_) = event {
+                    let after = dht_round(&r.live.sources);
+                    if after.is_some() && after != round_before {
+                        self.current.dht_lookups += 1;
+                    }
+                }
                 if became {
                     self.dirty = true;
                 }
@@ -423,7 +454,15 @@ impl Book {
                         r.error = Some(why.clone());
                     }
                 } else if let Err(e) = result {
-                    r.error = Some(e.to_string());
+                    // Stopped by a user or at exit is no error.
+                    use lodestone_engine::magnet::FetchError;
+                    use lodestone_engine::torrent::EngineError;
+                    if !matches!(
+                        e,
+                        EngineError::Stopped | EngineError::Metadata(FetchError::Stopped)
+                    ) {
+                        r.error = Some(e.to_string());
+                    }
                 }
                 let (down, up) = (r.live.downloaded, r.live.uploaded);
                 r.end_run(now);

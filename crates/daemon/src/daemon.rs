@@ -183,6 +183,11 @@ impl Daemon {
         self.session.set_global_limits(down, up);
     }
 
+    /// The session's DHT node, when it has one.
+    pub fn dht(&self) -> Option<&lodestone_engine::dht::Dht> {
+        self.template.dht.as_ref()
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }

@@ -6,11 +6,14 @@
 // `session-get` answers some sixty keys in one `json!`.
 #![recursion_limit = "256"]
 
+pub mod api;
 pub mod book;
 pub mod config;
 pub mod daemon;
 mod fs;
 pub mod json;
+pub mod metrics;
+pub mod progress;
 pub mod server;
 pub mod systemd;
 pub mod transmission;

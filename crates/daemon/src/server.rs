@@ -102,13 +102,15 @@ impl Server {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let rpc = Router::new()
             .route("/transmission/rpc", any(rpc))
             .route("/transmission/rpc/", any(rpc))
+            .with_state(self.clone());
+        rpc.merge(crate::api::router(self.daemon.clone()))
+            .merge(crate::metrics::router(self.daemon.clone()))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), gate))
             .layer(DefaultBodyLimit::max(MAX_BODY))
-            .with_state(self.clone())
     }
 
     /// Serve on `listener` until the task is dropped.

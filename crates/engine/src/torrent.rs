@@ -367,6 +367,8 @@ pub struct TorrentSnapshot {
     pub peers: Vec<lodestone_torrent::PeerInfo>,
     pub files: Vec<lodestone_torrent::FileInfo>,
     pub sources: Vec<lodestone_torrent::Source>,
+    /// Each piece's state and priority (empty while the metadata is missing).
+    pub pieces: Vec<lodestone_torrent::PieceInfo>,
 }
 
 /// What the disk pool hands back.
@@ -1068,6 +1070,7 @@ impl Driver {
                 peers: Vec::new(),
                 files: Vec::new(),
                 sources: Vec::new(),
+                pieces: Vec::new(),
             },
             Phase::Ready(t) => TorrentSnapshot {
                 info_hash,
@@ -1076,6 +1079,7 @@ impl Driver {
                 peers: t.peers(),
                 files: t.files(),
                 sources: t.sources(now),
+                pieces: t.pieces(),
             },
         }
     }

@@ -11,11 +11,13 @@ use lodestone_engine::torrent::TorrentSnapshot;
 use lodestone_torrent::{FilePriority, PeerSource, SourceKind, SourceState};
 use serde_json::{json, Map, Value};
 
-use crate::book::{Phase, Record};
+use crate::book::Record;
 use crate::daemon::Daemon;
+use crate::progress::{progress, Activity, Progress};
 
 /// Fields that need a snapshot of the running torrent.
 const LIVE: &[&str] = &[
+    "metadataPercentComplete",
     "peers",
     "peersFrom",
     "files",
@@ -112,6 +114,7 @@ struct View<'a> {
     meta: Option<&'a Metainfo>,
     r: &'a Record,
     snap: Option<&'a TorrentSnapshot>,
+    p: Progress,
     name: String,
     ratio_limit: Option<f64>,
 }
@@ -123,7 +126,7 @@ pub async fn rows(
     torrents: &[Listed],
     names: &[&str],
 ) -> Vec<Map<String, Value>> {
-    let live = names.iter().any(|n| LIVE.contains(n) || *n == "sources");
+    let live = names.iter().any(|n| LIVE.contains(n));
     let mut out = Vec::with_capacity(torrents.len());
     for t in torrents {
         let snap = if live && Daemon::is_running(t) {
@@ -136,6 +139,7 @@ pub async fn rows(
         let record = daemon.book().get(&t.info_hash).cloned().unwrap_or_default();
         let view = View {
             t,
+            p: progress(t, meta.as_deref(), &record),
             meta: meta.as_deref(),
             r: &record,
             snap: snap.as_ref(),
@@ -154,88 +158,26 @@ pub async fn rows(
 }
 
 impl View<'_> {
-    fn total_size(&self) -> u64 {
-        self.meta.map_or(0, |m| m.info.content_length())
-    }
-
-    fn size_when_done(&self) -> u64 {
-        match (self.meta, self.r.size_when_done) {
-            (None, _) => 0,
-            (Some(m), 0) => m.info.content_length(),
-            (Some(_), n) => n,
-        }
-    }
-
-    fn left_until_done(&self) -> u64 {
-        if self.meta.is_none() {
-            return 0;
-        }
-        match self.r.live.stats.as_ref() {
-            Some(s) => s.bytes_left,
-            None if self.r.size_when_done == 0 && self.r.have_valid == 0 => self.size_when_done(),
-            None => self.r.left_until_done,
-        }
-    }
-
-    fn have_valid(&self) -> u64 {
-        self.size_when_done().saturating_sub(self.left_until_done())
-    }
-
-    fn percent_done(&self) -> f64 {
-        let size = self.size_when_done();
-        if size == 0 {
-            return if self.meta.is_some() { 1.0 } else { 0.0 };
-        }
-        self.have_valid() as f64 / size as f64
-    }
-
     /// Transmission's status: 0 stopped, 2 checking, 4 downloading (also
     /// fetching metadata), 6 seeding.
     fn status(&self) -> i64 {
-        match self.t.state {
-            RunState::Running => {
-                if !self.t.has_metadata {
-                    return 4;
-                }
-                match self.r.live.phase {
-                    Phase::Checking => 2,
-                    Phase::Metadata | Phase::Downloading => 4,
-                    Phase::Seeding => 6,
-                }
-            }
-            _ => 0,
+        match self.p.activity {
+            Activity::Stopped => 0,
+            Activity::Checking => 2,
+            Activity::Metadata | Activity::Downloading => 4,
+            Activity::Seeding => 6,
         }
-    }
-
-    fn error(&self) -> (i64, String) {
-        match (&self.t.state, &self.r.error) {
-            (RunState::Failed(why), _) => (3, why.clone()),
-            (_, Some(why)) => (3, why.clone()),
-            _ => (0, String::new()),
-        }
-    }
-
-    fn rates(&self) -> (f64, f64) {
-        self.r
-            .live
-            .stats
-            .as_ref()
-            .map_or((0.0, 0.0), |s| (s.download_rate, s.upload_rate))
     }
 
     fn eta(&self) -> i64 {
         if self.meta.is_none() {
             return -2;
         }
-        let left = self.left_until_done();
-        let (down, _) = self.rates();
-        if left == 0 {
+        let p = &self.p;
+        if p.left_until_done == 0 || p.download_rate < 1.0 || p.activity != Activity::Downloading {
             return -1;
         }
-        if down < 1.0 || self.status() != 4 {
-            return -1;
-        }
-        (left as f64 / down) as i64
+        (p.left_until_done as f64 / p.download_rate) as i64
     }
 
     fn peers_counts(&self) -> (usize, usize, usize) {
@@ -261,7 +203,7 @@ impl View<'_> {
             return Vec::new();
         };
         let prios = self.r.file_priorities(m.info.files.len());
-        let complete = self.left_until_done() == 0 && self.r.have_valid > 0;
+        let complete = self.p.left_until_done == 0 && self.r.have_valid > 0;
         m.info
             .files
             .iter()
@@ -302,43 +244,46 @@ impl View<'_> {
                 .meta
                 .and_then(|m| m.created_by.clone())
                 .unwrap_or_default()),
-            "totalSize" => json!(self.total_size()),
-            "sizeWhenDone" => json!(self.size_when_done()),
-            "leftUntilDone" => json!(self.left_until_done()),
-            "haveValid" => json!(self.have_valid()),
+            "totalSize" => json!(self.p.total_size),
+            "sizeWhenDone" => json!(self.p.size_when_done),
+            "leftUntilDone" => json!(self.p.left_until_done),
+            "haveValid" => json!(self.p.have_valid),
             "haveUnchecked" => json!(0),
             "desiredAvailable" => json!(0),
-            "percentDone" => json!(self.percent_done()),
-            "percentComplete" => json!(self.percent_done()),
-            "metadataPercentComplete" => json!(match (self.meta, r.live.metadata_pieces) {
+            "percentDone" => json!(self.p.percent_done),
+            "percentComplete" => json!(self.p.percent_done),
+            "metadataPercentComplete" => json!(match (
+                self.meta,
+                self.snap.and_then(|s| s.metadata.as_ref())
+            ) {
                 (Some(_), _) => 1.0,
-                (None, Some((have, of))) if of > 0 => f64::from(have) / f64::from(of),
+                (None, Some(m)) if m.pieces > 0 => m.pieces_done as f64 / m.pieces as f64,
                 (None, _) => 0.0,
             }),
             "recheckProgress" => json!(0),
             "eta" => json!(self.eta()),
             "etaIdle" => json!(-1),
-            "rateDownload" => json!(self.rates().0 as u64),
-            "rateUpload" => json!(self.rates().1 as u64),
+            "rateDownload" => json!(self.p.download_rate as u64),
+            "rateUpload" => json!(self.p.upload_rate as u64),
             "downloadedEver" => json!(r.downloaded_ever()),
             "uploadedEver" => json!(r.uploaded_ever()),
             "corruptEver" => json!(r.corrupt),
             "uploadRatio" => {
-                let down = r.downloaded_ever().max(self.have_valid());
+                let down = r.downloaded_ever().max(self.p.have_valid);
                 if down == 0 {
                     json!(-1)
                 } else {
                     json!(r.uploaded_ever() as f64 / down as f64)
                 }
             }
-            "error" => json!(self.error().0),
-            "errorString" => json!(self.error().1),
+            "error" => json!(if self.p.error.is_some() { 3 } else { 0 }),
+            "errorString" => json!(self.p.error.clone().unwrap_or_default()),
             "isFinished" => json!(
                 !matches!(t.state, RunState::Running)
                     && self.meta.is_some()
-                    && self.left_until_done() == 0
+                    && self.p.left_until_done == 0
                     && self.ratio_limit.is_some_and(
-                        |l| r.uploaded_ever() as f64 >= l * self.size_when_done() as f64
+                        |l| r.uploaded_ever() as f64 >= l * self.p.size_when_done as f64
                     )
             ),
             "isPrivate" => json!(self.meta.is_some_and(|m| m.info.private)),
