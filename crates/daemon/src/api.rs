@@ -261,21 +261,21 @@ async fn pause(State(d): State<Arc<Daemon>>, Path(id): Path<String>, h: HeaderMa
     guard(&h)?;
     let t = find(&d, &id)?;
     d.stop(t.id).await.map_err(failed)?;
-    Ok(Json(summary(&d, &t)))
+    Ok(Json(summary(&d, &find(&d, &id)?)))
 }
 
 async fn resume(State(d): State<Arc<Daemon>>, Path(id): Path<String>, h: HeaderMap) -> Answer {
     guard(&h)?;
     let t = find(&d, &id)?;
     d.start(t.id).await.map_err(failed)?;
-    Ok(Json(summary(&d, &t)))
+    Ok(Json(summary(&d, &find(&d, &id)?)))
 }
 
 async fn recheck(State(d): State<Arc<Daemon>>, Path(id): Path<String>, h: HeaderMap) -> Answer {
     guard(&h)?;
     let t = find(&d, &id)?;
     d.verify(t.id).await.map_err(failed)?;
-    Ok(Json(summary(&d, &t)))
+    Ok(Json(summary(&d, &find(&d, &id)?)))
 }
 
 #[derive(Deserialize, Default)]
@@ -321,7 +321,7 @@ async fn move_to(
         )
     })?;
     d.move_to(t.id, dir).await.map_err(failed)?;
-    Ok(Json(summary(&d, &t)))
+    Ok(Json(summary(&d, &find(&d, &id)?)))
 }
 
 async fn sources(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Answer {

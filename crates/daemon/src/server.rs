@@ -47,7 +47,7 @@ impl Default for Access {
         Self {
             credentials: None,
             ip_allowed: Box::new(|ip| ip.to_canonical().is_loopback()),
-            host_allowed: Box::new(|_| true),
+            host_allowed: Box::new(|_| false),
         }
     }
 }
@@ -157,7 +157,12 @@ fn authorized(headers: &HeaderMap, user: &str, password: &str) -> bool {
 
 /// The Host header without its port (and without an IPv6 literal's brackets).
 fn host_of(headers: &HeaderMap) -> Option<String> {
-    let h = headers.get(header::HOST)?.to_str().ok()?;
+    let mut all = headers.get_all(header::HOST).iter();
+    let h = all.next()?.to_str().ok()?;
+    if all.next().is_some() {
+        // Two Host headers: which one a proxy looked at is anyone's guess.
+        return None;
+    }
     let host = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {

@@ -1,0 +1,509 @@
+//! The daemon's HTTP surface driven in process (no socket): the gate's
+//! order of checks, the RPC's session id, the native API's guard, the
+//! event stream and /metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use lodestone_daemon::daemon::{Daemon, Settings};
+use lodestone_daemon::server::{Access, Server};
+use lodestone_engine::session::{Session, SessionConfig};
+use lodestone_engine::torrent::TorrentConfig;
+use tower::ServiceExt;
+
+fn settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        download_dir: dir.to_owned(),
+        incomplete_dir: None,
+        start_added_torrents: true,
+        speed_limit_down: None,
+        speed_limit_up: None,
+        alt_speed_down: None,
+        alt_speed_up: None,
+        alt_speed_enabled: false,
+        seed_ratio_limit: None,
+        idle_seeding_limit: None,
+        peer_limit_global: 100,
+        peer_limit_per_torrent: 50,
+        peer_port: 0,
+        dht_enabled: false,
+        pex_enabled: true,
+        lpd_enabled: false,
+    }
+}
+
+async fn server(dir: &std::path::Path, access: Access) -> Arc<Server> {
+    let (session, events) = Session::start(SessionConfig {
+        listen: None,
+        threads: 1,
+        seed: 1,
+        state: None,
+        max_connections: 100,
+    })
+    .await
+    .unwrap();
+    let mut template =
+        TorrentConfig::new(dir.to_owned(), lodestone_core::PeerId::generate([7; 12]), 1);
+    template.trackers = false;
+    template.pex = false;
+    let daemon = Daemon::new(session, template, settings(dir), None).unwrap();
+    tokio::spawn(daemon.clone().pump(events));
+    Server::new(daemon, access)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn send(app: &Router, from: &str, req: Request<Body>) -> Reply {
+    let mut req = req;
+    let addr: SocketAddr = from.parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn req(method: &str, path: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "127.0.0.1:9091")
+}
+
+const LOCAL: &str = "127.0.0.1:40000";
+
+#[tokio::test]
+async fn checks_come_in_transmissions_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = Access {
+        credentials: Some(("user".into(), "pass".into())),
+        ..Access::default()
+    };
+    let app = server(dir.path(), access).await.router();
+    // An address outside the allow-list: 403 before anything else.
+    let r = send(
+        &app,
+        "192.0.2.1:5000",
+        req("GET", "/nowhere").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // No credentials: 401 with the challenge transmission-remote waits for.
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/transmission/rpc")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers[header::WWW_AUTHENTICATE],
+        "Basic realm=\"Transmission\""
+    );
+    let wrong = "Basic dXNlcjpwYXNz"; // user:pass
+    let bad = "Basic dXNlcjpub3Bl"; // user:nope
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/transmission/rpc")
+            .header(header::AUTHORIZATION, bad)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // With a password any Host is fine; an unknown path is 404.
+    let r = send(
+        &app,
+        LOCAL,
+        req("GET", "/nowhere")
+            .header(header::HOST, "evil.example")
+            .header(header::AUTHORIZATION, wrong)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The RPC without a session id: 409 and the id, for a GET too (Sonarr's first call).
+    let r = send(
+        &app,
+        LOCAL,
+        req("GET", "/transmission/rpc")
+            .header(header::AUTHORIZATION, wrong)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let id = r.headers["x-transmission-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 48);
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+    // With the id: GET is 405, POST is answered.
+    let r = send(
+        &app,
+        LOCAL,
+        req("GET", "/transmission/rpc")
+            .header(header::AUTHORIZATION, wrong)
+            .header("X-Transmission-Session-Id", &id)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let body =
+        r#"{"method":"session-get","arguments":{"fields":["version","rpc-version"]},"tag":3}"#;
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/transmission/rpc/")
+            .header(header::AUTHORIZATION, wrong)
+            .header("X-Transmission-Session-Id", &id)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let j = r.json();
+    assert_eq!(j["result"], "success");
+    assert_eq!(j["tag"], 3);
+    assert_eq!(j["arguments"]["rpc-version"], 17);
+    assert!(j["arguments"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("4.0.6 (Lodestone"));
+}
+
+#[tokio::test]
+async fn without_a_password_only_local_names_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = server(dir.path(), Access::default()).await.router();
+    let get = |host: &str| {
+        Request::builder()
+            .uri("/transmission/rpc")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for host in [
+        "evil.example",
+        "evil.example:9091",
+        "localhost.evil.example",
+    ] {
+        let r = send(&app, LOCAL, get(host)).await;
+        assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+    }
+    for host in ["localhost:9091", "127.0.0.1", "[::1]:9091", "localhost."] {
+        let r = send(&app, LOCAL, get(host)).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{host}");
+    }
+    // A second Host header (a local one after a foreign one) does not pass.
+    let mut two = get("evil.example");
+    two.headers_mut()
+        .append(header::HOST, "127.0.0.1".parse().unwrap());
+    assert_eq!(
+        send(&app, LOCAL, two).await.status,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_session_id_is_refused_with_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), Access::default()).await;
+    let app = server.router();
+    let first = send(
+        &app,
+        LOCAL,
+        req("POST", "/transmission/rpc")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let old = first.headers["x-transmission-session-id"].clone();
+    server.rotate_session_id();
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/transmission/rpc")
+            .header("X-Transmission-Session-Id", old.clone())
+            .body(Body::from("{}"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let new = r.headers["x-transmission-session-id"].clone();
+    assert_ne!(old, new);
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/transmission/rpc")
+            .header("X-Transmission-Session-Id", new)
+            .body(Body::from("{}"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.json()["result"], "no method name");
+}
+
+#[tokio::test]
+async fn bodies_past_64_mib_get_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = server(dir.path(), Access::default()).await.router();
+    let big = vec![b' '; (64 << 20) + 1];
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/api/v1/torrents")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(big))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn the_native_api_adds_lists_pauses_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = server(dir.path(), Access::default()).await.router();
+    let magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=a%20name";
+    // A form post (what a cross-site page can send) is refused.
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/api/v1/torrents")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("magnet=x"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let add = serde_json::json!({"magnet": magnet, "labels": ["tv"]}).to_string();
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/api/v1/torrents")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(add.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let id = r.json()["id"].as_u64().unwrap();
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/api/v1/torrents")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(add))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["new"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+    let r = send(
+        &app,
+        LOCAL,
+        req("GET", "/api/v1/torrents").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let list = r.json();
+    let t = &list["torrents"][0];
+    assert_eq!(t["name"], "a name");
+    assert_eq!(t["state"], "metadata");
+    assert_eq!(t["labels"], serde_json::json!(["tv"]));
+    assert_eq!(t["total_size"], 0);
+    // By hash too.
+    let r = send(
+        &app,
+        LOCAL,
+        req(
+            "GET",
+            "/api/v1/torrents/0123456789abcdef0123456789abcdef01234567",
+        )
+        .body(Body::empty())
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(r.json()["id"].as_u64(), Some(id));
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", &format!("/api/v1/torrents/{id}/pause"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["state"], "stopped");
+    assert_eq!(
+        r.json()["error"],
+        serde_json::Value::Null,
+        "a pause is no error"
+    );
+    let r = send(
+        &app,
+        LOCAL,
+        req("DELETE", &format!("/api/v1/torrents/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(
+        &app,
+        LOCAL,
+        req("GET", &format!("/api/v1/torrents/{id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Hostile input is refused with words, not a panic.
+    for body in [
+        "{",
+        "[]",
+        r#"{"magnet":"magnet:?xt=urn:btih:zz"}"#,
+        r#"{"magnet":"x","url":"y"}"#,
+        r#"{"nope":1}"#,
+    ] {
+        let r = send(
+            &app,
+            LOCAL,
+            req("POST", "/api/v1/torrents")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let r = send(
+        &app,
+        LOCAL,
+        req("POST", "/api/v1/torrents")
+            .header(header::CONTENT_TYPE, "application/x-bittorrent")
+            .body(Body::from("d4:infoi3ee"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid or corrupt torrent file"));
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = server(dir.path(), Access::default()).await.router();
+    let mut stream = {
+        let mut r = req("GET", "/api/v1/events").body(Body::empty()).unwrap();
+        r.extensions_mut()
+            .insert(ConnectInfo(LOCAL.parse::<SocketAddr>().unwrap()));
+        app.clone()
+            .oneshot(r)
+            .await
+            .unwrap()
+            .into_body()
+            .into_data_stream()
+    };
+    let add = r#"{"magnet":"magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"}"#;
+    send(
+        &app,
+        LOCAL,
+        req("POST", "/api/v1/torrents")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(add))
+            .unwrap(),
+    )
+    .await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    use futures_util::StreamExt;
+    let mut removed = false;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("events within 10 s; got {seen:?}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
+        if seen.contains("event: removed") {
+            break;
+        }
+        // The add was said; now remove it (within the same second it
+        // would only be said removed).
+        if seen.contains("event: torrent") && !removed {
+            assert!(seen.contains("\"state\":\"metadata\""), "{seen}");
+            send(
+                &app,
+                LOCAL,
+                req("DELETE", "/api/v1/torrents/1")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            removed = true;
+        }
+    }
+    assert!(seen.contains("data: {\"id\":1}"), "{seen}");
+}
+
+#[tokio::test]
+async fn metrics_have_one_name_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = server(dir.path(), Access::default()).await.router();
+    let r = send(
+        &app,
+        LOCAL,
+        req("GET", "/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = String::from_utf8(r.body).unwrap();
+    let mut types = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(types.insert(name.to_owned()), "{name} twice");
+        assert!(name.starts_with("lodestone_"));
+        if line.ends_with(" counter") {
+            assert!(name.ends_with("_total"), "{name}");
+        }
+    }
+    assert!(text.contains("lodestone_torrents{state=\"seeding\"} 0"));
+}
