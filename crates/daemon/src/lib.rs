@@ -5,3 +5,5 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod config;
+pub mod schedule;
+pub mod watch;
