@@ -14,6 +14,8 @@ mod fs;
 pub mod json;
 pub mod metrics;
 pub mod progress;
+pub mod schedule;
 pub mod server;
 pub mod systemd;
 pub mod transmission;
+pub mod watch;
