@@ -102,6 +102,9 @@ pub struct Record {
     pub upload_limited: bool,
     /// One per file: 0 skip, 1 low, 2 normal, 3 high (empty: all normal).
     pub file_priorities: Vec<u8>,
+    /// Where the content goes once complete, while it is downloaded in
+    /// the incomplete folder.
+    pub final_dir: Option<PathBuf>,
     #[serde(skip)]
     pub live: Live,
 }

@@ -48,6 +48,31 @@ pub struct Settings {
     pub lpd_enabled: bool,
 }
 
+impl Settings {
+    /// The settings a configuration file gives.
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        let rate = |r: Option<crate::config::Rate>| r.map(|r| r.bytes_per_second());
+        Self {
+            download_dir: c.download_dir.clone(),
+            incomplete_dir: c.incomplete_dir.clone(),
+            start_added_torrents: c.start_added_torrents,
+            speed_limit_down: rate(c.limits.download),
+            speed_limit_up: rate(c.limits.upload),
+            alt_speed_down: rate(c.limits.alt_download),
+            alt_speed_up: rate(c.limits.alt_upload),
+            alt_speed_enabled: c.limits.alt_enabled,
+            seed_ratio_limit: c.seeding.ratio_limit.map(|r| r.get()),
+            idle_seeding_limit: c.seeding.idle_limit_minutes.map(|m| m.get()),
+            peer_limit_global: c.peers.max_connections.get() as usize,
+            peer_limit_per_torrent: c.peers.max_peers_per_torrent.get() as usize,
+            peer_port: c.peers.listen.port(),
+            dht_enabled: c.dht.enabled,
+            pex_enabled: c.peers.pex,
+            lpd_enabled: c.peers.lpd,
+        }
+    }
+}
+
 /// A torrent named in an answer.
 #[derive(Debug, Clone)]
 pub struct Brief {
@@ -240,7 +265,15 @@ impl Daemon {
             .download_dir
             .unwrap_or_else(|| settings.download_dir.clone());
         let mut cfg = self.template.clone();
-        cfg.output_dir = dir;
+        // With an incomplete folder, content is fetched there and moved
+        // when its download completes.
+        let final_dir = settings.incomplete_dir.clone().map(|inc| {
+            cfg.output_dir = inc;
+            dir.clone()
+        });
+        if final_dir.is_none() {
+            cfg.output_dir = dir;
+        }
         cfg.peers = peers;
         cfg.max_peers = settings.peer_limit_per_torrent;
         let paused = req.paused.unwrap_or(!settings.start_added_torrents);
@@ -274,6 +307,7 @@ impl Daemon {
             let r = book.added(added.id, info_hash, now);
             r.name = name.clone();
             r.labels = req.labels;
+            r.final_dir = final_dir;
         }
         self.changed(Change::Torrent(added.id));
         Ok(AddOutcome::Added(brief(listed_name.or(name))))
@@ -347,7 +381,14 @@ impl Daemon {
             tokio::select! {
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
-                    self.take(&ev);
+                    if let Some((id, dir)) = self.take(&ev) {
+                        let daemon = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = daemon.move_to(id, dir.clone()).await {
+                                eprintln!("lodestone daemon: cannot move torrent {} to {}: {e}", id.0, dir.display());
+                            }
+                        });
+                    }
                 }
                 _ = save.tick() => {
                     self.save_if_dirty();
@@ -357,8 +398,21 @@ impl Daemon {
         self.save();
     }
 
-    fn take(&self, ev: &SessionEvent) {
+    /// Fold one event in; returns a completed torrent to move out of the
+    /// incomplete folder.
+    fn take(&self, ev: &SessionEvent) -> Option<(TorrentId, PathBuf)> {
         let now = Instant::now();
+        let mut move_out = None;
+        if let SessionEvent::Torrent {
+            id,
+            info_hash,
+            event: lodestone_engine::torrent::TorrentEvent::Completed { .. },
+        } = ev
+        {
+            if let Some(r) = self.book().edit(info_hash, now) {
+                move_out = r.final_dir.take().map(|d| (*id, d));
+            }
+        }
         let (id, goal_met) = {
             let mut book = self.book();
             book.apply(ev, now);
@@ -394,6 +448,7 @@ impl Daemon {
             }
             self.changed(Change::Torrent(id));
         }
+        move_out
     }
 
     /// The seed ratio that applies to a torrent, if any.

@@ -52,6 +52,23 @@ impl Default for Access {
     }
 }
 
+impl Access {
+    /// What the configuration's `[rpc]` section allows.
+    pub fn from_config(rpc: &crate::config::RpcConfig) -> Self {
+        let credentials = match (&rpc.username, &rpc.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.expose().to_owned())),
+            (None, Some(p)) => Some((String::new(), p.expose().to_owned())),
+            _ => None,
+        };
+        let (ip, host) = (rpc.clone(), rpc.clone());
+        Self {
+            credentials,
+            ip_allowed: Box::new(move |a| ip.ip_allowed(a)),
+            host_allowed: Box::new(move |h| host.host_allowed(h)),
+        }
+    }
+}
+
 /// The CSRF token of Transmission's RPC, rotated hourly.
 struct SessionId {
     id: String,
