@@ -1,23 +1,25 @@
-//! A minimal HTTP/1.1 client for trackers and `.torrent` sources: GET
-//! only, over plain HTTP or HTTPS (rustls, Mozilla's roots plus any the
-//! user adds), bounded in time and size.
+//! The HTTP(S) client for trackers and `.torrent` sources: GET only, over
+//! plain HTTP or HTTPS (reqwest with rustls: Mozilla's roots plus any the
+//! user adds), bounded in time, size and redirects.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::rustls;
+use rustls_pki_types::CertificateDer;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// For the whole exchange: connecting, redirects, and reading the body.
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// Redirects followed before giving up.
+const MAX_REDIRECTS: usize = 5;
 
-/// Does HTTP and HTTPS GETs; cheap to clone (the TLS setup is shared).
+/// Does HTTP and HTTPS GETs; cheap to clone (clones share one client).
 #[derive(Clone)]
 pub struct HttpClient {
-    tls: Arc<rustls::ClientConfig>,
+    /// reqwest refuses a TLS config only when built against another rustls
+    /// than ours (a build problem): every GET then says so.
+    client: Result<reqwest::Client, Arc<str>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -27,41 +29,65 @@ impl std::fmt::Debug for HttpClient {
 }
 
 impl Default for HttpClient {
-    /// Trusts Mozilla's root certificates.
+    /// Trusts Mozilla's root certificates. The TLS setup (its root store)
+    /// is built once per process and shared.
     fn default() -> Self {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        Self::with_roots(roots)
+        static MOZILLA: OnceLock<rustls::ClientConfig> = OnceLock::new();
+        let tls = MOZILLA.get_or_init(|| tls_config(mozilla_roots()));
+        Self::new(tls.clone(), CONNECT_TIMEOUT, TIMEOUT)
+    }
+}
+
+fn mozilla_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// rustls with the ring provider, the safe default versions, `roots`.
+fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The ring provider supports the safe default versions, so this
+    // cannot fail; fall back to TLS 1.3 alone if it ever did.
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .or_else(|_| {
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+        });
+    match builder {
+        Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
+        Err(_) => rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
     }
 }
 
 impl HttpClient {
-    fn with_roots(roots: rustls::RootCertStore) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // The ring provider supports the safe default versions, so this
-        // cannot fail; fall back to TLS 1.3 alone if it ever did.
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .or_else(|_| {
-                rustls::ClientConfig::builder_with_provider(provider)
-                    .with_protocol_versions(&[&rustls::version::TLS13])
-            });
-        let tls = match builder {
-            Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
-            Err(_) => rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        };
-        Self { tls: Arc::new(tls) }
+    fn new(tls: rustls::ClientConfig, connect_timeout: Duration, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            // A tracker's URL carries the torrent and often a passkey:
+            // it is not told to where it redirects.
+            .referer(false)
+            // Not through the user's HTTP_PROXY and the like, as before.
+            .no_proxy()
+            // One request per connection, as trackers are asked minutes
+            // apart: no idle sockets kept per torrent.
+            .pool_max_idle_per_host(0)
+            .user_agent(concat!("Lodestone/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}").into());
+        Self { client }
     }
 
     /// Mozilla's roots plus the certificates in the PEM file `path` (a
     /// private tracker's own CA). Errors are sentences for the user.
     pub fn with_ca_file(path: &std::path::Path) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
+        let mut roots = mozilla_roots();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("{}: {e}", path.display()))?
             .collect::<Result<_, _>>()
@@ -74,206 +100,373 @@ impl HttpClient {
                 .add(c)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        Ok(Self::with_roots(roots))
+        Ok(Self::new(tls_config(roots), CONNECT_TIMEOUT, TIMEOUT))
     }
 
     /// GET `url` (http:// or https://) and return the body of a 200
-    /// answer, at most `max` bytes. Errors are sentences for the user.
+    /// answer, at most `max` bytes: a longer one is an error, found before
+    /// more than `max` bytes are kept. Errors are sentences for the user.
     pub async fn get(&self, url: &str, max: usize) -> Result<Vec<u8>, String> {
         let lower = url.to_ascii_lowercase();
-        let tls = if lower.starts_with("https://") {
-            true
-        } else if lower.starts_with("http://") {
-            false
-        } else {
+        if !lower.starts_with("https://") && !lower.starts_with("http://") {
             return Err("not an http:// or https:// URL".into());
-        };
-        let (host, port, path) = split_url(url, if tls { 443 } else { 80 })?;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| "connection timed out".to_owned())?
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: Lodestone/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-            host_header(&host, port, if tls { 443 } else { 80 }),
-            env!("CARGO_PKG_VERSION")
-        );
-        let raw = if tls {
-            let name = ServerName::try_from(host.clone())
-                .map_err(|_| format!("{host} is not a valid TLS server name"))?;
-            let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
-                .await
-                .map_err(|_| "TLS handshake timed out".to_owned())?
-                .map_err(|e| format!("TLS: {e}"))?;
-            exchange(stream, &request, max).await?
-        } else {
-            exchange(tcp, &request, max).await?
-        };
-        let body = http_body(&raw)?;
-        if body.len() > max {
-            return Err(format!("answer larger than {max} bytes"));
+        }
+        let client = self.client.as_ref().map_err(|e| e.to_string())?;
+        let mut answer = client.get(url).send().await.map_err(describe)?;
+        let status = answer.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("HTTP {status}"));
+        }
+        let too_large = || format!("answer larger than {max} bytes");
+        let announced = answer.content_length();
+        if announced.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(announced.map_or(0, |n| n as usize));
+        while let Some(chunk) = answer.chunk().await.map_err(describe)? {
+            if chunk.len() > max - body.len() {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         Ok(body)
     }
 }
 
-/// `host:port`, or just `host` on the scheme's default port; IPv6
-/// literals in brackets.
-fn host_header(host: &str, port: u16, default: u16) -> String {
-    let host = if host.contains(':') {
-        format!("[{host}]")
+/// A reqwest error as a sentence: what failed, then the causes (its own
+/// text names the URL, which may hold a passkey, and says little more).
+fn describe(e: reqwest::Error) -> String {
+    let what = if e.is_timeout() && e.is_connect() {
+        return "connection timed out".into();
+    } else if e.is_timeout() {
+        return "no answer in time".into();
+    } else if e.is_redirect() {
+        return format!("more than {MAX_REDIRECTS} redirects");
+    } else if e.is_builder() {
+        "bad URL"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "read failed"
     } else {
-        host.to_owned()
+        "request failed"
     };
-    if port == default {
-        host
-    } else {
-        format!("{host}:{port}")
+    // The deepest cause says the most ("invalid peer certificate:
+    // UnknownIssuer", "Connection refused"); hyper's own layers say little.
+    let mut deepest = None;
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        deepest = Some(s);
+        source = s.source();
     }
-}
-
-/// Send the request and read the whole answer (the server closes), at
-/// most a little over `max` bytes, within the time limit.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    request: &str,
-    max: usize,
-) -> Result<Vec<u8>, String> {
-    tokio::time::timeout(TIMEOUT, async {
-        s.write_all(request.as_bytes()).await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16384];
-        loop {
-            let n = match s.read(&mut chunk).await {
-                Ok(n) => n,
-                // Servers that close without TLS close_notify: the answer
-                // is complete when it parses (http_body checks it).
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            // Headers plus the body may not exceed the cap by much.
-            if buf.len() > max + 16384 {
-                return Err(std::io::Error::other(format!(
-                    "answer larger than {max} bytes"
-                )));
-            }
-        }
-        Ok(buf)
-    })
-    .await
-    .map_err(|_| "no answer in time".to_owned())?
-    .map_err(|e| format!("read failed: {e}"))
-}
-
-/// `scheme://host:port/path` → (host, port, path-and-query).
-pub fn split_url(url: &str, default_port: u16) -> Result<(String, u16, String), String> {
-    let rest = url.split_once("://").map(|x| x.1).ok_or("no scheme")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-            h.trim_matches(|c| c == '[' || c == ']').to_owned(),
-            p.parse().map_err(|_| format!("bad port in {url}"))?,
-        ),
-        _ => (authority.to_owned(), default_port),
-    };
-    if host.is_empty() {
-        return Err(format!("no host in {url}"));
-    }
-    Ok((host, port, path.to_owned()))
-}
-
-/// The body of an HTTP/1.x response (plain or chunked); non-200 is an error.
-fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("not an HTTP answer")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or_default();
-    let code = status.split_whitespace().nth(1).unwrap_or_default();
-    if code != "200" {
-        return Err(format!(
-            "HTTP {}",
-            status.split_once(' ').map_or(status, |x| x.1)
-        ));
-    }
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = &raw[split + 4..];
-    if !chunked {
-        return Ok(body.to_vec());
-    }
-    let mut out = Vec::new();
-    let mut rest = body;
-    loop {
-        let nl = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunked body")?;
-        let size_text = String::from_utf8_lossy(&rest[..nl]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| "bad chunk size")?;
-        rest = &rest[nl + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = rest.get(..size).ok_or("truncated chunk")?;
-        out.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).ok_or("truncated chunk")?;
+    match deepest {
+        Some(c) => format!("{what}: {c}"),
+        None => what.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
-    #[test]
-    fn urls() {
+    /// A server on 127.0.0.1 that reads each request's head and calls
+    /// `answer` with it (and the connection) for up to `n` connections.
+    /// Returns its `http://127.0.0.1:port`.
+    async fn serve<F, Fut>(n: usize, answer: F) -> String
+    where
+        F: Fn(String, tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            for _ in 0..n {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let head = read_head(&mut s).await;
+                answer(head, s).await;
+            }
+        });
+        base
+    }
+
+    async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&b[..n]),
+            }
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    async fn reply<S: AsyncWrite + Unpin>(mut s: S, text: &[u8]) {
+        let _ = s.write_all(text).await;
+        let _ = s.shutdown().await;
+    }
+
+    fn quick(connect: Duration, total: Duration) -> HttpClient {
+        HttpClient::new(tls_config(mozilla_roots()), connect, total)
+    }
+
+    #[tokio::test]
+    async fn bodies_plain_and_chunked_and_their_request() {
+        let base = serve(2, |head, s| async move {
+            let first = head.lines().next().unwrap_or_default().to_owned();
+            assert!(head.contains("user-agent: Lodestone/"), "{head}");
+            if first.starts_with("GET /plain?a=%01%ff&b=c HTTP/1.1") {
+                reply(s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nde").await;
+            } else {
+                reply(
+                    s,
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nd\r\n1\r\ne\r\n0\r\n\r\n",
+                )
+                .await;
+            }
+        })
+        .await;
+        let c = HttpClient::default();
         assert_eq!(
-            split_url("http://t.example:8080/a?b=c", 80).unwrap(),
-            ("t.example".into(), 8080, "/a?b=c".into())
+            c.get(&format!("{base}/plain?a=%01%ff&b=c"), 2)
+                .await
+                .unwrap(),
+            b"de"
         );
+        assert_eq!(c.get(&format!("{base}/chunked"), 2).await.unwrap(), b"de");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_200_is_an_error() {
+        let base = serve(2, |head, s| async move {
+            if head.starts_with("GET /gone") {
+                reply(s, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+            } else {
+                reply(s, b"garbage\r\n\r\n").await;
+            }
+        })
+        .await;
+        let c = HttpClient::default();
         assert_eq!(
-            split_url("udp://127.0.0.1:6969", 80).unwrap(),
-            ("127.0.0.1".into(), 6969, "/".into())
+            c.get(&format!("{base}/gone"), 100).await.unwrap_err(),
+            "HTTP 404 Not Found"
         );
+        let e = c.get(&format!("{base}/junk"), 100).await.unwrap_err();
+        assert!(e.starts_with("request failed: "), "{e}");
+        let e = c.get("ftp://127.0.0.1/x", 100).await.unwrap_err();
+        assert_eq!(e, "not an http:// or https:// URL");
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped_while_they_stream() {
+        let base = serve(4, |head, mut s| async move {
+            if head.starts_with("GET /declared") {
+                // Says how long it is: refused before any of it is read.
+                reply(s, b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n").await;
+            } else if head.starts_with("GET /exact") {
+                reply(
+                    s,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+                )
+                .await;
+            } else {
+                // Chunked or until close, and endless: the client must stop.
+                let chunked = head.starts_with("GET /chunked");
+                let h: &[u8] = if chunked {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+                };
+                if s.write_all(h).await.is_err() {
+                    return;
+                }
+                let block = vec![b'x'; 4096];
+                let mut sent = 0usize;
+                // Bounded all the same (64 MiB), should the cap not stop it.
+                while sent < 64 << 20 {
+                    let ok = if chunked {
+                        s.write_all(b"1000\r\n").await.is_ok()
+                            && s.write_all(&block).await.is_ok()
+                            && s.write_all(b"\r\n").await.is_ok()
+                    } else {
+                        s.write_all(&block).await.is_ok()
+                    };
+                    if !ok {
+                        return; // the client hung up: good
+                    }
+                    sent += block.len();
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            }
+        })
+        .await;
+        let c = HttpClient::default();
+        let max = 10_000;
+        for path in ["declared", "chunked", "close"] {
+            let e = c.get(&format!("{base}/{path}"), max).await.unwrap_err();
+            assert_eq!(e, "answer larger than 10000 bytes", "{path}");
+        }
         assert_eq!(
-            split_url("http://[::1]:7000/ann", 80).unwrap(),
-            ("::1".into(), 7000, "/ann".into())
+            c.get(&format!("{base}/exact"), 10).await.unwrap(),
+            b"0123456789"
         );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let base = serve(2, |head, mut s| async move {
+            if head.starts_with("GET /stall") {
+                // The head and part of the body, then nothing.
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        })
+        .await;
+        let c = quick(Duration::from_secs(5), Duration::from_millis(300));
+        for path in ["silent", "stall"] {
+            let start = std::time::Instant::now();
+            let e = c.get(&format!("{base}/{path}"), 100).await.unwrap_err();
+            assert_eq!(e, "no answer in time", "{path}");
+            assert!(start.elapsed() < Duration::from_secs(5), "{path}");
+        }
+        // The defaults are the ones meant.
         assert_eq!(
-            split_url("http://t.example/ann", 80).unwrap(),
-            ("t.example".into(), 80, "/ann".into())
+            (CONNECT_TIMEOUT, TIMEOUT),
+            (Duration::from_secs(10), Duration::from_secs(20))
         );
-        assert!(split_url("http://:80/", 80).is_err());
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_a_few_times_only() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let b = base.clone();
+        tokio::spawn(async move {
+            // Bounded: one connection per request (9 for the two gets).
+            for _ in 0..20 {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let head = read_head(&mut s).await;
+                let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                let text = match path.strip_prefix("/hop/") {
+                    Some("0") => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhere".to_owned(),
+                    Some(n) => {
+                        let n: usize = n.parse().unwrap_or(0);
+                        assert!(!head.to_ascii_lowercase().contains("referer"), "{head}");
+                        format!(
+                            "HTTP/1.1 302 Found\r\nLocation: {b}/hop/{}\r\nContent-Length: 0\r\n\r\n",
+                            n - 1
+                        )
+                    }
+                    None => "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_owned(),
+                };
+                reply(s, text.as_bytes()).await;
+            }
+        });
+        let c = HttpClient::default();
+        assert_eq!(c.get(&format!("{base}/hop/2"), 10).await.unwrap(), b"here");
+        let far = MAX_REDIRECTS + 1;
+        let e = c.get(&format!("{base}/hop/{far}"), 10).await.unwrap_err();
+        assert_eq!(e, format!("more than {MAX_REDIRECTS} redirects"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        // A port nothing listens on: bound, then closed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = HttpClient::default()
+            .get(&format!("http://127.0.0.1:{port}/announce"), 10)
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("cannot connect: "), "{e}");
+        assert!(e.to_lowercase().contains("refused"), "{e}");
+    }
+
+    fn testdata(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/http")
+            .join(name)
+    }
+
+    /// An HTTPS server on 127.0.0.1 with a certificate (for 127.0.0.1 and
+    /// localhost) from the test CA in testdata/http.
+    async fn serve_tls(n: usize) -> u16 {
+        use tokio_rustls::rustls;
+        let certs = CertificateDer::pem_file_iter(testdata("leaf.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(testdata("leaf.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for _ in 0..n {
+                let Ok((s, _)) = l.accept().await else {
+                    return;
+                };
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    continue; // the untrusting client hung up
+                };
+                let head = read_head(&mut s).await;
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret";
+                if head.starts_with("GET /abrupt") {
+                    // Closes the TCP connection without TLS close_notify,
+                    // as some servers do: the answer is whole all the same.
+                    let _ = s.write_all(answer).await;
+                    let _ = s.flush().await;
+                    drop(s.into_inner().0);
+                } else {
+                    reply(s, answer).await;
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_with_the_users_ca_and_not_without() {
+        let port = serve_tls(3).await;
+        let trusting = HttpClient::with_ca_file(&testdata("ca.pem")).unwrap();
+        for (host, path) in [("127.0.0.1", "announce"), ("localhost", "abrupt")] {
+            let url = format!("https://{host}:{port}/{path}");
+            assert_eq!(trusting.get(&url, 100).await.unwrap(), b"secret", "{url}");
+        }
+        let e = HttpClient::default()
+            .get(&format!("https://127.0.0.1:{port}/announce"), 100)
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("cannot connect: "), "{e}");
+        assert!(e.contains("UnknownIssuer"), "{e}");
     }
 
     #[test]
-    fn http_bodies() {
+    fn ca_file_errors_are_sentences() {
+        let missing = testdata("missing.pem");
+        let e = HttpClient::with_ca_file(&missing).unwrap_err();
+        assert!(e.starts_with(&format!("{}: ", missing.display())), "{e}");
+        let key = testdata("leaf.key"); // PEM, but no certificate in it
         assert_eq!(
-            http_body(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nde").unwrap(),
-            b"de"
+            HttpClient::with_ca_file(&key).unwrap_err(),
+            format!("{}: no certificate in it", key.display())
         );
-        assert_eq!(
-            http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nd\r\n1\r\ne\r\n0\r\n\r\n").unwrap(),
-            b"de"
-        );
-        assert_eq!(
-            http_body(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err(),
-            "HTTP 404 Not Found"
-        );
-        assert!(http_body(b"garbage").is_err());
-        assert!(http_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
     }
 }

@@ -52,7 +52,7 @@ pub async fn run_tier(
                 event,
                 ..base.clone()
             };
-            // Boxed: an announce's state (an HTTPS exchange, some 19 KB)
+            // Boxed: an announce's state (an HTTPS exchange, kilobytes)
             // exists while it runs, not for the whole life of the task,
             // which mostly sleeps (one per tier of every torrent).
             match Box::pin(announce(&url, &req, &http)).await {
@@ -203,7 +203,7 @@ pub async fn scrape(
 
 /// A UDP socket connected to the tracker of `url`.
 async fn udp_socket(url: &str) -> Result<(UdpSocket, SocketAddr), String> {
-    let (host, port, _) = crate::http::split_url(url, 80)?;
+    let (host, port) = host_port(url)?;
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
@@ -223,6 +223,24 @@ async fn udp_socket(url: &str) -> Result<(UdpSocket, SocketAddr), String> {
         .await
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
     Ok((sock, addr))
+}
+
+/// `udp://host:port[/…]` → (host, port); IPv6 literals in brackets; port
+/// 80 when none is given.
+fn host_port(url: &str) -> Result<(String, u16), String> {
+    let rest = url.split_once("://").map(|x| x.1).ok_or("no scheme")?;
+    let authority = rest.find('/').map_or(rest, |i| &rest[..i]);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+            h.trim_matches(|c| c == '[' || c == ']').to_owned(),
+            p.parse().map_err(|_| format!("bad port in {url}"))?,
+        ),
+        _ => (authority.to_owned(), 80),
+    };
+    if host.is_empty() {
+        return Err(format!("no host in {url}"));
+    }
+    Ok((host, port))
 }
 
 async fn udp(url: &str, req: &AnnounceRequest) -> Result<AnnounceResponse, String> {
@@ -273,6 +291,26 @@ async fn exchange<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_tracker_urls() {
+        assert_eq!(
+            host_port("udp://t.example:8080/announce").unwrap(),
+            ("t.example".into(), 8080)
+        );
+        assert_eq!(
+            host_port("udp://127.0.0.1:6969").unwrap(),
+            ("127.0.0.1".into(), 6969)
+        );
+        assert_eq!(host_port("udp://[::1]:7000").unwrap(), ("::1".into(), 7000));
+        assert!(host_port("udp://:80/").is_err());
+        assert_eq!(
+            host_port("udp://t.example/").unwrap(),
+            ("t.example".into(), 80)
+        );
+        assert!(host_port("udp://t.example:x/").is_err());
+        assert!(host_port("t.example:80").is_err());
+    }
 
     #[test]
     fn a_tier_between_announces_holds_little() {
