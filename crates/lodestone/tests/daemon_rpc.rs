@@ -1,0 +1,732 @@
+//! `lodestone daemon`'s Transmission RPC over raw HTTP/1.1
+//! (std::net::TcpStream): Sonarr's call sequence, the bad-input table of
+//! transmission-daemon 3.00, and restarts on the same state directory.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{bin, create_torrent, free_port, Child, Lines};
+use lodestone::payload;
+use serde_json::{json, Value};
+
+struct Daemon {
+    rpc: u16,
+    child: Child,
+}
+
+fn daemon_command(state: &Path, dl: &Path, rpc: u16) -> std::process::Command {
+    let mut c = bin();
+    c.args(["daemon", "--no-dht", "--no-lpd", "--state-dir"])
+        .arg(state)
+        .arg("--download-dir")
+        .arg(dl)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--rpc-bind", &format!("127.0.0.1:{rpc}")]);
+    c
+}
+
+/// A daemon on free ports, returned once it serves.
+fn start(state: &Path, dl: &Path) -> Daemon {
+    let rpc = free_port();
+    let mut child = Child::spawn(&mut daemon_command(state, dl, rpc));
+    let mut err = Lines::stderr(&mut child.0).named("lodestone daemon");
+    err.wait("its RPC line", Duration::from_secs(30), |l| {
+        l.contains("lodestone daemon: RPC on http://")
+    });
+    std::thread::spawn(move || while err.pump(Duration::from_secs(3600)) {});
+    Daemon { rpc, child }
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`, bounded in time.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the RPC");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head += &format!("Host: 127.0.0.1:{port}\r\n");
+    }
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += &format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The body from a thread: a server may answer (413) before reading it.
+    let mut w = s.try_clone().unwrap();
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        for chunk in body.chunks(1 << 16) {
+            if w.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A reset after the whole answer (the server closed with the
+            // body unread): keep what came.
+            Err(e) if !raw.is_empty() && e.kind() != std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("reading the answer to {method} {path}: {e}"),
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    }) {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+    out
+}
+
+const RPC: &str = "/transmission/rpc";
+
+/// A client of the RPC that keeps the session id and, as Sonarr does,
+/// handles a 409 by taking the new id and retrying once.
+struct Rpc {
+    port: u16,
+    sid: String,
+}
+
+impl Rpc {
+    /// Sonarr's handshake: GET with a pre-emptive `Authorization: Basic Og==`
+    /// (empty user and password), answered 409 with the id.
+    fn handshake(port: u16) -> Self {
+        let r = http(
+            port,
+            "GET",
+            RPC,
+            &[
+                ("Accept", "application/json"),
+                ("Authorization", "Basic Og=="),
+            ],
+            b"",
+        );
+        assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+        let sid = r
+            .header("X-Transmission-Session-Id")
+            .expect("409 carries X-Transmission-Session-Id")
+            .to_owned();
+        assert_eq!(sid.len(), 48, "{sid}");
+        Self { port, sid }
+    }
+
+    fn raw(&self, body: &[u8]) -> Response {
+        http(
+            self.port,
+            "POST",
+            RPC,
+            &[
+                ("X-Transmission-Session-Id", &self.sid),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    }
+
+    fn call(&mut self, req: Value) -> Value {
+        let body = serde_json::to_vec(&req).unwrap();
+        let mut r = self.raw(&body);
+        if r.status == 409 {
+            self.sid = r.header("X-Transmission-Session-Id").unwrap().to_owned();
+            r = self.raw(&body);
+        }
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    /// A call that must succeed; its arguments.
+    fn ok(&mut self, method: &str, args: Value) -> Value {
+        let v = self.call(json!({"method": method, "arguments": args}));
+        assert_eq!(v["result"], "success", "{method} {args}: {v}");
+        v["arguments"].clone()
+    }
+
+    fn torrents(&mut self, args: Value) -> Vec<Value> {
+        self.ok("torrent-get", args)["torrents"]
+            .as_array()
+            .expect("torrents")
+            .clone()
+    }
+}
+
+const SONARR_FIELDS: &[&str] = &[
+    "id",
+    "hashString",
+    "name",
+    "downloadDir",
+    "totalSize",
+    "leftUntilDone",
+    "isFinished",
+    "eta",
+    "status",
+    "secondsDownloading",
+    "secondsSeeding",
+    "errorString",
+    "uploadedEver",
+    "downloadedEver",
+    "seedRatioLimit",
+    "seedRatioMode",
+    "seedIdleLimit",
+    "seedIdleMode",
+    "fileCount",
+    "file-count",
+    "labels",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Warning,
+    Queued,
+    Completed,
+    Downloading,
+}
+
+/// Sonarr's `TransmissionBase.GetItems` classification.
+fn classify(t: &Value) -> Class {
+    let status = t["status"].as_i64().unwrap();
+    if !t["errorString"].as_str().unwrap_or("").is_empty() {
+        Class::Warning
+    } else if t["totalSize"].as_i64() == Some(0) {
+        Class::Queued
+    } else if (t["leftUntilDone"].as_i64() == Some(0) && [0, 5, 6].contains(&status))
+        || (t["isFinished"].as_bool() == Some(true) && ![1, 2].contains(&status))
+    {
+        Class::Completed
+    } else if status == 3 {
+        Class::Queued
+    } else {
+        Class::Downloading
+    }
+}
+
+fn find<'a>(list: &'a [Value], hash: &str) -> Option<&'a Value> {
+    list.iter().find(|t| t["hashString"] == hash)
+}
+
+struct Content {
+    _dir: tempfile::TempDir,
+    src: PathBuf,
+    torrent: PathBuf,
+    hash: String,
+}
+
+fn content(name: &str, seed: &str) -> Content {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    payload::write_multi(&src, name, 2 << 20, 256 << 10, seed).unwrap();
+    let torrent = dir.path().join(format!("{name}.torrent"));
+    let hash = create_torrent(&src.join(name), &torrent, &["--piece-size", "256K"]);
+    Content {
+        _dir: dir,
+        src: src.join(name),
+        torrent,
+        hash,
+    }
+}
+
+fn b64(path: &Path) -> String {
+    base64(&std::fs::read(path).unwrap())
+}
+
+/// Standard base64 with padding (no dependency for a test).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A hash nobody has: a magnet of it never gets its metadata.
+const NOBODY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+#[test]
+fn sonarr_call_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+    let d = start(&dir.path().join("state"), &dl);
+    let done = content("episode", "s");
+    let (_seeder, addr) = common::spawn_seeder(&done.torrent, &done.src, &[]);
+    let other = content("other", "o");
+
+    let mut rpc = Rpc::handshake(d.rpc);
+    let s = rpc.ok("session-get", json!({}));
+    assert!(s["version"].as_str().unwrap().starts_with("4.0.6"), "{s}");
+    assert_eq!(s["rpc-version"], 17);
+    assert_eq!(s["download-dir"], dl.display().to_string());
+    for k in [
+        "seedRatioLimit",
+        "seedRatioLimited",
+        "idle-seeding-limit",
+        "idle-seeding-limit-enabled",
+    ] {
+        assert!(s.get(k).is_some(), "session-get lacks {k}: {s}");
+    }
+    assert!(rpc.torrents(json!({"fields": SONARR_FIELDS})).is_empty());
+
+    // Grab: a magnet nobody serves, with Sonarr's label.
+    let magnet = format!("magnet:?xt=urn:btih:{NOBODY}&dn=Show.S01E01");
+    let a = rpc.ok(
+        "torrent-add",
+        json!({"filename": magnet, "paused": false, "labels": ["tv-sonarr"]}),
+    );
+    assert_eq!(a["torrent-added"]["hashString"], NOBODY, "{a}");
+    // A .torrent by metainfo (no peer has it: it stays Downloading).
+    let a = rpc.ok(
+        "torrent-add",
+        json!({"metainfo": b64(&other.torrent), "paused": false, "labels": ["tv-sonarr"]}),
+    );
+    assert_eq!(a["torrent-added"]["hashString"], other.hash, "{a}");
+    assert_eq!(a["torrent-added"]["name"], "other", "{a}");
+    // The one that completes: a magnet naming the local seeder.
+    let a = rpc.ok(
+        "torrent-add",
+        json!({"filename": format!("magnet:?xt=urn:btih:{}&x.pe={addr}", done.hash),
+               "paused": false, "labels": ["tv-sonarr"]}),
+    );
+    assert_eq!(a["torrent-added"]["hashString"], done.hash, "{a}");
+    // Addressed by hash at once, also the magnet without metadata.
+    for h in [NOBODY, other.hash.as_str(), done.hash.as_str()] {
+        rpc.ok(
+            "torrent-set",
+            json!({"ids": [h], "seedRatioLimit": 1.5, "seedRatioMode": 1,
+                   "seedIdleLimit": 30, "seedIdleMode": 1}),
+        );
+        rpc.ok("queue-move-top", json!({"ids": [h]}));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut seen = Vec::new();
+    let list = loop {
+        let list = rpc.torrents(json!({"fields": SONARR_FIELDS}));
+        assert_eq!(list.len(), 3, "{list:?}");
+        let t = find(&list, &done.hash).unwrap();
+        let class = classify(t);
+        if seen.last() != Some(&class) {
+            seen.push(class);
+        }
+        if class == Class::Completed {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Completed in 45 s (classes {seen:?}): {t}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(!seen.contains(&Class::Warning), "{seen:?}");
+    for t in &list {
+        assert_eq!(t["labels"], json!(["tv-sonarr"]), "{t}");
+        assert_eq!(t["seedRatioLimit"], 1.5, "{t}");
+        assert_eq!(t["seedRatioMode"], 1, "{t}");
+        assert_eq!(t["seedIdleLimit"], 30, "{t}");
+        assert_eq!(t["seedIdleMode"], 1, "{t}");
+        assert_eq!(t["downloadDir"], dl.display().to_string(), "{t}");
+        assert_eq!(t["errorString"], "", "{t}");
+    }
+    let q = find(&list, NOBODY).unwrap();
+    assert_eq!(classify(q), Class::Queued, "{q}");
+    assert_eq!(q["totalSize"], 0, "{q}");
+    assert_eq!(q["status"], 4, "{q}");
+    assert_eq!(q["eta"], -2, "{q}");
+    assert_eq!(q["leftUntilDone"], 0, "{q}");
+    assert_eq!(q["file-count"], 0, "{q}");
+    assert_eq!(q["name"], "Show.S01E01", "{q}");
+    let o = find(&list, &other.hash).unwrap();
+    assert_eq!(classify(o), Class::Downloading, "{o}");
+    assert_eq!(o["file-count"], 5, "{o}");
+    let c = find(&list, &done.hash).unwrap();
+    assert_eq!(c["leftUntilDone"], 0, "{c}");
+    assert_eq!(c["name"], "episode", "{c}");
+    // Output path = downloadDir + name.
+    let out = Path::new(c["downloadDir"].as_str().unwrap()).join("episode");
+    common::assert_same_tree(&done.src, &out);
+
+    // A stale id mid-session: 409 with the current id, then the retry works.
+    let current = rpc.sid.clone();
+    rpc.sid = "x".repeat(48);
+    let r = rpc.raw(br#"{"method":"session-get"}"#);
+    assert_eq!(r.status, 409);
+    assert_eq!(
+        r.header("X-Transmission-Session-Id"),
+        Some(current.as_str())
+    );
+    rpc.sid = current;
+    assert_eq!(
+        rpc.call(json!({"method": "session-get"}))["result"],
+        "success"
+    );
+
+    // After import: look it up by hash, swap the label, remove with data.
+    let one = rpc.torrents(json!({"ids": [done.hash], "fields": SONARR_FIELDS}));
+    assert_eq!(one.len(), 1);
+    rpc.ok(
+        "torrent-set",
+        json!({"ids": [done.hash], "labels": ["tv-imported"]}),
+    );
+    let one = rpc.torrents(json!({"ids": [done.hash], "fields": ["labels"]}));
+    assert_eq!(one[0]["labels"], json!(["tv-imported"]));
+    rpc.ok(
+        "torrent-remove",
+        json!({"ids": [done.hash], "delete-local-data": true}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = rpc.torrents(json!({"fields": ["hashString"]}));
+        let gone = find(&list, &done.hash).is_none() && !out.join("a.bin").exists();
+        if gone {
+            assert_eq!(list.len(), 2);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not removed: {list:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+}
+
+#[test]
+fn bad_input_as_transmission_daemon_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(&dir.path().join("state"), &dir.path().join("dl"));
+    let with_meta = content("meta", "m");
+    let mut rpc = Rpc::handshake(d.rpc);
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str, ok: bool, got: &dyn std::fmt::Display| {
+        if !ok {
+            wrong.push(format!("{what}: got {got}"));
+        }
+    };
+    let raw_json = |rpc: &Rpc, body: &[u8]| {
+        let r = rpc.raw(body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    };
+
+    // transmission-daemon 3.00 answers {"arguments":{},"result":"no method name"}.
+    for (what, body) in [
+        ("invalid JSON", &b"{nope"[..]),
+        ("empty body", b""),
+        ("JSON array", b"[1,2]"),
+        ("no method", br#"{"arguments":{}}"#),
+    ] {
+        let v = raw_json(&rpc, body);
+        expect(what, v["result"] == "no method name", &v);
+        expect(
+            &format!("{what}: arguments {{}} as 3.00"),
+            v["arguments"] == json!({}),
+            &v,
+        );
+    }
+    let v = rpc.call(json!({"method": "no-such-method", "tag": 7}));
+    expect(
+        "unknown method",
+        v["result"] == "method name not recognized" && v["tag"] == 7,
+        &v,
+    );
+    let v = rpc.call(json!({"method": "torrent-get", "arguments": {}}));
+    expect(
+        "torrent-get without fields",
+        v["result"] == "no fields specified",
+        &v,
+    );
+    expect(
+        "torrent-get without fields: torrents [] as 3.00",
+        v["arguments"]["torrents"] == json!([]),
+        &v,
+    );
+
+    let a = rpc.ok(
+        "torrent-add",
+        json!({"metainfo": b64(&with_meta.torrent), "paused": true}),
+    );
+    let id = a["torrent-added"]["id"].clone();
+    let v = rpc.ok(
+        "torrent-get",
+        json!({"ids": [id], "fields": ["id", "noSuchField"]}),
+    );
+    expect(
+        "unknown field omitted",
+        v["torrents"] == json!([{"id": id}]),
+        &v,
+    );
+    for ids in [json!([NOBODY]), json!([]), json!("1"), json!(-1)] {
+        let v = rpc.ok("torrent-get", json!({"ids": ids, "fields": ["id"]}));
+        expect(&format!("ids {ids}"), v["torrents"] == json!([]), &v);
+    }
+    let v = rpc.call(json!({"method": "torrent-add", "arguments": {}}));
+    expect(
+        "torrent-add {}",
+        v["result"] == "no filename or metainfo specified",
+        &v,
+    );
+    for (what, args) in [
+        ("bad base64", json!({"metainfo": "!!!not base64"})),
+        ("not a torrent", json!({"metainfo": base64(b"hello")})),
+        ("bare garbage", json!({"filename": "garbage"})),
+        ("bad magnet", json!({"filename": "magnet:?xt=urn:btih:zz"})),
+    ] {
+        let v = rpc.call(json!({"method": "torrent-add", "arguments": args}));
+        expect(
+            what,
+            v["result"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("invalid or corrupt torrent file"),
+            &v,
+        );
+    }
+    let m = format!("magnet:?xt=urn:btih:{NOBODY}");
+    rpc.ok("torrent-add", json!({"filename": m}));
+    let m2 = format!("magnet:?xt=urn:btih:{}", NOBODY.to_uppercase());
+    let v = rpc.ok("torrent-add", json!({"filename": m2}));
+    expect(
+        "same magnet twice",
+        v["torrent-duplicate"]["hashString"] == NOBODY,
+        &v,
+    );
+    let v = rpc
+        .call(json!({"method": "torrent-set", "arguments": {"ids": [id], "files-wanted": [99]}}));
+    expect(
+        "files-wanted [99]",
+        v["result"] == "file index out of range",
+        &v,
+    );
+    let v = rpc.call(json!({"method": "torrent-set-location",
+        "arguments": {"ids": [id], "location": "relative/dir", "move": true}}));
+    expect(
+        "set-location relative",
+        v["result"] == "new location path is not absolute",
+        &v,
+    );
+    let v = rpc.call(json!({"method": "free-space", "arguments": {"path": "relative"}}));
+    expect(
+        "free-space relative",
+        v["result"] == "directory path is not absolute",
+        &v,
+    );
+    let v = rpc.call(json!({"method": "torrent-remove", "arguments": {"ids": [9999]}}));
+    expect("remove unknown id", v["result"] == "success", &v);
+    let v = rpc.call(json!({"method": "session-get", "tag": "abc"}));
+    expect(
+        "tag \"abc\"",
+        v["result"] == "success" && v.get("tag").is_none(),
+        &v,
+    );
+
+    // Over the cap: 413 (3.00 has no cap; ours is 64 MiB).
+    let big = vec![b' '; 65 << 20];
+    let r = rpc.raw(&big);
+    expect("65 MiB body", r.status == 413, &r.status);
+    // JSON nested 100000 deep: an answer, no crash.
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let r = rpc.raw(deep.as_bytes());
+    expect("deep JSON answered", r.status == 200, &r.status);
+    let v = rpc.call(json!({"method": "session-get"}));
+    expect("still answers", v["result"] == "success", &v);
+
+    let sid = rpc.sid.clone();
+    let h = [("X-Transmission-Session-Id", sid.as_str())];
+    let r = http(d.rpc, "POST", "/transmission/foo", &h, b"{}");
+    expect("POST /transmission/foo", r.status == 404, &r.status);
+    let r = http(d.rpc, "GET", RPC, &h, b"");
+    expect("GET with a valid id", r.status == 405, &r.status);
+    let r = http(
+        d.rpc,
+        "POST",
+        RPC,
+        &[h[0], ("Host", "evil.example")],
+        br#"{"method":"session-get"}"#,
+    );
+    expect("Host: evil.example", r.status == 421, &r.status);
+    let r = http(d.rpc, "POST", RPC, &[], br#"{"method":"session-get"}"#);
+    expect(
+        "no id: 409 + header",
+        r.status == 409 && r.header("X-Transmission-Session-Id") == Some(sid.as_str()),
+        &r.status,
+    );
+    drop(d);
+    assert!(
+        wrong.is_empty(),
+        "{} answers differ from transmission-daemon 3.00's:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// The (status class, labels, percentDone) of each torrent, by hash.
+fn states(rpc: &mut Rpc) -> Vec<(String, Class, Value, Value, i64)> {
+    let mut v: Vec<_> = rpc
+        .torrents(
+            json!({"fields": ["hashString", "status", "labels", "percentDone",
+            "totalSize", "leftUntilDone", "isFinished", "errorString"]}),
+        )
+        .iter()
+        .map(|t| {
+            (
+                t["hashString"].as_str().unwrap().to_owned(),
+                classify(t),
+                t["labels"].clone(),
+                t["percentDone"].clone(),
+                t["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn sigterm(d: Daemon) -> std::process::Output {
+    let pid = d.child.0.id().to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    d.child.finish(Duration::from_secs(30))
+}
+
+#[test]
+fn restart_keeps_torrents_and_state_dir_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    let done = content("finished", "f");
+    let paused = content("paused", "p");
+    let (_seeder, addr) = common::spawn_seeder(&done.torrent, &done.src, &[]);
+    let d = start(&state, &dl);
+    let mut rpc = Rpc::handshake(d.rpc);
+    rpc.ok(
+        "torrent-add",
+        json!({"filename": format!("magnet:?xt=urn:btih:{}&x.pe={addr}", done.hash)}),
+    );
+    rpc.ok(
+        "torrent-add",
+        json!({"metainfo": b64(&paused.torrent), "paused": true, "labels": ["keep", "x"]}),
+    );
+    rpc.ok(
+        "torrent-add",
+        json!({"filename": format!("magnet:?xt=urn:btih:{NOBODY}"), "labels": ["tv"]}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rpc.torrents(json!({"ids": [done.hash], "fields": ["percentDone"]}))[0]["percentDone"]
+        != 1.0
+    {
+        assert!(Instant::now() < deadline, "not complete in 40 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = states(&mut rpc);
+    let find = |v: &[(String, Class, Value, Value, i64)], h: &str| {
+        v.iter().find(|t| t.0 == h).cloned().unwrap()
+    };
+    assert_eq!(find(&before, &done.hash).1, Class::Completed, "{before:?}");
+    assert_eq!(find(&before, &paused.hash).4, 0, "{before:?}");
+    assert_eq!(find(&before, &paused.hash).2, json!(["keep", "x"]));
+    assert_eq!(find(&before, NOBODY).1, Class::Queued, "{before:?}");
+    assert_eq!(find(&before, NOBODY).2, json!(["tv"]));
+
+    // A second daemon on the same state directory: exit code 4.
+    let second =
+        Child::spawn(&mut daemon_command(&state, &dl, free_port())).finish(Duration::from_secs(30));
+    assert_eq!(
+        second.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    let o = sigterm(d);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let d = start(&state, &dl);
+    let mut rpc = Rpc::handshake(d.rpc);
+    // Ids may be given anew: compare by hash.
+    assert_eq!(states(&mut rpc), before, "after SIGTERM and a start");
+
+    // kill -9, then start again: the same.
+    drop(d);
+    let d = start(&state, &dl);
+    let mut rpc = Rpc::handshake(d.rpc);
+    assert_eq!(states(&mut rpc), before, "after kill -9 and a start");
+    drop(d);
+}
