@@ -12,6 +12,8 @@ checks=(
   "python3-libtorrent|/usr/bin/python3 -c 'import libtorrent'"
   "aria2|command -v aria2c"
   "transmission-cli|command -v transmission-cli"
+  "transmission-daemon|command -v transmission-daemon"
+  "prometheus|command -v promtool"
   "opentracker|command -v opentracker"
   "socat|command -v socat"
   "openssl|command -v openssl"

@@ -189,6 +189,20 @@ impl Record {
         }
     }
 
+    /// Seconds spent downloading and seeding, up to `now`.
+    pub fn seconds(&self, now: Instant) -> (u64, u64) {
+        let more = self
+            .live
+            .counted
+            .map_or(0, |since| now.saturating_duration_since(since).as_secs());
+        let (down, seed) = (self.seconds_downloading, self.seconds_seeding);
+        match self.live.phase {
+            Phase::Downloading | Phase::Metadata => (down + more, seed),
+            Phase::Seeding => (down, seed + more),
+            Phase::Checking => (down, seed),
+        }
+    }
+
     /// The run ended: fold its totals into the record's.
     fn end_run(&mut self, now: Instant) {
         self.count_time(now);
@@ -499,9 +513,6 @@ impl Book {
         match event {
             TorrentEvent::Metadata(..) => {
                 r.live.phase = Phase::Metadata;
-                if r.start_date == 0 {
-                    r.start_date = now;
-                }
                 false
             }
             TorrentEvent::MetadataReady { meta, .. } => {
@@ -512,7 +523,6 @@ impl Book {
             TorrentEvent::Started {
                 have, num_pieces, ..
             } => {
-                r.start_date = now;
                 r.error = None;
                 r.live.phase = if have == num_pieces {
                     Phase::Seeding
@@ -571,6 +581,24 @@ impl Book {
     pub fn add_corrupt(&mut self, ih: &InfoHash, bytes: u64) {
         if let Some(r) = self.records.get_mut(ih) {
             r.corrupt = r.corrupt.saturating_add(bytes);
+        }
+    }
+
+    /// A torrent (re)started now: its start date, and its time counted
+    /// from now.
+    pub fn started(&mut self, ih: &InfoHash, now: Instant) {
+        if let Some(r) = self.records.get_mut(ih) {
+            r.start_date = now_secs();
+            r.live.counted = Some(now);
+            r.live.changed = Some(now);
+        }
+    }
+
+    /// Take the numbers of a snapshot (after a start or a recheck, before
+    /// the torrent says its progress).
+    pub fn take_snapshot(&mut self, ih: &InfoHash, stats: &Stats) {
+        if let Some(r) = self.records.get_mut(ih) {
+            Self::take_stats(r, stats);
         }
     }
 

@@ -12,7 +12,7 @@ use lodestone_engine::session::{
     Add, AddOptions, Listed, RunState, Session, SessionError, SessionEvent, SessionEvents,
     TorrentId,
 };
-use lodestone_engine::torrent::{MagnetStart, TorrentConfig};
+use lodestone_engine::torrent::{MagnetStart, TorrentConfig, TorrentEvent};
 use tokio::sync::broadcast;
 
 use crate::book::{Book, GoalMode, Record};
@@ -182,6 +182,9 @@ impl Daemon {
             let mut book = lock(&daemon.book);
             for t in daemon.session.list() {
                 book.track(t.id, t.info_hash, now);
+                if t.state == RunState::Running {
+                    book.started(&t.info_hash, now);
+                }
             }
         }
         daemon.apply_limits();
@@ -308,6 +311,9 @@ impl Daemon {
             r.name = name.clone();
             r.labels = req.labels;
             r.final_dir = final_dir;
+            if !paused {
+                book.started(&info_hash, now);
+            }
         }
         self.changed(Change::Torrent(added.id));
         Ok(AddOutcome::Added(brief(listed_name.or(name))))
@@ -321,6 +327,9 @@ impl Daemon {
             }
         }
         self.session.resume(id).await?;
+        if let Some(ih) = self.hash_of(id) {
+            self.book().started(&ih, Instant::now());
+        }
         self.changed(Change::Torrent(id));
         Ok(())
     }
@@ -381,6 +390,22 @@ impl Daemon {
             tokio::select! {
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
+                    // After a start or a completion the torrent may not say
+                    // its numbers for a while (an idle one ticks every 30 s).
+                    if let SessionEvent::Torrent {
+                        id,
+                        info_hash,
+                        event: TorrentEvent::Started { .. } | TorrentEvent::Completed { .. },
+                    } = &ev
+                    {
+                        let (daemon, id, ih) = (self.clone(), *id, *info_hash);
+                        tokio::spawn(async move {
+                            if let Some(stats) = daemon.session.snapshot(id).await.and_then(|s| s.stats) {
+                                daemon.book().take_snapshot(&ih, &stats);
+                                daemon.changed(Change::Torrent(id));
+                            }
+                        });
+                    }
                     if let Some((id, dir)) = self.take(&ev) {
                         let daemon = self.clone();
                         tokio::spawn(async move {
@@ -406,7 +431,7 @@ impl Daemon {
         if let SessionEvent::Torrent {
             id,
             info_hash,
-            event: lodestone_engine::torrent::TorrentEvent::Completed { .. },
+            event: TorrentEvent::Completed { .. },
         } = ev
         {
             if let Some(r) = self.book().edit(info_hash, now) {
@@ -420,7 +445,7 @@ impl Daemon {
                 SessionEvent::Torrent {
                     id,
                     info_hash,
-                    event: lodestone_engine::torrent::TorrentEvent::HashFailed { .. },
+                    event: TorrentEvent::HashFailed { .. },
                 } => {
                     if let Some(meta) = self.session.metainfo(*id) {
                         book.add_corrupt(info_hash, u64::from(meta.info.piece_length));

@@ -40,10 +40,21 @@ struct Server {
 /// `lodestone daemon` on free ports, its state and downloads under `base`;
 /// returned once it serves.
 fn start_ours(base: &Path) -> Server {
+    start_ours_with(base, "")
+}
+
+/// Ours with this configuration file (never the machine's own).
+fn start_ours_with(base: &Path, config: &str) -> Server {
     let (rpc, peer) = (free_port(), free_port());
+    std::fs::create_dir_all(base).unwrap();
+    let file = base.join("config.toml");
+    std::fs::write(&file, config).unwrap();
     let mut child = Child::spawn(
         bin()
-            .args(["daemon", "--no-dht", "--no-lpd", "--state-dir"])
+            .arg("daemon")
+            .arg("--config")
+            .arg(&file)
+            .args(["--no-dht", "--no-lpd", "--state-dir"])
             .arg(base.join("state"))
             .arg("--download-dir")
             .arg(base.join("dl"))
@@ -631,18 +642,16 @@ fn magnet_with_peer_completes_from_local_seeder() {
 /// challenged (401), then `-n user:pass`; a wrong password fails with
 /// exit 1 on both daemons.
 #[test]
-#[ignore = "needs the config file's rpc password (next commit)"]
 fn password_with_dash_n() {
     if !(require_remote() && require_transmission_daemon()) {
         return;
     }
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    // Ours: the password from the configuration file (the key names are
-    // those of the commit that adds it).
-    let config = dirs[0].path().join("config.toml");
-    std::fs::write(&config, "[rpc]\nusername = \"user\"\npassword = \"pass\"\n").unwrap();
-    std::env::set_var("LODESTONE_CONFIG", &config);
-    let ours = start_ours(dirs[0].path());
+    // Ours: the password from the configuration file.
+    let ours = start_ours_with(
+        dirs[0].path(),
+        "[rpc]\nusername = \"user\"\npassword = \"pass\"\n",
+    );
     let theirs = {
         let base = dirs[1].path();
         let cfg = base.join("config");

@@ -4,6 +4,7 @@
 //! snapshot of the running torrent.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use lodestone_core::{Magnet, Metainfo};
 use lodestone_engine::session::{Listed, RunState};
@@ -169,9 +170,15 @@ impl View<'_> {
         }
     }
 
+    /// Seconds to completion: -1 not available (stopped, done, no rate),
+    /// -2 unknown (a running magnet without its metadata).
     fn eta(&self) -> i64 {
         if self.meta.is_none() {
-            return -2;
+            return if self.p.activity == Activity::Stopped {
+                -1
+            } else {
+                -2
+            };
         }
         let p = &self.p;
         if p.left_until_done == 0 || p.download_rate < 1.0 || p.activity != Activity::Downloading {
@@ -307,8 +314,8 @@ impl View<'_> {
             "pieceSize" => json!(self.meta.map_or(0, |m| m.info.piece_length)),
             "primary-mime-type" => json!("application/octet-stream"),
             "queuePosition" => json!(t.id.0.saturating_sub(1)),
-            "secondsDownloading" => json!(r.seconds_downloading),
-            "secondsSeeding" => json!(r.seconds_seeding),
+            "secondsDownloading" => json!(r.seconds(Instant::now()).0),
+            "secondsSeeding" => json!(r.seconds(Instant::now()).1),
             "seedRatioLimit" => json!(r.seed_ratio_limit),
             "seedRatioMode" => json!(r.seed_ratio_mode.code()),
             "seedIdleLimit" => json!(r.seed_idle_limit),

@@ -4,6 +4,7 @@
 //! "success", in the words transmission-daemon uses (scripts match them).
 
 mod fields;
+pub mod request;
 mod session_keys;
 
 use std::path::PathBuf;
@@ -11,12 +12,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
-use lodestone_core::InfoHash;
 use lodestone_engine::session::{Listed, TorrentId};
 use serde_json::{json, Map, Value};
 
 use crate::book::GoalMode;
 use crate::daemon::{absolute, AddOutcome, AddRequest, AddSource, Daemon};
+use request::{flag, index_list, labels, Failure, IdRef, Ids};
 
 /// What we tell clients we are: Sonarr parses the leading version (it
 /// wants >= 4.0 for labels), Tremotesf checks the RPC version window.
@@ -25,37 +26,14 @@ pub const RPC_VERSION: i64 = 17;
 pub const RPC_VERSION_MINIMUM: i64 = 14;
 pub const RPC_VERSION_SEMVER: &str = "5.3.0";
 
-/// More ids than this in one request is refused (no torrent client holds
-/// that many; a list this long is an attack or a bug).
-const MAX_IDS: usize = 100_000;
-
-/// A request's failure: the `result` text.
-type Failure = String;
-
 /// Answer one request body.
 pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Value {
-    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let tag = req.get("tag").filter(|t| t.is_i64() || t.is_u64()).cloned();
-    let answer = |result: Result<Value, Failure>| {
-        let (result, arguments) = match result {
-            Ok(args) => ("success".to_owned(), args),
-            Err(text) => (text, json!({})),
-        };
-        let mut v = json!({"result": result, "arguments": arguments});
-        if let Some(tag) = &tag {
-            v["tag"] = tag.clone();
-        }
-        v
+    let req = match request::parse(body) {
+        Ok(r) => r,
+        Err(text) => return json!({ "arguments": {}, "result": text }),
     };
-    let Some(method) = req.get("method").and_then(Value::as_str) else {
-        return json!({"result": "no method name"});
-    };
-    let empty = Map::new();
-    let args = req
-        .get("arguments")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let result = match method {
+    let args = &req.args;
+    let result = match req.method.as_str() {
         "session-get" => Ok(session_keys::get(daemon, args, session_id)),
         "session-set" => session_keys::set(daemon, args),
         "session-stats" => Ok(session_keys::stats(daemon)),
@@ -74,7 +52,7 @@ pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Valu
         "torrent-set-location" => set_location(daemon, args).await,
         // No queue: every torrent runs; the order asked for is accepted.
         "queue-move-top" | "queue-move-up" | "queue-move-down" | "queue-move-bottom" => {
-            ids(daemon, args).map(|_| json!({}))
+            torrents(daemon, args).map(|_| json!({}))
         }
         "free-space" => free_space(args),
         "port-test" => {
@@ -85,64 +63,52 @@ pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Valu
         "torrent-rename-path" => Err("renaming files is not supported yet".to_owned()),
         _ => Err("method name not recognized".to_owned()),
     };
-    answer(result)
-}
-
-fn flag(args: &Map<String, Value>, key: &str) -> bool {
-    match args.get(key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_i64().is_some_and(|n| n != 0),
-        _ => false,
+    let (result, arguments) = match result {
+        // A failure that still carries arguments (`torrent-get` without
+        // fields answers an empty list, as transmission-daemon does).
+        Ok(mut args) => match args.as_object_mut().and_then(|a| a.remove("__result")) {
+            Some(Value::String(text)) => (text, args),
+            _ => ("success".to_owned(), args),
+        },
+        Err(text) => (text, json!({})),
+    };
+    let mut v = json!({"result": result, "arguments": arguments});
+    if let Some(tag) = req.tag {
+        v["tag"] = tag;
     }
+    v
 }
 
-/// The torrents a request names (`ids`): all when absent; an id, a hash,
-/// a list of either, or "recently-active". Unknown ones are left out.
-fn ids(daemon: &Daemon, args: &Map<String, Value>) -> Result<Vec<Listed>, Failure> {
+/// The torrents a request names; unknown ones are left out.
+fn torrents(daemon: &Daemon, args: &Map<String, Value>) -> Result<Vec<Listed>, Failure> {
     let all = daemon.session.list();
-    let Some(ids) = args.get("ids") else {
-        return Ok(all);
-    };
-    let one = |v: &Value, all: &[Listed]| -> Option<Listed> {
-        match v {
-            Value::Number(n) => {
-                let id = n.as_u64()?;
-                all.iter().find(|t| t.id == TorrentId(id)).cloned()
-            }
-            Value::String(s) => {
-                let ih: InfoHash = s.parse().ok()?;
-                all.iter().find(|t| t.info_hash == ih).cloned()
-            }
-            _ => None,
-        }
-    };
-    match ids {
-        Value::String(s) if s == "recently-active" => {
+    Ok(match request::ids(args)? {
+        Ids::All => all,
+        Ids::RecentlyActive => {
             let now = Instant::now();
             let book = daemon.book();
-            Ok(all
-                .into_iter()
+            all.into_iter()
                 .filter(|t| book.recently_active(&t.info_hash, now))
-                .collect())
+                .collect()
         }
-        Value::Array(list) => {
-            if list.len() > MAX_IDS {
-                return Err(format!("too many ids ({}; at most {MAX_IDS})", list.len()));
-            }
-            let mut out: Vec<Listed> = list.iter().filter_map(|v| one(v, &all)).collect();
-            out.sort_by_key(|t| t.id);
-            out.dedup_by_key(|t| t.id);
-            Ok(out)
-        }
-        v => Ok(one(v, &all).into_iter().collect()),
-    }
+        Ids::Some(refs) => all
+            .into_iter()
+            .filter(|t| {
+                refs.iter().any(|r| match r {
+                    IdRef::Id(n) => t.id == TorrentId(*n),
+                    IdRef::Hash(h) => t.info_hash == *h,
+                })
+            })
+            .collect(),
+    })
 }
 
 async fn torrent_get(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
     let recently = args.get("ids").and_then(Value::as_str) == Some("recently-active");
-    let torrents = ids(daemon, args)?;
+    let torrents = torrents(daemon, args)?;
     let Some(names) = args.get("fields").and_then(Value::as_array) else {
-        return Err("no fields specified".to_owned());
+        // transmission-daemon answers with an empty list beside the error.
+        return Ok(json!({"torrents": [], "__result": "no fields specified"}));
     };
     let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
     let table = args.get("format").and_then(Value::as_str) == Some("table");
@@ -227,25 +193,6 @@ fn read_local_torrent(path: &str) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
-/// `labels`: a list of strings without commas (Transmission's rule).
-fn labels(args: &Map<String, Value>) -> Result<Option<Vec<String>>, Failure> {
-    let Some(v) = args.get("labels") else {
-        return Ok(None);
-    };
-    let list = v.as_array().ok_or("labels must be a list")?;
-    let mut out = Vec::new();
-    for l in list {
-        let s = l.as_str().ok_or("labels must be strings")?.trim();
-        if s.contains(',') {
-            return Err("labels cannot contain comma (,) character".to_owned());
-        }
-        if !s.is_empty() && !out.iter().any(|o: &String| o == s) {
-            out.push(s.to_owned());
-        }
-    }
-    Ok(Some(out))
-}
-
 enum Action {
     Start,
     Stop,
@@ -259,7 +206,7 @@ async fn each(
     args: &Map<String, Value>,
     action: Action,
 ) -> Result<Value, Failure> {
-    for t in ids(daemon, args)? {
+    for t in torrents(daemon, args)? {
         let r = match action {
             Action::Start => daemon.start(t.id).await,
             Action::Stop => daemon.stop(t.id).await,
@@ -279,7 +226,7 @@ fn kbps(v: &Value) -> Option<u64> {
 }
 
 async fn torrent_set(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
-    let torrents = ids(daemon, args)?;
+    let torrents = torrents(daemon, args)?;
     let labels = labels(args)?;
     let files_wanted = index_list(args, "files-wanted")?;
     let files_unwanted = index_list(args, "files-unwanted")?;
@@ -369,25 +316,6 @@ async fn torrent_set(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<
     Ok(json!({}))
 }
 
-fn index_list(args: &Map<String, Value>, key: &str) -> Result<Vec<usize>, Failure> {
-    let Some(v) = args.get(key) else {
-        return Ok(Vec::new());
-    };
-    let list = v
-        .as_array()
-        .ok_or_else(|| format!("{key} must be a list"))?;
-    if list.len() > MAX_IDS {
-        return Err(format!("{key}: too many entries"));
-    }
-    list.iter()
-        .map(|n| {
-            n.as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| "file index out of range".to_owned())
-        })
-        .collect()
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn set_files(
     daemon: &Arc<Daemon>,
@@ -457,7 +385,7 @@ async fn set_location(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result
     if !flag(args, "move") {
         return Err("setting a location without moving the data is not supported yet".to_owned());
     }
-    for t in ids(daemon, args)? {
+    for t in torrents(daemon, args)? {
         daemon
             .move_to(t.id, dir.clone())
             .await
