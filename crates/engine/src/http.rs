@@ -1,5 +1,5 @@
-//! The HTTP(S) client for trackers and `.torrent` sources: GET only, over
-//! plain HTTP or HTTPS (reqwest with rustls: Mozilla's roots plus any the
+//! The HTTP(S) client for trackers, `.torrent` sources and `lodestone
+//! remote`, over plain HTTP or HTTPS (reqwest with rustls: Mozilla's roots plus any the
 //! user adds), bounded in time, size and redirects.
 
 use std::sync::{Arc, OnceLock};
@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 5;
 
-/// Does HTTP and HTTPS GETs; cheap to clone (clones share one client).
+/// Does HTTP and HTTPS requests; cheap to clone (clones share one client).
 #[derive(Clone)]
 pub struct HttpClient {
     /// reqwest refuses a TLS config only when built against another rustls
@@ -107,16 +107,43 @@ impl HttpClient {
     /// answer, at most `max` bytes: a longer one is an error, found before
     /// more than `max` bytes are kept. Errors are sentences for the user.
     pub async fn get(&self, url: &str, max: usize) -> Result<Vec<u8>, String> {
+        let (status, body) = self.send("GET", url, &[], Vec::new(), max).await?;
+        if status != 200 {
+            let reason = reqwest::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            return Err(format!("HTTP {status} {reason}").trim_end().to_owned());
+        }
+        Ok(body)
+    }
+
+    /// Any request (for `lodestone remote`, which talks to a daemon): the
+    /// status and the body, at most `max` bytes of it.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
         let lower = url.to_ascii_lowercase();
         if !lower.starts_with("https://") && !lower.starts_with("http://") {
             return Err("not an http:// or https:// URL".into());
         }
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| format!("{method}: {e}"))?;
         let client = self.client.as_ref().map_err(|e| e.to_string())?;
-        let mut answer = client.get(url).send().await.map_err(describe)?;
-        let status = answer.status();
-        if status != reqwest::StatusCode::OK {
-            return Err(format!("HTTP {status}"));
+        let mut request = client.request(method, url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        let mut answer = request.send().await.map_err(describe)?;
+        let status = answer.status().as_u16();
         let too_large = || format!("answer larger than {max} bytes");
         let announced = answer.content_length();
         if announced.is_some_and(|n| n > max as u64) {
@@ -129,7 +156,7 @@ impl HttpClient {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((status, body))
     }
 }
 

@@ -91,6 +91,14 @@ pub enum Command {
         after_help = "Examples:\n  lodestone daemon\n  lodestone daemon --state-dir /var/lib/lodestone --rpc-bind 127.0.0.1:9091\n  transmission-remote 9091 -a 'magnet:?xt=urn:btih:...'"
     )]
     Daemon(DaemonArgs),
+    /// Drive a running daemon from the command line (its native API).
+    ///
+    /// Adds magnets, .torrent files and URLs, lists torrents, pauses,
+    /// resumes, rechecks and removes them, and shows a torrent's sources.
+    #[command(
+        after_help = "Examples:\n  lodestone remote add 'magnet:?xt=urn:btih:...' ubuntu.torrent\n  lodestone remote list\n  lodestone remote --url http://nas:9091 --user me remove 3 --delete-data"
+    )]
+    Remote(RemoteArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +137,65 @@ pub struct DaemonArgs {
     /// Print the configuration in effect (file and flags) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoteArgs {
+    /// The daemon's address.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LODESTONE_URL",
+        default_value = "http://127.0.0.1:9091"
+    )]
+    pub url: String,
+    /// The daemon's user name, when it has a password.
+    #[arg(long, env = "LODESTONE_USER")]
+    pub user: Option<String>,
+    /// The daemon's password (better given in the environment).
+    #[arg(long, env = "LODESTONE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[command(subcommand)]
+    pub command: RemoteCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Add magnet links, info hashes, .torrent files or http(s) URLs.
+    Add {
+        #[arg(required = true, value_name = "MAGNET|FILE|URL")]
+        inputs: Vec<String>,
+        /// Where the content goes (an absolute path on the daemon's machine).
+        #[arg(long, value_name = "DIR")]
+        download_dir: Option<String>,
+        /// Add without starting.
+        #[arg(long)]
+        paused: bool,
+        /// A label; repeat for several.
+        #[arg(long = "label", value_name = "LABEL")]
+        labels: Vec<String>,
+    },
+    /// List the daemon's torrents.
+    List {
+        /// Print the daemon's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a torrent (it stays in the daemon).
+    Pause { torrent: String },
+    /// Start a stopped torrent.
+    Resume { torrent: String },
+    /// Hash a torrent's files again.
+    Recheck { torrent: String },
+    /// Take a torrent out of the daemon.
+    Remove {
+        torrent: String,
+        /// Delete its files too.
+        #[arg(long)]
+        delete_data: bool,
+    },
+    /// Where a torrent's peers come from: its sources table.
+    Sources { torrent: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -523,6 +590,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dht(a) => cmd::dht::run(&a),
         Command::Demo(a) => cmd::demo::run(&a),
         Command::Daemon(a) => cmd::daemon::run(&a),
+        Command::Remote(a) => cmd::remote::run(&a),
     }
 }
 

@@ -5,4 +5,5 @@ pub mod dht;
 pub mod get;
 pub mod info;
 pub mod many;
+pub mod remote;
 pub mod scrape;
