@@ -14,6 +14,7 @@ checks=(
   "transmission-cli|command -v transmission-cli"
   "transmission-daemon|command -v transmission-daemon"
   "prometheus|command -v promtool"
+  "systemd|command -v systemd-analyze"
   "opentracker|command -v opentracker"
   "socat|command -v socat"
   "openssl|command -v openssl"
