@@ -38,9 +38,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/v1/session", get(session))
         .route("/api/v1/torrents", get(list).post(add))
         .route("/api/v1/torrents/{id}", get(one).delete(remove))
-        .route("/api/v1/torrents/{id}/pause", post(pause))
-        .route("/api/v1/torrents/{id}/resume", post(resume))
-        .route("/api/v1/torrents/{id}/recheck", post(recheck))
+        .route("/api/v1/torrents/{id}/{action}", post(act))
         .route("/api/v1/torrents/{id}/move", post(move_to))
         .route("/api/v1/torrents/{id}/sources", get(sources))
         .route("/api/v1/torrents/{id}/peers", get(peers))
@@ -60,6 +58,10 @@ impl IntoResponse for Problem {
 }
 
 type Answer = Result<Json<Value>, Problem>;
+
+fn bad(message: String) -> Problem {
+    Problem(StatusCode::BAD_REQUEST, message)
+}
 
 fn not_found(id: &str) -> Problem {
     Problem(StatusCode::NOT_FOUND, format!("no torrent {id}"))
@@ -208,7 +210,6 @@ async fn add(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     guard(&headers)?;
-    let bad = |m: String| Problem(StatusCode::BAD_REQUEST, m);
     let is_torrent = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -257,24 +258,26 @@ fn failed(e: impl std::fmt::Display) -> Problem {
     Problem(StatusCode::CONFLICT, e.to_string())
 }
 
-async fn pause(State(d): State<Arc<Daemon>>, Path(id): Path<String>, h: HeaderMap) -> Answer {
+/// `POST /torrents/{id}/pause|resume|recheck`.
+async fn act(
+    State(d): State<Arc<Daemon>>,
+    Path((id, action)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Answer {
     guard(&h)?;
     let t = find(&d, &id)?;
-    d.stop(t.id).await.map_err(failed)?;
-    Ok(Json(summary(&d, &find(&d, &id)?)))
-}
-
-async fn resume(State(d): State<Arc<Daemon>>, Path(id): Path<String>, h: HeaderMap) -> Answer {
-    guard(&h)?;
-    let t = find(&d, &id)?;
-    d.start(t.id).await.map_err(failed)?;
-    Ok(Json(summary(&d, &find(&d, &id)?)))
-}
-
-async fn recheck(State(d): State<Arc<Daemon>>, Path(id): Path<String>, h: HeaderMap) -> Answer {
-    guard(&h)?;
-    let t = find(&d, &id)?;
-    d.verify(t.id).await.map_err(failed)?;
+    match action.as_str() {
+        "pause" => d.stop(t.id).await,
+        "resume" => d.start(t.id).await,
+        "recheck" => d.verify(t.id).await,
+        _ => {
+            return Err(Problem(
+                StatusCode::NOT_FOUND,
+                format!("no action '{action}'"),
+            ))
+        }
+    }
+    .map_err(failed)?;
     Ok(Json(summary(&d, &find(&d, &id)?)))
 }
 
@@ -312,8 +315,7 @@ async fn move_to(
 ) -> Answer {
     guard(&h)?;
     let t = find(&d, &id)?;
-    let m: MoveJson = serde_json::from_slice(&body)
-        .map_err(|e| Problem(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let m: MoveJson = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
     let dir = absolute(&m.dir).ok_or_else(|| {
         Problem(
             StatusCode::BAD_REQUEST,
@@ -412,7 +414,6 @@ async fn set_files(
 ) -> Answer {
     guard(&h)?;
     let t = find(&d, &id)?;
-    let bad = |m: String| Problem(StatusCode::BAD_REQUEST, m);
     let f: FilesJson = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
     let prios = f
         .priorities

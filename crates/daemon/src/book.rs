@@ -611,11 +611,6 @@ impl Book {
             r.live.changed = Some(now);
         }
     }
-
-    /// Records of every torrent, for metrics.
-    pub fn records(&self) -> impl Iterator<Item = (&InfoHash, &Record)> {
-        self.records.iter()
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use lodestone_torrent::SourceKind;
 
 use crate::daemon::Daemon;
 use crate::progress::{progress, Activity};
@@ -68,15 +67,9 @@ pub async fn render(d: &Daemon) -> String {
             live_down += r.live.downloaded;
             live_up += r.live.uploaded;
             for s in &r.live.sources {
-                let k = match s.kind {
-                    SourceKind::Dht => "dht",
-                    SourceKind::Pex => "pex",
-                    SourceKind::Lpd => "lpd",
-                    SourceKind::Given => "given",
-                    SourceKind::Incoming => "incoming",
-                    SourceKind::Tracker(_) => "tracker",
-                };
-                *found.entry(k).or_default() += s.peers;
+                *found
+                    .entry(crate::json::source_kind(&s.kind).0)
+                    .or_default() += s.peers;
             }
         }
     }
