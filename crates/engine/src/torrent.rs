@@ -696,12 +696,14 @@ impl Driver {
         };
         let (core, storage, tiers) = match start {
             Start::Magnet(m) => {
-                let core = MagnetCore::new(
+                let mut core = MagnetCore::new(
                     m.info_hashes,
                     core_config(&cfg),
                     m.max_metadata_size,
                     Instant::now(),
                 );
+                // Its sources table lists them from the start.
+                core.set_trackers(Instant::now(), m.trackers.iter().cloned());
                 let tiers = m.trackers.into_iter().map(|t| vec![t]).collect();
                 (Phase::Metadata(Box::new(core)), None, tiers)
             }
@@ -1069,7 +1071,7 @@ impl Driver {
                 stats: None,
                 peers: Vec::new(),
                 files: Vec::new(),
-                sources: Vec::new(),
+                sources: m.sources(now),
                 pieces: Vec::new(),
             },
             Phase::Ready(t) => TorrentSnapshot {
@@ -1108,7 +1110,8 @@ impl Driver {
                 let e = match &mut self.core {
                     Phase::Metadata(m) => m
                         .poll_event()
-                        .map(|e| TorrentEvent::Metadata(e, self.started.elapsed())),
+                        .map(|e| TorrentEvent::Metadata(e, self.started.elapsed()))
+                        .or_else(|| m.poll_sources().map(TorrentEvent::Sources)),
                     Phase::Ready(t) => t.poll_event().map(|e| self_event(e, self.core_offset)),
                 };
                 let Some(e) = e else { break };

@@ -30,9 +30,7 @@ use crate::magnet::{MagnetCore, MagnetPeer};
 use crate::peer_table::PeerTable;
 use crate::pieces::{self, BlockSource, PieceBuf, Suspect};
 use crate::rate::{Budget, Rate};
-use crate::source::{
-    DhtRound, Disabled, PeerSource, Source, SourceKind, SourceState, TrackerStatus,
-};
+use crate::source::{DhtRound, PeerSource, PerSource, Source, SourcesInput, TrackerStatus};
 
 /// A peer with requests out that sends nothing for this long is snubbed;
 /// its requests go back to the pool.
@@ -917,119 +915,38 @@ impl TorrentCore {
 
     /// The sources table.
     pub fn sources(&self, now: Instant) -> Vec<Source> {
-        let seeds = |s: PeerSource| {
-            self.peers
-                .values()
-                .filter(|p| p.established && p.is_seed && p.source == s)
-                .count()
-        };
-        let found = |s: PeerSource| self.table.found_by(s);
-        let private = self.meta.info.private;
-        let until = |at: Instant, d: Duration| (at + d).saturating_duration_since(now);
-        let mut rows = Vec::new();
-        let (state, next) = match &self.dht_round {
-            _ if private => (SourceState::Disabled(Disabled::Private), None),
-            _ if !self.cfg.dht => (SourceState::Disabled(Disabled::Off), None),
-            None => (SourceState::Starting, None),
-            Some((r, at)) => (SourceState::DhtRound(*r), Some(until(*at, r.next_in))),
-        };
-        rows.push(Source {
-            kind: SourceKind::Dht,
-            state,
-            next_update: next,
-            seeds: seeds(PeerSource::Dht),
-            peers: found(PeerSource::Dht),
-        });
-        let pex_peers = self.peers.values().filter(|p| p.pex.is_some()).count();
-        let next_pex = self
-            .peers
-            .values()
-            .filter_map(|p| p.pex.as_ref().map(|s| s.next_due()))
-            .min();
-        rows.push(Source {
-            kind: SourceKind::Pex,
-            state: if private {
-                SourceState::Disabled(Disabled::Private)
-            } else if !self.cfg.pex {
-                SourceState::Disabled(Disabled::Off)
-            } else if pex_peers == 0 {
-                SourceState::NoPexPeer
-            } else {
-                SourceState::Exchanging(pex_peers)
-            },
-            next_update: next_pex.map(|t| t.saturating_duration_since(now)),
-            seeds: seeds(PeerSource::Pex),
-            peers: found(PeerSource::Pex),
-        });
-        let (state, next) = match &self.lpd_status {
-            _ if private => (SourceState::Disabled(Disabled::Private), None),
-            Some((s, at, next)) => (
-                SourceState::Reported(s.clone()),
-                next.map(|n| until(*at, n)),
-            ),
-            None if self.cfg.lpd && self.cfg.listen.is_none() => {
-                (SourceState::Disabled(Disabled::NeedsListen), None)
+        let mut seeds = PerSource::default();
+        let mut connected = PerSource::default();
+        for p in self.peers.values() {
+            connected.add(p.source);
+            if p.established && p.is_seed {
+                seeds.add(p.source);
             }
-            None if self.cfg.lpd => (SourceState::Starting, None),
-            None => (SourceState::Disabled(Disabled::Off), None),
-        };
-        rows.push(Source {
-            kind: SourceKind::Lpd,
-            state,
-            next_update: next,
-            seeds: seeds(PeerSource::Lpd),
-            peers: found(PeerSource::Lpd),
-        });
-        if !self.cfg.peers.is_empty() {
-            rows.push(Source {
-                kind: SourceKind::Given,
-                state: SourceState::Given(self.cfg.peers.len()),
-                next_update: None,
-                seeds: seeds(PeerSource::Manual),
-                peers: self.cfg.peers.len(),
-            });
         }
-        if let Some(l) = self.cfg.listen {
-            rows.push(Source {
-                kind: SourceKind::Incoming,
-                state: SourceState::Listening(l),
-                next_update: None,
-                seeds: seeds(PeerSource::Incoming),
-                peers: self
-                    .peers
-                    .values()
-                    .filter(|p| p.source == PeerSource::Incoming)
-                    .count(),
-            });
+        SourcesInput {
+            cfg: &self.cfg,
+            private: self.meta.info.private,
+            table: &self.table,
+            dht_round: self.dht_round.as_ref(),
+            lpd_status: self.lpd_status.as_ref(),
+            tracker_status: &self.tracker_status,
+            trackers: self
+                .meta
+                .trackers
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+            seeds,
+            connected,
+            pex_peers: self.peers.values().filter(|p| p.pex.is_some()).count(),
+            next_pex: self
+                .peers
+                .values()
+                .filter_map(|p| p.pex.as_ref().map(|s| s.next_due()))
+                .min(),
         }
-        for url in self.meta.trackers.iter().flatten() {
-            let kind = SourceKind::Tracker(url.clone());
-            let row = match self.tracker_status.get(url) {
-                _ if !self.cfg.trackers => Source {
-                    kind,
-                    state: SourceState::Disabled(Disabled::Off),
-                    next_update: None,
-                    seeds: 0,
-                    peers: 0,
-                },
-                None => Source {
-                    kind,
-                    state: SourceState::NotContacted,
-                    next_update: None,
-                    seeds: 0,
-                    peers: 0,
-                },
-                Some((s, at)) => Source {
-                    kind,
-                    next_update: s.next_in.map(|n| until(*at, n)),
-                    seeds: s.seeders.map_or(0, |x| x as usize),
-                    peers: s.leechers.map_or(s.peers, |x| x as usize),
-                    state: SourceState::Tracker(s.clone()),
-                },
-            };
-            rows.push(row);
-        }
-        rows
+        .rows(now)
     }
 
     // ---- inside ----

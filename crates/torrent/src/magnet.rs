@@ -20,7 +20,7 @@ use lodestone_wire::metadata::MetadataMessage;
 use crate::config::CoreConfig;
 use crate::io::{Action, Outbox};
 use crate::peer_table::PeerTable;
-use crate::source::{DhtRound, PeerSource, TrackerStatus};
+use crate::source::{DhtRound, PeerSource, PerSource, Source, SourcesInput, TrackerStatus};
 
 /// Metadata pieces asked of a lone peer at a time (one each when several
 /// peers can serve, so the pieces come in parallel).
@@ -31,6 +31,11 @@ const MAX_HALF_OPEN: usize = 16;
 const TICK: Duration = Duration::from_millis(200);
 /// While stuck, say why this often.
 const STUCK_REPORT: Duration = Duration::from_secs(5);
+/// The sources table is said about this often while peers are about
+/// (as the torrent phase does)...
+const SOURCES_BUSY_EVERY: Duration = Duration::from_secs(1);
+/// ...and when idle, when a source reported something or this often.
+const SOURCES_EVERY: Duration = Duration::from_secs(30);
 /// `have` messages remembered per peer before the piece count is known
 /// (more than this and the peer is asked for nothing it did not list).
 const MAX_EARLY_HAVES: usize = 1 << 16;
@@ -107,6 +112,20 @@ pub(crate) struct MagnetPeer {
     pub haves: Vec<u32>,
 }
 
+impl MagnetPeer {
+    /// It said it has every piece: have-all, BEP 21's upload-only, or a
+    /// bitfield of set bits only (valid only when it is full: spare bits
+    /// are clear). Without the piece count nothing else tells.
+    fn known_seed(&self) -> bool {
+        self.has_all
+            || self.ext.as_ref().is_some_and(|h| h.upload_only)
+            || self
+                .bitfield
+                .as_ref()
+                .is_some_and(|b| !b.is_empty() && b.iter().all(|x| *x == 0xff))
+    }
+}
+
 pub struct MagnetCore {
     pub(crate) hashes: InfoHashes,
     pub(crate) cfg: CoreConfig,
@@ -120,6 +139,14 @@ pub struct MagnetCore {
     pub(crate) lpd_status: Option<(String, Instant, Option<Duration>)>,
     pub(crate) peers_by_source: BTreeMap<&'static str, usize>,
     pub(crate) started: Instant,
+    /// The magnet's trackers, for the sources table.
+    trackers: Vec<String>,
+    /// The last sources table not polled yet, and when one was last made
+    /// (and whether peers were about then).
+    sources_out: Option<Vec<Source>>,
+    reported_sources: Option<(Instant, bool)>,
+    /// A source reported since the table was last said.
+    sources_news: bool,
     last_tick: Instant,
     next_report: Instant,
     status: MetadataStatus,
@@ -155,6 +182,10 @@ impl MagnetCore {
             lpd_status: None,
             peers_by_source: BTreeMap::new(),
             started: now,
+            trackers: Vec::new(),
+            sources_out: None,
+            reported_sources: None,
+            sources_news: false,
             last_tick: now,
             next_report: now + STUCK_REPORT,
             handshaken: HashSet::new(),
@@ -165,8 +196,58 @@ impl MagnetCore {
             events: VecDeque::new(),
             cfg,
         };
+        m.report_sources(now);
         m.dial_due(now);
         m
+    }
+
+    /// The magnet's trackers (`tr`), each a row of the sources table.
+    pub fn set_trackers(&mut self, now: Instant, urls: impl IntoIterator<Item = String>) {
+        for u in urls {
+            if !self.trackers.contains(&u) {
+                self.trackers.push(u);
+            }
+        }
+        self.report_sources(now);
+    }
+
+    /// The sources table, as the torrent phase makes it: every source's
+    /// last word, the addresses each named, the seeds among the peers.
+    pub fn sources(&self, now: Instant) -> Vec<Source> {
+        let mut seeds = PerSource::default();
+        let mut connected = PerSource::default();
+        for p in self.peers.values() {
+            connected.add(p.source);
+            if p.established && p.known_seed() {
+                seeds.add(p.source);
+            }
+        }
+        // Trackers that reported without being listed are shown too.
+        let mut extra: Vec<&str> = self
+            .tracker_status
+            .keys()
+            .map(String::as_str)
+            .filter(|u| !self.trackers.iter().any(|t| t == u))
+            .collect();
+        extra.sort_unstable();
+        let mut trackers: Vec<&str> = self.trackers.iter().map(String::as_str).collect();
+        trackers.extend(extra);
+        SourcesInput {
+            cfg: &self.cfg,
+            // BEP 27's flag is in the info dictionary we do not have.
+            private: false,
+            table: &self.table,
+            dht_round: self.dht_round.as_ref(),
+            lpd_status: self.lpd_status.as_ref(),
+            tracker_status: &self.tracker_status,
+            trackers,
+            seeds,
+            connected,
+            // Peer exchange starts with the metadata.
+            pex_peers: 0,
+            next_pex: None,
+        }
+        .rows(now)
     }
 
     /// The verified info dictionary, once it is here.
@@ -207,20 +288,24 @@ impl MagnetCore {
             self.events
                 .push_back(MetadataEvent::PeersFound { source, new });
         }
+        self.sources_news = true;
         self.dial_due(now);
     }
 
     pub fn handle_dht_round(&mut self, now: Instant, round: DhtRound) {
         self.dht_round = Some((round, now));
+        self.sources_news = true;
     }
 
     pub fn handle_tracker_status(&mut self, now: Instant, status: TrackerStatus) {
         self.tracker_status
             .insert(status.url.clone(), (status, now));
+        self.sources_news = true;
     }
 
     pub fn handle_lpd_status(&mut self, now: Instant, status: String, next_in: Option<Duration>) {
         self.lpd_status = Some((status, now, next_in));
+        self.sources_news = true;
     }
 
     /// A connection is up; `None`: not wanted, close it.
@@ -315,6 +400,9 @@ impl MagnetCore {
                     status: self.status(),
                 });
             }
+            if self.sources_due(now) {
+                self.report_sources(now);
+            }
         }
         self.dial_due(now);
     }
@@ -327,6 +415,12 @@ impl MagnetCore {
 
     pub fn poll_event(&mut self) -> Option<MetadataEvent> {
         self.events.pop_front()
+    }
+
+    /// The sources table, when it is time to say it again (the newest
+    /// only: one not polled is replaced).
+    pub fn poll_sources(&mut self) -> Option<Vec<Source>> {
+        self.sources_out.take()
     }
 
     pub fn poll_timeout(&self) -> Instant {
@@ -351,6 +445,32 @@ impl MagnetCore {
 
     fn wants_more_peers(&self) -> bool {
         self.dial_room() > 0
+    }
+
+    /// Peers connected or being dialled.
+    fn busy(&self) -> bool {
+        !self.peers.is_empty() || self.table.half_open() > 0
+    }
+
+    /// The torrent phase's rule: about once a second while peers are
+    /// about; when idle, once more after the last left, then when a source
+    /// said something (its countdowns aside) or every [`SOURCES_EVERY`].
+    fn sources_due(&self, now: Instant) -> bool {
+        let Some((at, was_busy)) = self.reported_sources else {
+            return true;
+        };
+        let since = now.saturating_duration_since(at);
+        if self.busy() {
+            since >= SOURCES_BUSY_EVERY
+        } else {
+            was_busy || self.sources_news || since >= SOURCES_EVERY
+        }
+    }
+
+    fn report_sources(&mut self, now: Instant) {
+        self.sources_out = Some(self.sources(now));
+        self.reported_sources = Some((now, self.busy()));
+        self.sources_news = false;
     }
 
     /// Dials that may start now (none once the metadata is in).

@@ -954,3 +954,255 @@ fn a_slot_freed_by_a_peer_that_is_done_goes_to_the_next_at_once() {
     // One rechoke period (10 s) would pass between two of them otherwise.
     assert!(took < Duration::from_secs(8), "{took:?}");
 }
+
+// ---- the metadata phase's sources table ----
+
+fn kinds(rows: &[Source]) -> Vec<SourceKind> {
+    rows.iter().map(|r| r.kind.clone()).collect()
+}
+
+fn row<'a>(rows: &'a [Source], kind: &SourceKind) -> &'a Source {
+    rows.iter()
+        .find(|r| r.kind == *kind)
+        .unwrap_or_else(|| panic!("no {kind:?} row in {rows:?}"))
+}
+
+const TRACKER_A: &str = "http://tracker.example/announce";
+const TRACKER_B: &str = "udp://tracker.example:6969/announce";
+
+/// A magnet with every source on, two `x.pe` peers and two trackers.
+fn magnet_with_sources(w: &World) -> MagnetCore {
+    let mut cfg = CoreConfig::new(PeerId([1; 20]), 1);
+    cfg.listen = Some(addr(0));
+    cfg.dht = true;
+    cfg.lpd = true;
+    cfg.peers = vec![addr(1), addr(2)];
+    let mut m = MagnetCore::new(w.meta.info_hashes, cfg, 1 << 20, w.now);
+    m.set_trackers(w.now, [TRACKER_A.to_owned(), TRACKER_B.to_owned()]);
+    m
+}
+
+#[test]
+fn a_magnet_lists_every_source_before_the_metadata() {
+    let (w, _) = World::new(64 << 10);
+    let mut m = magnet_with_sources(&w);
+    let rows = m.sources(w.now);
+    assert_eq!(
+        kinds(&rows),
+        vec![
+            SourceKind::Dht,
+            SourceKind::Pex,
+            SourceKind::Lpd,
+            SourceKind::Given,
+            SourceKind::Incoming,
+            SourceKind::Tracker(TRACKER_A.into()),
+            SourceKind::Tracker(TRACKER_B.into()),
+        ]
+    );
+    assert_eq!(row(&rows, &SourceKind::Dht).state, SourceState::Starting);
+    assert_eq!(row(&rows, &SourceKind::Pex).state, SourceState::NoPexPeer);
+    assert_eq!(row(&rows, &SourceKind::Lpd).state, SourceState::Starting);
+    let given = row(&rows, &SourceKind::Given);
+    assert_eq!((&given.state, given.peers), (&SourceState::Given(2), 2));
+    assert_eq!(
+        row(&rows, &SourceKind::Incoming).state,
+        SourceState::Listening(addr(0))
+    );
+    for t in [TRACKER_A, TRACKER_B] {
+        let r = row(&rows, &SourceKind::Tracker(t.into()));
+        assert_eq!(
+            (&r.state, r.peers, r.seeds),
+            (&SourceState::NotContacted, 0, 0)
+        );
+    }
+    // Said at once, as the torrent phase does.
+    assert_eq!(m.poll_sources(), Some(rows));
+}
+
+#[test]
+fn a_magnet_shows_each_sources_last_word_and_what_it_found() {
+    let (w, _) = World::new(64 << 10);
+    let mut m = magnet_with_sources(&w);
+    let t = w.now + Duration::from_secs(1);
+    let round = DhtRound {
+        queries: 40,
+        responses: 31,
+        peers: 3,
+        announced: Some((8, 7)),
+        next_in: Duration::from_secs(300),
+    };
+    m.handle_dht_round(t, round);
+    m.handle_discovered(t, &[addr(3), addr(4), addr(5)], PeerSource::Dht);
+    // One address from both: counted under each.
+    m.handle_discovered(t, &[addr(5), addr(6)], PeerSource::Tracker);
+    let status = TrackerStatus {
+        url: TRACKER_A.into(),
+        status: "ok".into(),
+        next_in: Some(Duration::from_secs(1800)),
+        seeders: Some(4),
+        leechers: Some(9),
+        peers: 2,
+    };
+    m.handle_tracker_status(t, status.clone());
+    m.handle_lpd_status(t, "announced".into(), Some(Duration::from_secs(300)));
+    let rows = m.sources(t + Duration::from_secs(10));
+    let dht = row(&rows, &SourceKind::Dht);
+    assert_eq!(dht.state, SourceState::DhtRound(round));
+    assert_eq!(dht.next_update, Some(Duration::from_secs(290)));
+    assert_eq!(dht.peers, 3);
+    let a = row(&rows, &SourceKind::Tracker(TRACKER_A.into()));
+    assert_eq!(a.state, SourceState::Tracker(status));
+    assert_eq!(a.next_update, Some(Duration::from_secs(1790)));
+    assert_eq!((a.seeds, a.peers), (4, 9));
+    let b = row(&rows, &SourceKind::Tracker(TRACKER_B.into()));
+    assert_eq!(b.state, SourceState::NotContacted);
+    let lpd = row(&rows, &SourceKind::Lpd);
+    assert_eq!(lpd.state, SourceState::Reported("announced".into()));
+    assert_eq!(lpd.next_update, Some(Duration::from_secs(290)));
+    assert_eq!(row(&rows, &SourceKind::Given).peers, 2);
+    assert_eq!(row(&rows, &SourceKind::Pex).peers, 0);
+    // A tracker the driver reports without it being listed still shows.
+    let other = "http://other.example/announce";
+    m.handle_tracker_status(
+        t,
+        TrackerStatus {
+            url: other.into(),
+            status: "connection refused".into(),
+            next_in: None,
+            seeders: None,
+            leechers: None,
+            peers: 0,
+        },
+    );
+    let rows = m.sources(t);
+    assert_eq!(
+        rows.last().map(|r| &r.kind),
+        Some(&SourceKind::Tracker(other.into()))
+    );
+}
+
+/// What a peer says first: its handshake (fast and extensions on), then
+/// `then`.
+fn peer_hello(w: &World, id: u8, then: lodestone_wire::Message) -> BytesMut {
+    let hs = lodestone_wire::Handshake {
+        reserved: lodestone_wire::Reserved::ours(),
+        info_hash: w.meta.info_hashes.wire(),
+        peer_id: PeerId([id; 20]),
+    };
+    let mut b = BytesMut::from(&hs.encode()[..]);
+    then.encode(&mut b);
+    b
+}
+
+#[test]
+fn a_magnet_counts_the_seeds_its_peers_say_they_are() {
+    let (w, _) = World::new(64 << 10);
+    let mut m = magnet_with_sources(&w);
+    let now = w.now;
+    let mut connect = |a: SocketAddr, source, id, then| {
+        let k = m.handle_connected(now, a, source, false).unwrap();
+        m.handle_data(now, k, peer_hello(&w, id, then));
+    };
+    // Have-all from one that dialled us, a full bitfield from an x.pe
+    // peer, a bitfield with a gap from another.
+    connect(
+        addr(9),
+        PeerSource::Incoming,
+        9,
+        lodestone_wire::Message::HaveAll,
+    );
+    connect(
+        addr(1),
+        PeerSource::Manual,
+        11,
+        lodestone_wire::Message::Bitfield(Bytes::from_static(&[0xff, 0xff])),
+    );
+    connect(
+        addr(2),
+        PeerSource::Manual,
+        12,
+        lodestone_wire::Message::Bitfield(Bytes::from_static(&[0xff, 0x7f])),
+    );
+    assert_eq!(m.connected_peers(), 3);
+    let rows = m.sources(now);
+    let incoming = row(&rows, &SourceKind::Incoming);
+    assert_eq!((incoming.seeds, incoming.peers), (1, 1));
+    let given = row(&rows, &SourceKind::Given);
+    assert_eq!((given.seeds, given.peers), (1, 2));
+}
+
+#[test]
+fn a_busy_magnet_says_its_table_once_a_second_an_idle_one_when_it_changes() {
+    let (w, _) = World::new(64 << 10);
+    let t0 = w.now;
+    // Dialling its x.pe peers (no answer yet): busy.
+    let mut m = magnet_with_sources(&w);
+    m.poll_sources().expect("the first table");
+    let mut said = 0;
+    for i in 1..=50 {
+        m.handle_timeout(t0 + Duration::from_millis(200 * i));
+        said += usize::from(m.poll_sources().is_some());
+    }
+    assert_eq!(said, 10);
+    // Nobody to dial: idle, says it when a source speaks or every 30 s.
+    let mut cfg = CoreConfig::new(PeerId([2; 20]), 2);
+    cfg.dht = true;
+    let mut m = MagnetCore::new(w.meta.info_hashes, cfg, 1 << 20, t0);
+    m.poll_sources().expect("the first table");
+    let mut tables = Vec::new();
+    for i in 1..=400 {
+        let now = t0 + Duration::from_millis(200 * i);
+        if i == 100 {
+            m.handle_dht_round(now, DhtRound::default());
+        }
+        m.handle_timeout(now);
+        tables.extend(m.poll_sources().map(|t| (now - t0, t)));
+    }
+    let at: Vec<Duration> = tables.iter().map(|(t, _)| *t).collect();
+    // The round at 20 s, then 30 s after each table.
+    assert_eq!(at, [20, 50, 80].map(Duration::from_secs));
+    assert!(matches!(tables[0].1[0].state, SourceState::DhtRound(_)));
+}
+
+#[test]
+fn the_torrent_phase_takes_the_magnets_table_over() {
+    let (mut w, data) = World::new(256 << 10);
+    let seed = w.add(Some(&data), |c| c.seed_time = None);
+    let leech = w.add_magnet(|c| {
+        c.peers = vec![addr(0)];
+        c.dht = true;
+    });
+    let round = DhtRound {
+        queries: 10,
+        responses: 8,
+        peers: 2,
+        announced: None,
+        next_in: Duration::from_secs(600),
+    };
+    let now = w.now;
+    let Phase::Metadata(m) = &mut w.nodes[leech].phase else {
+        unreachable!()
+    };
+    m.handle_dht_round(now, round);
+    m.handle_discovered(now, &[addr(7), addr(8)], PeerSource::Dht);
+    let before = m.sources(now);
+    assert_eq!(row(&before, &SourceKind::Dht).peers, 2);
+    let took = w.run_until(Duration::from_secs(30), |w| w.complete(leech));
+    assert!(took.is_some());
+    // The torrent core's first table: the magnet's counts and last words,
+    // and the seeder it was handed counted as a seed.
+    let first = w.nodes[leech]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Sources(rows) => Some(rows.clone()),
+            _ => None,
+        })
+        .expect("a sources table");
+    let dht = row(&first, &SourceKind::Dht);
+    assert_eq!((&dht.state, dht.peers), (&SourceState::DhtRound(round), 2));
+    let given = row(&first, &SourceKind::Given);
+    assert_eq!((given.peers, given.seeds), (1, 1), "{first:?}");
+    assert_eq!(kinds(&first), kinds(&before));
+    assert!(w.nodes[seed].core().stats().uploaded > 0);
+}
