@@ -191,6 +191,8 @@ struct AddJson {
     magnet: Option<String>,
     url: Option<String>,
     download_dir: Option<String>,
+    /// A configured category: its folder, and its name as a label.
+    category: Option<String>,
     paused: Option<bool>,
     #[serde(default)]
     labels: Vec<String>,
@@ -228,7 +230,20 @@ async fn add(
             (None, Some(u)) => AddSource::Url(u),
             _ => return Err(bad("give one of \"magnet\" or \"url\"".to_owned())),
         };
-        (source, a.download_dir, a.paused, a.labels)
+        let mut labels = a.labels;
+        let dir = match a.category {
+            None => a.download_dir,
+            Some(c) => {
+                let s = d.settings();
+                let dir = s
+                    .categories
+                    .get(&c)
+                    .ok_or_else(|| bad(format!("no category '{c}' in the configuration")))?;
+                labels.insert(0, c);
+                Some(dir.to_string_lossy().into_owned())
+            }
+        };
+        (source, dir, a.paused, labels)
     };
     let download_dir: Option<PathBuf> = match dir {
         Some(d) => Some(absolute(&d).ok_or_else(|| bad(format!("{d}: not an absolute path")))?),

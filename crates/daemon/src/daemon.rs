@@ -46,6 +46,11 @@ pub struct Settings {
     pub dht_enabled: bool,
     pub pex_enabled: bool,
     pub lpd_enabled: bool,
+    /// When the alternative limits apply by themselves.
+    pub alt_schedule: crate::schedule::Schedule,
+    pub alt_schedule_enabled: bool,
+    /// Category name to its folder (`download_dir/<name>` unless set).
+    pub categories: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Settings {
@@ -69,6 +74,16 @@ impl Settings {
             dht_enabled: c.dht.enabled,
             pex_enabled: c.peers.pex,
             lpd_enabled: c.peers.lpd,
+            alt_schedule: c.limits.schedule.schedule(),
+            alt_schedule_enabled: c.limits.schedule.enabled,
+            categories: c
+                .categories
+                .keys()
+                .filter_map(|name| {
+                    let dir = c.category_dir(name.as_str())?;
+                    Some((name.as_str().to_owned(), dir))
+                })
+                .collect(),
         }
     }
 }

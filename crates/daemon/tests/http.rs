@@ -34,6 +34,9 @@ fn settings(dir: &std::path::Path) -> Settings {
         dht_enabled: false,
         pex_enabled: true,
         lpd_enabled: false,
+        alt_schedule: lodestone_daemon::schedule::Schedule::DEFAULT,
+        alt_schedule_enabled: false,
+        categories: [("tv".to_owned(), dir.join("tv"))].into(),
     }
 }
 

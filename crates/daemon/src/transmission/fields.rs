@@ -19,6 +19,7 @@ use crate::progress::{progress, Activity, Progress};
 /// Fields that need a snapshot of the running torrent.
 const LIVE: &[&str] = &[
     "metadataPercentComplete",
+    "pieces",
     "peers",
     "peersFrom",
     "files",
@@ -312,6 +313,7 @@ impl View<'_> {
             "webseedsSendingToUs" => json!(0),
             "pieceCount" => json!(self.meta.map_or(0, |m| m.info.num_pieces())),
             "pieceSize" => json!(self.meta.map_or(0, |m| m.info.piece_length)),
+            "pieces" => json!(self.pieces()),
             "primary-mime-type" => json!("application/octet-stream"),
             "queuePosition" => json!(t.id.0.saturating_sub(1)),
             "secondsDownloading" => json!(r.seconds(Instant::now()).0),
@@ -364,6 +366,28 @@ impl View<'_> {
             _ => return None,
         };
         Some(v)
+    }
+
+    /// The pieces we have as a base64 bitfield (BEP 3's order: the high
+    /// bit of the first byte is piece 0). A stopped torrent's are known
+    /// only when it is complete (the snapshot comes from a running one).
+    fn pieces(&self) -> String {
+        use base64::Engine;
+        let n = self.meta.map_or(0, |m| m.info.num_pieces()) as usize;
+        let mut bits = vec![0u8; n.div_ceil(8)];
+        let complete = self.p.left_until_done == 0 && self.p.size_when_done > 0;
+        for i in 0..n {
+            let have = match self.snap {
+                Some(s) if s.pieces.len() == n => {
+                    s.pieces[i].state == lodestone_torrent::PieceState::Have
+                }
+                _ => complete,
+            };
+            if have {
+                bits[i / 8] |= 0x80 >> (i % 8);
+            }
+        }
+        base64::engine::general_purpose::STANDARD.encode(bits)
     }
 
     fn tiers(&self) -> Vec<(usize, &str)> {

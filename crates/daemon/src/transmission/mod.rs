@@ -179,6 +179,12 @@ async fn torrent_add(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<
         AddOutcome::Added(b) => ("torrent-added", b),
         AddOutcome::Duplicate(b) => ("torrent-duplicate", b),
     };
+    // File choices given with the add.
+    if key == "torrent-added" {
+        if let Some(t) = daemon.session.list().into_iter().find(|t| t.id == b.id) {
+            apply_file_choices(daemon, &t, args).await?;
+        }
+    }
     Ok(json!({key: {"id": b.id.0, "hashString": b.info_hash.to_hex(), "name": b.name}}))
 }
 
@@ -228,33 +234,8 @@ fn kbps(v: &Value) -> Option<u64> {
 async fn torrent_set(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
     let torrents = torrents(daemon, args)?;
     let labels = labels(args)?;
-    let files_wanted = index_list(args, "files-wanted")?;
-    let files_unwanted = index_list(args, "files-unwanted")?;
-    let prio_high = index_list(args, "priority-high")?;
-    let prio_low = index_list(args, "priority-low")?;
-    let prio_normal = index_list(args, "priority-normal")?;
-    let touches_files = [
-        &files_wanted,
-        &files_unwanted,
-        &prio_high,
-        &prio_low,
-        &prio_normal,
-    ]
-    .iter()
-    .any(|l| !l.is_empty());
     for t in &torrents {
-        if touches_files {
-            set_files(
-                daemon,
-                t,
-                &files_wanted,
-                &files_unwanted,
-                &prio_high,
-                &prio_low,
-                &prio_normal,
-            )
-            .await?;
-        }
+        apply_file_choices(daemon, t, args).await?;
         let mut limits_changed = false;
         daemon.edit(t.id, |r| {
             if let Some(l) = &labels {
@@ -316,22 +297,26 @@ async fn torrent_set(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<
     Ok(json!({}))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn set_files(
+/// `files-wanted`, `files-unwanted`, `priority-high|normal|low`.
+async fn apply_file_choices(
     daemon: &Arc<Daemon>,
     t: &Listed,
-    wanted: &[usize],
-    unwanted: &[usize],
-    high: &[usize],
-    low: &[usize],
-    normal: &[usize],
+    args: &Map<String, Value>,
 ) -> Result<(), Failure> {
     use lodestone_torrent::FilePriority as P;
+    let wanted = index_list(args, "files-wanted")?;
+    let unwanted = index_list(args, "files-unwanted")?;
+    let high = index_list(args, "priority-high")?;
+    let low = index_list(args, "priority-low")?;
+    let normal = index_list(args, "priority-normal")?;
+    let all = [&wanted, &unwanted, &high, &low, &normal];
+    if all.iter().all(|l| l.is_empty()) {
+        return Ok(());
+    }
     let Some(meta) = daemon.session.metainfo(t.id) else {
         return Err("file index out of range".to_owned());
     };
     let n = meta.info.files.len();
-    let all = [wanted, unwanted, high, low, normal];
     if all.iter().flat_map(|l| l.iter()).any(|&i| i >= n) {
         return Err("file index out of range".to_owned());
     }
@@ -348,13 +333,13 @@ async fn set_files(
         .iter()
         .map(|&p| if p == P::Skip { P::Normal } else { p })
         .collect();
-    for &i in high {
+    for &i in &high {
         level[i] = P::High;
     }
-    for &i in low {
+    for &i in &low {
         level[i] = P::Low;
     }
-    for &i in normal {
+    for &i in &normal {
         level[i] = P::Normal;
     }
     for (i, p) in prios.iter_mut().enumerate() {
@@ -362,10 +347,10 @@ async fn set_files(
             *p = level[i];
         }
     }
-    for &i in wanted {
+    for &i in &wanted {
         prios[i] = level[i];
     }
-    for &i in unwanted {
+    for &i in &unwanted {
         prios[i] = P::Skip;
     }
     daemon.edit(t.id, |r| r.set_file_priorities(&prios));

@@ -19,15 +19,16 @@ fn kb(rate: Option<u64>) -> u64 {
 pub fn get(daemon: &Arc<Daemon>, args: &Map<String, Value>, session_id: &str) -> Value {
     let s = daemon.settings();
     let dir = s.download_dir.to_string_lossy().into_owned();
+    let schedule = s.alt_schedule.to_transmission();
     let free = crate::fs::space(&s.download_dir)
         .map_or(-1, |(free, _)| i64::try_from(free).unwrap_or(i64::MAX));
     let all = json!({
         "alt-speed-down": kb(s.alt_speed_down),
         "alt-speed-enabled": s.alt_speed_enabled,
-        "alt-speed-time-begin": 540,
-        "alt-speed-time-day": 127,
-        "alt-speed-time-enabled": false,
-        "alt-speed-time-end": 1020,
+        "alt-speed-time-begin": schedule.begin,
+        "alt-speed-time-day": schedule.day,
+        "alt-speed-time-enabled": s.alt_schedule_enabled,
+        "alt-speed-time-end": schedule.end,
         "alt-speed-up": kb(s.alt_speed_up),
         "blocklist-enabled": false,
         "blocklist-size": 0,
