@@ -15,6 +15,7 @@ mod peer_session;
 pub mod seeds;
 mod tracker_http;
 mod tracker_udp;
+mod transmission_rpc;
 
 pub use bencode::bencode;
 pub use krpc::krpc;
@@ -26,6 +27,7 @@ pub use peer_extension::peer_extension;
 pub use peer_session::peer_session;
 pub use tracker_http::tracker_http;
 pub use tracker_udp::tracker_udp;
+pub use transmission_rpc::transmission_rpc;
 
 /// A target's body: one input, a panic on anything wrong.
 pub type Target = fn(&[u8]);
@@ -42,4 +44,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("peer_session", peer_session),
     ("tracker_http", tracker_http),
     ("tracker_udp", tracker_udp),
+    ("transmission_rpc", transmission_rpc),
 ];
