@@ -276,8 +276,8 @@ fn print_list(v: &Value) {
 fn print_sources(v: &Value) {
     let empty = Vec::new();
     println!(
-        "{:<40}  {:<10}  {:>9}  {:>6}  {:>6}",
-        "Source", "Status", "Next in", "Peers", "Seeds"
+        "{:<32}  {:>7}  {:>6}  {:>6}  Status",
+        "Source", "Next in", "Peers", "Seeds"
     );
     for s in v["sources"].as_array().unwrap_or(&empty) {
         let name = match s["url"].as_str() {
@@ -296,8 +296,9 @@ fn print_sources(v: &Value) {
             }
         }
         println!(
-            "{name:<40}  {status:<10}  {next:>9}  {:>6}  {:>6}",
-            s["peers"], s["seeds"]
+            "{name:<32}  {next:>7}  {:>6}  {:>6}  {status}",
+            s["peers"].as_u64().unwrap_or(0),
+            s["seeds"].as_u64().unwrap_or(0)
         );
     }
     if let Some(m) = v["metadata"].as_object() {
