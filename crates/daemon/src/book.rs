@@ -136,6 +136,16 @@ impl Record {
         self.uploaded_before.saturating_add(self.live.uploaded)
     }
 
+    /// Seconds a seeding torrent has gone without uploading, counted from
+    /// its last upload or its start, whichever came later (0 when it is
+    /// not seeding).
+    pub fn seeding_idle_for(&self, now_secs: i64) -> i64 {
+        if self.live.phase != Phase::Seeding {
+            return 0;
+        }
+        now_secs - self.activity_date.max(self.start_date)
+    }
+
     /// The limits that apply (down, up).
     pub fn limits(&self) -> (Option<u64>, Option<u64>) {
         (
@@ -286,7 +296,8 @@ pub enum BookError {
     },
 }
 
-fn now_secs() -> i64 {
+/// Seconds since the Unix epoch (the dates Transmission's RPC reports).
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -694,6 +705,20 @@ mod tests {
         assert!(book.get(&ih(3)).is_none());
         let later = t0 + RECENT;
         assert_eq!(book.recently_removed(later).count(), 0);
+    }
+
+    #[test]
+    fn idle_seeding_counts_from_the_last_upload_or_the_start() {
+        let mut r = Record {
+            start_date: 1_000,
+            activity_date: 400,
+            ..Record::default()
+        };
+        assert_eq!(r.seeding_idle_for(1_600), 0, "not seeding: never idle");
+        r.live.phase = Phase::Seeding;
+        assert_eq!(r.seeding_idle_for(1_600), 600);
+        r.activity_date = 1_500;
+        assert_eq!(r.seeding_idle_for(1_600), 100);
     }
 
     #[test]

@@ -431,6 +431,7 @@ impl Daemon {
                     }
                 }
                 _ = save.tick() => {
+                    self.stop_idle_seeds();
                     self.save_if_dirty();
                 }
             }
@@ -497,6 +498,40 @@ impl Daemon {
             GoalMode::Single => Some(r.seed_ratio_limit),
             GoalMode::Global => self.settings().seed_ratio_limit,
             GoalMode::Unlimited => None,
+        }
+    }
+
+    /// The idle-seeding limit that applies to a torrent, in minutes.
+    pub fn idle_limit(&self, r: &Record) -> Option<u32> {
+        match r.seed_idle_mode {
+            GoalMode::Single => Some(r.seed_idle_limit),
+            GoalMode::Global => self.settings().idle_seeding_limit,
+            GoalMode::Unlimited => None,
+        }
+    }
+
+    /// Stop the seeding torrents nobody took data from for their idle
+    /// limit (Transmission's `seedIdleLimit`), counted from the later of
+    /// their last upload and their start.
+    fn stop_idle_seeds(&self) {
+        let now = crate::book::now_secs();
+        let idle: Vec<TorrentId> = {
+            let book = self.book();
+            self.session
+                .list()
+                .into_iter()
+                .filter(|t| t.state == RunState::Running)
+                .filter(|t| {
+                    book.get(&t.info_hash).is_some_and(|r| {
+                        self.idle_limit(r)
+                            .is_some_and(|m| r.seeding_idle_for(now) >= i64::from(m) * 60)
+                    })
+                })
+                .map(|t| t.id)
+                .collect()
+        };
+        for id in idle {
+            let _ = self.session.stop(id);
         }
     }
 

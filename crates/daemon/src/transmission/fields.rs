@@ -450,7 +450,7 @@ impl View<'_> {
                     _ => (-1, -1, String::new(), false, 0),
                 };
                 let next_time = if next > 0 {
-                    now_secs() + i64::try_from(next).unwrap_or(0)
+                    crate::book::now_secs() + i64::try_from(next).unwrap_or(0)
                 } else {
                     0
                 };
@@ -588,10 +588,4 @@ fn scrape_url(url: &str) -> String {
         }
         _ => String::new(),
     }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
