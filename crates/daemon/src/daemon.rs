@@ -88,6 +88,56 @@ impl Settings {
     }
 }
 
+/// The settings a client may change at run time (`session-set`): kept
+/// in the state directory so that they outlive a restart, until the
+/// configuration file is reloaded (SIGHUP), which is then the word.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ClientSettings {
+    download_dir: PathBuf,
+    incomplete_dir: Option<PathBuf>,
+    start_added_torrents: bool,
+    speed_limit_down: Option<u64>,
+    speed_limit_up: Option<u64>,
+    alt_speed_down: Option<u64>,
+    alt_speed_up: Option<u64>,
+    alt_speed_enabled: bool,
+    seed_ratio_limit: Option<f64>,
+    idle_seeding_limit: Option<u32>,
+    peer_limit_per_torrent: usize,
+}
+
+impl ClientSettings {
+    fn of(s: &Settings) -> Self {
+        Self {
+            download_dir: s.download_dir.clone(),
+            incomplete_dir: s.incomplete_dir.clone(),
+            start_added_torrents: s.start_added_torrents,
+            speed_limit_down: s.speed_limit_down,
+            speed_limit_up: s.speed_limit_up,
+            alt_speed_down: s.alt_speed_down,
+            alt_speed_up: s.alt_speed_up,
+            alt_speed_enabled: s.alt_speed_enabled,
+            seed_ratio_limit: s.seed_ratio_limit,
+            idle_seeding_limit: s.idle_seeding_limit,
+            peer_limit_per_torrent: s.peer_limit_per_torrent,
+        }
+    }
+
+    fn apply(self, s: &mut Settings) {
+        s.download_dir = self.download_dir;
+        s.incomplete_dir = self.incomplete_dir;
+        s.start_added_torrents = self.start_added_torrents;
+        s.speed_limit_down = self.speed_limit_down;
+        s.speed_limit_up = self.speed_limit_up;
+        s.alt_speed_down = self.alt_speed_down;
+        s.alt_speed_up = self.alt_speed_up;
+        s.alt_speed_enabled = self.alt_speed_enabled;
+        s.seed_ratio_limit = self.seed_ratio_limit;
+        s.idle_seeding_limit = self.idle_seeding_limit;
+        s.peer_limit_per_torrent = self.peer_limit_per_torrent;
+    }
+}
+
 /// A torrent named in an answer.
 #[derive(Debug, Clone)]
 pub struct Brief {
@@ -202,6 +252,7 @@ impl Daemon {
                 }
             }
         }
+        daemon.load_client_settings();
         daemon.apply_limits();
         Ok(daemon)
     }
@@ -214,6 +265,52 @@ impl Daemon {
     pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) {
         f(&mut lock(&self.settings));
         self.apply_limits();
+    }
+
+    /// A client changed settings (`session-set`): apply them, and keep
+    /// them for the next start.
+    pub fn client_settings(&self, f: impl FnOnce(&mut Settings)) {
+        self.update_settings(f);
+        if let Some(path) = self.client_settings_file() {
+            let kept = ClientSettings::of(&self.settings());
+            let bytes = serde_json::to_vec_pretty(&kept).unwrap_or_default();
+            let tmp = path.with_extension("json.tmp");
+            if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path))
+            {
+                eprintln!(
+                    "lodestone daemon: cannot keep the settings in {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    /// The configuration file was reloaded: its settings are the word,
+    /// and what clients changed before is forgotten.
+    pub fn reload_settings(&self, settings: Settings) {
+        if let Some(path) = self.client_settings_file() {
+            let _ = std::fs::remove_file(path);
+        }
+        self.update_settings(|s| *s = settings);
+    }
+
+    /// Where the settings clients changed are kept, beside the book.
+    fn client_settings_file(&self) -> Option<PathBuf> {
+        Some(self.book_path.as_ref()?.with_file_name("settings.json"))
+    }
+
+    /// Take the settings clients changed in an earlier run, if any.
+    fn load_client_settings(&self) {
+        let Some(path) = self.client_settings_file() else {
+            return;
+        };
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        match serde_json::from_slice::<ClientSettings>(&bytes) {
+            Ok(kept) => self.update_settings(|s| kept.apply(s)),
+            Err(e) => eprintln!("lodestone daemon: {} ignored: {e}", path.display()),
+        }
     }
 
     fn apply_limits(&self) {

@@ -582,3 +582,33 @@ fn restart_keeps_torrents_and_state_dir_is_locked() {
     );
     drop(d);
 }
+
+/// What a client sets with `session-set` outlives a restart (Transmission
+/// keeps its settings.json too).
+#[test]
+fn session_set_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    let d = start(&state, &dl);
+    let mut rpc = Rpc::handshake(d.rpc);
+    let other = dir.path().join("elsewhere");
+    rpc.ok(
+        "session-set",
+        json!({"speed-limit-down": 50, "speed-limit-down-enabled": true,
+               "download-dir": other, "seedRatioLimit": 1.5, "seedRatioLimited": true}),
+    );
+    let keys = [
+        "speed-limit-down",
+        "speed-limit-down-enabled",
+        "download-dir",
+        "seedRatioLimit",
+        "seedRatioLimited",
+    ];
+    let before = rpc.ok("session-get", json!({"fields": keys}));
+    assert_eq!(before["speed-limit-down"], 50);
+    assert_eq!(before["download-dir"], json!(other));
+    assert_eq!(sigterm(d).status.code(), Some(0));
+    let d = start(&state, &dl);
+    let mut rpc = Rpc::handshake(d.rpc);
+    assert_eq!(rpc.ok("session-get", json!({"fields": keys})), before);
+}

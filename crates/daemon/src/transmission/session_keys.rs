@@ -126,7 +126,7 @@ pub fn set(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Fai
         Some(d) => Some(absolute(d).ok_or("incomplete directory path is not absolute")?),
         None => None,
     };
-    daemon.update_settings(|s| {
+    daemon.client_settings(|s| {
         if let Some(d) = dir {
             s.download_dir = d;
         }

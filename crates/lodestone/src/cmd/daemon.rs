@@ -205,7 +205,7 @@ async fn serve(
                         if fixed(&new) != fixed(&current) {
                             eprintln!("lodestone daemon: SIGHUP: the RPC address, peer address, state directory and DHT switch change only with a restart");
                         }
-                        daemon.update_settings(|s| *s = Settings::from_config(&new));
+                        daemon.reload_settings(Settings::from_config(&new));
                         tasks = Tasks::start(&daemon, &new);
                         current = new;
                         eprintln!("lodestone daemon: SIGHUP: configuration reloaded");
