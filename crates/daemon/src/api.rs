@@ -27,8 +27,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::book::Record;
 use crate::daemon::{absolute, AddOutcome, AddRequest, AddSource, Change, Daemon};
-use crate::progress::progress;
+use crate::progress::{display_name, progress};
 
 /// Changes to one torrent are sent at most this often.
 const COALESCE: Duration = Duration::from_secs(1);
@@ -103,13 +104,16 @@ fn guard(headers: &HeaderMap) -> Result<(), Problem> {
 /// One torrent as the list shows it.
 pub fn summary(daemon: &Daemon, t: &Listed) -> Value {
     let meta = daemon.session.metainfo(t.id);
-    let record = daemon.book().get(&t.info_hash).cloned().unwrap_or_default();
-    let p = progress(t, meta.as_deref(), &record);
+    let book = daemon.book();
+    let none = Record::default();
+    let record = book.get(&t.info_hash).unwrap_or(&none);
+    let p = progress(t, meta.as_deref(), record);
     let stats = record.live.stats.as_ref();
+    let name = display_name(t, record);
     json!({
         "id": t.id.0,
         "info_hash": t.info_hash.to_hex(),
-        "name": daemon.name_of(t),
+        "name": name,
         "state": p.activity.name(),
         "has_metadata": t.has_metadata,
         "total_size": p.total_size,

@@ -342,14 +342,6 @@ impl Daemon {
         self.changes.subscribe()
     }
 
-    /// A torrent's name as users see it.
-    pub fn name_of(&self, t: &Listed) -> String {
-        t.name
-            .clone()
-            .or_else(|| self.book().get(&t.info_hash).and_then(|r| r.name.clone()))
-            .unwrap_or_else(|| t.info_hash.to_hex())
-    }
-
     /// Add a torrent or magnet.
     pub async fn add(&self, req: AddRequest) -> Result<AddOutcome, AddError> {
         let (add, peers, name, magnet_text) = match req.source {

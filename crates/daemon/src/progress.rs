@@ -43,6 +43,15 @@ pub struct Progress {
     pub error: Option<String>,
 }
 
+/// A torrent's name as users see it: its own, a magnet's `dn`, else its
+/// info hash.
+pub fn display_name(t: &Listed, r: &Record) -> String {
+    t.name
+        .clone()
+        .or_else(|| r.name.clone())
+        .unwrap_or_else(|| t.info_hash.to_hex())
+}
+
 pub fn progress(t: &Listed, meta: Option<&Metainfo>, r: &Record) -> Progress {
     let activity = match t.state {
         RunState::Running if !t.has_metadata => Activity::Metadata,

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::book::Record;
 use crate::daemon::Daemon;
-use crate::progress::{progress, Activity, Progress};
+use crate::progress::{display_name, progress, Activity, Progress};
 
 /// Fields that need a snapshot of the running torrent.
 const LIVE: &[&str] = &[
@@ -137,16 +137,20 @@ pub async fn rows(
             None
         };
         let meta = daemon.session.metainfo(t.id);
-        let name = daemon.name_of(t);
-        let record = daemon.book().get(&t.info_hash).cloned().unwrap_or_default();
+        // The book is read in place (a record holds its sources table:
+        // no copy per torrent per request).
+        let book = daemon.book();
+        let none = Record::default();
+        let record = book.get(&t.info_hash).unwrap_or(&none);
+        let name = display_name(t, record);
         let view = View {
             t,
-            p: progress(t, meta.as_deref(), &record),
+            p: progress(t, meta.as_deref(), record),
             meta: meta.as_deref(),
-            r: &record,
+            r: record,
             snap: snap.as_ref(),
             name,
-            ratio_limit: daemon.ratio_limit(&record),
+            ratio_limit: daemon.ratio_limit(record),
         };
         let mut row = Map::new();
         for &n in names {
@@ -154,6 +158,7 @@ pub async fn rows(
                 row.insert(n.to_owned(), v);
             }
         }
+        drop(book);
         out.push(row);
     }
     out
