@@ -926,7 +926,7 @@ impl TorrentCore {
         SourcesInput {
             cfg: &self.cfg,
             private: self.meta.info.private,
-            table: &self.table,
+            found: self.table.found_per_source(),
             dht_round: self.dht_round.as_ref(),
             lpd_status: self.lpd_status.as_ref(),
             tracker_status: &self.tracker_status,

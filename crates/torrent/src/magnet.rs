@@ -236,7 +236,7 @@ impl MagnetCore {
             cfg: &self.cfg,
             // BEP 27's flag is in the info dictionary we do not have.
             private: false,
-            table: &self.table,
+            found: self.table.found_per_source(),
             dht_round: self.dht_round.as_ref(),
             lpd_status: self.lpd_status.as_ref(),
             tracker_status: &self.tracker_status,

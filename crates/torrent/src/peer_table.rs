@@ -250,11 +250,15 @@ impl PeerTable {
     }
 
     /// Distinct addresses `source` named.
-    pub fn found_by(&self, source: PeerSource) -> usize {
-        self.candidates
-            .values()
-            .filter(|c| c.sources.contains(source))
-            .count()
+    /// Distinct addresses each source named, all sources at once.
+    pub(crate) fn found_per_source(&self) -> crate::source::PerSource {
+        let mut found = crate::source::PerSource::default();
+        for c in self.candidates.values() {
+            for s in c.sources.iter() {
+                found.add(s);
+            }
+        }
+        found
     }
 
     pub fn len(&self) -> usize {
@@ -284,8 +288,8 @@ mod tests {
         let c = t.get(&addr(1)).unwrap();
         assert_eq!(c.first, PeerSource::Dht);
         assert!(c.sources.contains(PeerSource::Pex));
-        assert_eq!(t.found_by(PeerSource::Pex), 1);
-        assert_eq!(t.found_by(PeerSource::Tracker), 0);
+        assert_eq!(t.found_per_source().get(PeerSource::Pex), 1);
+        assert_eq!(t.found_per_source().get(PeerSource::Tracker), 0);
     }
 
     #[test]

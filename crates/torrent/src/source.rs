@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::CoreConfig;
-use crate::peer_table::PeerTable;
 
 /// Where a peer's address came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -171,8 +170,8 @@ impl PerSource {
 pub(crate) struct SourcesInput<'a> {
     pub cfg: &'a CoreConfig,
     pub private: bool,
-    /// Every address each source named.
-    pub table: &'a PeerTable,
+    /// Distinct addresses each source named.
+    pub found: PerSource,
     pub dht_round: Option<&'a (DhtRound, Instant)>,
     pub lpd_status: Option<&'a (String, Instant, Option<Duration>)>,
     pub tracker_status: &'a HashMap<String, (TrackerStatus, Instant)>,
@@ -193,7 +192,7 @@ impl SourcesInput<'_> {
         let cfg = self.cfg;
         let private = self.private;
         let seeds = |s: PeerSource| self.seeds.get(s);
-        let found = |s: PeerSource| self.table.found_by(s);
+        let found = |s: PeerSource| self.found.get(s);
         let until = |at: Instant, d: Duration| (at + d).saturating_duration_since(now);
         let mut rows = Vec::new();
         let (state, next) = match self.dht_round {
