@@ -111,6 +111,9 @@ fn at(path: &Path, line: Option<usize>) -> String {
 pub struct Env {
     vars: BTreeMap<String, OsString>,
     system_config: PathBuf,
+    /// The command line's `--allow-unauthenticated-remote`: the file's
+    /// open `[rpc] bind` without a password is then accepted too.
+    allow_unauthenticated_remote: bool,
 }
 
 impl Env {
@@ -127,6 +130,7 @@ impl Env {
         Env {
             vars: BTreeMap::new(),
             system_config: PathBuf::from(SYSTEM_CONFIG),
+            allow_unauthenticated_remote: false,
         }
     }
 
@@ -143,6 +147,12 @@ impl Env {
 
     pub fn with_var(mut self, name: &str, value: impl Into<OsString>) -> Env {
         self.vars.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// What `--allow-unauthenticated-remote` says.
+    pub fn allowing_unauthenticated_remote(mut self, allow: bool) -> Env {
+        self.allow_unauthenticated_remote = allow;
         self
     }
 
@@ -973,7 +983,7 @@ impl Config {
         let incomplete_dir = src.absolute("incomplete_dir", raw.incomplete_dir)?;
         let watch_dir = src.absolute("watch_dir", raw.watch_dir)?;
 
-        let rpc = Config::resolve_rpc(raw.rpc, src)?;
+        let rpc = Config::resolve_rpc(raw.rpc, src, env)?;
 
         let mut categories = BTreeMap::new();
         for (name, cat) in raw.categories {
@@ -1020,7 +1030,8 @@ impl Config {
         })
     }
 
-    fn resolve_rpc(raw: RawRpc, src: &Source<'_>) -> Result<RpcConfig, ConfigError> {
+    fn resolve_rpc(mut raw: RawRpc, src: &Source<'_>, env: &Env) -> Result<RpcConfig, ConfigError> {
+        raw.allow_unauthenticated_remote |= env.allow_unauthenticated_remote;
         match (&raw.username, &raw.password) {
             (Some(u), None) => {
                 return Err(src.invalid(

@@ -36,8 +36,8 @@ fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
 
 /// The configuration file (found the usual way) with the flags on top.
 fn configure(a: &DaemonArgs) -> Result<(Config, Option<std::path::PathBuf>), String> {
-    let (mut c, path) =
-        Config::discover(a.config.as_deref(), &Env::from_process()).map_err(|e| e.to_string())?;
+    let env = Env::from_process().allowing_unauthenticated_remote(a.allow_unauthenticated_remote);
+    let (mut c, path) = Config::discover(a.config.as_deref(), &env).map_err(|e| e.to_string())?;
     if let Some(d) = &a.state_dir {
         c.state_dir = d.clone();
     }
@@ -56,9 +56,6 @@ fn configure(a: &DaemonArgs) -> Result<(Config, Option<std::path::PathBuf>), Str
     }
     if a.no_lpd {
         c.peers.lpd = false;
-    }
-    if a.allow_unauthenticated_remote {
-        c.rpc.allow_unauthenticated_remote = true;
     }
     for dir in [&c.state_dir, &c.download_dir] {
         if !dir.is_absolute() {
