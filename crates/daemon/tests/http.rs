@@ -87,6 +87,32 @@ async fn send(app: &Router, from: &str, req: Request<Body>) -> Reply {
     }
 }
 
+/// One request from a loopback address: method, path, headers, body.
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Reply {
+    call_from(LOCAL, app, method, path, headers, body).await
+}
+
+async fn call_from(
+    from: &str,
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Reply {
+    let mut r = req(method, path);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    send(app, from, r.body(body).unwrap()).await
+}
+
 fn req(method: &str, path: &str) -> axum::http::request::Builder {
     Request::builder()
         .method(method)
@@ -105,22 +131,18 @@ async fn checks_come_in_transmissions_order() {
     };
     let app = server(dir.path(), access).await.router();
     // An address outside the allow-list: 403 before anything else.
-    let r = send(
-        &app,
+    let r = call_from(
         "192.0.2.1:5000",
-        req("GET", "/nowhere").body(Body::empty()).unwrap(),
+        &app,
+        "GET",
+        "/nowhere",
+        &[],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // No credentials: 401 with the challenge transmission-remote waits for.
-    let r = send(
-        &app,
-        LOCAL,
-        req("POST", "/transmission/rpc")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = call(&app, "POST", "/transmission/rpc", &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         r.headers[header::WWW_AUTHENTICATE],
@@ -128,36 +150,35 @@ async fn checks_come_in_transmissions_order() {
     );
     let wrong = "Basic dXNlcjpwYXNz"; // user:pass
     let bad = "Basic dXNlcjpub3Bl"; // user:nope
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/transmission/rpc")
-            .header(header::AUTHORIZATION, bad)
-            .body(Body::empty())
-            .unwrap(),
+        "POST",
+        "/transmission/rpc",
+        &[(header::AUTHORIZATION.as_str(), &bad)],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // With a password any Host is fine; an unknown path is 404.
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("GET", "/nowhere")
-            .header(header::HOST, "evil.example")
-            .header(header::AUTHORIZATION, wrong)
-            .body(Body::empty())
-            .unwrap(),
+        "GET",
+        "/nowhere",
+        &[
+            (header::HOST.as_str(), "evil.example"),
+            (header::AUTHORIZATION.as_str(), &wrong),
+        ],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // The RPC without a session id: 409 and the id, for a GET too (Sonarr's first call).
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("GET", "/transmission/rpc")
-            .header(header::AUTHORIZATION, wrong)
-            .body(Body::empty())
-            .unwrap(),
+        "GET",
+        "/transmission/rpc",
+        &[(header::AUTHORIZATION.as_str(), &wrong)],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
@@ -168,28 +189,33 @@ async fn checks_come_in_transmissions_order() {
     assert_eq!(id.len(), 48);
     assert!(r.headers.get("access-control-allow-origin").is_none());
     // With the id: GET is 405, POST is answered.
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("GET", "/transmission/rpc")
-            .header(header::AUTHORIZATION, wrong)
-            .header("X-Transmission-Session-Id", &id)
-            .body(Body::empty())
-            .unwrap(),
+        "GET",
+        "/transmission/rpc",
+        &[
+            (header::AUTHORIZATION.as_str(), &wrong),
+            ("X-Transmission-Session-Id", &id),
+        ],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     let body =
         r#"{"method":"session-get","arguments":{"fields":["version","rpc-version"]},"tag":3}"#;
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/transmission/rpc/")
-            .header(header::AUTHORIZATION, wrong)
-            .header("X-Transmission-Session-Id", &id)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(body))
-            .unwrap(),
+        "POST",
+        "/transmission/rpc/",
+        &[
+            (header::AUTHORIZATION.as_str(), &wrong),
+            ("X-Transmission-Session-Id", &id),
+            (
+                header::CONTENT_TYPE.as_str(),
+                "application/x-www-form-urlencoded",
+            ),
+        ],
+        Body::from(body),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -241,35 +267,32 @@ async fn a_rotated_session_id_is_refused_with_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path(), Access::default()).await;
     let app = server.router();
-    let first = send(
-        &app,
-        LOCAL,
-        req("POST", "/transmission/rpc")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    let old = first.headers["x-transmission-session-id"].clone();
+    let first = call(&app, "POST", "/transmission/rpc", &[], Body::empty()).await;
+    let old = first.headers["x-transmission-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     server.rotate_session_id();
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/transmission/rpc")
-            .header("X-Transmission-Session-Id", old.clone())
-            .body(Body::from("{}"))
-            .unwrap(),
+        "POST",
+        "/transmission/rpc",
+        &[("X-Transmission-Session-Id", &old)],
+        Body::from("{}"),
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    let new = r.headers["x-transmission-session-id"].clone();
+    let new = r.headers["x-transmission-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(old, new);
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/transmission/rpc")
-            .header("X-Transmission-Session-Id", new)
-            .body(Body::from("{}"))
-            .unwrap(),
+        "POST",
+        "/transmission/rpc",
+        &[("X-Transmission-Session-Id", &new)],
+        Body::from("{}"),
     )
     .await;
     assert_eq!(r.json()["result"], "no method name");
@@ -280,13 +303,12 @@ async fn bodies_past_64_mib_get_413() {
     let dir = tempfile::tempdir().unwrap();
     let app = server(dir.path(), Access::default()).await.router();
     let big = vec![b' '; (64 << 20) + 1];
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/api/v1/torrents")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(big))
-            .unwrap(),
+        "POST",
+        "/api/v1/torrents",
+        &[(header::CONTENT_TYPE.as_str(), "application/json")],
+        Body::from(big),
     )
     .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -298,24 +320,25 @@ async fn the_native_api_adds_lists_pauses_and_removes() {
     let app = server(dir.path(), Access::default()).await.router();
     let magnet = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=a%20name";
     // A form post (what a cross-site page can send) is refused.
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/api/v1/torrents")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from("magnet=x"))
-            .unwrap(),
+        "POST",
+        "/api/v1/torrents",
+        &[(
+            header::CONTENT_TYPE.as_str(),
+            "application/x-www-form-urlencoded",
+        )],
+        Body::from("magnet=x"),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let add = serde_json::json!({"magnet": magnet, "labels": ["tv"]}).to_string();
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/api/v1/torrents")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(add.clone()))
-            .unwrap(),
+        "POST",
+        "/api/v1/torrents",
+        &[(header::CONTENT_TYPE.as_str(), "application/json")],
+        Body::from(add.clone()),
     )
     .await;
     assert_eq!(
@@ -325,25 +348,19 @@ async fn the_native_api_adds_lists_pauses_and_removes() {
         String::from_utf8_lossy(&r.body)
     );
     let id = r.json()["id"].as_u64().unwrap();
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/api/v1/torrents")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(add))
-            .unwrap(),
+        "POST",
+        "/api/v1/torrents",
+        &[(header::CONTENT_TYPE.as_str(), "application/json")],
+        Body::from(add),
     )
     .await;
     assert_eq!(
         (r.status, r.json()["new"].as_bool()),
         (StatusCode::OK, Some(false))
     );
-    let r = send(
-        &app,
-        LOCAL,
-        req("GET", "/api/v1/torrents").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let r = call(&app, "GET", "/api/v1/torrents", &[], Body::empty()).await;
     let list = r.json();
     let t = &list["torrents"][0];
     assert_eq!(t["name"], "a name");
@@ -351,25 +368,15 @@ async fn the_native_api_adds_lists_pauses_and_removes() {
     assert_eq!(t["labels"], serde_json::json!(["tv"]));
     assert_eq!(t["total_size"], 0);
     // By hash too.
-    let r = send(
-        &app,
-        LOCAL,
-        req(
-            "GET",
-            "/api/v1/torrents/0123456789abcdef0123456789abcdef01234567",
-        )
-        .body(Body::empty())
-        .unwrap(),
-    )
-    .await;
+    let by_hash = "/api/v1/torrents/0123456789abcdef0123456789abcdef01234567";
+    let r = call(&app, "GET", by_hash, &[], Body::empty()).await;
     assert_eq!(r.json()["id"].as_u64(), Some(id));
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", &format!("/api/v1/torrents/{id}/pause"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::empty())
-            .unwrap(),
+        "POST",
+        &format!("/api/v1/torrents/{id}/pause"),
+        &[(header::CONTENT_TYPE.as_str(), "application/json")],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -379,21 +386,21 @@ async fn the_native_api_adds_lists_pauses_and_removes() {
         serde_json::Value::Null,
         "a pause is no error"
     );
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("DELETE", &format!("/api/v1/torrents/{id}"))
-            .body(Body::empty())
-            .unwrap(),
+        "DELETE",
+        &format!("/api/v1/torrents/{id}"),
+        &[],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("GET", &format!("/api/v1/torrents/{id}"))
-            .body(Body::empty())
-            .unwrap(),
+        "GET",
+        &format!("/api/v1/torrents/{id}"),
+        &[],
+        Body::empty(),
     )
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -405,24 +412,22 @@ async fn the_native_api_adds_lists_pauses_and_removes() {
         r#"{"magnet":"x","url":"y"}"#,
         r#"{"nope":1}"#,
     ] {
-        let r = send(
+        let r = call(
             &app,
-            LOCAL,
-            req("POST", "/api/v1/torrents")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body))
-                .unwrap(),
+            "POST",
+            "/api/v1/torrents",
+            &[(header::CONTENT_TYPE.as_str(), "application/json")],
+            Body::from(body),
         )
         .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
     }
-    let r = send(
+    let r = call(
         &app,
-        LOCAL,
-        req("POST", "/api/v1/torrents")
-            .header(header::CONTENT_TYPE, "application/x-bittorrent")
-            .body(Body::from("d4:infoi3ee"))
-            .unwrap(),
+        "POST",
+        "/api/v1/torrents",
+        &[(header::CONTENT_TYPE.as_str(), "application/x-bittorrent")],
+        Body::from("d4:infoi3ee"),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -448,13 +453,12 @@ async fn the_event_stream_sends_changes() {
             .into_data_stream()
     };
     let add = r#"{"magnet":"magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"}"#;
-    send(
+    call(
         &app,
-        LOCAL,
-        req("POST", "/api/v1/torrents")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(add))
-            .unwrap(),
+        "POST",
+        "/api/v1/torrents",
+        &[(header::CONTENT_TYPE.as_str(), "application/json")],
+        Body::from(add),
     )
     .await;
     let mut seen = String::new();
@@ -473,14 +477,7 @@ async fn the_event_stream_sends_changes() {
         // would only be said removed).
         if seen.contains("event: torrent") && !removed {
             assert!(seen.contains("\"state\":\"metadata\""), "{seen}");
-            send(
-                &app,
-                LOCAL,
-                req("DELETE", "/api/v1/torrents/1")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+            call(&app, "DELETE", "/api/v1/torrents/1", &[], Body::empty()).await;
             removed = true;
         }
     }
@@ -491,12 +488,7 @@ async fn the_event_stream_sends_changes() {
 async fn metrics_have_one_name_each() {
     let dir = tempfile::tempdir().unwrap();
     let app = server(dir.path(), Access::default()).await.router();
-    let r = send(
-        &app,
-        LOCAL,
-        req("GET", "/metrics").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let r = call(&app, "GET", "/metrics", &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::OK);
     let text = String::from_utf8(r.body).unwrap();
     let mut types = std::collections::BTreeSet::new();
