@@ -70,11 +70,13 @@ fn not_found(id: &str) -> Problem {
 
 /// A torrent by its id or its info hash (40 hex).
 fn find(daemon: &Daemon, id: &str) -> Result<Listed, Problem> {
-    let list = daemon.session.list();
     let hit = if let Ok(n) = id.parse::<u64>() {
-        list.into_iter().find(|t| t.id == TorrentId(n))
+        daemon.session.get(TorrentId(n))
     } else if let Ok(ih) = id.parse::<InfoHash>() {
-        list.into_iter().find(|t| t.info_hash == ih)
+        daemon
+            .session
+            .find(ih)
+            .and_then(|id| daemon.session.get(id))
     } else {
         None
     };

@@ -146,6 +146,24 @@ impl Record {
         now_secs - self.activity_date.max(self.start_date)
     }
 
+    /// The seed ratio that applies, if any: its own, or the daemon's.
+    pub fn ratio_limit(&self, s: &crate::daemon::Settings) -> Option<f64> {
+        match self.seed_ratio_mode {
+            GoalMode::Single => Some(self.seed_ratio_limit),
+            GoalMode::Global => s.seed_ratio_limit,
+            GoalMode::Unlimited => None,
+        }
+    }
+
+    /// The idle-seeding limit that applies, in minutes, if any.
+    pub fn idle_limit(&self, s: &crate::daemon::Settings) -> Option<u32> {
+        match self.seed_idle_mode {
+            GoalMode::Single => Some(self.seed_idle_limit),
+            GoalMode::Global => s.idle_seeding_limit,
+            GoalMode::Unlimited => None,
+        }
+    }
+
     /// The limits that apply (down, up).
     pub fn limits(&self) -> (Option<u64>, Option<u64>) {
         (
@@ -222,6 +240,27 @@ impl Record {
             changed: Some(now),
             ..Live::default()
         };
+    }
+}
+
+/// Whether an event changes what a client sees of a torrent: its numbers
+/// ticking with nothing moved, a sources table, a peer coming or going do
+/// not (a client polling `recently-active` would get every torrent back).
+fn changes(r: &Record, event: &TorrentEvent) -> bool {
+    match event {
+        TorrentEvent::Progress(s) => {
+            s.downloaded != r.live.downloaded
+                || s.uploaded != r.live.uploaded
+                || r.live
+                    .stats
+                    .as_ref()
+                    .is_none_or(|old| old.bytes_left != s.bytes_left)
+        }
+        TorrentEvent::Sources(_)
+        | TorrentEvent::Metadata(..)
+        | TorrentEvent::PeerConnected { .. }
+        | TorrentEvent::PeerDisconnected { .. } => false,
+        _ => true,
     }
 }
 
@@ -429,13 +468,14 @@ impl Book {
             .map(|(id, _)| *id)
     }
 
-    /// Changed in the last [`RECENT`] (or running: rates move).
+    /// Changed in the last [`RECENT`]: moved bytes, started, stopped,
+    /// finished, or was edited (Transmission's `recently-active`; a running
+    /// torrent that moves nothing is not active).
     pub fn recently_active(&self, ih: &InfoHash, now: Instant) -> bool {
         self.records.get(ih).is_some_and(|r| {
-            r.live.stats.is_some()
-                || r.live
-                    .changed
-                    .is_some_and(|c| now.saturating_duration_since(c) < RECENT)
+            r.live
+                .changed
+                .is_some_and(|c| now.saturating_duration_since(c) < RECENT)
         })
     }
 
@@ -454,7 +494,9 @@ impl Book {
                 }
                 let r = self.track(*id, *info_hash, now);
                 r.count_time(now);
-                r.live.changed = Some(now);
+                if changes(r, event) {
+                    r.live.changed = Some(now);
+                }
                 let round_before = dht_round(&r.live.sources);
                 let became = Self::torrent_event(r, event);
                 // Other numbers in the DHT row: another lookup finished.
@@ -684,6 +726,24 @@ mod tests {
         assert_eq!(r.downloaded_before, 60);
         assert_eq!(r.have_valid, 100);
         assert_eq!(again.cumulative(t0).files_added, 1);
+    }
+
+    #[test]
+    fn only_a_change_makes_a_torrent_recently_active() {
+        let t0 = Instant::now();
+        let mut book = Book::default();
+        book.added(TorrentId(1), ih(1), t0);
+        let later = t0 + RECENT;
+        assert!(!book.recently_active(&ih(1), later));
+        // Its numbers said again with nothing moved: still quiet.
+        book.apply(&ev(1, 1, progress(0, 0, 100)), later);
+        book.apply(&ev(1, 1, progress(0, 0, 100)), later + RECENT);
+        assert!(!book.recently_active(&ih(1), later + RECENT));
+        // Bytes moved: active for a minute.
+        let t = later + RECENT * 2;
+        book.apply(&ev(1, 1, progress(10, 0, 90)), t);
+        assert!(book.recently_active(&ih(1), t + RECENT / 2));
+        assert!(!book.recently_active(&ih(1), t + RECENT));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use lodestone_engine::session::{
 use lodestone_engine::torrent::{MagnetStart, TorrentConfig, TorrentEvent};
 use tokio::sync::broadcast;
 
-use crate::book::{Book, GoalMode, Record};
+use crate::book::{Book, Record};
 
 /// How often the book is saved while something changed.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
@@ -394,12 +394,7 @@ impl Daemon {
             },
         )?;
         let now = Instant::now();
-        let listed_name = self
-            .session
-            .list()
-            .into_iter()
-            .find(|t| t.id == added.id)
-            .and_then(|t| t.name);
+        let listed_name = self.session.get(added.id).and_then(|t| t.name);
         let brief = |name: Option<String>| Brief {
             id: added.id,
             info_hash,
@@ -474,11 +469,7 @@ impl Daemon {
     }
 
     pub fn hash_of(&self, id: TorrentId) -> Option<InfoHash> {
-        self.session
-            .list()
-            .into_iter()
-            .find(|t| t.id == id)
-            .map(|t| t.info_hash)
+        self.session.get(id).map(|t| t.info_hash)
     }
 
     fn changed(&self, c: Change) {
@@ -581,29 +572,12 @@ impl Daemon {
         move_out
     }
 
-    /// The seed ratio that applies to a torrent, if any.
-    pub fn ratio_limit(&self, r: &Record) -> Option<f64> {
-        match r.seed_ratio_mode {
-            GoalMode::Single => Some(r.seed_ratio_limit),
-            GoalMode::Global => self.settings().seed_ratio_limit,
-            GoalMode::Unlimited => None,
-        }
-    }
-
-    /// The idle-seeding limit that applies to a torrent, in minutes.
-    pub fn idle_limit(&self, r: &Record) -> Option<u32> {
-        match r.seed_idle_mode {
-            GoalMode::Single => Some(r.seed_idle_limit),
-            GoalMode::Global => self.settings().idle_seeding_limit,
-            GoalMode::Unlimited => None,
-        }
-    }
-
     /// Stop the seeding torrents nobody took data from for their idle
     /// limit (Transmission's `seedIdleLimit`), counted from the later of
     /// their last upload and their start.
     fn stop_idle_seeds(&self) {
         let now = crate::book::now_secs();
+        let settings = self.settings();
         let idle: Vec<TorrentId> = {
             let book = self.book();
             self.session
@@ -612,7 +586,7 @@ impl Daemon {
                 .filter(|t| t.state == RunState::Running)
                 .filter(|t| {
                     book.get(&t.info_hash).is_some_and(|r| {
-                        self.idle_limit(r)
+                        r.idle_limit(&settings)
                             .is_some_and(|m| r.seeding_idle_for(now) >= i64::from(m) * 60)
                     })
                 })
@@ -625,7 +599,7 @@ impl Daemon {
     }
 
     fn ratio_met(&self, r: &Record) -> bool {
-        let Some(limit) = self.ratio_limit(r) else {
+        let Some(limit) = r.ratio_limit(&self.settings()) else {
             return false;
         };
         r.left_until_done == 0

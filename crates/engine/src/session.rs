@@ -703,22 +703,16 @@ impl Session {
         lock(&self.core.torrents)
             .by_id
             .iter()
-            .map(|(&id, m)| {
-                let (name, has_metadata) = match &m.what {
-                    What::Torrent(meta) => (Some(meta.info.name.clone()), true),
-                    What::Magnet { name, .. } => (name.clone(), false),
-                };
-                Listed {
-                    id,
-                    info_hash: m.info_hash,
-                    name,
-                    has_metadata,
-                    download_dir: m.cfg.output_dir.clone(),
-                    state: m.state.clone(),
-                    added_at: m.entry.added_at,
-                }
-            })
+            .map(|(&id, m)| listed(id, m))
             .collect()
+    }
+
+    /// One torrent, as [`Session::list`] shows it.
+    pub fn get(&self, id: TorrentId) -> Option<Listed> {
+        lock(&self.core.torrents)
+            .by_id
+            .get(&id)
+            .map(|m| listed(id, m))
     }
 
     /// A torrent's metainfo, once known (a magnet's comes with its metadata).
@@ -773,6 +767,22 @@ impl Session {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn listed(id: TorrentId, m: &Managed) -> Listed {
+    let (name, has_metadata) = match &m.what {
+        What::Torrent(meta) => (Some(meta.info.name.clone()), true),
+        What::Magnet { name, .. } => (name.clone(), false),
+    };
+    Listed {
+        id,
+        info_hash: m.info_hash,
+        name,
+        has_metadata,
+        download_dir: m.cfg.output_dir.clone(),
+        state: m.state.clone(),
+        added_at: m.entry.added_at,
     }
 }
 

@@ -12,8 +12,8 @@ use lodestone_engine::torrent::TorrentSnapshot;
 use lodestone_torrent::{FilePriority, PeerSource, SourceKind, SourceState};
 use serde_json::{json, Map, Value};
 
-use crate::book::Record;
-use crate::daemon::Daemon;
+use crate::book::{GoalMode, Record};
+use crate::daemon::{Daemon, Settings};
 use crate::progress::{display_name, progress, Activity, Progress};
 
 /// Fields that need a snapshot of the running torrent.
@@ -118,7 +118,8 @@ struct View<'a> {
     snap: Option<&'a TorrentSnapshot>,
     p: Progress,
     name: String,
-    ratio_limit: Option<f64>,
+    /// The daemon's settings, read once per request.
+    settings: &'a Settings,
 }
 
 /// The rows of `torrent-get`, one object per torrent with the fields asked
@@ -129,6 +130,7 @@ pub async fn rows(
     names: &[&str],
 ) -> Vec<Map<String, Value>> {
     let live = names.iter().any(|n| LIVE.contains(n));
+    let settings = daemon.settings();
     let mut out = Vec::with_capacity(torrents.len());
     for t in torrents {
         let snap = if live && Daemon::is_running(t) {
@@ -150,7 +152,7 @@ pub async fn rows(
             r: record,
             snap: snap.as_ref(),
             name,
-            ratio_limit: daemon.ratio_limit(record),
+            settings: &settings,
         };
         let mut row = Map::new();
         for &n in names {
@@ -295,7 +297,7 @@ impl View<'_> {
                 !matches!(t.state, RunState::Running)
                     && self.meta.is_some()
                     && self.p.left_until_done == 0
-                    && self.ratio_limit.is_some_and(
+                    && r.ratio_limit(self.settings).is_some_and(
                         |l| r.uploaded_ever() as f64 >= l * self.p.size_when_done as f64
                     )
             ),
@@ -323,9 +325,17 @@ impl View<'_> {
             "queuePosition" => json!(t.id.0.saturating_sub(1)),
             "secondsDownloading" => json!(r.seconds(Instant::now()).0),
             "secondsSeeding" => json!(r.seconds(Instant::now()).1),
-            "seedRatioLimit" => json!(r.seed_ratio_limit),
+            // A torrent that follows the daemon's goal reports it, as
+            // Transmission does (2 and 30 minutes when none is set).
+            "seedRatioLimit" => json!(match r.seed_ratio_mode {
+                GoalMode::Global => self.settings.seed_ratio_limit.unwrap_or(2.0),
+                _ => r.seed_ratio_limit,
+            }),
             "seedRatioMode" => json!(r.seed_ratio_mode.code()),
-            "seedIdleLimit" => json!(r.seed_idle_limit),
+            "seedIdleLimit" => json!(match r.seed_idle_mode {
+                GoalMode::Global => self.settings.idle_seeding_limit.unwrap_or(30),
+                _ => r.seed_idle_limit,
+            }),
             "seedIdleMode" => json!(r.seed_idle_mode.code()),
             "bandwidthPriority" => json!(r.bandwidth_priority),
             "honorsSessionLimits" => json!(true),

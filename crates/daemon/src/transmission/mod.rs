@@ -181,7 +181,7 @@ async fn torrent_add(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<
     };
     // File choices given with the add.
     if key == "torrent-added" {
-        if let Some(t) = daemon.session.list().into_iter().find(|t| t.id == b.id) {
+        if let Some(t) = daemon.session.get(b.id) {
             apply_file_choices(daemon, &t, args).await?;
         }
     }
