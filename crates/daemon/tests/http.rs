@@ -154,7 +154,7 @@ async fn checks_come_in_transmissions_order() {
         &app,
         "POST",
         "/transmission/rpc",
-        &[(header::AUTHORIZATION.as_str(), &bad)],
+        &[(header::AUTHORIZATION.as_str(), bad)],
         Body::empty(),
     )
     .await;
@@ -166,7 +166,7 @@ async fn checks_come_in_transmissions_order() {
         "/nowhere",
         &[
             (header::HOST.as_str(), "evil.example"),
-            (header::AUTHORIZATION.as_str(), &wrong),
+            (header::AUTHORIZATION.as_str(), wrong),
         ],
         Body::empty(),
     )
@@ -177,7 +177,7 @@ async fn checks_come_in_transmissions_order() {
         &app,
         "GET",
         "/transmission/rpc",
-        &[(header::AUTHORIZATION.as_str(), &wrong)],
+        &[(header::AUTHORIZATION.as_str(), wrong)],
         Body::empty(),
     )
     .await;
@@ -194,8 +194,8 @@ async fn checks_come_in_transmissions_order() {
         "GET",
         "/transmission/rpc",
         &[
-            (header::AUTHORIZATION.as_str(), &wrong),
-            ("X-Transmission-Session-Id", &id),
+            (header::AUTHORIZATION.as_str(), wrong),
+            ("X-Transmission-Session-Id", id.as_str()),
         ],
         Body::empty(),
     )
@@ -208,8 +208,8 @@ async fn checks_come_in_transmissions_order() {
         "POST",
         "/transmission/rpc/",
         &[
-            (header::AUTHORIZATION.as_str(), &wrong),
-            ("X-Transmission-Session-Id", &id),
+            (header::AUTHORIZATION.as_str(), wrong),
+            ("X-Transmission-Session-Id", id.as_str()),
             (
                 header::CONTENT_TYPE.as_str(),
                 "application/x-www-form-urlencoded",
