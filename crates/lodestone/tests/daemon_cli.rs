@@ -190,6 +190,9 @@ fn metrics_pass_promtool_with_the_dht_on() {
         sample(&page, "lodestone_dht_nodes").is_some_and(|n| n >= 1.0),
         "the daemon never had the DHT node in its table in 30 s:\n{page}"
     );
+    // The RPC's extension says the same table's size.
+    let dht = rpc.ok("session-get", serde_json::json!({"fields": ["dht-nodes"]}));
+    assert!(dht["dht-nodes"].as_u64().is_some_and(|n| n >= 1), "{dht}");
     let mut missing = Vec::new();
     for (family, kind) in [
         ("lodestone_torrents", "gauge"),

@@ -34,7 +34,7 @@ pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Valu
     };
     let args = &req.args;
     let result = match req.method.as_str() {
-        "session-get" => Ok(session_keys::get(daemon, args, session_id)),
+        "session-get" => Ok(session_keys::get(daemon, args, session_id).await),
         "session-set" => session_keys::set(daemon, args),
         "session-stats" => Ok(session_keys::stats(daemon)),
         "session-close" => Ok(json!({})),

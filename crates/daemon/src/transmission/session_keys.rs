@@ -16,7 +16,13 @@ fn kb(rate: Option<u64>) -> u64 {
     rate.map_or(100, |r| r / 1000)
 }
 
-pub fn get(daemon: &Arc<Daemon>, args: &Map<String, Value>, session_id: &str) -> Value {
+pub async fn get(daemon: &Arc<Daemon>, args: &Map<String, Value>, session_id: &str) -> Value {
+    // Our extension, what transgui #1018 asked for: the DHT routing
+    // table's size (null with the DHT off).
+    let dht_nodes = match daemon.dht() {
+        Some(dht) => Some(dht.health().await.nodes),
+        None => None,
+    };
     let s = daemon.settings();
     let dir = s.download_dir.to_string_lossy().into_owned();
     let schedule = s.alt_schedule.to_transmission();
@@ -86,8 +92,7 @@ pub fn get(daemon: &Arc<Daemon>, args: &Map<String, Value>, session_id: &str) ->
         },
         "utp-enabled": false,
         "version": VERSION,
-        // Our extension: what transgui #1018 asked for.
-        "dht-nodes": Value::Null,
+        "dht-nodes": dht_nodes,
     });
     match args.get("fields").and_then(Value::as_array) {
         Some(fields) => {
