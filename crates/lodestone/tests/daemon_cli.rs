@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::http::{http, Rpc};
 use common::{bin, create_torrent, free_port, port_block, require, Child, Lines};
 use serde_json::json;
@@ -90,39 +91,6 @@ fn daemon_command(config: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// A running daemon and its stderr.
-struct Daemon {
-    child: Child,
-    err: Lines,
-    rpc: u16,
-}
-
-impl Daemon {
-    /// `cmd` started, returned once it says it serves the RPC (30 s).
-    fn start(mut cmd: Command, rpc: u16) -> Self {
-        let mut child = Child::spawn(&mut cmd);
-        let mut err = Lines::stderr(&mut child.0).named("lodestone daemon");
-        err.wait("its RPC line", Duration::from_secs(30), |l| {
-            l.contains("lodestone daemon: RPC on http://")
-        });
-        Self { child, err, rpc }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -{sig}");
-    }
-
-    /// SIGTERM, then its exit (30 s).
-    fn stop(self) -> Output {
-        self.signal("TERM");
-        self.child.finish(Duration::from_secs(30))
-    }
-}
-
 /// A run that must end by itself (a refusal), within 30 s.
 fn run_to_end(cmd: &mut Command) -> Output {
     Child::spawn(cmd).finish(Duration::from_secs(30))
@@ -164,10 +132,9 @@ fn metrics_pass_promtool_with_the_dht_on() {
     let mut conf = Conf::new(dir.path());
     conf.dht = true;
     let config = conf.write();
-    let d = Daemon::start(
-        daemon_command(&config, &["--bootstrap", &format!("127.0.0.1:{node}")]),
-        conf.rpc_port(),
-    );
+    let bootstrap = format!("127.0.0.1:{node}");
+    let mut cmd = daemon_command(&config, &["--bootstrap", &bootstrap]);
+    let d = Daemon::spawn(&mut cmd, conf.rpc_port(), 0);
     // A magnet without peers: the torrent families get a sample, the DHT a lookup.
     let mut rpc = Rpc::handshake(d.rpc);
     rpc.ok(
@@ -353,7 +320,7 @@ fn watch_dir_adds_torrents_and_magnets_and_leaves_junk() {
         quoted(&watch)
     );
     let config = conf.write();
-    let mut d = Daemon::start(daemon_command(&config, &[]), conf.rpc_port());
+    let mut d = Daemon::spawn(&mut daemon_command(&config, &[]), conf.rpc_port(), 0);
     std::fs::copy(&made, watch.join("a.torrent")).unwrap();
     std::fs::write(
         watch.join("b.magnet"),
@@ -393,10 +360,10 @@ fn watch_dir_adds_torrents_and_magnets_and_leaves_junk() {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect::<Vec<_>>(),
-        d_err(&mut d.err)
+        d_err(d.err())
     );
     // The junk is reported once its tries are over, and stays as it is.
-    d.err
+    d.err()
         .find("the junk reported", Duration::from_secs(20), |l| {
             l.contains("junk.torrent")
         });
@@ -413,7 +380,7 @@ fn sighup_reloads_the_file_and_keeps_the_old_one_if_broken() {
     let mut conf = Conf::new(dir.path());
     conf.tables = "[limits]\ndownload = \"100 kB/s\"\n".to_owned();
     let config = conf.write();
-    let mut d = Daemon::start(daemon_command(&config, &[]), conf.rpc_port());
+    let mut d = Daemon::spawn(&mut daemon_command(&config, &[]), conf.rpc_port(), 0);
     let mut rpc = Rpc::handshake(d.rpc);
     let limits = |rpc: &mut Rpc| {
         let s = rpc.ok("session-get", json!({}));
@@ -429,7 +396,7 @@ fn sighup_reloads_the_file_and_keeps_the_old_one_if_broken() {
     conf.tables = "[limits]\ndownload = \"250 kB/s\"\nupload = \"50 kB/s\"\n".to_owned();
     conf.write();
     d.signal("HUP");
-    d.err.wait("the reload", Duration::from_secs(10), |l| {
+    d.err().wait("the reload", Duration::from_secs(10), |l| {
         l.contains("SIGHUP: configuration reloaded")
     });
     let now = poll(Duration::from_secs(5), || limits(&mut rpc), |l| l.0 == 250);
@@ -439,7 +406,7 @@ fn sighup_reloads_the_file_and_keeps_the_old_one_if_broken() {
     // A broken file: the daemon says so, keeps the limits and serves on.
     std::fs::write(&config, "[limits]\ndownload = \"fast\"\n").unwrap();
     d.signal("HUP");
-    let l = d.err.wait("the refusal", Duration::from_secs(10), |l| {
+    let l = d.err().wait("the refusal", Duration::from_secs(10), |l| {
         l.contains("SIGHUP")
     });
     assert!(l.contains("kept the old configuration"), "{l}");
@@ -450,7 +417,7 @@ fn sighup_reloads_the_file_and_keeps_the_old_one_if_broken() {
     conf.tables = String::new();
     conf.write();
     d.signal("HUP");
-    d.err
+    d.err()
         .wait("the second reload", Duration::from_secs(10), |l| {
             l.contains("SIGHUP: configuration reloaded")
         });
@@ -515,8 +482,9 @@ fn notify_socket_gets_ready_reloading_and_stopping() {
     // Ready means serving.
     let d = Daemon {
         child,
-        err,
+        err: Some(err),
         rpc: conf.rpc_port(),
+        peer: 0,
     };
     let mut rpc = Rpc::handshake(d.rpc);
     rpc.ok("session-get", json!({}));
@@ -590,8 +558,8 @@ fn allow_unauthenticated_remote_flag_overrides_the_file() {
 }
 
 /// `cmd` starts, answers session-get on 127.0.0.1:`port`, and stops with 0.
-fn serves_on(cmd: Command, port: u16) {
-    let d = Daemon::start(cmd, port);
+fn serves_on(mut cmd: Command, port: u16) {
+    let d = Daemon::spawn(&mut cmd, port, 0);
     let mut rpc = Rpc::handshake(d.rpc);
     rpc.ok("session-get", json!({}));
     let o = d.stop();

@@ -6,45 +6,17 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::daemon::{self, Daemon};
 use common::http::{http, Rpc, RPC};
-use common::{bin, create_torrent, free_port, Child, Lines};
+use common::{create_torrent, Child};
 use lodestone::payload;
 use serde_json::{json, Value};
 
-struct Daemon {
-    rpc: u16,
-    child: Child,
-}
-
-fn daemon_command(state: &Path, dl: &Path, rpc: u16) -> std::process::Command {
-    let mut c = bin();
-    // An empty configuration: never the machine's own.
-    c.args([
-        "daemon",
-        "--config",
-        "/dev/null",
-        "--no-dht",
-        "--no-lpd",
-        "--state-dir",
-    ])
-    .arg(state)
-    .arg("--download-dir")
-    .arg(dl)
-    .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-    .args(["--rpc-bind", &format!("127.0.0.1:{rpc}")]);
-    c
-}
-
-/// A daemon on free ports, returned once it serves.
-fn start(state: &Path, dl: &Path) -> Daemon {
-    let rpc = free_port();
-    let mut child = Child::spawn(&mut daemon_command(state, dl, rpc));
-    let mut err = Lines::stderr(&mut child.0).named("lodestone daemon");
-    err.wait("its RPC line", Duration::from_secs(30), |l| {
-        l.contains("lodestone daemon: RPC on http://")
-    });
-    std::thread::spawn(move || while err.pump(Duration::from_secs(3600)) {});
-    Daemon { rpc, child }
+/// A daemon on free ports with its state in `<base>/state` and downloads
+/// in `<base>/dl`, an empty configuration; returned once it serves.
+fn start(base: &Path) -> Daemon {
+    let (mut cmd, rpc, peer) = daemon::command(base, Path::new("/dev/null"));
+    Daemon::spawn(&mut cmd, rpc, peer).drained()
 }
 
 const SONARR_FIELDS: &[&str] = &[
@@ -152,7 +124,7 @@ const NOBODY: &str = "0123456789abcdef0123456789abcdef01234567";
 fn sonarr_call_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let dl = dir.path().join("dl");
-    let d = start(&dir.path().join("state"), &dl);
+    let d = start(dir.path());
     let done = content("episode", "s");
     let (_seeder, addr) = common::spawn_seeder(&done.torrent, &done.src, &[]);
     let other = content("other", "o");
@@ -295,7 +267,7 @@ fn sonarr_call_sequence() {
 #[test]
 fn bad_input_as_transmission_daemon_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let d = start(&dir.path().join("state"), &dir.path().join("dl"));
+    let d = start(dir.path());
     let with_meta = content("meta", "m");
     let mut rpc = Rpc::handshake(d.rpc);
     let mut wrong = Vec::new();
@@ -497,24 +469,13 @@ fn settled_states(rpc: &mut Rpc) -> Vec<(String, Class, Value, Value, i64)> {
     }
 }
 
-fn sigterm(d: Daemon) -> std::process::Output {
-    let pid = d.child.0.id().to_string();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    d.child.finish(Duration::from_secs(30))
-}
-
 #[test]
 fn restart_keeps_torrents_and_state_dir_is_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
     let done = content("finished", "f");
     let paused = content("paused", "p");
     let (_seeder, addr) = common::spawn_seeder(&done.torrent, &done.src, &[]);
-    let d = start(&state, &dl);
+    let d = start(dir.path());
     let mut rpc = Rpc::handshake(d.rpc);
     rpc.ok(
         "torrent-add",
@@ -546,8 +507,8 @@ fn restart_keeps_torrents_and_state_dir_is_locked() {
     assert_eq!(find(&before, NOBODY).2, json!(["tv"]));
 
     // A second daemon on the same state directory: exit code 4.
-    let second =
-        Child::spawn(&mut daemon_command(&state, &dl, free_port())).finish(Duration::from_secs(30));
+    let second = Child::spawn(&mut daemon::command(dir.path(), Path::new("/dev/null")).0)
+        .finish(Duration::from_secs(30));
     assert_eq!(
         second.status.code(),
         Some(4),
@@ -555,14 +516,14 @@ fn restart_keeps_torrents_and_state_dir_is_locked() {
         String::from_utf8_lossy(&second.stderr)
     );
 
-    let o = sigterm(d);
+    let o = d.stop();
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let d = start(&state, &dl);
+    let d = start(dir.path());
     let mut rpc = Rpc::handshake(d.rpc);
     // Ids may be given anew: compare by hash.
     assert_eq!(
@@ -573,7 +534,7 @@ fn restart_keeps_torrents_and_state_dir_is_locked() {
 
     // kill -9, then start again: the same.
     drop(d);
-    let d = start(&state, &dl);
+    let d = start(dir.path());
     let mut rpc = Rpc::handshake(d.rpc);
     assert_eq!(
         settled_states(&mut rpc),
@@ -588,8 +549,7 @@ fn restart_keeps_torrents_and_state_dir_is_locked() {
 #[test]
 fn session_set_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
-    let d = start(&state, &dl);
+    let d = start(dir.path());
     let mut rpc = Rpc::handshake(d.rpc);
     let other = dir.path().join("elsewhere");
     rpc.ok(
@@ -607,8 +567,8 @@ fn session_set_outlives_a_restart() {
     let before = rpc.ok("session-get", json!({"fields": keys}));
     assert_eq!(before["speed-limit-down"], 50);
     assert_eq!(before["download-dir"], json!(other));
-    assert_eq!(sigterm(d).status.code(), Some(0));
-    let d = start(&state, &dl);
+    assert_eq!(d.stop().status.code(), Some(0));
+    let d = start(dir.path());
     let mut rpc = Rpc::handshake(d.rpc);
     assert_eq!(rpc.ok("session-get", json!({"fields": keys})), before);
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, create_torrent, free_port, Child, Lines};
+use common::{create_torrent, free_port, Child};
 use lodestone::payload;
 
 fn require_remote() -> bool {
@@ -45,34 +45,13 @@ fn start_ours(base: &Path) -> Server {
 
 /// Ours with this configuration file (never the machine's own).
 fn start_ours_with(base: &Path, config: &str) -> Server {
-    let (rpc, peer) = (free_port(), free_port());
-    std::fs::create_dir_all(base).unwrap();
-    let file = base.join("config.toml");
-    std::fs::write(&file, config).unwrap();
-    let mut child = Child::spawn(
-        bin()
-            .arg("daemon")
-            .arg("--config")
-            .arg(&file)
-            .args(["--no-dht", "--no-lpd", "--state-dir"])
-            .arg(base.join("state"))
-            .arg("--download-dir")
-            .arg(base.join("dl"))
-            .args(["--listen", &format!("127.0.0.1:{peer}")])
-            .args(["--rpc-bind", &format!("127.0.0.1:{rpc}")]),
-    );
-    let mut err = Lines::stderr(&mut child.0).named("lodestone daemon");
-    err.wait("its RPC line", Duration::from_secs(30), |l| {
-        l.contains("lodestone daemon: RPC on http://")
-    });
-    // Keep draining stderr so that the daemon never blocks on it.
-    std::thread::spawn(move || while err.pump(Duration::from_secs(3600)) {});
+    let d = common::daemon::Daemon::start(base, config);
     Server {
         name: "lodestone",
-        rpc,
-        peer,
+        rpc: d.rpc,
+        peer: d.peer,
         base: base.to_owned(),
-        _child: child,
+        _child: d.child,
     }
 }
 

@@ -43,10 +43,21 @@ impl Daemon {
         let file = base.join("config.toml");
         std::fs::write(&file, config).unwrap();
         let (mut cmd, rpc, peer) = command(base, &file);
-        let mut d = Self::spawn(&mut cmd, rpc, peer);
-        let mut err = d.err.take().unwrap();
-        std::thread::spawn(move || while err.pump(Duration::from_secs(3600)) {});
-        d
+        Self::spawn(&mut cmd, rpc, peer).drained()
+    }
+
+    /// Its stderr read in the background from now on (it never blocks on
+    /// a full pipe).
+    pub fn drained(mut self) -> Self {
+        if let Some(mut err) = self.err.take() {
+            std::thread::spawn(move || while err.pump(Duration::from_secs(3600)) {});
+        }
+        self
+    }
+
+    /// Its stderr, unless drained.
+    pub fn err(&mut self) -> &mut Lines {
+        self.err.as_mut().expect("stderr is being drained")
     }
 
     /// `cmd` started, returned once it says it serves (30 s); its stderr
