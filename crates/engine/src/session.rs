@@ -129,6 +129,8 @@ pub enum SessionError {
     },
     #[error("no torrent {0:?} in the session")]
     Unknown(TorrentId),
+    #[error("torrent {0:?} is not running")]
+    NotRunning(TorrentId),
     #[error("the session has no state directory")]
     NoStateDir,
     #[error(transparent)]
@@ -603,6 +605,21 @@ impl Session {
     /// The global limits (down, up).
     pub fn global_limits(&self) -> Limits {
         *lock(&self.core.global_limits)
+    }
+
+    /// Ask a running torrent's trackers for peers now, each as soon as its
+    /// `min interval` allows (an announce under way counts), and the DHT
+    /// unless the torrent is private; a magnet fetching its metadata too.
+    pub async fn reannounce(&self, id: TorrentId) -> Result<(), SessionError> {
+        let input = {
+            let t = lock(&self.core.torrents);
+            let m = t.by_id.get(&id).ok_or(SessionError::Unknown(id))?;
+            self.core.input_of(m).ok_or(SessionError::NotRunning(id))?
+        };
+        input
+            .send(PeerInput::Command(torrent::Command::Reannounce))
+            .await
+            .map_err(|_| SessionError::NotRunning(id))
     }
 
     /// Set each file's priority (one per file, in the torrent's order):

@@ -354,6 +354,9 @@ pub enum Command {
     /// One per file (a magnet still fetching its metadata keeps them for
     /// when it has it).
     SetFilePriorities(Vec<lodestone_torrent::FilePriority>),
+    /// Ask the trackers (each as soon as its `min interval` allows) and,
+    /// unless the torrent is private, the DHT for peers now.
+    Reannounce,
 }
 
 /// One torrent's state, as a session shows it (words are the caller's).
@@ -407,6 +410,8 @@ struct Driver {
     progress_tx: Option<watch::Sender<crate::tracker::Progress>>,
     /// Running tracker tiers, by their first URL.
     trackers: Vec<(Vec<String>, AbortOnDrop)>,
+    /// Wakes the tracker tiers and the DHT discovery: announce now.
+    announce_now: watch::Sender<()>,
     _listener: Option<tokio::task::JoinHandle<()>>,
     _dht: Option<AbortOnDrop>,
     _lpd: Option<Lpd>,
@@ -666,10 +671,12 @@ impl Driver {
             }
             None => None,
         };
-        let dht = cfg
-            .dht
-            .clone()
-            .map(|dht| spawn_dht_discovery(dht, info_hash, cfg.listen, input_tx.clone()));
+        let announce_now = watch::channel(()).0;
+        // Never for a private torrent (BEP 27): its peers come from its trackers.
+        let dht = cfg.dht.clone().filter(|_| !private).map(|dht| {
+            let now = announce_now.subscribe();
+            spawn_dht_discovery(dht, info_hash, cfg.listen, input_tx.clone(), now)
+        });
         let lpd = match (cfg.lpd, cfg.listen) {
             (true, Some(listen)) if !private => {
                 Some(match shared.as_ref().and_then(|s| s.lpd.as_ref()) {
@@ -730,6 +737,7 @@ impl Driver {
             progress,
             progress_tx: None,
             trackers: Vec::new(),
+            announce_now,
             _listener: listener,
             _dht: dht,
             _lpd: lpd,
@@ -772,6 +780,7 @@ impl Driver {
             self.progress_rx(),
             self.input_tx.clone(),
             self.cfg.http.clone(),
+            self.announce_now.subscribe(),
         )));
         self.trackers.push((tier, task));
     }
@@ -855,6 +864,10 @@ impl Driver {
             }
         }
         let meta = Arc::new(merged);
+        if meta.info.private {
+            // The magnet did not say; the DHT is not for it (BEP 27).
+            self._dht = None;
+        }
         self.events
             .send(TorrentEvent::MetadataReady {
                 meta: meta.clone(),
@@ -1048,6 +1061,9 @@ impl Driver {
             PeerInput::Command(Command::SetFilePriorities(p)) => {
                 self.cfg.file_priorities = p;
                 self.apply_file_priorities(now);
+            }
+            PeerInput::Command(Command::Reannounce) => {
+                self.announce_now.send_replace(());
             }
         }
     }
@@ -1424,14 +1440,18 @@ impl AbortOnDrop {
     }
 }
 
-/// Run DHT peer discovery for `info_hash` until the handle is dropped.
+/// Run DHT peer discovery for `info_hash` until the handle is dropped; a
+/// change on `now` starts a lookup at once.
 pub fn spawn_dht_discovery(
     dht: crate::dht::Dht,
     info_hash: lodestone_core::InfoHash,
     listen: Option<SocketAddr>,
     input: mpsc::Sender<PeerInput>,
+    now: watch::Receiver<()>,
 ) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(dht_discovery(dht, info_hash, listen, input)))
+    AbortOnDrop(tokio::spawn(dht_discovery(
+        dht, info_hash, listen, input, now,
+    )))
 }
 
 impl Drop for AbortOnDrop {
@@ -1442,7 +1462,9 @@ impl Drop for AbortOnDrop {
 
 /// Ask the DHT for peers (announcing our port when we listen), soon again
 /// at first and then every few minutes, feeding what it finds to the
-/// torrent; when, is [`lodestone_dht::reannounce::Schedule`]'s rule.
+/// torrent; when, is [`lodestone_dht::reannounce::Schedule`]'s rule, or
+/// at once when `now` changes (the user's "ask for more peers"; one asked
+/// for during a round is that round).
 ///
 /// The task lives as long as its torrent and mostly sleeps: what it awaits
 /// now and then is boxed, and it is an async block (an async fn keeps its
@@ -1452,6 +1474,7 @@ fn dht_discovery(
     info_hash: lodestone_core::InfoHash,
     listen: Option<SocketAddr>,
     input: mpsc::Sender<PeerInput>,
+    mut now: watch::Receiver<()>,
 ) -> impl std::future::Future<Output = ()> {
     use crate::dht::LookupUpdate;
     async move {
@@ -1504,7 +1527,16 @@ fn dht_discovery(
                     return;
                 }
             }
-            tokio::time::sleep(wait).await;
+            now.borrow_and_update();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                asked = now.changed() => {
+                    if asked.is_err() {
+                        // Nobody can ask any more: keep the schedule.
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
         }
     }
 }

@@ -29,17 +29,24 @@ const MAX_RETRY: Duration = Duration::from_secs(1800);
 
 pub use lodestone_torrent::{Progress, TrackerStatus};
 
-/// Announce one tier until the task is dropped.
+/// Announce one tier until the task is dropped. A change on `now` (the
+/// user's "ask the trackers now") cuts the wait short, unless the last
+/// tracker that answered gave a `min interval` and it has not passed
+/// since the last announce (Transmission refuses a manual announce
+/// sooner too); one asked for while an announce runs is that announce.
 pub async fn run_tier(
     tier: Vec<String>,
     base: AnnounceRequest,
     mut progress: watch::Receiver<Progress>,
     input: mpsc::Sender<PeerInput>,
     http: crate::http::HttpClient,
+    mut now: watch::Receiver<()>,
 ) {
     let mut order = tier;
     let mut event = AnnounceEvent::Started;
     let mut retry = FIRST_RETRY;
+    // The tracker's own floor between announces, if it gave one.
+    let mut min_interval: Option<Duration> = None;
     loop {
         let mut wait = None;
         for i in 0..order.len() {
@@ -61,6 +68,9 @@ pub async fn run_tier(
                         r.min_interval.unwrap_or(r.interval).max(r.interval),
                     ))
                     .clamp(MIN_INTERVAL, MAX_INTERVAL);
+                    min_interval = r
+                        .min_interval
+                        .map(|m| Duration::from_secs(u64::from(m)).min(MAX_INTERVAL));
                     let status = TrackerStatus {
                         url: url.clone(),
                         status: match &r.warning {
@@ -104,18 +114,38 @@ pub async fn run_tier(
             w
         });
         // Sleep until the next announce, or until the download completes:
-        // trackers hear `completed` at once (BEP 3) and count us a seed.
+        // trackers hear `completed` at once (BEP 3) and count us a seed;
+        // or until asked to announce now, if the tracker allows it.
         let downloading = progress.borrow().left > 0;
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            done = progress.wait_for(|p| p.left == 0), if downloading => {
-                if done.is_err() {
-                    return; // the torrent is gone
+        let announced = tokio::time::Instant::now();
+        let deadline = announced + wait;
+        // Asked while announcing: that announce was the answer.
+        now.borrow_and_update();
+        let mut can_ask = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                done = progress.wait_for(|p| p.left == 0), if downloading => {
+                    if done.is_err() {
+                        return; // the torrent is gone
+                    }
+                    event = AnnounceEvent::Completed;
+                    break;
                 }
-                event = AnnounceEvent::Completed;
+                asked = now.changed(), if can_ask => match asked {
+                    Err(_) => can_ask = false,
+                    Ok(()) if manual_allowed(announced, min_interval) => break,
+                    Ok(()) => {}
+                },
             }
         }
     }
+}
+
+/// May the user's "announce now" be carried out, the last announce having
+/// ended at `announced`? Not before the tracker's `min interval`.
+fn manual_allowed(announced: tokio::time::Instant, min_interval: Option<Duration>) -> bool {
+    min_interval.is_none_or(|m| announced.elapsed() >= m)
 }
 
 async fn send(
@@ -328,12 +358,14 @@ mod tests {
         let (_tx, progress) = watch::channel(Progress::default());
         let (input, _rx) = mpsc::channel(1);
         let tier = vec!["http://127.0.0.1:1/announce".to_owned()];
+        let (_now_tx, now) = watch::channel(());
         let f = run_tier(
             tier,
             base,
             progress,
             input,
             crate::http::HttpClient::default(),
+            now,
         );
         let size = std::mem::size_of_val(&f);
         assert!(size <= 2048, "{size} bytes");

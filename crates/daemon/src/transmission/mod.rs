@@ -217,9 +217,17 @@ async fn each(
             Action::Start => daemon.start(t.id).await,
             Action::Stop => daemon.stop(t.id).await,
             Action::Verify => daemon.verify(t.id).await,
-            // Trackers are asked on their own schedule; there is no
-            // "now" command in the engine yet.
-            Action::Reannounce => Ok(()),
+            // Ask the trackers (and the DHT) now. A torrent that cannot
+            // (stopped, or gone meanwhile) is skipped and the call still
+            // succeeds, as Transmission's tr_torrentCanManualUpdate does;
+            // so is a tracker whose `min interval` has not passed.
+            Action::Reannounce => {
+                use lodestone_engine::session::SessionError;
+                match daemon.session.reannounce(t.id).await {
+                    Err(SessionError::NotRunning(_) | SessionError::Unknown(_)) => Ok(()),
+                    r => r,
+                }
+            }
             Action::Remove(delete) => daemon.remove(t.id, delete).await,
         };
         r.map_err(|e| e.to_string())?;
