@@ -291,8 +291,7 @@ async fn rpc(
     }
     // Read as JSON whatever the Content-Type: transmission-remote sends
     // application/x-www-form-urlencoded.
-    let answer = crate::transmission::handle(&server.daemon, &body, &id).await;
-    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+    let bytes = crate::transmission::handle(&server.daemon, &body, &id).await;
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],

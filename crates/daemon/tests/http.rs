@@ -502,3 +502,53 @@ async fn metrics_have_one_name_each() {
     }
     assert!(text.contains("lodestone_torrents{state=\"seeding\"} 0"));
 }
+
+/// An RPC request with the 409 handshake done; the answer's raw text.
+async fn rpc(app: &Router, body: &str) -> String {
+    let first = call(app, "POST", "/transmission/rpc", &[], Body::empty()).await;
+    let id = first.headers["x-transmission-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let r = call(
+        app,
+        "POST",
+        "/transmission/rpc",
+        &[("X-Transmission-Session-Id", id.as_str())],
+        Body::from(body.to_owned()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    String::from_utf8(r.body).unwrap()
+}
+
+#[tokio::test]
+async fn torrent_get_writes_the_fields_asked_in_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = server(dir.path(), Access::default()).await.router();
+    let add = r#"{"method":"torrent-add","arguments":{"filename":"magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=a%20name"}}"#;
+    assert!(rpc(&app, add).await.contains(r#""result":"success""#));
+    // Objects: the known fields once each, in the order asked; the tag kept.
+    let get = r#"{"method":"torrent-get","tag":5,"arguments":{"fields":["name","id","bogus","id","totalSize"]}}"#;
+    assert_eq!(
+        rpc(&app, get).await,
+        r#"{"arguments":{"torrents":[{"name":"a name","id":1,"totalSize":0}]},"result":"success","tag":5}"#
+    );
+    // A table: the names, then a row per torrent.
+    let get = r#"{"method":"torrent-get","arguments":{"format":"table","fields":["id","name"]}}"#;
+    assert_eq!(
+        rpc(&app, get).await,
+        r#"{"arguments":{"torrents":[["id","name"],[1,"a name"]]},"result":"success"}"#
+    );
+    // recently-active: the one just added, and the removed list.
+    let get = r#"{"method":"torrent-get","arguments":{"ids":"recently-active","fields":["id"]}}"#;
+    assert_eq!(
+        rpc(&app, get).await,
+        r#"{"arguments":{"torrents":[{"id":1}],"removed":[]},"result":"success"}"#
+    );
+    let get = r#"{"method":"torrent-get","arguments":{"ids":[7],"fields":["id"]}}"#;
+    assert_eq!(
+        rpc(&app, get).await,
+        r#"{"arguments":{"torrents":[]},"result":"success"}"#
+    );
+}

@@ -76,7 +76,8 @@ fn settings(dir: &std::path::Path) -> Settings {
 
 async fn rpc(daemon: &Arc<Daemon>, method: &str, arguments: Value) -> Value {
     let body = json!({"method": method, "arguments": arguments}).to_string();
-    lodestone_daemon::transmission::handle(daemon, body.as_bytes(), "sid").await
+    let answer = lodestone_daemon::transmission::handle(daemon, body.as_bytes(), "sid").await;
+    serde_json::from_slice(&answer).expect("the answer is JSON")
 }
 
 async fn next_announce(

@@ -10,7 +10,7 @@ use lodestone_core::{Magnet, Metainfo};
 use lodestone_engine::session::{Listed, RunState};
 use lodestone_engine::torrent::TorrentSnapshot;
 use lodestone_torrent::{FilePriority, PeerSource, SourceKind, SourceState};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::book::{GoalMode, Record};
 use crate::daemon::{Daemon, Settings};
@@ -122,17 +122,24 @@ struct View<'a> {
     settings: &'a Settings,
 }
 
-/// The rows of `torrent-get`, one object per torrent with the fields asked
-/// for (unknown ones left out, as Transmission does).
-pub async fn rows(
+/// The rows of `torrent-get`, written as JSON into `out`: an object per
+/// torrent with the fields asked for (all known), or with `table` an array
+/// of the field names then an array per torrent.
+pub async fn write_rows(
     daemon: &Arc<Daemon>,
     torrents: &[Listed],
     names: &[&str],
-) -> Vec<Map<String, Value>> {
+    table: bool,
+    out: &mut Vec<u8>,
+) {
     let live = names.iter().any(|n| LIVE.contains(n));
     let settings = daemon.settings();
-    let mut out = Vec::with_capacity(torrents.len());
-    for t in torrents {
+    let none = Record::default();
+    out.push(b'[');
+    if table {
+        super::write(out, names);
+    }
+    for (i, t) in torrents.iter().enumerate() {
         let snap = if live && Daemon::is_running(t) {
             daemon.session.snapshot(t.id).await
         } else {
@@ -142,28 +149,34 @@ pub async fn rows(
         // The book is read in place (a record holds its sources table:
         // no copy per torrent per request).
         let book = daemon.book();
-        let none = Record::default();
         let record = book.get(&t.info_hash).unwrap_or(&none);
-        let name = display_name(t, record);
         let view = View {
             t,
             p: progress(t, meta.as_deref(), record),
             meta: meta.as_deref(),
             r: record,
             snap: snap.as_ref(),
-            name,
+            name: display_name(t, record),
             settings: &settings,
         };
-        let mut row = Map::new();
-        for &n in names {
-            if let Some(v) = view.field(n) {
-                row.insert(n.to_owned(), v);
-            }
+        if i > 0 || table {
+            out.push(b',');
         }
+        out.push(if table { b'[' } else { b'{' });
+        for (j, &n) in names.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            if !table {
+                super::write(out, n);
+                out.push(b':');
+            }
+            super::write(out, &view.field(n).unwrap_or(Value::Null));
+        }
+        out.push(if table { b']' } else { b'}' });
         drop(book);
-        out.push(row);
     }
-    out
+    out.push(b']');
 }
 
 impl View<'_> {

@@ -26,19 +26,33 @@ pub const RPC_VERSION: i64 = 17;
 pub const RPC_VERSION_MINIMUM: i64 = 14;
 pub const RPC_VERSION_SEMVER: &str = "5.3.0";
 
-/// Answer one request body.
-pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Value {
+/// A method's arguments: a JSON value, or JSON text already written
+/// (`torrent-get` writes its rows straight out: 1,000 torrents as a tree
+/// of values cost more than the rest of the request).
+enum Arguments {
+    Value(Value),
+    Written(Vec<u8>),
+}
+
+/// Answer one request body with the bytes of the JSON answer.
+pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Vec<u8> {
     let req = match request::parse(body) {
         Ok(r) => r,
-        Err(text) => return json!({ "arguments": {}, "result": text }),
+        Err(text) => return answer(&text, Arguments::Value(json!({})), None),
     };
     let args = &req.args;
+    if req.method == "torrent-get" {
+        let (result, arguments) = match torrent_get(daemon, args).await {
+            Ok(got) => got,
+            Err(text) => (text, Arguments::Value(json!({}))),
+        };
+        return answer(&result, arguments, req.tag);
+    }
     let result = match req.method.as_str() {
         "session-get" => Ok(session_keys::get(daemon, args, session_id).await),
         "session-set" => session_keys::set(daemon, args),
         "session-stats" => Ok(session_keys::stats(daemon)),
         "session-close" => Ok(json!({})),
-        "torrent-get" => torrent_get(daemon, args).await,
         "torrent-add" => torrent_add(daemon, args).await,
         "torrent-start" | "torrent-start-now" => each(daemon, args, Action::Start).await,
         "torrent-stop" => each(daemon, args, Action::Stop).await,
@@ -64,19 +78,33 @@ pub async fn handle(daemon: &Arc<Daemon>, body: &[u8], session_id: &str) -> Valu
         _ => Err("method name not recognized".to_owned()),
     };
     let (result, arguments) = match result {
-        // A failure that still carries arguments (`torrent-get` without
-        // fields answers an empty list, as transmission-daemon does).
-        Ok(mut args) => match args.as_object_mut().and_then(|a| a.remove("__result")) {
-            Some(Value::String(text)) => (text, args),
-            _ => ("success".to_owned(), args),
-        },
+        Ok(args) => ("success".to_owned(), args),
         Err(text) => (text, json!({})),
     };
-    let mut v = json!({"result": result, "arguments": arguments});
-    if let Some(tag) = req.tag {
-        v["tag"] = tag;
+    answer(&result, Arguments::Value(arguments), req.tag)
+}
+
+/// `{"arguments":...,"result":...,"tag":...}`, the legacy answer.
+fn answer(result: &str, arguments: Arguments, tag: Option<Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"arguments\":");
+    match arguments {
+        Arguments::Value(v) => write(&mut out, &v),
+        Arguments::Written(bytes) => out.extend_from_slice(&bytes),
     }
-    v
+    out.extend_from_slice(b",\"result\":");
+    write(&mut out, result);
+    if let Some(tag) = tag {
+        out.extend_from_slice(b",\"tag\":");
+        write(&mut out, &tag);
+    }
+    out.push(b'}');
+    out
+}
+
+/// JSON into a byte buffer (which cannot fail: values and strings only).
+fn write(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(out, v);
 }
 
 /// The torrents a request names; unknown ones are left out.
@@ -103,41 +131,36 @@ fn torrents(daemon: &Daemon, args: &Map<String, Value>) -> Result<Vec<Listed>, F
     })
 }
 
-async fn torrent_get(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
+async fn torrent_get(
+    daemon: &Arc<Daemon>,
+    args: &Map<String, Value>,
+) -> Result<(String, Arguments), Failure> {
     let recently = args.get("ids").and_then(Value::as_str) == Some("recently-active");
     let torrents = torrents(daemon, args)?;
     let Some(names) = args.get("fields").and_then(Value::as_array) else {
         // transmission-daemon answers with an empty list beside the error.
-        return Ok(json!({"torrents": [], "__result": "no fields specified"}));
+        let empty = Arguments::Value(json!({"torrents": []}));
+        return Ok(("no fields specified".to_owned(), empty));
     };
-    let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+    // Known fields, each once, in the order asked (unknown ones are left
+    // out, as Transmission does).
+    let mut fields: Vec<&str> = Vec::new();
+    for n in names.iter().filter_map(Value::as_str) {
+        if fields::is_known(n) && !fields.contains(&n) {
+            fields.push(n);
+        }
+    }
     let table = args.get("format").and_then(Value::as_str) == Some("table");
-    let rows = fields::rows(daemon, &torrents, &names).await;
-    let mut out = if table {
-        let known: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| fields::is_known(n))
-            .collect();
-        let mut t = vec![json!(known)];
-        t.extend(rows.into_iter().map(|row| {
-            Value::Array(
-                known
-                    .iter()
-                    .map(|k| row.get(*k).cloned().unwrap_or(Value::Null))
-                    .collect(),
-            )
-        }));
-        json!({"torrents": t})
-    } else {
-        json!({"torrents": rows.into_iter().map(Value::Object).collect::<Vec<_>>()})
-    };
+    let mut out = b"{\"torrents\":".to_vec();
+    fields::write_rows(daemon, &torrents, &fields, table, &mut out).await;
     if recently {
         let now = Instant::now();
         let removed: Vec<u64> = daemon.book().recently_removed(now).map(|id| id.0).collect();
-        out["removed"] = json!(removed);
+        out.extend_from_slice(b",\"removed\":");
+        write(&mut out, &removed);
     }
-    Ok(out)
+    out.push(b'}');
+    Ok(("success".to_owned(), Arguments::Written(out)))
 }
 
 async fn torrent_add(daemon: &Arc<Daemon>, args: &Map<String, Value>) -> Result<Value, Failure> {
