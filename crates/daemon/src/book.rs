@@ -122,9 +122,6 @@ pub struct Live {
     pub changed: Option<Instant>,
     /// When the seconds of the current phase were last counted.
     pub counted: Option<Instant>,
-    /// Hash failures and bans this run.
-    pub hash_failures: u64,
-    pub bans: u64,
 }
 
 impl Record {
@@ -602,19 +599,14 @@ impl Book {
                 r.error = Some(reason.clone());
                 true
             }
-            TorrentEvent::HashFailed { .. } => {
-                r.live.hash_failures += 1;
-                false
-            }
-            TorrentEvent::PeerBanned { .. } => {
-                r.live.bans += 1;
-                false
-            }
             TorrentEvent::Sources(s) => {
                 r.live.sources = s.clone();
                 false
             }
-            TorrentEvent::PeerConnected { .. }
+            // Counted by the book's totals (`apply`), not per record.
+            TorrentEvent::HashFailed { .. }
+            | TorrentEvent::PeerBanned { .. }
+            | TorrentEvent::PeerConnected { .. }
             | TorrentEvent::PeerDisconnected { .. }
             | TorrentEvent::ReadFailed { .. } => false,
         }

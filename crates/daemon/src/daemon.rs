@@ -182,8 +182,6 @@ pub enum AddError {
     /// The words are Transmission's (scripts match on them).
     #[error("invalid or corrupt torrent file: {0}")]
     Corrupt(String),
-    #[error("download directory path is not absolute: {0}")]
-    RelativeDir(String),
     #[error("cannot fetch the torrent: {0}")]
     Fetch(String),
     #[error(transparent)]
@@ -344,16 +342,9 @@ impl Daemon {
 
     /// Add a torrent or magnet.
     pub async fn add(&self, req: AddRequest) -> Result<AddOutcome, AddError> {
-        let (add, peers, name, magnet_text) = match req.source {
-            AddSource::Magnet(text) => {
-                let (add, peers, name) = magnet(&text)?;
-                (add, peers, name, Some(text))
-            }
-            AddSource::Metainfo(bytes) => {
-                let meta = parse_torrent(&bytes)?;
-                let name = meta.info.name.clone();
-                (Add::Torrent(Arc::new(meta)), Vec::new(), Some(name), None)
-            }
+        let (add, peers, name) = match req.source {
+            AddSource::Magnet(text) => magnet(&text)?,
+            AddSource::Metainfo(bytes) => torrent(&bytes)?,
             AddSource::Url(url) => {
                 let bytes = self
                     .template
@@ -361,12 +352,9 @@ impl Daemon {
                     .get(&url, MAX_TORRENT_BYTES)
                     .await
                     .map_err(AddError::Fetch)?;
-                let meta = parse_torrent(&bytes)?;
-                let name = meta.info.name.clone();
-                (Add::Torrent(Arc::new(meta)), Vec::new(), Some(name), None)
+                torrent(&bytes)?
             }
         };
-        let _ = magnet_text;
         let settings = self.settings();
         let dir = req
             .download_dir
@@ -644,9 +632,19 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, AddError> {
     Metainfo::from_bytes(bytes).map_err(|e| AddError::Corrupt(e.to_string()))
 }
 
+/// What the session is given to add: the add, the peers to dial, a name.
+type ToAdd = (Add, Vec<std::net::SocketAddr>, Option<String>);
+
+/// A .torrent's bytes as the session adds them.
+fn torrent(bytes: &[u8]) -> Result<ToAdd, AddError> {
+    let meta = parse_torrent(bytes)?;
+    let name = meta.info.name.clone();
+    Ok((Add::Torrent(Arc::new(meta)), Vec::new(), Some(name)))
+}
+
 /// A magnet link or a bare info hash, as the session adds it: the add,
 /// the peers it names, and its display name.
-fn magnet(text: &str) -> Result<(Add, Vec<std::net::SocketAddr>, Option<String>), AddError> {
+fn magnet(text: &str) -> Result<ToAdd, AddError> {
     let text = text.trim();
     let m: Magnet = if text.starts_with("magnet:") {
         text.parse()
