@@ -2,6 +2,8 @@
 //! order of checks, the RPC's session id, the native API's guard, the
 //! event stream and /metrics.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,53 +12,14 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use lodestone_daemon::daemon::{Daemon, Settings};
 use lodestone_daemon::server::{Access, Server};
-use lodestone_engine::session::{Session, SessionConfig};
-use lodestone_engine::torrent::TorrentConfig;
 use tower::ServiceExt;
 
-fn settings(dir: &std::path::Path) -> Settings {
-    Settings {
-        download_dir: dir.to_owned(),
-        incomplete_dir: None,
-        start_added_torrents: true,
-        speed_limit_down: None,
-        speed_limit_up: None,
-        alt_speed_down: None,
-        alt_speed_up: None,
-        alt_speed_enabled: false,
-        seed_ratio_limit: None,
-        idle_seeding_limit: None,
-        peer_limit_global: 100,
-        peer_limit_per_torrent: 50,
-        peer_port: 0,
-        dht_enabled: false,
-        pex_enabled: true,
-        lpd_enabled: false,
-        alt_schedule: lodestone_daemon::schedule::Schedule::DEFAULT,
-        alt_schedule_enabled: false,
-        categories: [("tv".to_owned(), dir.join("tv"))].into(),
-    }
-}
-
 async fn server(dir: &std::path::Path, access: Access) -> Arc<Server> {
-    let (session, events) = Session::start(SessionConfig {
-        listen: None,
-        threads: 1,
-        seed: 1,
-        state: None,
-        max_connections: 100,
-    })
-    .await
-    .unwrap();
-    let mut template =
-        TorrentConfig::new(dir.to_owned(), lodestone_core::PeerId::generate([7; 12]), 1);
+    let mut template = common::template(dir, 7);
     template.trackers = false;
     template.pex = false;
-    let daemon = Daemon::new(session, template, settings(dir), None).unwrap();
-    tokio::spawn(daemon.clone().pump(events));
-    Server::new(daemon, access)
+    Server::new(common::daemon(dir, template).await, access)
 }
 
 struct Reply {

@@ -2,14 +2,15 @@
 //! now (its interval is half an hour); for a stopped torrent it succeeds
 //! and does nothing, as Transmission does.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use lodestone_daemon::daemon::{Daemon, Settings};
+use lodestone_daemon::daemon::Daemon;
 use lodestone_engine::create::{create_torrent, CreateOptions, Progress};
-use lodestone_engine::session::{RunState, Session, SessionConfig, TorrentId};
-use lodestone_engine::torrent::TorrentConfig;
+use lodestone_engine::session::{RunState, TorrentId};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -50,30 +51,6 @@ async fn tracker() -> (String, mpsc::UnboundedReceiver<String>) {
     (format!("http://{addr}/announce"), rx)
 }
 
-fn settings(dir: &std::path::Path) -> Settings {
-    Settings {
-        download_dir: dir.to_owned(),
-        incomplete_dir: None,
-        start_added_torrents: true,
-        speed_limit_down: None,
-        speed_limit_up: None,
-        alt_speed_down: None,
-        alt_speed_up: None,
-        alt_speed_enabled: false,
-        seed_ratio_limit: None,
-        idle_seeding_limit: None,
-        peer_limit_global: 100,
-        peer_limit_per_torrent: 50,
-        peer_port: 0,
-        dht_enabled: false,
-        pex_enabled: false,
-        lpd_enabled: false,
-        alt_schedule: lodestone_daemon::schedule::Schedule::DEFAULT,
-        alt_schedule_enabled: false,
-        categories: Default::default(),
-    }
-}
-
 async fn rpc(daemon: &Arc<Daemon>, method: &str, arguments: Value) -> Value {
     let body = json!({"method": method, "arguments": arguments}).to_string();
     let answer = lodestone_daemon::transmission::handle(daemon, body.as_bytes(), "sid").await;
@@ -91,22 +68,7 @@ async fn next_announce(
 async fn torrent_reannounce_asks_the_tracker_now() {
     let dir = tempfile::tempdir().unwrap();
     let (url, mut announces) = tracker().await;
-    let (session, events) = Session::start(SessionConfig {
-        listen: None,
-        threads: 1,
-        seed: 3,
-        state: None,
-        max_connections: 100,
-    })
-    .await
-    .unwrap();
-    let template = TorrentConfig::new(
-        dir.path().to_owned(),
-        lodestone_core::PeerId::generate([8; 12]),
-        3,
-    );
-    let daemon = Daemon::new(session, template, settings(dir.path()), None).unwrap();
-    tokio::spawn(daemon.clone().pump(events));
+    let daemon = common::daemon(dir.path(), common::template(dir.path(), 8)).await;
 
     let src = dir.path().join("src/r.bin");
     std::fs::create_dir_all(src.parent().unwrap()).unwrap();
