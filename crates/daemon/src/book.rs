@@ -373,6 +373,28 @@ impl Book {
         Ok(book)
     }
 
+    /// The book at `path`; a damaged one is renamed `<path>.damaged` (its
+    /// new name returned) and an empty book starts: the torrents themselves
+    /// are in the state directory, only the daemon's notes on them are lost.
+    pub fn load_or_set_aside(
+        path: &Path,
+        now: Instant,
+    ) -> Result<(Self, Option<PathBuf>), BookError> {
+        match Self::load(path, now) {
+            Err(BookError::Damaged { .. }) => {
+                let aside = path.with_extension("json.damaged");
+                std::fs::rename(path, &aside).map_err(|error| BookError::Write {
+                    path: aside.clone(),
+                    error,
+                })?;
+                let mut book = Self::load(path, now)?;
+                book.dirty = true;
+                Ok((book, Some(aside)))
+            }
+            other => other.map(|b| (b, None)),
+        }
+    }
+
     /// Write the book (atomically: a crash leaves the old or the new one).
     pub fn save(&mut self, path: &Path, now: Instant) -> Result<(), BookError> {
         let saved = Saved {
@@ -736,6 +758,27 @@ mod tests {
         book.apply(&ev(1, 1, progress(10, 0, 90)), t);
         assert!(book.recently_active(&ih(1), t + RECENT / 2));
         assert!(!book.recently_active(&ih(1), t + RECENT));
+    }
+
+    #[test]
+    fn a_damaged_book_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        std::fs::write(&path, b"{\"torrents\": [").unwrap();
+        let (book, aside) = Book::load_or_set_aside(&path, Instant::now()).unwrap();
+        assert_eq!(
+            aside.as_deref(),
+            Some(dir.path().join("daemon.json.damaged").as_path())
+        );
+        assert!(book.get(&ih(1)).is_none());
+        assert_eq!(
+            std::fs::read(dir.path().join("daemon.json.damaged")).unwrap(),
+            b"{\"torrents\": ["
+        );
+        // A sound one loads as it is.
+        let (_, aside) =
+            Book::load_or_set_aside(&dir.path().join("none.json"), Instant::now()).unwrap();
+        assert!(aside.is_none());
     }
 
     #[test]

@@ -228,7 +228,17 @@ impl Daemon {
     ) -> Result<Arc<Self>, crate::book::BookError> {
         let now = Instant::now();
         let book = match &book_path {
-            Some(p) => Book::load(p, now)?,
+            Some(p) => {
+                let (book, set_aside) = Book::load_or_set_aside(p, now)?;
+                if let Some(kept) = set_aside {
+                    eprintln!(
+                        "lodestone daemon: {} was damaged: kept as {}; labels, seed goals and totals start afresh",
+                        p.display(),
+                        kept.display()
+                    );
+                }
+                book
+            }
             None => Book::default(),
         };
         let (changes, _) = broadcast::channel(1024);
