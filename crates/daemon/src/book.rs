@@ -143,20 +143,22 @@ impl Record {
         now_secs - self.activity_date.max(self.start_date)
     }
 
-    /// The seed ratio that applies, if any: its own, or the daemon's.
-    pub fn ratio_limit(&self, s: &crate::daemon::Settings) -> Option<f64> {
+    /// The seed ratio that applies, if any: its own, or the daemon's
+    /// (`global`).
+    pub fn ratio_limit(&self, global: Option<f64>) -> Option<f64> {
         match self.seed_ratio_mode {
             GoalMode::Single => Some(self.seed_ratio_limit),
-            GoalMode::Global => s.seed_ratio_limit,
+            GoalMode::Global => global,
             GoalMode::Unlimited => None,
         }
     }
 
-    /// The idle-seeding limit that applies, in minutes, if any.
-    pub fn idle_limit(&self, s: &crate::daemon::Settings) -> Option<u32> {
+    /// The idle-seeding limit that applies, in minutes, if any: its own,
+    /// or the daemon's (`global`).
+    pub fn idle_limit(&self, global: Option<u32>) -> Option<u32> {
         match self.seed_idle_mode {
             GoalMode::Single => Some(self.seed_idle_limit),
-            GoalMode::Global => s.idle_seeding_limit,
+            GoalMode::Global => global,
             GoalMode::Unlimited => None,
         }
     }

@@ -584,7 +584,7 @@ impl Daemon {
                 .filter(|t| t.state == RunState::Running)
                 .filter(|t| {
                     book.get(&t.info_hash).is_some_and(|r| {
-                        r.idle_limit(&settings)
+                        r.idle_limit(settings.idle_seeding_limit)
                             .is_some_and(|m| r.seeding_idle_for(now) >= i64::from(m) * 60)
                     })
                 })
@@ -597,7 +597,7 @@ impl Daemon {
     }
 
     fn ratio_met(&self, r: &Record) -> bool {
-        let Some(limit) = r.ratio_limit(&self.settings()) else {
+        let Some(limit) = r.ratio_limit(self.settings().seed_ratio_limit) else {
             return false;
         };
         r.left_until_done == 0

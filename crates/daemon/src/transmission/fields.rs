@@ -310,9 +310,10 @@ impl View<'_> {
                 !matches!(t.state, RunState::Running)
                     && self.meta.is_some()
                     && self.p.left_until_done == 0
-                    && r.ratio_limit(self.settings).is_some_and(
-                        |l| r.uploaded_ever() as f64 >= l * self.p.size_when_done as f64
-                    )
+                    && r.ratio_limit(self.settings.seed_ratio_limit)
+                        .is_some_and(
+                            |l| r.uploaded_ever() as f64 >= l * self.p.size_when_done as f64
+                        )
             ),
             "isPrivate" => json!(self.meta.is_some_and(|m| m.info.private)),
             "isStalled" => json!(false),
