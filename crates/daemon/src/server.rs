@@ -125,6 +125,8 @@ impl Server {
             .with_state(self.clone());
         rpc.merge(crate::api::router(self.daemon.clone()))
             .merge(crate::metrics::router(self.daemon.clone()))
+            .merge(crate::qbittorrent::router(self.daemon.clone()))
+            .merge(crate::web::router())
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), gate))
             .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -240,10 +242,9 @@ async fn gate(
         header::X_FRAME_OPTIONS,
         HeaderValue::from_static("SAMEORIGIN"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'self'"),
-    );
+    // The web page sets its own, stricter policy.
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'self'"));
     response
 }
 
