@@ -20,6 +20,9 @@ checks=(
   "openssl|command -v openssl"
   "iproute2|command -v ip"
   "util-linux|command -v unshare"
+  "chromium|command -v chromium"
+  "nodejs|command -v node"
+  "npm|command -v npm"
 )
 
 missing() {
@@ -31,9 +34,22 @@ missing() {
   echo "${out[@]}"
 }
 
+# The web page's browser test drives chromium with playwright-core, pinned
+# by tests/web/package-lock.json (npm is a test dependency only; the page
+# itself has no build step).
+node_modules() {
+  [ -d tests/web/node_modules/playwright-core ] && return 0
+  [ -f tests/web/package-lock.json ] || return 0
+  command -v npm >/dev/null || return 1
+  echo "install-test-deps: npm ci in tests/web" >&2
+  npm ci --prefix tests/web --no-audit --no-fund >&2
+}
+
+cd "$(dirname "$0")/.."
 need=$(missing)
 if [ -z "$need" ]; then
-  exit 0
+  node_modules
+  exit
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "install-test-deps: installing $need" >&2
@@ -41,7 +57,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # shellcheck disable=SC2086
   { apt-get update -qq && apt-get install -y -qq $need; } >&2 || true
   need=$(missing)
-  [ -z "$need" ] && exit 0
+  if [ -z "$need" ]; then
+    node_modules
+    exit
+  fi
 fi
 echo "install-test-deps: missing Debian packages: $need" >&2
 echo "install-test-deps: as root, run: apt-get install $need" >&2
