@@ -25,9 +25,12 @@ const probes = {
     running: (li) => Boolean(li) && !li.querySelector('.torrent_progress_bar.paused'),
   },
   lodestone: {
-    listed: ({ n, name }) => Number(document.querySelector('[data-torrent-count]')?.dataset.torrentCount) >= n
-      && [...document.querySelectorAll('[data-hash]')].some((e) => e.textContent.includes(name)),
-    row: ({ hash }) => document.querySelector(`[data-hash="${hash}"]`),
+    // The status bar counts the torrents; rows are virtualized (only the
+    // visible ones exist) and carry their state in data-state.
+    listed: ({ n, name }) => (document.querySelector('#st-count')?.textContent ?? '').startsWith(`${n} torrent`)
+      && [...document.querySelectorAll('.row:not([hidden]) .c-name')].some((e) => e.textContent === name),
+    row: ({ name }) => [...document.querySelectorAll('.row:not([hidden])')]
+      .find((r) => r.querySelector('.c-name')?.textContent === name),
     running: (row) => Boolean(row) && row.dataset.state !== 'stopped',
   },
 };
