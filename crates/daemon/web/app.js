@@ -226,6 +226,13 @@ theme();
 // ---- keys anywhere ----
 
 document.addEventListener('keydown', (e) => {
+  // Escape closes the open dialog (the browser does), else the detail.
+  if (e.key === 'Escape' && !document.querySelector('dialog[open]') && detail.id !== null) {
+    e.preventDefault();
+    detail.hide();
+    $('#list').focus();
+    return;
+  }
   const typing = e.target.closest && e.target.closest('input, select, textarea, dialog');
   if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
   if (e.key === 'a') { e.preventDefault(); openAdd(); }

@@ -40,9 +40,6 @@ export class Detail {
     }
     this.panel = h('div', { class: 'panel', id: 'detail-panel', role: 'tabpanel', tabindex: '0' });
     fill(root, h('div', { class: 'detail-head' }, this.title, this.close), bar, this.panel);
-    root.addEventListener('keydown', (e) => {
-      if (e.key === 'Escape' && !document.querySelector('dialog[open]')) this.onClose();
-    });
   }
 
   tabKey(e, key) {
@@ -278,6 +275,11 @@ export class Detail {
         h('h3', { text: 'Why the metadata is not here yet' }),
         h('ul', {}, diagnose(s.metadata).map((line) => h('li', { text: line }))))
       : null;
+    if (!s.sources.length) {
+      fill(this.panel, diag, h('p', { class: 'muted', id: 'no-sources',
+        text: t.state === 'stopped' ? 'Stopped: no source is being asked. Start it to look for peers.' : 'No source has reported yet.' }));
+      return;
+    }
     const countdowns = [];
     const body = s.sources.map((row) => {
       const next = h('td', { class: 'num next' });

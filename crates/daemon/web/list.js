@@ -128,6 +128,7 @@ export class TorrentList {
       const r = this.pool[k];
       if (k >= count) {
         if (!r.el.hidden) r.el.hidden = true;
+        r.el.removeAttribute('id');
         r.id = undefined;
         continue;
       }
