@@ -98,6 +98,21 @@ try {
   });
   const named = await byHash(hash);
   check(named.has_metadata && named.name === 'album', `metadata arrived: named ${named.name}`);
+  // While it downloads (capped at 300 kB/s): the seeder in Peers.
+  await page.click('#tab-peers');
+  const flags = await until('the seeder in the Peers tab', 20000, async () => {
+    const f = await page.$$eval('tr.peer td.flags', (tds) => tds.map((td) => td.textContent));
+    return f.find((x) => x.includes('H')) || null;
+  });
+  check(/D/.test(flags), `the seeder's flags say we download from it, found by the DHT (${flags})`);
+  const transport = await page.textContent('tr.peer td[data-label="Transport"]');
+  check(transport === 'tcp', 'the peer\'s transport is tcp');
+  await page.click('details.legend summary');
+  await page.waitForTimeout(1600);
+  await shot('peers.png');
+  await page.click('#tab-overview');
+  await page.waitForSelector('dd[data-field="State"]', { timeout: 10000 });
+  if ((await page.textContent('dd[data-field="State"]')) === 'Downloading') await shot('overview-downloading.png');
   await until('the download to complete (row says Seeding)', 90000, async () =>
     (await page.textContent(`${row} .c-state`)) === 'Seeding');
   check((await page.textContent(`${row} .c-pct`)) === '100%', 'the row says 100%');
@@ -134,11 +149,6 @@ try {
   check((await page.textContent('dd[data-field="Info hash"]')) === hash, 'the overview shows the hash');
   check((await page.textContent('dd[data-field="State"]')) === 'Seeding', 'the overview says Seeding');
   await shot('overview.png');
-
-  // ---- Peers (the seeder may have left: both are seeds) ----
-  await page.click('#tab-peers');
-  await page.waitForSelector('details.legend', { timeout: 10000 });
-  await shot('peers.png');
 
   // ---- Pieces ----
   await page.click('#tab-pieces');

@@ -34,8 +34,9 @@ function changed() {
   requestAnimationFrame(draw);
 }
 
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
 const SORTS = {
-  name: (a, b) => a.name.localeCompare(b.name, undefined, { numeric: true, sensitivity: 'base' }),
+  name: (a, b) => collator.compare(a.name, b.name),
   added: (a, b) => a.added_at - b.added_at || a.id - b.id,
   progress: (a, b) => a.progress - b.progress,
   rate: (a, b) => a.download_rate + a.upload_rate - (b.download_rate + b.upload_rate),

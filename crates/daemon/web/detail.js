@@ -209,22 +209,26 @@ export class Detail {
 
   peers(t, peers) {
     const total = t.pieces || 0;
-    const table = h('table', { class: 'grid peers' },
+    const table = h('table', { class: 'grid peers cards' },
       h('thead', {}, h('tr', {}, ['Address', 'Client', 'Transport', 'Flags', '↓ Rate', '↑ Rate', 'Progress', 'Found by']
         .map((c) => h('th', { text: c })))),
-      h('tbody', {}, peers.map((p) => h('tr', {},
-        h('td', { text: p.address }),
-        h('td', { text: p.client || '?' }),
-        h('td', { text: p.transport || 'tcp' }),
-        h('td', { class: 'flags', text: peerFlags(p), title: peerFlags(p).split('').map((f) => legend(f)).join('\n') }),
-        h('td', { class: 'num', text: rate(p.download_rate) }),
-        h('td', { class: 'num', text: rate(p.upload_rate) }),
-        h('td', { class: 'num', text: p.seed ? '100%' : total ? percent(p.pieces / total) : '–' }),
-        h('td', { text: (p.found_by || []).join(', ') })))));
+      h('tbody', {}, peers.map((p) => h('tr', { class: 'peer' },
+        h('th', { scope: 'row', class: 'addr', text: p.address }),
+        h('td', { 'data-label': 'Client', text: p.client || '?' }),
+        h('td', { 'data-label': 'Transport', text: p.transport || 'tcp' }),
+        h('td', { 'data-label': 'Flags', class: 'flags', text: peerFlags(p), title: peerFlags(p).split('').map((f) => legend(f)).join('\n') }),
+        h('td', { 'data-label': '↓ Rate', class: 'num', text: rate(p.download_rate) }),
+        h('td', { 'data-label': '↑ Rate', class: 'num', text: rate(p.upload_rate) }),
+        h('td', { 'data-label': 'Progress', class: 'num', text: p.seed ? '100%' : total ? percent(p.pieces / total) : '–' }),
+        h('td', { 'data-label': 'Found by', text: (p.found_by || []).join(', ') })))));
+    // One legend, kept across refreshes (so it stays open once opened).
+    if (!this.legend) {
+      this.legend = h('details', { class: 'legend' }, h('summary', { text: 'What the flags mean' }),
+        h('dl', {}, FLAG_LEGEND.map(([f, d]) => [h('dt', { text: f }), h('dd', { text: d })])));
+    }
     fill(this.panel,
       peers.length ? table : h('p', { class: 'muted', text: 'No peer connected.' }),
-      h('details', { class: 'legend' }, h('summary', { text: 'What the flags mean' }),
-        h('dl', {}, FLAG_LEGEND.map(([f, d]) => [h('dt', { text: f }), h('dd', { text: d })]))));
+      this.legend);
   }
 
   pieces(t, p) {
@@ -282,19 +286,19 @@ export class Detail {
     }
     const countdowns = [];
     const body = s.sources.map((row) => {
-      const next = h('td', { class: 'num next' });
+      const next = h('td', { class: 'num next', 'data-label': 'Next update in' });
       countdowns.push([next, row.next_update_s]);
       const c = row.connected;
       return h('tr', { 'data-kind': row.kind },
         h('th', { scope: 'row', class: 'src', text: sourceName(row) }),
-        h('td', { class: 'status', 'data-status': row.state.status, text: sourceStatus(row) }),
-        h('td', { class: 'last', text: lastResult(row) }),
+        h('td', { class: 'status', 'data-label': 'Status', 'data-status': row.state.status, text: sourceStatus(row) }),
+        h('td', { class: 'last', 'data-label': 'Last result', text: lastResult(row) }),
         next,
-        h('td', { class: 'num found', text: row.peers }),
-        h('td', { class: 'num seeds', text: c ? c.seeds : '–' }),
-        h('td', { class: 'num leechers', text: c ? c.leechers : '–' }));
+        h('td', { class: 'num found', 'data-label': 'Peers found', text: row.peers }),
+        h('td', { class: 'num seeds', 'data-label': 'Seeds', text: c ? c.seeds : '–' }),
+        h('td', { class: 'num leechers', 'data-label': 'Leechers', text: c ? c.leechers : '–' }));
     });
-    fill(this.panel, diag, h('div', { class: 'scroll-x' }, h('table', { class: 'grid sources' },
+    fill(this.panel, diag, h('div', { class: 'scroll-x' }, h('table', { class: 'grid sources cards' },
       h('thead', {}, h('tr', {}, ['Source', 'Status', 'Last result', 'Next update in', 'Peers found', 'Seeds', 'Leechers']
         .map((x) => h('th', { scope: 'col', text: x })))),
       h('tbody', {}, body))),

@@ -150,7 +150,7 @@ export class TorrentList {
       setText(r.size, t.has_metadata ? bytes(t.wanted_size) : '–');
       setText(r.down, `↓ ${rate(t.download_rate)}`);
       setText(r.up, `↑ ${rate(t.upload_rate)}`);
-      setText(r.peers, `${t.peers} peers`);
+      setText(r.peers, `${t.peers} peer${t.peers === 1 ? '' : 's'}`);
     }
     if (this.selected !== null && this.indexOf(this.selected) >= 0) {
       this.scroller.setAttribute('aria-activedescendant', `row-${this.selected}`);

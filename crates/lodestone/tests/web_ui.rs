@@ -65,6 +65,8 @@ fn screenshots() -> PathBuf {
         .parent()
         .expect("the target folder")
         .join("web-ui-screenshots");
+    // Only this run's pictures.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -107,7 +109,9 @@ fn the_page_fetches_a_bare_magnet_and_shows_its_sources() {
     );
     seeder.wait_for_line("\"started\"", Duration::from_secs(60));
 
-    // The daemon: DHT from the same nodes (and the seeder), PEX and LPD on.
+    // The daemon: DHT from the same nodes (and the seeder), PEX and LPD
+    // on, downloads capped so that the page sees the download (3 MiB in
+    // about ten seconds) and its peer.
     let base = dir.path().join("daemon");
     std::fs::create_dir_all(&base).unwrap();
     let dl = base.join("dl");
@@ -116,7 +120,8 @@ fn the_page_fetches_a_bare_magnet_and_shows_its_sources() {
         "state_dir = {}\ndownload_dir = {}\n\n\
          [rpc]\nbind = \"127.0.0.1:{rpc}\"\n\n\
          [peers]\nlisten = \"127.0.0.1:{peer}\"\npex = true\nlpd = true\n\n\
-         [dht]\nenabled = true\nlisten = \"127.0.0.1:{peer}\"\n",
+         [dht]\nenabled = true\nlisten = \"127.0.0.1:{peer}\"\n\n\
+         [limits]\ndownload = \"300 kB/s\"\n",
         quoted(&base.join("state")),
         quoted(&dl),
     );
