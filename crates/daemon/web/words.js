@@ -15,9 +15,9 @@ export function sourceName(row) {
 }
 
 const OFF = {
-  dht: 'switched off ([dht] enabled = false)',
-  pex: 'switched off ([peers] pex = false)',
-  lpd: 'switched off ([peers] lpd = false)',
+  dht: 'switched off (see [dht] enabled in the configuration)',
+  pex: 'switched off (see [peers] pex in the configuration)',
+  lpd: 'switched off (see [peers] lpd in the configuration)',
   tracker: 'trackers switched off',
 };
 
