@@ -186,6 +186,28 @@ try {
   await until('its files deleted', 15000, () => !existsSync(join(downloadDir, 'album')));
   check(true, `download folder now holds: ${JSON.stringify(existsSync(downloadDir) ? readdirSync(downloadDir) : [])}`);
 
+  // ---- a magnet nobody has: the diagnosis says so in words ----
+  const nobody = 'feedfacefeedfacefeedfacefeedfacefeedface';
+  await page.click('#btn-add');
+  await page.fill('#add-link', nobody); // a bare info hash works too
+  await page.click('dialog button[type=submit]');
+  await until('the add dialog to close', 10000, async () => (await page.$('dialog[open]')) === null);
+  const lost = await until('the lost magnet in the API', 10000, () => byHash(nobody));
+  await page.click(`#row-${lost.id}`);
+  await page.click('#tab-sources');
+  const why = await until('the diagnosis after a DHT round', 45000, async () => {
+    const d = await page.$('#diagnosis');
+    const t = d && (await d.textContent());
+    return t && /DHT: \d+ nodes answered but none knows a peer for this info hash/.test(t) && t;
+  });
+  check(why.includes('no peer addresses known yet'), `the diagnosis: ${why.replace('Why the metadata is not here yet', '')}`);
+  await shot('diagnosis.png');
+  await page.click('#btn-remove');
+  await page.waitForSelector('dialog[open] #remove-data');
+  await page.click('dialog[open] button[type=submit]');
+  await until('the lost magnet to go', 15000, async () => (await byHash(nobody)) === undefined);
+  await until('the detail to close with it', 5000, async () => page.$eval('#detail', (d) => d.hidden));
+
   // ---- a hostile name, by .torrent upload ----
   await page.click('#btn-add');
   await page.setInputFiles('#add-file', xssTorrent);

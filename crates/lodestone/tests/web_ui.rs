@@ -161,6 +161,7 @@ fn the_page_fetches_a_bare_magnet_and_shows_its_sources() {
         "list.png",
         "overview.png",
         "sources.png",
+        "diagnosis.png",
         "files.png",
         "peers.png",
         "phone.png",
