@@ -105,6 +105,7 @@ export class Detail {
       this.render(t, extra);
     } catch (e) {
       if (this.id !== id) return;
+      this.built = null;
       if (e.status === 404) {
         fill(this.panel, h('p', { class: 'muted', text: 'This torrent was removed.' }));
         return;
@@ -149,8 +150,18 @@ export class Detail {
     if (t.created_by) rows.push(['Created by', t.created_by]);
     if (t.magnet) rows.push(['Magnet', t.magnet]);
     rows.push(['Error', t.error || 'none']);
+    // Updated in place while the fields stay the same, so a selection
+    // (copying the hash or the magnet) survives the refresh.
+    const key = `overview:${t.id}:${rows.map(([k]) => k).join('|')}`;
+    if (this.built === key) {
+      rows.forEach(([, v], i) => setText(this.fields[i], v));
+      return;
+    }
+    this.built = key;
+    const wide = new Set(['Info hash', 'Folder', 'Magnet', 'Comment', 'Error', 'Progress', 'Size']);
+    this.fields = rows.map(([k, v]) => h('dd', { text: v, 'data-field': k }));
     fill(this.panel, h('dl', { class: 'overview' },
-      rows.map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v, 'data-field': k })])));
+      rows.map(([k], i) => h('div', { class: wide.has(k) ? 'wide' : null }, h('dt', { text: k }), this.fields[i]))));
   }
 
   files(t, files) {
