@@ -32,11 +32,16 @@ struct Reply {
 }
 
 async fn get(app: &Router, path: &str) -> Reply {
+    send(app, "GET", path, None).await
+}
+
+async fn send(app: &Router, method: &str, path: &str, json: Option<&str>) -> Reply {
     let mut req = Request::builder()
-        .method("GET")
+        .method(method)
         .uri(path)
         .header(header::HOST, "127.0.0.1:9091")
-        .body(Body::empty())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(json.map_or_else(Body::empty, |j| Body::from(j.to_owned())))
         .unwrap();
     let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     req.extensions_mut().insert(ConnectInfo(from));
@@ -254,6 +259,50 @@ async fn the_session_tells_the_page_about_the_dht() {
     assert_eq!(
         v["dht"],
         serde_json::json!({"enabled": false, "nodes": 0, "good_nodes": 0}),
+        "{v}"
+    );
+}
+
+/// What the Sources tab reads beside the rows: a magnet's fetch with the
+/// DHT's part (off here), and each row's connected seeds and leechers.
+#[tokio::test]
+async fn the_sources_call_gives_the_numbers_the_page_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path()).await;
+    let add = r#"{"magnet":"magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"}"#;
+    let r = send(&app, "POST", "/api/v1/torrents", Some(add)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", text(&r.body));
+    let id: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let path = format!("/api/v1/torrents/{}/sources", id["id"]);
+    // The torrent's first snapshot comes from its task: a bounded wait.
+    let mut v = serde_json::Value::Null;
+    for _ in 0..200 {
+        let r = get(&app, &path).await;
+        assert_eq!(r.status, StatusCode::OK);
+        v = serde_json::from_slice(&r.body).unwrap();
+        if !v["metadata"].is_null() && v["sources"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let m = &v["metadata"];
+    assert_eq!(m["dht_enabled"], false, "{v}");
+    assert!(m["dht"].is_null(), "{v}");
+    for k in [
+        "peers_found",
+        "attempts",
+        "failed",
+        "handshaken",
+        "with_ut_metadata",
+    ] {
+        assert_eq!(m[k], 0, "{k}: {v}");
+    }
+    let rows = v["sources"].as_array().unwrap();
+    let dht = rows.iter().find(|r| r["kind"] == "dht").expect("a DHT row");
+    assert_eq!(dht["state"]["status"], "disabled", "{v}");
+    assert_eq!(
+        dht["connected"],
+        serde_json::json!({"seeds": 0, "leechers": 0}),
         "{v}"
     );
 }
