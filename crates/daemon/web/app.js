@@ -96,7 +96,7 @@ async function loadList() {
     for (const t of r.torrents) torrents.set(t.id, t);
     for (const f of queued) f();
   } catch (e) {
-    setText($('#st-conn'), e.message);
+    toast(`cannot read the list: ${e.message}`);
   } finally {
     if (loading === mine) loading = null;
     queued = [];
@@ -144,12 +144,20 @@ pollSession();
 
 // ---- the toolbar ----
 
+let toastTimer = null;
+/** A message in the status bar for a few seconds (a failed action). */
+function toast(text) {
+  setText($('#toast'), text);
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => setText($('#toast'), ''), 8000);
+}
+
 function act(f) {
   return async () => {
     try {
       await f();
     } catch (e) {
-      setText($('#st-conn'), e.message);
+      toast(e.message);
     }
   };
 }

@@ -132,6 +132,7 @@ export class Detail {
       ['Progress', `${percent(t.progress)} (${bytes(t.have)} of ${t.has_metadata ? bytes(t.wanted_size) : '?'})`],
       ['Size', t.has_metadata ? `${bytes(t.total_size)} (${bytes(t.wanted_size)} wanted)` : 'unknown until the metadata arrives'],
       ['Left', t.has_metadata ? bytes(t.left) : '–'],
+      ['Time left', t.left > 0 && t.download_rate > 0 ? duration(t.left / t.download_rate) : '–'],
       ['Download rate', rate(t.download_rate)],
       ['Upload rate', rate(t.upload_rate)],
       ['Downloaded', bytes(t.downloaded)],
