@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use lodestone_core::InfoHash;
 use lodestone_engine::session::{Listed, TorrentId};
-use lodestone_torrent::{FilePriority, PieceState};
+use lodestone_torrent::{FilePriority, PeerInfo, PeerSource, PieceState, SourceKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
@@ -138,6 +138,13 @@ pub fn summary(daemon: &Daemon, t: &Listed) -> Value {
 }
 
 async fn session(State(d): State<Arc<Daemon>>) -> Answer {
+    let dht = match d.dht() {
+        Some(dht) => {
+            let h = dht.health().await;
+            json!({"enabled": true, "nodes": h.nodes, "good_nodes": h.good})
+        }
+        None => json!({"enabled": false, "nodes": 0, "good_nodes": 0}),
+    };
     let list = d.session.list();
     let now = Instant::now();
     let book = d.book();
@@ -157,6 +164,7 @@ async fn session(State(d): State<Arc<Daemon>>) -> Answer {
         "torrents": list.len(),
         "running": d.session.running(),
         "connections": d.session.connections(),
+        "dht": dht,
         "download_rate": down,
         "upload_rate": up,
         "download_dir": s.download_dir.to_string_lossy(),
@@ -351,7 +359,15 @@ async fn sources(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Answer
     let t = find(&d, &id)?;
     let snap = d.session.snapshot(t.id).await;
     let rows: Vec<Value> = match snap.as_ref().filter(|s| !s.sources.is_empty()) {
-        Some(s) => s.sources.iter().map(crate::json::source).collect(),
+        Some(s) => s
+            .sources
+            .iter()
+            .map(|row| {
+                let mut v = crate::json::source(row);
+                v["connected"] = connected(&row.kind, &s.peers);
+                v
+            })
+            .collect(),
         None => d
             .book()
             .get(&t.info_hash)
@@ -364,11 +380,39 @@ async fn sources(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Answer
             "handshaken": m.handshaken, "with_ut_metadata": m.with_ut_metadata,
             "refused_size": m.refused_size, "banned": m.banned, "size": m.size,
             "pieces_done": m.pieces_done, "pieces": m.pieces,
+            "dht_enabled": m.dht_enabled,
+            "dht": m.dht.map(|r| json!({
+                "queries": r.queries, "responses": r.responses, "peers": r.peers,
+                "announced": r.announced.map(|(of, ok)| json!({"ok": ok, "of": of})),
+            })),
         })
     });
     Ok(Json(
         json!({"id": t.id.0, "sources": rows, "metadata": metadata}),
     ))
+}
+
+/// Established connections counted under a source, seeds and leechers
+/// apart (null for a tracker row: connections count under "tracker", not
+/// under one URL).
+fn connected(kind: &SourceKind, peers: &[PeerInfo]) -> Value {
+    let source = match kind {
+        SourceKind::Dht => PeerSource::Dht,
+        SourceKind::Pex => PeerSource::Pex,
+        SourceKind::Lpd => PeerSource::Lpd,
+        SourceKind::Given => PeerSource::Manual,
+        SourceKind::Incoming => PeerSource::Incoming,
+        SourceKind::Tracker(_) => return Value::Null,
+    };
+    let (mut seeds, mut leechers) = (0, 0);
+    for p in peers.iter().filter(|p| p.established && p.source == source) {
+        if p.seed {
+            seeds += 1;
+        } else {
+            leechers += 1;
+        }
+    }
+    json!({"seeds": seeds, "leechers": leechers})
 }
 
 async fn peers(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Answer {

@@ -45,7 +45,7 @@ fn state(s: &SourceState) -> Value {
             "queries": r.queries,
             "responses": r.responses,
             "peers": r.peers,
-            "announced": r.announced.map(|(ok, of)| json!({"ok": ok, "of": of})),
+            "announced": r.announced.map(|(of, ok)| json!({"ok": ok, "of": of})),
         }),
         SourceState::NoPexPeer => {
             json!({"status": "waiting", "why": "no connected peer speaks PEX"})
@@ -69,6 +69,8 @@ pub fn peer(p: &PeerInfo) -> Value {
     json!({
         "address": p.addr.to_string(),
         "client": p.client,
+        // All we speak today; "utp" once uTP is in.
+        "transport": "tcp",
         "source": p.source.name(),
         "found_by": p.found_by.iter().map(PeerSource::name).collect::<Vec<_>>(),
         "established": p.established,
