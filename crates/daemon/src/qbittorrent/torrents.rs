@@ -731,56 +731,76 @@ async fn trackers(q: &Qbt, p: &Params) -> Answer {
     };
     let private = meta.as_deref().is_some_and(|m| m.info.private);
     let settings = d.settings();
+    let on = [
+        settings.dht_enabled,
+        settings.pex_enabled,
+        settings.lpd_enabled,
+    ];
+    let peers = snap.as_ref().map_or(&[][..], |s| &s.peers[..]);
+    json(&Value::Array(tracker_rows(
+        &sources,
+        peers,
+        &urls,
+        private,
+        on,
+        Daemon::is_running(&t),
+    )))
+}
+
+/// `torrents/trackers`' rows: first qBittorrent's three sticky rows
+/// (DHT, PeX, LSD; tier -1, status 2 working or 0 disabled), with our
+/// sources table's numbers (peers found; connected seeds and leeches
+/// each source found), then a row per tracker.
+pub fn tracker_rows(
+    sources: &[lodestone_torrent::Source],
+    peers: &[lodestone_torrent::PeerInfo],
+    urls: &[(usize, String)],
+    private: bool,
+    on: [bool; 3],
+    running: bool,
+) -> Vec<Value> {
     // Connected peers by the sources that found them: (seeds, leeches).
     let connected = |src: PeerSource| -> (usize, usize) {
-        snap.as_ref().map_or((0, 0), |s| {
-            s.peers
-                .iter()
-                .filter(|p| p.established && p.found_by.contains(src))
-                .fold(
-                    (0, 0),
-                    |(se, le), p| if p.seed { (se + 1, le) } else { (se, le + 1) },
-                )
-        })
+        peers
+            .iter()
+            .filter(|p| p.established && p.found_by.contains(src))
+            .fold(
+                (0, 0),
+                |(se, le), p| {
+                    if p.seed {
+                        (se + 1, le)
+                    } else {
+                        (se, le + 1)
+                    }
+                },
+            )
     };
     let mut rows = Vec::new();
-    for (label, kind, src, on) in [
-        (
-            "** [DHT] **",
-            SourceKind::Dht,
-            PeerSource::Dht,
-            settings.dht_enabled,
-        ),
-        (
-            "** [PeX] **",
-            SourceKind::Pex,
-            PeerSource::Pex,
-            settings.pex_enabled,
-        ),
-        (
-            "** [LSD] **",
-            SourceKind::Lpd,
-            PeerSource::Lpd,
-            settings.lpd_enabled,
-        ),
-    ] {
+    for ((label, kind, src), on) in [
+        ("** [DHT] **", SourceKind::Dht, PeerSource::Dht),
+        ("** [PeX] **", SourceKind::Pex, PeerSource::Pex),
+        ("** [LSD] **", SourceKind::Lpd, PeerSource::Lpd),
+    ]
+    .into_iter()
+    .zip(on)
+    {
         let row = sources.iter().find(|s| s.kind == kind);
         let disabled = match row.map(|r| &r.state) {
             Some(SourceState::Disabled(_)) => true,
             Some(_) => false,
-            None => !on || private,
+            None => !on,
         };
         let (seeds, leeches) = connected(src);
         rows.push(json!({
             "url": label,
             "tier": -1,
             "status": if disabled || private { 0 } else { 2 },
-            "msg": if private || matches!(row.map(|r| &r.state), Some(SourceState::Disabled(Disabled::Private))) {
+            "msg": if private {
                 "This torrent is private".to_owned()
             } else {
                 row.map(source_message).unwrap_or_default()
             },
-            // Ours, beyond qBittorrent's zero: the peers this source found.
+            // Ours, where qBittorrent says 0: the peers this source found.
             "num_peers": row.map_or(0, |r| r.peers),
             "num_seeds": seeds.max(row.map_or(0, |r| r.seeds)),
             "num_leeches": leeches,
@@ -791,7 +811,9 @@ async fn trackers(q: &Qbt, p: &Params) -> Answer {
     for (tier, url) in urls {
         let row = sources
             .iter()
-            .find(|s| matches!(&s.kind, SourceKind::Tracker(u) if *u == url));
+            .find(|s| matches!(&s.kind, SourceKind::Tracker(u) if u == url));
+        // qBittorrent's TrackerEndpointState: 0 disabled, 1 not contacted,
+        // 2 working, 3 updating, 4 not working.
         let (status, msg, seeds, leeches) = match row.map(|r| &r.state) {
             Some(SourceState::Tracker(ts)) => (
                 if ts.status.starts_with("working") {
@@ -804,8 +826,7 @@ async fn trackers(q: &Qbt, p: &Params) -> Answer {
                 ts.leechers.map_or(-1, i64::from),
             ),
             Some(SourceState::Disabled(_)) => (0, String::new(), -1, -1),
-            Some(SourceState::Starting) => (3, String::new(), -1, -1),
-            _ if Daemon::is_running(&t) => (1, String::new(), -1, -1),
+            Some(SourceState::Starting) if running => (3, String::new(), -1, -1),
             _ => (1, String::new(), -1, -1),
         };
         rows.push(json!({
@@ -820,7 +841,7 @@ async fn trackers(q: &Qbt, p: &Params) -> Answer {
             "next_announce": row.and_then(|r| r.next_update).map_or(0, |n| n.as_secs()),
         }));
     }
-    json(&Value::Array(rows))
+    rows
 }
 
 /// A DHT/PEX/LSD row's state in words.
@@ -1229,4 +1250,125 @@ async fn add(q: &Qbt, p: &Params) -> Answer {
         }
     }
     Ok(text(StatusCode::OK, if any { "Ok." } else { "Fails." }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lodestone_torrent::{DhtRound, PeerInfo, Source, SourceSet, TrackerStatus};
+    use std::time::Duration;
+
+    fn peer(port: u16, seed: bool, found_by: &[PeerSource]) -> PeerInfo {
+        let mut set = SourceSet::default();
+        for s in found_by {
+            set.insert(*s);
+        }
+        PeerInfo {
+            addr: ([127, 0, 0, 1], port).into(),
+            client: String::new(),
+            source: found_by[0],
+            found_by: set,
+            established: true,
+            seed,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            snubbed: false,
+            encrypted: false,
+            download_rate: 0.0,
+            upload_rate: 0.0,
+            pieces: 0,
+            requests_out: 0,
+            requests_in: 0,
+        }
+    }
+
+    #[test]
+    fn sticky_rows_come_first_with_our_counts() {
+        let sources = vec![
+            Source {
+                kind: SourceKind::Dht,
+                state: SourceState::DhtRound(DhtRound {
+                    queries: 8,
+                    responses: 6,
+                    peers: 5,
+                    announced: None,
+                    next_in: Duration::from_secs(60),
+                }),
+                next_update: Some(Duration::from_secs(60)),
+                seeds: 1,
+                peers: 5,
+            },
+            Source {
+                kind: SourceKind::Pex,
+                state: SourceState::Exchanging(1),
+                next_update: None,
+                seeds: 0,
+                peers: 2,
+            },
+            Source {
+                kind: SourceKind::Lpd,
+                state: SourceState::Disabled(Disabled::Off),
+                next_update: None,
+                seeds: 0,
+                peers: 0,
+            },
+            Source {
+                kind: SourceKind::Tracker("http://t/announce".into()),
+                state: SourceState::Tracker(TrackerStatus {
+                    url: "http://t/announce".into(),
+                    status: "working".into(),
+                    next_in: Some(Duration::from_secs(1800)),
+                    seeders: Some(10),
+                    leechers: Some(3),
+                    peers: 7,
+                }),
+                next_update: Some(Duration::from_secs(1800)),
+                seeds: 0,
+                peers: 7,
+            },
+        ];
+        let peers = vec![
+            peer(1, true, &[PeerSource::Dht]),
+            peer(2, false, &[PeerSource::Dht, PeerSource::Pex]),
+        ];
+        let urls = vec![(0, "http://t/announce".to_owned())];
+        let rows = tracker_rows(&sources, &peers, &urls, false, [true, true, false], true);
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0]["url"], "** [DHT] **");
+        assert_eq!(rows[0]["tier"], -1);
+        assert_eq!(rows[0]["status"], 2);
+        assert_eq!(rows[0]["num_peers"], 5);
+        assert_eq!(rows[0]["num_seeds"], 1);
+        assert_eq!(rows[0]["num_leeches"], 1);
+        assert_eq!(rows[0]["next_announce"], 60);
+        assert_eq!(rows[1]["url"], "** [PeX] **");
+        assert_eq!(
+            (rows[1]["num_peers"].clone(), rows[1]["num_leeches"].clone()),
+            (json!(2), json!(1))
+        );
+        assert_eq!(rows[2]["url"], "** [LSD] **");
+        assert_eq!(rows[2]["status"], 0);
+        assert_eq!(rows[3]["url"], "http://t/announce");
+        assert_eq!(rows[3]["status"], 2);
+        assert_eq!(rows[3]["num_seeds"], 10);
+        assert_eq!(rows[3]["num_peers"], 7);
+        // A private torrent: the three are off, and say why.
+        let rows = tracker_rows(&sources, &peers, &urls, true, [true, true, true], true);
+        for r in &rows[..3] {
+            assert_eq!(r["status"], 0);
+            assert_eq!(r["msg"], "This torrent is private");
+        }
+    }
+
+    #[test]
+    fn priorities_map_both_ways() {
+        for code in [0, 1, 6] {
+            assert_eq!(priority_code(priority_of(code).unwrap()), code);
+        }
+        assert_eq!(priority_of(7), Some(FilePriority::High));
+        assert_eq!(priority_of(3), None);
+        assert_eq!(priority_code(FilePriority::Low), 1);
+    }
 }
