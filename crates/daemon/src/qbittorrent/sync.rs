@@ -9,6 +9,10 @@
 //! qBittorrent allows). At most [`MAX_CLIENTS`] such entries are kept;
 //! the least recently used goes first, and its client then gets a full
 //! update.
+//!
+//! `time_active` and `seeding_time` go in whole minutes here (qBittorrent's
+//! pages show no finer), so that 1,000 running torrents do not all change
+//! every second; `torrents/info` gives the seconds.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -241,6 +245,13 @@ pub async fn maindata(q: &Qbt, rid: u64, client: &str) -> Value {
     for (t, mut o) in lister.all(d) {
         let hash = t.info_hash.to_hex();
         o.remove("hash");
+        // Whole minutes (what qBittorrent's pages show): a running
+        // torrent's clock would otherwise change every torrent every second.
+        for key in ["time_active", "seeding_time"] {
+            if let Some(secs) = o.get(key).and_then(Value::as_u64) {
+                o.insert(key.to_owned(), json!(secs - secs % 60));
+            }
+        }
         if let Some(meta) = d.session.metainfo(t.id) {
             for url in meta.trackers.iter().flatten() {
                 let list = trackers.entry(url.clone()).or_default();
