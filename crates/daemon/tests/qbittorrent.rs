@@ -426,6 +426,23 @@ async fn app_endpoints_and_methods() {
         assert!(t.get(key).is_some(), "transfer/info lacks {key}");
     }
     assert_eq!(t["dl_rate_limit"], 2048000);
+    // The alternative limits, as qBittorrent's speed limits mode.
+    assert_eq!(c.get("/api/v2/transfer/speedLimitsMode").await.text(), "0");
+    assert_eq!(
+        c.get("/api/v2/transfer/downloadLimit").await.text(),
+        "2048000"
+    );
+    c.post("/api/v2/transfer/toggleSpeedLimitsMode", "").await;
+    assert_eq!(c.get("/api/v2/transfer/speedLimitsMode").await.text(), "1");
+    c.post("/api/v2/transfer/setDownloadLimit", "limit=5000")
+        .await;
+    assert_eq!(c.get("/api/v2/transfer/downloadLimit").await.text(), "5000");
+    c.post("/api/v2/transfer/setSpeedLimitsMode", "mode=0")
+        .await;
+    assert_eq!(
+        c.get("/api/v2/transfer/downloadLimit").await.text(),
+        "2048000"
+    );
     // A write by GET: 405; an unknown call: 404.
     let r = c
         .get("/api/v2/torrents/delete?hashes=all&deleteFiles=false")

@@ -37,6 +37,51 @@ pub async fn handle(q: &Qbt, name: &str, p: &Params) -> Answer {
         // The daemon is stopped by its service manager, not by a client.
         "app/shutdown" => Err(ApiError(StatusCode::FORBIDDEN, "Forbidden".to_owned())),
         "transfer/info" => json(&transfer_info(q).await),
+        "transfer/speedLimitsMode" => {
+            let on = q.daemon.settings().alt_speed_enabled;
+            Ok(text(StatusCode::OK, if on { "1" } else { "0" }))
+        }
+        "transfer/toggleSpeedLimitsMode" => {
+            q.daemon
+                .client_settings(|s| s.alt_speed_enabled = !s.alt_speed_enabled);
+            done()
+        }
+        "transfer/setSpeedLimitsMode" => {
+            require(p, &["mode"])?;
+            let on = match p.get("mode").unwrap_or_default().trim() {
+                "0" => false,
+                "1" => true,
+                _ => return Err(ApiError::bad("'mode' parameter should be either 0 or 1")),
+            };
+            q.daemon.client_settings(|s| s.alt_speed_enabled = on);
+            done()
+        }
+        "transfer/downloadLimit" | "transfer/uploadLimit" => {
+            let (down, up) = q.daemon.session.global_limits();
+            let l = if name == "transfer/downloadLimit" {
+                down
+            } else {
+                up
+            };
+            Ok(text(StatusCode::OK, l.unwrap_or(0).to_string()))
+        }
+        "transfer/setDownloadLimit" | "transfer/setUploadLimit" => {
+            require(p, &["limit"])?;
+            let limit = p
+                .int("limit")
+                .and_then(|l| u64::try_from(l).ok())
+                .filter(|l| *l > 0);
+            let down = name == "transfer/setDownloadLimit";
+            // The limits in force: the alternative ones while they are on.
+            q.daemon
+                .client_settings(|s| match (down, s.alt_speed_enabled) {
+                    (true, false) => s.speed_limit_down = limit,
+                    (false, false) => s.speed_limit_up = limit,
+                    (true, true) => s.alt_speed_down = limit,
+                    (false, true) => s.alt_speed_up = limit,
+                });
+            done()
+        }
         _ => Err(ApiError(StatusCode::NOT_FOUND, "Not Found".to_owned())),
     }
 }

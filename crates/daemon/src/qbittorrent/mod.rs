@@ -195,6 +195,9 @@ const READS: &[&str] = &[
     "app/preferences",
     "app/defaultSavePath",
     "transfer/info",
+    "transfer/speedLimitsMode",
+    "transfer/downloadLimit",
+    "transfer/uploadLimit",
     "sync/maindata",
     "sync/torrentPeers",
     "torrents/info",
@@ -212,6 +215,10 @@ const WRITES: &[&str] = &[
     "auth/logout",
     "app/setPreferences",
     "app/shutdown",
+    "transfer/toggleSpeedLimitsMode",
+    "transfer/setSpeedLimitsMode",
+    "transfer/setDownloadLimit",
+    "transfer/setUploadLimit",
     "torrents/add",
     "torrents/delete",
     "torrents/start",
@@ -283,7 +290,7 @@ async fn handle(
             }
             done()
         }
-        n if n.starts_with("app/") || n == "transfer/info" => app::handle(&q, n, &p).await,
+        n if n.starts_with("app/") || n.starts_with("transfer/") => app::handle(&q, n, &p).await,
         n if n.starts_with("sync/") => sync::handle(&q, n, &p, &client).await,
         n => torrents::handle(&q, n, &p).await,
     };

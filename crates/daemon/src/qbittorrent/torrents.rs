@@ -644,6 +644,13 @@ async fn files(q: &Qbt, p: &Params) -> Answer {
         .as_ref()
         .and_then(|s| s.stats.as_ref())
         .map_or(complete, |s| s.bytes_left == 0);
+    // Which pieces peers have is not known here: a connected seed has
+    // every file (1), else 0; -1 for a stopped torrent.
+    let availability = match &snap {
+        Some(s) if s.peers.iter().any(|p| p.established && p.seed) => 1.0,
+        Some(_) => 0.0,
+        None => -1.0,
+    };
     let rows: Vec<Value> = indexes
         .into_iter()
         .map(|i| {
@@ -664,7 +671,7 @@ async fn files(q: &Qbt, p: &Params) -> Answer {
                 "progress": if f.length == 0 { 1.0 } else { done as f64 / f.length as f64 },
                 "priority": priority_code(prio),
                 "piece_range": [first, last],
-                "availability": if snap.is_some() { 1.0 } else { -1.0 },
+                "availability": availability,
             });
             if i == 0 {
                 row["is_seed"] = json!(finished);
