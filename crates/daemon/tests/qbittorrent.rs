@@ -461,6 +461,14 @@ async fn app_endpoints_and_methods() {
 }
 
 impl Client<'_> {
+    /// One torrent as torrents/info shows it.
+    async fn one(&self, hash: &str) -> Value {
+        self.get(&format!("/api/v2/torrents/info?hashes={hash}"))
+            .await
+            .json()[0]
+            .clone()
+    }
+
     async fn put_like(&self) -> Reply {
         call(
             self.app,
@@ -754,27 +762,18 @@ async fn torrents_add_list_change_and_delete() {
             "Torrent's metadata has not yet downloaded"
         )
     );
-    let r = c
-        .post(
-            "/api/v2/torrents/filePrio",
-            &format!("hash={hash}&id=0&priority=3"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = c
-        .post(
-            "/api/v2/torrents/filePrio",
-            &format!("hash={hash}&id=1&priority=6"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CONFLICT);
-    let r = c
-        .post(
-            "/api/v2/torrents/filePrio",
-            &format!("hash={hash}&id=0&priority=6"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // A priority qBittorrent has not, a file it has not, then high.
+    for (form, want) in [
+        ("id=0&priority=3", StatusCode::BAD_REQUEST),
+        ("id=x&priority=6", StatusCode::BAD_REQUEST),
+        ("id=1&priority=6", StatusCode::CONFLICT),
+        ("id=0&priority=6", StatusCode::OK),
+    ] {
+        let r = c
+            .post("/api/v2/torrents/filePrio", &format!("hash={hash}&{form}"))
+            .await;
+        assert_eq!(r.status, want, "{form}: {}", r.text());
+    }
     let f = c
         .get(&format!("/api/v2/torrents/files?hash={hash}"))
         .await
@@ -825,10 +824,7 @@ async fn torrents_add_list_change_and_delete() {
         .status,
         StatusCode::OK
     );
-    let ep = &c
-        .get(&format!("/api/v2/torrents/info?hashes={hash}"))
-        .await
-        .json()[0];
+    let ep = &c.one(&hash).await;
     assert_eq!(
         (ep["category"].clone(), ep["tags"].clone()),
         ("tv".into(), "cross-seed, x".into())
@@ -838,12 +834,7 @@ async fn torrents_add_list_change_and_delete() {
         &format!("hashes={hash}&category="),
     )
     .await;
-    assert_eq!(
-        c.get(&format!("/api/v2/torrents/info?hashes={hash}"))
-            .await
-            .json()[0]["category"],
-        ""
-    );
+    assert_eq!(c.one(&hash).await["category"], "");
     c.post(
         "/api/v2/torrents/addTags",
         &format!("hashes={hash}|{MAGNET_HASH}&tags=new"),
@@ -884,10 +875,7 @@ async fn torrents_add_list_change_and_delete() {
         .status,
         StatusCode::OK
     );
-    let ep = &c
-        .get(&format!("/api/v2/torrents/info?hashes={hash}"))
-        .await
-        .json()[0];
+    let ep = &c.one(&hash).await;
     assert_eq!(
         (
             ep["ratio_limit"].clone(),
@@ -938,10 +926,7 @@ async fn torrents_add_list_change_and_delete() {
         &format!("hashes={hash}&value=true"),
     )
     .await;
-    let ep = &c
-        .get(&format!("/api/v2/torrents/info?hashes={hash}"))
-        .await
-        .json()[0];
+    let ep = &c.one(&hash).await;
     assert_eq!(ep["force_start"], true);
     // Start and stop by both names.
     assert_eq!(
@@ -950,20 +935,12 @@ async fn torrents_add_list_change_and_delete() {
             .status,
         StatusCode::OK
     );
-    assert_eq!(
-        c.get(&format!("/api/v2/torrents/info?hashes={hash}"))
-            .await
-            .json()[0]["state"],
-        "stoppedDL"
-    );
+    assert_eq!(c.one(&hash).await["state"], "stoppedDL");
     assert_eq!(
         c.post("/api/v2/torrents/resume", "hashes=all").await.status,
         StatusCode::OK
     );
-    let m = &c
-        .get(&format!("/api/v2/torrents/info?hashes={MAGNET_HASH}"))
-        .await
-        .json()[0];
+    let m = &c.one(MAGNET_HASH).await;
     assert_eq!(m["state"], "metaDL");
     assert_eq!(
         c.post("/api/v2/torrents/pause", "hashes=all").await.status,
