@@ -12,6 +12,7 @@ mod metainfo;
 mod mse;
 mod peer_extension;
 mod peer_session;
+mod qbittorrent_params;
 pub mod seeds;
 mod tracker_http;
 mod tracker_udp;
@@ -25,6 +26,7 @@ pub use metainfo::metainfo;
 pub use mse::mse;
 pub use peer_extension::peer_extension;
 pub use peer_session::peer_session;
+pub use qbittorrent_params::qbittorrent_params;
 pub use tracker_http::tracker_http;
 pub use tracker_udp::tracker_udp;
 pub use transmission_rpc::transmission_rpc;
@@ -42,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("mse", mse),
     ("peer_extension", peer_extension),
     ("peer_session", peer_session),
+    ("qbittorrent_params", qbittorrent_params),
     ("tracker_http", tracker_http),
     ("tracker_udp", tracker_udp),
     ("transmission_rpc", transmission_rpc),

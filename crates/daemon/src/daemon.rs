@@ -104,6 +104,10 @@ struct ClientSettings {
     seed_ratio_limit: Option<f64>,
     idle_seeding_limit: Option<u32>,
     peer_limit_per_torrent: usize,
+    /// Categories as clients left them (qBittorrent's `createCategory`);
+    /// absent in files written before.
+    #[serde(default)]
+    categories: Option<std::collections::BTreeMap<String, PathBuf>>,
 }
 
 impl ClientSettings {
@@ -120,6 +124,7 @@ impl ClientSettings {
             seed_ratio_limit: s.seed_ratio_limit,
             idle_seeding_limit: s.idle_seeding_limit,
             peer_limit_per_torrent: s.peer_limit_per_torrent,
+            categories: Some(s.categories.clone()),
         }
     }
 
@@ -135,6 +140,9 @@ impl ClientSettings {
         s.seed_ratio_limit = self.seed_ratio_limit;
         s.idle_seeding_limit = self.idle_seeding_limit;
         s.peer_limit_per_torrent = self.peer_limit_per_torrent;
+        if let Some(c) = self.categories {
+            s.categories = c;
+        }
     }
 }
 

@@ -1,8 +1,19 @@
 //! The daemon's one HTTP listener. Every request passes the same gate,
 //! in Transmission's order (clients depend on it): IP allow-list 403,
-//! Basic auth 401, Host allow-list 421, unknown path 404; then the RPC's
-//! own checks, session id 409 and POST only 405. No CORS headers: every
-//! legitimate client is same-origin, native or server-side.
+//! authentication 401, Host allow-list 421, unknown path 404; then the
+//! RPC's own checks, session id 409 and POST only 405. No CORS headers:
+//! every legitimate client is same-origin, native or server-side.
+//!
+//! A request is authenticated when no password is set, or by Basic
+//! credentials, or by a qBittorrent session cookie (`SID`, from
+//! `/api/v2/auth/login`). Without, each API answers its own way:
+//! qBittorrent's 403 for `/api/v2/` (but `auth/login` goes through), a
+//! JSON 401 without a Basic challenge for `/api/v1/` (a browser's fetch
+//! must not pop up a dialog), the web page's files go through (they hold
+//! no data: the page shows a login form), and everything else gets
+//! Transmission's 401 with its Basic challenge. qBittorrent's CSRF rule
+//! (an `Origin` or `Referer` not of the request's `Host`: 401) guards
+//! `/api/v2/` and `/api/v1/` called with a cookie.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -19,6 +30,7 @@ use base64::Engine;
 use subtle::ConstantTimeEq;
 
 use crate::daemon::Daemon;
+use crate::qbittorrent::{auth, Qbt};
 
 /// Bodies past this get 413 (qBittorrent's cap on uploads too).
 pub const MAX_BODY: usize = 64 << 20;
@@ -93,14 +105,22 @@ pub struct Server {
     pub daemon: Arc<Daemon>,
     access: Access,
     session_id: Mutex<SessionId>,
+    /// qBittorrent's Web API, with its sessions.
+    pub qbt: Arc<Qbt>,
 }
 
 impl Server {
     pub fn new(daemon: Arc<Daemon>, access: Access) -> Arc<Self> {
+        let qbt = Qbt::new(
+            daemon.clone(),
+            Arc::new(auth::Auth::default()),
+            access.credentials.clone(),
+        );
         Arc::new(Self {
             daemon,
             access,
             session_id: Mutex::new(SessionId::new(Instant::now())),
+            qbt,
         })
     }
 
@@ -125,7 +145,7 @@ impl Server {
             .with_state(self.clone());
         rpc.merge(crate::api::router(self.daemon.clone()))
             .merge(crate::metrics::router(self.daemon.clone()))
-            .merge(crate::qbittorrent::router(self.daemon.clone()))
+            .merge(crate::qbittorrent::router(self.qbt.clone()))
             .merge(crate::web::router())
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), gate))
@@ -209,8 +229,40 @@ async fn gate(
             "<h1>403: Forbidden</h1><p>Unauthorized IP Address.</p><p>Either disable the IP address whitelist or add your address to it.</p>",
         );
     }
-    if let Some((user, password)) = &access.credentials {
-        if !authorized(request.headers(), user, password) {
+    let path = request.uri().path();
+    let v2 = path.starts_with("/api/v2/") || path == "/api/v2";
+    let v1 = path.starts_with("/api/v1/") || path == "/api/v1";
+    let headers = request.headers();
+    let basic = access
+        .credentials
+        .as_ref()
+        .is_some_and(|(user, password)| authorized(headers, user, password));
+    let cookie = auth::sid_from_cookies(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+    .is_some_and(|sid| server.qbt.auth.check(sid, Instant::now()));
+    if (v2 || (v1 && cookie && !basic)) && !same_origin(headers) {
+        return qbt_text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
+    let authenticated = access.credentials.is_none() || basic || cookie;
+    if !authenticated {
+        if v2 {
+            if path != "/api/v2/auth/login" {
+                return qbt_text(StatusCode::FORBIDDEN, "Forbidden");
+            }
+        } else if is_page(path) {
+            // The web page's own files: no data in them.
+        } else if v1 {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"error":"log in first (POST /api/v2/auth/login) or send Basic credentials"}"#,
+            )
+                .into_response();
+        } else {
             let mut r = plain(
                 StatusCode::UNAUTHORIZED,
                 "<h1>401: Unauthorized</h1>Unauthorized User",
@@ -221,7 +273,7 @@ async fn gate(
             );
             return r;
         }
-    } else {
+    } else if access.credentials.is_none() {
         // Without a password, a DNS rebinding page could reach us under
         // its own name: only IP literals, localhost, or allowed names.
         let host = host_of(request.headers()).unwrap_or_default();
@@ -246,6 +298,65 @@ async fn gate(
     h.entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(HeaderValue::from_static("frame-ancestors 'self'"));
     response
+}
+
+fn qbt_text(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The web page's files, served to anyone (the page asks for a login).
+fn is_page(path: &str) -> bool {
+    matches!(path, "/" | "/index.html" | "/favicon.ico") || path.starts_with("/ui/")
+}
+
+/// `host[:port]` of a URL, with the scheme's port when none is written.
+fn authority(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let auth = rest.split(['/', '?', '#']).next()?;
+    let auth = auth.rsplit_once('@').map_or(auth, |(_, a)| a);
+    if auth.is_empty() {
+        return None;
+    }
+    Some(with_port(auth, default_port(scheme)))
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    }
+}
+
+fn with_port(auth: &str, port: u16) -> String {
+    let auth = auth.to_ascii_lowercase();
+    let has_port = match auth.rfind(']') {
+        Some(close) => auth[close..].contains(':'),
+        None => auth.contains(':'),
+    };
+    if has_port {
+        auth
+    } else {
+        format!("{auth}:{port}")
+    }
+}
+
+/// qBittorrent's CSRF rule: an `Origin` (else a `Referer`) must name the
+/// host and port the request was sent to (its `Host`).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |h| headers.get(h).and_then(|v| v.to_str().ok());
+    let Some(claimed) = get(header::ORIGIN).or_else(|| get(header::REFERER)) else {
+        return true;
+    };
+    let Some(host) = get(header::HOST) else {
+        return false;
+    };
+    authority(claimed.trim()).is_some_and(|a| a == with_port(host.trim(), 80))
 }
 
 async fn not_found() -> Response {
