@@ -21,8 +21,9 @@ measures, in the page's own clock (performance.now(), from navigation start):
 - first render: until the page lists the torrents (Lodestone: the row of the
   first torrent is drawn and the page counts N torrents; Transmission: N
   rows `#torrent_list li.torrent` exist, it draws every row);
-- update: torrent-start on the first torrent in name order through the RPC
-  (both daemons speak it), from the RPC's answer until that torrent's row
+- update: torrent-start through the RPC (both daemons speak it) on the
+  torrent at the top of the page in its default order (Transmission sorts
+  by name, Lodestone shows the newest first), from the RPC's answer until that torrent's row
   shows it is no longer stopped. Transmission's client polls every 5 s
   (its default refresh), Lodestone's page is pushed changes by the event
   stream (coalesced to at most one per torrent per second): this figure is
@@ -142,11 +143,10 @@ def run_side(side, rnd, a, torrents, pristine, logdir):
         wait_up(side, p, rpc, logpath)
         all_stopped(rpc, p, len(torrents), time.monotonic() + a.timeout, "after the restart")
         rpc.close()
-        name, ih, _ = torrents[0]
         url = f"http://127.0.0.1:{port}/" if side == "lodestone" else f"http://127.0.0.1:{port}/transmission/web/"
         profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=os.path.dirname(tmp))
         try:
-            node = subprocess.run(["node", MJS, side, url, str(port), str(len(torrents)), name, ih, profile],
+            node = subprocess.run(["node", MJS, side, url, str(port), str(len(torrents)), profile],
                                   capture_output=True, text=True, timeout=a.timeout)
         finally:
             shutil.rmtree(profile, ignore_errors=True)

@@ -151,6 +151,10 @@ export class Detail {
     if (t.created_by) rows.push(['Created by', t.created_by]);
     if (t.magnet) rows.push(['Magnet', t.magnet]);
     rows.push(['Error', t.error || 'none']);
+    // The short fields fill the columns first; the long ones take whole
+    // lines below them (grid auto-placement would leave holes otherwise).
+    const wide = new Set(['Info hash', 'Folder', 'Magnet', 'Comment', 'Error', 'Progress', 'Size', 'Private']);
+    rows.sort((a, b) => wide.has(a[0]) - wide.has(b[0]));
     // Updated in place while the fields stay the same, so a selection
     // (copying the hash or the magnet) survives the refresh.
     const key = `overview:${t.id}:${rows.map(([k]) => k).join('|')}`;
@@ -159,7 +163,6 @@ export class Detail {
       return;
     }
     this.built = key;
-    const wide = new Set(['Info hash', 'Folder', 'Magnet', 'Comment', 'Error', 'Progress', 'Size']);
     this.fields = rows.map(([k, v]) => h('dd', { text: v, 'data-field': k }));
     fill(this.panel, h('dl', { class: 'overview' },
       rows.map(([k], i) => h('div', { class: wide.has(k) ? 'wide' : null }, h('dt', { text: k }), this.fields[i]))));
