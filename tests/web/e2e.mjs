@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const [url, magnet, shots, xssTorrent, xssName, downloadDir] = process.argv.slice(2);
+const [url, magnet, shots, xssTorrent, xssName, downloadDir, lockedUrl, lockedPassword] = process.argv.slice(2);
 if (!downloadDir) {
   console.error('usage: node e2e.mjs URL MAGNET SCREENSHOT_DIR XSS_TORRENT XSS_NAME DOWNLOAD_DIR');
   process.exit(2);
@@ -261,37 +261,24 @@ try {
   await page.waitForTimeout(1000);
   await shot('phone-detail.png');
 
-  // ---- login: the daemon's password is the other half's (qBittorrent's
-  // /api/v2/auth/login and its SID cookie); here the browser plays that
-  // daemon, so the page's side is tested now ----
+  // ---- login: a second daemon has a password; its gate lets the page's
+  // files through, answers the API 401 without a Basic challenge, and
+  // takes the SID cookie of /api/v2/auth/login everywhere ----
   const login = await context.newPage();
   login.on('pageerror', (e) => problems.push(`page error (login): ${e.message}`));
   login.on('dialog', (d) => { dialogs.push(`${d.type()}: ${d.message()}`); d.dismiss().catch(() => {}); });
-  let sid = false;
-  const tries = [];
-  let withCookie = 0;
-  // Like the daemon: a call without the cookie gets 401.
-  await login.route('**/api/v1/**', (route) => {
-    const cookie = route.request().headers().cookie || '';
-    if (!sid || !cookie.includes('SID=e2e-session')) {
-      return route.fulfill({ status: 401, contentType: 'text/html', body: '<h1>401: Unauthorized</h1>' });
-    }
-    withCookie++;
-    return route.continue();
+  const logins = [];
+  login.on('request', (r) => {
+    if (r.url().endsWith('/api/v2/auth/login')) logins.push(`${r.method()} ${r.headers()['content-type']}`);
   });
-  await login.route('**/api/v2/auth/login', (route) => {
-    const r = route.request();
-    const form = new URLSearchParams(r.postData() || '');
-    tries.push(`${r.method()} ${r.headers()['content-type']} ${form.get('username')}`);
-    if (form.get('username') === 'admin' && form.get('password') === 'sécret&=') {
-      sid = true;
-      return route.fulfill({ status: 200, contentType: 'text/plain', body: 'Ok.', headers: { 'Set-Cookie': 'SID=e2e-session; HttpOnly; SameSite=Strict; path=/' } });
-    }
-    return route.fulfill({ status: 200, contentType: 'text/plain', body: 'Fails.' });
+  const unauthorized = [];
+  login.on('response', (r) => {
+    if (r.status() === 401) unauthorized.push(`${r.url()} ${r.headers()['www-authenticate'] ?? ''}`);
   });
-  await login.goto(url);
+  await login.goto(lockedUrl);
   await login.waitForSelector('dialog[open] #login-user', { timeout: 10000 });
   check(true, 'a 401 brings the login form');
+  check(unauthorized.every((u) => u.endsWith(' ')), `no Basic challenge for the page's calls (${unauthorized.join('; ')})`);
   await login.fill('#login-user', 'admin');
   await login.fill('#login-pass', 'wrong');
   await login.keyboard.press('Enter');
@@ -299,13 +286,16 @@ try {
     (await login.textContent('dialog[open] .error')) === 'wrong user name or password');
   await login.keyboard.press('Escape');
   check((await login.$('dialog[open] #login-user')) !== null, 'Escape does not dismiss the login form');
-  await login.fill('#login-pass', 'sécret&=');
+  await login.fill('#login-pass', lockedPassword);
   await login.click('dialog[open] button[type=submit]');
   await until('the login form to close', 5000, async () => (await login.$('dialog[open]')) === null);
-  await until('the list after logging in', 20000, async () =>
-    (await login.textContent('#st-conn')) === 'live' && (await login.textContent('#st-count')) === '1 torrent');
-  check(tries.every((t) => t.startsWith('POST application/x-www-form-urlencoded admin')), `the login posts a form (${tries.join('; ')})`);
-  check(withCookie > 0, `the calls after it carry the SID cookie (${withCookie})`);
+  await until('the list (and its event stream) after logging in', 20000, async () =>
+    (await login.textContent('#st-conn')) === 'live' && (await login.textContent('#st-count')) === '0 torrents');
+  check(logins.length === 2 && logins.every((t) => t === 'POST application/x-www-form-urlencoded'),
+    `the login posts a form (${logins.join('; ')})`);
+  const cookies = await context.cookies(lockedUrl);
+  check(cookies.some((c) => c.name === 'SID' && c.httpOnly && c.sameSite === 'Lax'),
+    `the daemon set an HttpOnly SID cookie (${cookies.map((c) => c.name).join(', ')})`);
   await login.close();
 
   check(dialogs.length === 0, `no dialog fired (${dialogs.join('; ')})`);

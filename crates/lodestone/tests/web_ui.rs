@@ -17,6 +17,8 @@ use lodestone::payload;
 
 /// The hostile name: markup that would run if the page used innerHTML.
 const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
+/// The password daemon's: what a form encoding must carry intact.
+const LOCKED_PASSWORD: &str = "sécret&=+ %";
 
 /// Node, the test's node_modules (scripts/install-test-deps.sh runs
 /// `npm ci --prefix tests/web`) and Debian's chromium; what is missing
@@ -135,6 +137,25 @@ fn the_page_fetches_a_bare_magnet_and_shows_its_sources() {
     cmd.env_remove("NOTIFY_SOCKET");
     let daemon = Daemon::spawn(&mut cmd, rpc, peer).drained();
 
+    // A second daemon, with a password: the page's login form against
+    // the real gate (qBittorrent's /api/v2/auth/login and its SID cookie).
+    let locked = dir.path().join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    let (locked_rpc, locked_peer) = (free_port(), port_block(1));
+    let locked_config = format!(
+        "state_dir = {}\ndownload_dir = {}\n\n\
+         [rpc]\nbind = \"127.0.0.1:{locked_rpc}\"\nusername = \"admin\"\npassword = \"{LOCKED_PASSWORD}\"\n\n\
+         [peers]\nlisten = \"127.0.0.1:{locked_peer}\"\n\n[dht]\nenabled = false\n",
+        quoted(&locked.join("state")),
+        quoted(&locked.join("dl")),
+    );
+    let locked_file = locked.join("config.toml");
+    std::fs::write(&locked_file, locked_config).unwrap();
+    let mut cmd = bin();
+    cmd.args(["daemon", "--config"]).arg(&locked_file);
+    cmd.env_remove("NOTIFY_SOCKET");
+    let locked_daemon = Daemon::spawn(&mut cmd, locked_rpc, locked_peer).drained();
+
     let shots = screenshots();
     let magnet = format!("magnet:?xt=urn:btih:{hash}");
     let script = repo_root().join("tests/web/e2e.mjs");
@@ -146,7 +167,9 @@ fn the_page_fetches_a_bare_magnet_and_shows_its_sources() {
             .arg(&shots)
             .arg(&xss_torrent)
             .arg(XSS_NAME)
-            .arg(&dl),
+            .arg(&dl)
+            .arg(locked_daemon.url())
+            .arg(LOCKED_PASSWORD),
     )
     .finish(Duration::from_secs(300));
     let out = String::from_utf8_lossy(&run.stdout);
@@ -175,4 +198,5 @@ fn the_page_fetches_a_bare_magnet_and_shows_its_sources() {
         );
     }
     drop(seeder);
+    drop(locked_daemon);
 }
