@@ -11,43 +11,13 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use lodestone_daemon::server::{Access, Server};
 use tower::ServiceExt;
 
+use common::{request as req, send, Reply, LOCAL};
+
 async fn server(dir: &std::path::Path, access: Access) -> Arc<Server> {
-    let mut template = common::template(dir, 7);
-    template.trackers = false;
-    template.pex = false;
-    Server::new(common::daemon(dir, template).await, access)
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-async fn send(app: &Router, from: &str, req: Request<Body>) -> Reply {
-    let mut req = req;
-    let addr: SocketAddr = from.parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(addr));
-    let r = app.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    common::server(dir, access, 7).await
 }
 
 /// One request from a loopback address: method, path, headers, body.
@@ -58,7 +28,7 @@ async fn call(
     headers: &[(&str, &str)],
     body: Body,
 ) -> Reply {
-    call_from(LOCAL, app, method, path, headers, body).await
+    common::call(app, LOCAL, method, path, headers, body).await
 }
 
 async fn call_from(
@@ -69,21 +39,8 @@ async fn call_from(
     headers: &[(&str, &str)],
     body: Body,
 ) -> Reply {
-    let mut r = req(method, path);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    send(app, from, r.body(body).unwrap()).await
+    common::call(app, from, method, path, headers, body).await
 }
-
-fn req(method: &str, path: &str) -> axum::http::request::Builder {
-    Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "127.0.0.1:9091")
-}
-
-const LOCAL: &str = "127.0.0.1:40000";
 
 #[tokio::test]
 async fn checks_come_in_transmissions_order() {

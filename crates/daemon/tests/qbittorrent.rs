@@ -4,80 +4,29 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use lodestone_daemon::server::{Access, Server};
 use serde_json::Value;
-use tower::ServiceExt;
 
-const LOCAL: &str = "127.0.0.1:40000";
 const FORM: &str = "application/x-www-form-urlencoded";
 const MAGNET: &str = "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=a%20show";
 const MAGNET_HASH: &str = "0123456789abcdef0123456789abcdef01234567";
 
+use common::{call, Reply, LOCAL};
+
 async fn server(dir: &std::path::Path, access: Access) -> Arc<Server> {
-    let mut template = common::template(dir, 7);
-    template.trackers = false;
-    template.pex = false;
-    Server::new(common::daemon(dir, template).await, access)
+    common::server(dir, access, 7).await
 }
 
 fn with_password() -> Access {
     Access {
         credentials: Some(("user".into(), "pass".into())),
         ..Access::default()
-    }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
-    }
-}
-
-async fn call(
-    app: &Router,
-    from: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Body>,
-) -> Reply {
-    let mut r = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "127.0.0.1:9091");
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let mut req = r.body(body.into()).unwrap();
-    let addr: SocketAddr = from.parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(addr));
-    let r = app.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Reply {
-        status,
-        headers,
-        body,
     }
 }
 

@@ -7,28 +7,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
-use lodestone_daemon::server::{Access, Server};
+use lodestone_daemon::server::Access;
 use lodestone_daemon::web::{ASSETS, CSP, INDEX};
-use tower::ServiceExt;
+
+use common::{Reply, LOCAL};
 
 async fn app(dir: &std::path::Path) -> Router {
-    let mut template = common::template(dir, 11);
-    template.trackers = false;
-    template.pex = false;
-    Server::new(common::daemon(dir, template).await, Access::default()).router()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+    common::server(dir, Access::default(), 11).await.router()
 }
 
 async fn get(app: &Router, path: &str) -> Reply {
@@ -36,32 +25,13 @@ async fn get(app: &Router, path: &str) -> Reply {
 }
 
 async fn send(app: &Router, method: &str, path: &str, json: Option<&str>) -> Reply {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "127.0.0.1:9091")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(json.map_or_else(Body::empty, |j| Body::from(j.to_owned())))
-        .unwrap();
-    let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    req.extensions_mut().insert(ConnectInfo(from));
-    let r = app.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    let headers = r.headers().clone();
-    let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    let body = json.map_or_else(Body::empty, |j| Body::from(j.to_owned()));
+    let ct = [(header::CONTENT_TYPE.as_str(), "application/json")];
+    common::call(app, LOCAL, method, path, &ct, body).await
 }
 
 fn header_of(r: &Reply, name: header::HeaderName) -> &str {
-    r.headers
-        .get(&name)
-        .unwrap_or_else(|| panic!("no {name}"))
-        .to_str()
-        .unwrap()
+    r.header(name)
 }
 
 fn text(bytes: &[u8]) -> &str {

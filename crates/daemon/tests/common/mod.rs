@@ -58,3 +58,90 @@ pub async fn daemon(dir: &Path, template: TorrentConfig) -> Arc<Daemon> {
     tokio::spawn(daemon.clone().pump(events));
     daemon
 }
+
+/// The loopback address requests come from unless a test says otherwise.
+pub const LOCAL: &str = "127.0.0.1:40000";
+
+/// The HTTP server over a new daemon (no trackers, no PEX).
+pub async fn server(
+    dir: &Path,
+    access: lodestone_daemon::server::Access,
+    seed: u64,
+) -> Arc<lodestone_daemon::server::Server> {
+    let mut template = template(dir, seed);
+    template.trackers = false;
+    template.pex = false;
+    lodestone_daemon::server::Server::new(daemon(dir, template).await, access)
+}
+
+/// An answer, read whole.
+pub struct Reply {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
+    /// A header that must be there.
+    pub fn header(&self, name: axum::http::header::HeaderName) -> &str {
+        self.headers
+            .get(&name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_str()
+            .unwrap()
+    }
+}
+
+/// A request to the daemon's Host, as a browser or client would send it.
+pub fn request(method: &str, path: &str) -> axum::http::request::Builder {
+    axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(axum::http::header::HOST, "127.0.0.1:9091")
+}
+
+/// Send `req` through the router as if it came from `from`.
+pub async fn send(
+    app: &axum::Router,
+    from: &str,
+    mut req: axum::http::Request<axum::body::Body>,
+) -> Reply {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let addr: std::net::SocketAddr = from.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// One request from `from`: method, path, headers, body.
+pub async fn call(
+    app: &axum::Router,
+    from: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<axum::body::Body>,
+) -> Reply {
+    let mut r = request(method, path);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    send(app, from, r.body(body.into()).unwrap()).await
+}
