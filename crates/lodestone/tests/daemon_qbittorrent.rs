@@ -7,10 +7,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::create_torrent;
-use common::daemon::Daemon;
+use common::daemon::{content, Daemon};
 use common::http::{http, Response};
-use lodestone::payload;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,27 +92,6 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-struct Content {
-    _dir: tempfile::TempDir,
-    src: PathBuf,
-    torrent: PathBuf,
-    hash: String,
-}
-
-fn content(name: &str, seed: &str) -> Content {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    payload::write_multi(&src, name, 2 << 20, 256 << 10, seed).unwrap();
-    let torrent = dir.path().join(format!("{name}.torrent"));
-    let hash = create_torrent(&src.join(name), &torrent, &["--piece-size", "256K"]);
-    Content {
-        _dir: dir,
-        src: src.join(name),
-        torrent,
-        hash,
-    }
 }
 
 /// A hash nobody has: a magnet of it never gets its metadata.

@@ -3,13 +3,12 @@
 //! transmission-daemon 3.00, and restarts on the same state directory.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{self, Daemon};
+use common::daemon::{self, content, Daemon};
 use common::http::{http, Rpc, RPC};
-use common::{create_torrent, Child};
-use lodestone::payload;
+use common::Child;
 use serde_json::{json, Value};
 
 /// A daemon on free ports with its state in `<base>/state` and downloads
@@ -71,27 +70,6 @@ fn classify(t: &Value) -> Class {
 
 fn find<'a>(list: &'a [Value], hash: &str) -> Option<&'a Value> {
     list.iter().find(|t| t["hashString"] == hash)
-}
-
-struct Content {
-    _dir: tempfile::TempDir,
-    src: PathBuf,
-    torrent: PathBuf,
-    hash: String,
-}
-
-fn content(name: &str, seed: &str) -> Content {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    payload::write_multi(&src, name, 2 << 20, 256 << 10, seed).unwrap();
-    let torrent = dir.path().join(format!("{name}.torrent"));
-    let hash = create_torrent(&src.join(name), &torrent, &["--piece-size", "256K"]);
-    Content {
-        _dir: dir,
-        src: src.join(name),
-        torrent,
-        hash,
-    }
 }
 
 fn b64(path: &Path) -> String {

@@ -94,3 +94,26 @@ impl Daemon {
         self.child.finish(Duration::from_secs(30))
     }
 }
+
+/// A torrent's content (a few files, 2 MiB) and its .torrent, in a temp
+/// dir kept as long as this is.
+pub struct Content {
+    _dir: tempfile::TempDir,
+    pub src: std::path::PathBuf,
+    pub torrent: std::path::PathBuf,
+    pub hash: String,
+}
+
+pub fn content(name: &str, seed: &str) -> Content {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    lodestone::payload::write_multi(&src, name, 2 << 20, 256 << 10, seed).unwrap();
+    let torrent = dir.path().join(format!("{name}.torrent"));
+    let hash = super::create_torrent(&src.join(name), &torrent, &["--piece-size", "256K"]);
+    Content {
+        _dir: dir,
+        src: src.join(name),
+        torrent,
+        hash,
+    }
+}
