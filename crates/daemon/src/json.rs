@@ -69,8 +69,7 @@ pub fn peer(p: &PeerInfo) -> Value {
     json!({
         "address": p.addr.to_string(),
         "client": p.client,
-        // All we speak today; "utp" once uTP is in.
-        "transport": "tcp",
+        "transport": if p.utp { "utp" } else { "tcp" },
         "source": p.source.name(),
         "found_by": p.found_by.iter().map(PeerSource::name).collect::<Vec<_>>(),
         "established": p.established,

@@ -22,3 +22,4 @@ pub mod state_dir;
 pub mod storage;
 pub mod torrent;
 pub mod tracker;
+pub mod utp;

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lodestone_peer::picker::PeerKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::utp::{UtpSocket, UtpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -91,6 +93,73 @@ async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
 
 pub use lodestone_torrent::PeerSource;
 
+/// A peer connection's bytes: over TCP, or over uTP on the shared UDP
+/// socket. Everything above the transport (MSE, the peer protocol) is the
+/// same for both.
+#[derive(Debug)]
+pub enum PeerStream {
+    Tcp(TcpStream),
+    Utp(UtpStream),
+}
+
+impl PeerStream {
+    pub fn is_utp(&self) -> bool {
+        matches!(self, PeerStream::Utp(_))
+    }
+}
+
+impl From<TcpStream> for PeerStream {
+    fn from(s: TcpStream) -> Self {
+        PeerStream::Tcp(s)
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            PeerStream::Utp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, data),
+            PeerStream::Utp(s) => std::pin::Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            PeerStream::Utp(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            PeerStream::Utp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// What the socket tasks tell the torrent task.
 ///
 /// Kept small (48 bytes): every torrent has an input channel of these,
@@ -99,7 +168,7 @@ pub use lodestone_torrent::PeerSource;
 /// messages carry a box.
 #[derive(Debug)]
 pub enum PeerInput {
-    /// A TCP connection is up (either direction).
+    /// A connection is up (either direction, TCP or uTP).
     Connected {
         peer: Box<NewPeer>,
         /// For an incoming one: the torrent it asked for (from its
@@ -146,7 +215,7 @@ pub enum PeerInput {
 /// A connection that is up, as [`PeerInput::Connected`] brings it.
 #[derive(Debug)]
 pub struct NewPeer {
-    pub stream: TcpStream,
+    pub stream: PeerStream,
     pub addr: SocketAddr,
     pub source: PeerSource,
     /// Plaintext already read (the MSE initial payload, or the first
@@ -159,7 +228,7 @@ pub struct NewPeer {
 impl PeerInput {
     /// A connection that is up.
     pub fn connected(
-        stream: TcpStream,
+        stream: PeerStream,
         addr: SocketAddr,
         source: PeerSource,
         initial: Vec<u8>,
@@ -197,17 +266,40 @@ pub struct Connection {
 impl Connection {
     pub fn spawn(
         key: PeerKey,
-        stream: TcpStream,
+        stream: PeerStream,
         input: mpsc::Sender<PeerInput>,
         cipher: Option<Box<Cipher>>,
         buffers: Arc<ReadBuffers>,
     ) -> Self {
-        let _ = stream.set_nodelay(true);
+        match stream {
+            PeerStream::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                let (rd, wr) = s.into_split();
+                Self::spawn_halves(key, rd, wr, input, cipher, buffers)
+            }
+            PeerStream::Utp(s) => {
+                let (rd, wr) = s.into_split();
+                Self::spawn_halves(key, rd, wr, input, cipher, buffers)
+            }
+        }
+    }
+
+    fn spawn_halves<R, W>(
+        key: PeerKey,
+        mut rd: R,
+        mut wr: W,
+        input: mpsc::Sender<PeerInput>,
+        cipher: Option<Box<Cipher>>,
+        buffers: Arc<ReadBuffers>,
+    ) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut decrypt, mut encrypt) = match cipher.map(|c| *c) {
             Some(c) => (Some(c.decrypt), Some(c.encrypt)),
             None => (None, None),
         };
-        let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let want_writable = Arc::new(AtomicBool::new(false));
 
@@ -316,21 +408,148 @@ async fn dial(addr: SocketAddr, local: Option<SocketAddr>) -> std::io::Result<Tc
     Ok(stream)
 }
 
-/// Dial `addr` (from `local`'s IP, see [`dial`]) and report the outcome;
-/// with `obfuscate`, run the MSE/PE handshake first (offering plain text
-/// and RC4).
+/// Peers whose uTP connect failed, remembered so the next dial goes
+/// straight to TCP; cleared when full rather than grown.
+const MAX_TCP_ONLY: usize = 4096;
+
+/// The transports peers are dialled over, shared by a torrent's dials.
+#[derive(Debug, Clone)]
+pub struct Transports {
+    /// The shared UDP socket, when uTP is on.
+    pub utp: Option<UtpSocket>,
+    /// Dial over TCP at all (`--no-tcp` turns it off).
+    pub tcp: bool,
+    tcp_only: Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Self::new(None, true)
+    }
+}
+
+impl Transports {
+    pub fn new(utp: Option<UtpSocket>, tcp: bool) -> Self {
+        Transports {
+            utp,
+            tcp,
+            tcp_only: Arc::default(),
+        }
+    }
+
+    /// Which transports to try for `addr`, in order. libtorrent presumes
+    /// every peer speaks uTP until a uTP connect to it fails, then dials it
+    /// over TCP; we do the same for peers out on the internet, where
+    /// LEDBAT keeps the user's line usable. For peers on this machine or
+    /// the local network there is no uplink to protect and TCP costs less
+    /// per byte, so TCP goes first there and uTP is the fallback. A peer
+    /// that a peer exchange flagged as speaking uTP (`speaks_utp`) is
+    /// dialled over uTP first wherever it is.
+    pub fn order(&self, addr: SocketAddr, speaks_utp: bool) -> Vec<Transport> {
+        let utp_ok = self.utp.is_some()
+            && (speaks_utp
+                || !self
+                    .tcp_only
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&addr));
+        let mut order = Vec::with_capacity(2);
+        let local = is_local(addr.ip()) && !speaks_utp;
+        if utp_ok && !local {
+            order.push(Transport::Utp);
+        }
+        if self.tcp {
+            order.push(Transport::Tcp);
+        }
+        if self.utp.is_some() && local {
+            order.push(Transport::Utp);
+        }
+        order
+    }
+
+    fn utp_failed(&self, addr: SocketAddr) {
+        if !self.tcp {
+            return;
+        }
+        let mut set = self.tcp_only.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() >= MAX_TCP_ONLY {
+            set.clear();
+        }
+        set.insert(addr);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Utp,
+}
+
+/// Loopback, private (RFC 1918, unique-local) and link-local addresses.
+fn is_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            let seg = v6.segments()[0];
+            v6.is_loopback() || (seg & 0xfe00) == 0xfc00 || (seg & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Open a connection to `addr` over each transport in turn until one
+/// answers.
+async fn dial_any(
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+    transports: &Transports,
+    speaks_utp: bool,
+) -> std::io::Result<PeerStream> {
+    let mut last = std::io::Error::other("no transport enabled (both TCP and uTP are off)");
+    for t in transports.order(addr, speaks_utp) {
+        let r = match (t, &transports.utp) {
+            (Transport::Tcp, _) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, local)).await {
+                    Ok(r) => r.map(PeerStream::Tcp),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    )),
+                }
+            }
+            (Transport::Utp, Some(utp)) => {
+                let r = utp.connect(addr).await.map(PeerStream::Utp);
+                if r.is_err() {
+                    transports.utp_failed(addr);
+                }
+                r
+            }
+            (Transport::Utp, None) => continue,
+        };
+        match r {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Dial `addr` (from `local`'s IP, see [`dial`]) over the transports in
+/// their order and report the outcome; with `obfuscate`, run the MSE/PE
+/// handshake first (offering plain text and RC4).
 pub fn connect(
     addr: SocketAddr,
     local: Option<SocketAddr>,
     source: PeerSource,
     input: mpsc::Sender<PeerInput>,
     obfuscate: Option<Obfuscate>,
+    transports: Transports,
+    speaks_utp: bool,
 ) {
     tokio::spawn(async move {
         let failed = |error: std::io::Error| PeerInput::ConnectFailed { addr, error };
         let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
-        let msg = match tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, local)).await {
-            Ok(Ok(stream)) => match obfuscate {
+        let msg = match dial_any(addr, local, &transports, speaks_utp).await {
+            Ok(stream) => match obfuscate {
                 None => PeerInput::connected(stream, addr, source, Vec::new(), None, None),
                 Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
                     Ok(Ok((stream, initial, cipher))) => {
@@ -342,8 +561,7 @@ pub fn connect(
                     Err(_) => failed(timed_out("encrypted handshake timed out")),
                 },
             },
-            Ok(Err(e)) => failed(e),
-            Err(_) => failed(timed_out("connect timed out")),
+            Err(e) => failed(e),
         };
         let _ = input.send(msg).await;
     });
@@ -352,9 +570,9 @@ pub fn connect(
 /// The initiating MSE handshake (no initial payload; the BitTorrent
 /// handshake follows on the negotiated stream).
 async fn initiate(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     o: Obfuscate,
-) -> Result<(TcpStream, Vec<u8>, Option<Box<Cipher>>), String> {
+) -> Result<(PeerStream, Vec<u8>, Option<Box<Cipher>>), String> {
     use lodestone_wire::mse::{MseInitiator, CRYPTO_PLAIN, CRYPTO_RC4};
     let (mut mse, first) = MseInitiator::new(
         o.private_key,
@@ -406,6 +624,55 @@ pub fn listen(
     info_hashes: InfoHashes,
     seed: u64,
 ) -> JoinHandle<()> {
+    accept_loop(Acceptor::Tcp(listener), input, info_hashes, seed)
+}
+
+/// [`listen`] for the uTP connections the shared UDP socket accepts.
+pub fn listen_utp(
+    utp: &UtpSocket,
+    input: mpsc::Sender<PeerInput>,
+    info_hashes: InfoHashes,
+    seed: u64,
+) -> JoinHandle<()> {
+    accept_loop(
+        Acceptor::Utp(utp.incoming()),
+        input,
+        info_hashes,
+        seed ^ 0x7574,
+    )
+}
+
+enum Acceptor {
+    Tcp(TcpListener),
+    Utp(mpsc::Receiver<UtpStream>),
+}
+
+impl Acceptor {
+    async fn accept(&mut self) -> std::io::Result<(PeerStream, SocketAddr)> {
+        match self {
+            Acceptor::Tcp(l) => {
+                let (s, addr) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((PeerStream::Tcp(s), addr))
+            }
+            Acceptor::Utp(rx) => match rx.recv().await {
+                Some(s) => {
+                    let addr = s.peer_addr();
+                    Ok((PeerStream::Utp(s), addr))
+                }
+                // The socket is gone: nothing more will come.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+fn accept_loop(
+    mut listener: Acceptor,
+    input: mpsc::Sender<PeerInput>,
+    info_hashes: InfoHashes,
+    seed: u64,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut rng = lodestone_dht::rng::Rng::from_u64(seed ^ 0x3a5e);
         // Handshakes under way, oldest first, with when each came; a
@@ -432,7 +699,6 @@ pub fn listen(
                             }
                         }
                     }
-                    let _ = stream.set_nodelay(true);
                     let key = rng.bytes20();
                     let pad_len = rng.below(64) as usize;
                     let mut pad = vec![0u8; pad_len];
@@ -476,7 +742,7 @@ const MAX_PENDING_BURST: usize = 1024;
 
 /// Plain BitTorrent or MSE? Run MSE to its end when it is that.
 async fn sniff(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     addr: SocketAddr,
     hashes: Vec<lodestone_core::InfoHash>,
     key: [u8; 20],
@@ -489,7 +755,16 @@ async fn sniff(
         if n == 0 {
             return None;
         }
-        if buf[0] == 19 {
+        // An MSE opening is a random public key: its first byte is 19 one
+        // time in 256. Only the whole protocol string means plain.
+        const PLAIN: &[u8; 20] = b"\x13BitTorrent protocol";
+        while n < PLAIN.len() && buf[..n] == PLAIN[..n] {
+            match stream.read(&mut buf[n..]).await.ok()? {
+                0 => return None,
+                m => n += m,
+            }
+        }
+        if buf[..PLAIN.len()] == PLAIN[..] {
             // Up to the info hash at least: a session routes by it.
             while n < 48 {
                 match stream.read(&mut buf[n..]).await.ok()? {
@@ -647,7 +922,7 @@ mod tests {
             private_key: [9; 20],
             pad: Vec::new(),
         };
-        let (_s, initial, _) = initiate(s, o).await.unwrap();
+        let (_s, initial, _) = initiate(s.into(), o).await.unwrap();
         assert!(initial.is_empty());
         let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await

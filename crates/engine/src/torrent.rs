@@ -74,6 +74,9 @@ pub struct TorrentConfig {
     /// Run inside a session: its listener routes our peers to us and its
     /// pool hashes for us (`listen` is then only the address we announce).
     pub shared: Option<Shared>,
+    /// TCP, uTP (on the UDP socket the DHT shares) or both, and in which
+    /// order peers are dialled.
+    pub transports: peer_io::Transports,
 }
 
 type Inputs = (mpsc::Sender<PeerInput>, mpsc::Receiver<PeerInput>);
@@ -197,6 +200,7 @@ impl TorrentConfig {
             pex: true,
             resume_file: None,
             shared: None,
+            transports: peer_io::Transports::default(),
         }
     }
 }
@@ -413,6 +417,7 @@ struct Driver {
     /// Wakes the tracker tiers and the DHT discovery: announce now.
     announce_now: watch::Sender<()>,
     _listener: Option<tokio::task::JoinHandle<()>>,
+    _utp_listener: Option<AbortOnDrop>,
     _dht: Option<AbortOnDrop>,
     _lpd: Option<Lpd>,
     cfg: TorrentConfig,
@@ -671,6 +676,17 @@ impl Driver {
             }
             None => None,
         };
+        // Incoming uTP arrives on the shared UDP socket (the session
+        // accepts it for every torrent when there is one).
+        let utp_listener = match (&cfg.transports.utp, shared.is_some()) {
+            (Some(utp), false) => Some(AbortOnDrop(peer_io::listen_utp(
+                utp,
+                input_tx.clone(),
+                Arc::new(move || vec![info_hash]),
+                cfg.seed,
+            ))),
+            _ => None,
+        };
         let announce_now = watch::channel(()).0;
         // Never for a private torrent (BEP 27): its peers come from its trackers.
         let dht = cfg.dht.clone().filter(|_| !private).map(|dht| {
@@ -739,6 +755,7 @@ impl Driver {
             trackers: Vec::new(),
             announce_now,
             _listener: listener,
+            _utp_listener: utp_listener,
             _dht: dht,
             _lpd: lpd,
             cfg,
@@ -1003,10 +1020,13 @@ impl Driver {
                 if source == PeerSource::Incoming && cap.as_ref().is_some_and(|c| c.is_full()) {
                     return;
                 }
-                let Some(key) = self
-                    .core
-                    .handle_connected(now, addr, source, cipher.is_some())
-                else {
+                let Some(key) = self.core.handle_connected(
+                    now,
+                    addr,
+                    source,
+                    cipher.is_some(),
+                    stream.is_utp(),
+                ) else {
                     return;
                 };
                 let conn = Connection::spawn(
@@ -1149,6 +1169,7 @@ impl Driver {
                 addr,
                 source,
                 encrypt,
+                utp,
             } => {
                 let cap = self
                     .cfg
@@ -1172,6 +1193,8 @@ impl Driver {
                     source,
                     self.input_tx.clone(),
                     obfuscate,
+                    self.cfg.transports.clone(),
+                    utp,
                 );
             }
             Action::Transmit(key) => {

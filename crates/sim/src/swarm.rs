@@ -861,7 +861,7 @@ impl Swarm {
         if source == PeerSource::Incoming {
             peer.first_peer.get_or_insert(now);
         }
-        match core.handle_connected(now, addr, source, false) {
+        match core.handle_connected(now, addr, source, false, false) {
             Some(key) => {
                 self.ends.insert(
                     (conn, p),

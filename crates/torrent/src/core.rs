@@ -75,6 +75,8 @@ struct Peer {
     source: PeerSource,
     session: Session,
     encrypted: bool,
+    /// Over uTP rather than TCP.
+    utp: bool,
     client: String,
     /// How many requests to keep outstanding with it (its measured
     /// bandwidth-delay product).
@@ -104,6 +106,7 @@ impl Peer {
         source: PeerSource,
         session: Session,
         encrypted: bool,
+        utp: bool,
         now: Instant,
     ) -> Self {
         Self {
@@ -111,6 +114,7 @@ impl Peer {
             source,
             session,
             encrypted,
+            utp,
             client: String::new(),
             to_serve: VecDeque::new(),
             queue: QueueSizer::new(),
@@ -277,7 +281,7 @@ impl TorrentCore {
     fn adopt(&mut self, now: Instant, key: PeerKey, mp: MagnetPeer, n: u32) {
         let mut session = mp.session;
         session.set_shape(self.shape);
-        let mut p = Peer::new(mp.addr, mp.source, session, mp.encrypted, now);
+        let mut p = Peer::new(mp.addr, mp.source, session, mp.encrypted, mp.utp, now);
         p.client = mp.client;
         p.established = mp.established;
         if let Some(h) = &mp.ext {
@@ -473,6 +477,7 @@ impl TorrentCore {
         addr: SocketAddr,
         source: PeerSource,
         encrypted: bool,
+        utp: bool,
     ) -> Option<PeerKey> {
         self.table.connected(addr);
         if self.table.is_banned(&addr.ip()) || self.peers.len() >= self.cfg.max_peers {
@@ -490,7 +495,7 @@ impl TorrentCore {
             now,
         );
         self.peers
-            .insert(key, Peer::new(addr, source, session, encrypted, now));
+            .insert(key, Peer::new(addr, source, session, encrypted, utp, now));
         self.transmit(key);
         Some(key)
     }
@@ -849,6 +854,7 @@ impl TorrentCore {
                 peer_interested: p.session.peer_interested(),
                 snubbed: p.snubbed,
                 encrypted: p.encrypted,
+                utp: p.utp,
                 download_rate: p.down.per_sec(),
                 upload_rate: p.up.per_sec(),
                 pieces: p.pieces,
@@ -1209,8 +1215,13 @@ impl TorrentCore {
                 }
             }
             PeerEvent::Pex(m) if self.pex_on() => {
-                let addrs: Vec<SocketAddr> = m.added.into_iter().map(|(a, _)| a).collect();
+                let addrs: Vec<SocketAddr> = m.added.iter().map(|(a, _)| *a).collect();
                 self.handle_discovered(now, &addrs, PeerSource::Pex);
+                for (a, f) in &m.added {
+                    if f.0 & lodestone_wire::pex::PexFlags::UTP != 0 {
+                        self.table.mark_utp(*a);
+                    }
+                }
             }
             PeerEvent::Suggest(_)
             | PeerEvent::DhtPort(_)
@@ -1678,6 +1689,9 @@ impl TorrentCore {
                 }
                 if p.source != PeerSource::Incoming {
                     f |= PexFlags::REACHABLE;
+                }
+                if p.utp {
+                    f |= PexFlags::UTP;
                 }
                 p.connectable().map(|a| (*k, a, PexFlags(f)))
             })

@@ -21,6 +21,8 @@ pub enum Action {
         source: PeerSource,
         /// Open with an MSE/PE handshake using these.
         encrypt: Option<MseKeys>,
+        /// A peer said it speaks uTP (BEP 11's flag 0x04): dial uTP first.
+        utp: bool,
     },
     /// This peer has output: call `poll_transmit` while its socket takes more.
     Transmit(PeerKey),
@@ -148,6 +150,8 @@ pub struct PeerInfo {
     pub peer_interested: bool,
     pub snubbed: bool,
     pub encrypted: bool,
+    /// Connected over uTP (BEP 29) rather than TCP.
+    pub utp: bool,
     pub download_rate: f64,
     pub upload_rate: f64,
     /// Pieces it has, when known.

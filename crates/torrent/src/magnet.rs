@@ -102,6 +102,7 @@ pub(crate) struct MagnetPeer {
     pub source: PeerSource,
     pub session: Session,
     pub encrypted: bool,
+    pub utp: bool,
     /// From its peer id.
     pub client: String,
     pub established: bool,
@@ -315,6 +316,7 @@ impl MagnetCore {
         addr: SocketAddr,
         source: PeerSource,
         encrypted: bool,
+        utp: bool,
     ) -> Option<PeerKey> {
         self.table.connected(addr);
         // Dials are counted before they start; peers that dial us are
@@ -337,6 +339,7 @@ impl MagnetCore {
                 source,
                 session,
                 encrypted,
+                utp,
                 client: String::new(),
                 established: false,
                 ext: None,

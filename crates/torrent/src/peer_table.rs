@@ -28,6 +28,8 @@ pub struct Candidate {
     pub wants_mse: bool,
     /// It had every piece when we last saw it: a seed does not dial it.
     pub was_seed: bool,
+    /// Known to speak uTP (PEX flag 0x04).
+    pub utp: bool,
 }
 
 /// What to dial: the address, the source it counts under, and whether to
@@ -37,6 +39,7 @@ pub struct Dial {
     pub addr: SocketAddr,
     pub source: PeerSource,
     pub encrypted: bool,
+    pub utp: bool,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +95,7 @@ impl PeerTable {
                 backoff: FIRST_BACKOFF,
                 wants_mse: false,
                 was_seed: false,
+                utp: false,
             },
         );
         self.schedule.insert((now, addr));
@@ -152,6 +156,7 @@ impl PeerTable {
             addr,
             source: c.first,
             encrypted: c.wants_mse,
+            utp: c.utp,
         })
     }
 
@@ -179,9 +184,17 @@ impl PeerTable {
                 addr,
                 source: dial.source,
                 encrypt,
+                utp: dial.utp,
             });
         }
         out
+    }
+
+    /// A peer exchange said `addr` speaks uTP.
+    pub fn mark_utp(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.utp = true;
+        }
     }
 
     pub fn half_open(&self) -> usize {

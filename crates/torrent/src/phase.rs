@@ -58,8 +58,9 @@ impl Phase {
         addr: SocketAddr,
         source: PeerSource,
         encrypted: bool,
+        utp: bool,
     ) -> Option<PeerKey> {
-        either!(self, c => c.handle_connected(now, addr, source, encrypted))
+        either!(self, c => c.handle_connected(now, addr, source, encrypted, utp))
     }
 
     pub fn handle_connect_failed(&mut self, now: Instant, addr: SocketAddr) {

@@ -305,13 +305,16 @@ impl World {
                 // The acceptor sees the dialler's address (its own port: a
                 // simulated stack, one address per node).
                 let from = self.nodes[i].addr;
-                let kj =
-                    self.nodes[j]
-                        .phase
-                        .handle_connected(now, from, PeerSource::Incoming, false);
+                let kj = self.nodes[j].phase.handle_connected(
+                    now,
+                    from,
+                    PeerSource::Incoming,
+                    false,
+                    false,
+                );
                 let ki = self.nodes[i]
                     .phase
-                    .handle_connected(now, addr, source, false);
+                    .handle_connected(now, addr, source, false, false);
                 self.nodes[i].dialled += 1;
                 self.nodes[j].accepted += 1;
                 match (ki, kj) {
@@ -1100,7 +1103,7 @@ fn a_magnet_counts_the_seeds_its_peers_say_they_are() {
     let mut m = magnet_with_sources(&w);
     let now = w.now;
     let mut connect = |a: SocketAddr, source, id, then| {
-        let k = m.handle_connected(now, a, source, false).unwrap();
+        let k = m.handle_connected(now, a, source, false, false).unwrap();
         m.handle_data(now, k, peer_hello(&w, id, then));
     };
     // Have-all from one that dialled us, a full bitfield from an x.pe

@@ -400,6 +400,14 @@ impl Endpoint {
         Ok(n)
     }
 
+    /// Ends our direction: a FIN follows the queued bytes; reading goes on.
+    pub fn shutdown(&mut self, id: ConnectionId) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.conn.close();
+        }
+        self.after(id);
+    }
+
     /// The application is done with the connection: queued bytes and a FIN
     /// still go out, then the endpoint forgets it.
     pub fn close(&mut self, id: ConnectionId) {

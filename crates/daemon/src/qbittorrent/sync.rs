@@ -437,6 +437,9 @@ fn flags(p: &PeerInfo) -> (String, String) {
     if p.encrypted {
         f.push(("E", "Encrypted traffic"));
     }
+    if p.utp {
+        f.push(("P", "μTP"));
+    }
     let letters: Vec<&str> = f.iter().map(|(l, _)| *l).collect();
     let desc: Vec<String> = f.iter().map(|(l, d)| format!("{l} = {d}")).collect();
     (letters.join(" "), desc.join("\n"))

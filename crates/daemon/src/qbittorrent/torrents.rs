@@ -1283,6 +1283,7 @@ mod tests {
             peer_interested: false,
             snubbed: false,
             encrypted: false,
+            utp: false,
             download_rate: 0.0,
             upload_rate: 0.0,
             pieces: 0,

@@ -519,7 +519,7 @@ impl View<'_> {
                     "rateToClient": p.download_rate as u64,
                     "rateToPeer": p.upload_rate as u64,
                     "isEncrypted": p.encrypted,
-                    "isUTP": false,
+                    "isUTP": p.utp,
                     "isIncoming": p.source == PeerSource::Incoming,
                     "isDownloadingFrom": !p.peer_choking && p.am_interested,
                     "isUploadingTo": !p.am_choking && p.peer_interested,
@@ -586,6 +586,9 @@ fn flag_str(p: &lodestone_torrent::PeerInfo) -> String {
     }
     if p.encrypted {
         s.push('E');
+    }
+    if p.utp {
+        s.push('T');
     }
     match p.source {
         PeerSource::Dht => s.push('H'),

@@ -1,0 +1,558 @@
+//! The uTP driver: one UDP socket carries uTP and the DHT, as libtorrent's
+//! does, so one port (and one NAT mapping) serves both. A task owns the
+//! socket and the sans-IO [`Endpoint`]; datagrams that look like KRPC
+//! (bencode starts with `d`) go to the DHT node's task, the rest to the
+//! endpoint. Streams reach the endpoint through a mutex, as quinn's do,
+//! and wake the task when they queue bytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use lodestone_utp::{CloseReason, Config, ConnectionId, Endpoint, Event, StreamError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Datagrams (not uTP) for the DHT node sharing the socket.
+pub type DhtInbox = mpsc::Receiver<(Vec<u8>, SocketAddr)>;
+
+/// Incoming uTP connections waiting for the listener.
+const ACCEPT_QUEUE: usize = 64;
+/// DHT datagrams queued for its task; beyond, they are dropped (UDP).
+const DHT_QUEUE: usize = 256;
+/// Datagrams read per wakeup before the task lets others run.
+const RECV_BATCH: usize = 128;
+/// The UDP socket's kernel buffers: a fast uTP flow has hundreds of
+/// packets in flight, and a full receive buffer drops them.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+#[derive(Default)]
+struct Waiters {
+    read: Option<Waker>,
+    write: Option<Waker>,
+    connect: Option<oneshot::Sender<Result<(), CloseReason>>>,
+}
+
+struct State {
+    ep: Endpoint,
+    waiters: HashMap<ConnectionId, Waiters>,
+    incoming: Option<mpsc::Sender<UtpStream>>,
+    dht: Option<mpsc::Sender<(Vec<u8>, SocketAddr)>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    socket: Arc<UdpSocket>,
+    /// Wakes the task: bytes to send, a connect, a close.
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A handle to the shared socket; clones share it. The task stops when the
+/// last handle (and the last stream) is gone.
+#[derive(Clone)]
+pub struct UtpSocket {
+    shared: Arc<Shared>,
+    local: SocketAddr,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for UtpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpSocket")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl UtpSocket {
+    /// Binds `addr` (UDP). `seed` makes connection ids and sequence
+    /// numbers replayable in tests.
+    pub async fn bind(addr: SocketAddr, cfg: Config, seed: u64) -> io::Result<Self> {
+        let std = std::net::UdpSocket::bind(addr)?;
+        let sock = socket2::Socket::from(std);
+        // Best effort: the kernel caps these at its own maximum.
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        sock.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(sock.into())?);
+        let local = socket.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                ep: Endpoint::new(cfg, seed, Instant::now()),
+                waiters: HashMap::new(),
+                incoming: None,
+                dht: None,
+            }),
+            socket,
+            wake: Notify::new(),
+        });
+        let task = tokio::spawn(drive(Arc::downgrade(&shared)));
+        Ok(UtpSocket {
+            shared,
+            local,
+            _task: Arc::new(AbortOnDrop(task)),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The socket, for the DHT node that shares it (it sends with it).
+    pub fn udp(&self) -> Arc<UdpSocket> {
+        self.shared.socket.clone()
+    }
+
+    /// Routes every datagram that is not uTP to the returned inbox from now
+    /// on (one DHT node per socket; a second call replaces the first).
+    pub fn dht_inbox(&self) -> DhtInbox {
+        let (tx, rx) = mpsc::channel(DHT_QUEUE);
+        self.shared.lock().dht = Some(tx);
+        rx
+    }
+
+    /// Accept incoming connections from now on; they arrive on the
+    /// returned channel (a full channel turns newcomers away).
+    pub fn incoming(&self) -> mpsc::Receiver<UtpStream> {
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        self.shared.lock().incoming = Some(tx);
+        rx
+    }
+
+    /// Connects to `addr`; fails when the peer does not answer within the
+    /// endpoint's SYN tries (three, a second apart) or refuses.
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<UtpStream> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = self.shared.lock();
+            let id = st
+                .ep
+                .connect(Instant::now(), addr)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            st.waiters.entry(id).or_default().connect = Some(tx);
+            id
+        };
+        // From here the stream owns the connection: dropping it (this
+        // future cancelled) closes it.
+        let stream = UtpStream::new(self.shared.clone(), id, addr);
+        self.shared.wake.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(reason)) => Err(close_error(reason)),
+            Err(_) => Err(io::Error::other("uTP socket stopped")),
+        }
+    }
+
+    pub fn counters(&self) -> lodestone_utp::Counters {
+        self.shared.lock().ep.counters()
+    }
+}
+
+fn close_error(reason: CloseReason) -> io::Error {
+    match reason {
+        CloseReason::Refused => {
+            io::Error::new(io::ErrorKind::ConnectionRefused, "uTP connection refused")
+        }
+        CloseReason::Reset => {
+            io::Error::new(io::ErrorKind::ConnectionReset, "uTP connection reset")
+        }
+        CloseReason::TimedOut => {
+            io::Error::new(io::ErrorKind::TimedOut, "uTP peer stopped answering")
+        }
+        CloseReason::Finished => io::Error::new(io::ErrorKind::BrokenPipe, "uTP connection closed"),
+    }
+}
+
+async fn drive(weak: std::sync::Weak<Shared>) {
+    let Some(shared) = weak.upgrade() else { return };
+    let socket = shared.socket.clone();
+    drop(shared);
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(65536);
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let deadline = shared.lock().ep.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = socket.readable() => {
+                if r.is_err() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                receive(&shared, &socket, &mut buf);
+            }
+            _ = shared.wake.notified() => {}
+            _ = sleep => {
+                shared.lock().ep.handle_timeout(Instant::now());
+            }
+        }
+        transmit(&shared, &socket, &mut out).await;
+        dispatch(&shared);
+    }
+}
+
+/// Reads what the socket has (up to a batch) into the endpoint or the
+/// DHT's inbox.
+fn receive(shared: &Arc<Shared>, socket: &UdpSocket, buf: &mut [u8]) {
+    let mut st = shared.lock();
+    for _ in 0..RECV_BATCH {
+        match socket.try_recv_from(buf) {
+            Ok((n, from)) => {
+                let datagram = &buf[..n];
+                if lodestone_utp::looks_like_utp(datagram) {
+                    st.ep.handle_datagram(Instant::now(), from, datagram);
+                } else if let Some(dht) = &st.dht {
+                    let _ = dht.try_send((datagram.to_vec(), from));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // ICMP errors surface here (port unreachable): not fatal.
+            Err(_) => continue,
+        }
+    }
+}
+
+async fn transmit(shared: &Arc<Shared>, socket: &UdpSocket, out: &mut Vec<u8>) {
+    loop {
+        let to = shared.lock().ep.poll_transmit(Instant::now(), out);
+        let Some(to) = to else { return };
+        loop {
+            match socket.try_send_to(out, to) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                // Too big for the path (an MTU probe), unreachable, ...:
+                // the packet counts as lost and uTP deals with it.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Hands endpoint events to the streams waiting on them.
+fn dispatch(shared: &Arc<Shared>) {
+    let mut st = shared.lock();
+    while let Some(event) = st.ep.poll_event() {
+        match event {
+            Event::Readable(id) => {
+                if let Some(w) = st.waiters.get_mut(&id).and_then(|w| w.read.take()) {
+                    w.wake();
+                }
+            }
+            Event::Writable(id) => {
+                if let Some(w) = st.waiters.get_mut(&id).and_then(|w| w.write.take()) {
+                    w.wake();
+                }
+            }
+            Event::Connected(id) => {
+                if let Some(tx) = st.waiters.get_mut(&id).and_then(|w| w.connect.take()) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Event::Closed(id, reason) => {
+                if let Some(w) = st.waiters.get_mut(&id) {
+                    if let Some(tx) = w.connect.take() {
+                        let _ = tx.send(Err(reason));
+                    }
+                    for waker in [w.read.take(), w.write.take()].into_iter().flatten() {
+                        waker.wake();
+                    }
+                }
+            }
+            Event::Incoming(id, peer) => {
+                // Not `UtpStream::new`: that takes the lock we hold.
+                st.waiters.entry(id).or_default();
+                let inner = StreamInner {
+                    shared: shared.clone(),
+                    id,
+                    peer,
+                };
+                let stream = UtpStream {
+                    inner: Arc::new(inner),
+                };
+                let accepted = match &st.incoming {
+                    Some(tx) => tx.try_send(stream).map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(s)
+                        | mpsc::error::TrySendError::Closed(s) => s,
+                    }),
+                    None => Err(stream),
+                };
+                if let Err(stream) = accepted {
+                    // Dropped below, after the lock: it closes itself.
+                    drop(st);
+                    drop(stream);
+                    st = shared.lock();
+                }
+            }
+        }
+    }
+}
+
+/// One end of a uTP connection: bytes in order, like a TCP stream.
+pub struct UtpStream {
+    inner: Arc<StreamInner>,
+}
+
+struct StreamInner {
+    shared: Arc<Shared>,
+    id: ConnectionId,
+    peer: SocketAddr,
+}
+
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.ep.close(self.id);
+        st.waiters.remove(&self.id);
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl std::fmt::Debug for UtpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpStream")
+            .field("peer", &self.inner.peer)
+            .finish()
+    }
+}
+
+impl UtpStream {
+    fn new(shared: Arc<Shared>, id: ConnectionId, peer: SocketAddr) -> Self {
+        shared.lock().waiters.entry(id).or_default();
+        UtpStream {
+            inner: Arc::new(StreamInner { shared, id, peer }),
+        }
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// Read and write halves that can move to different tasks; the
+    /// connection closes when both are gone.
+    pub fn into_split(self) -> (UtpReadHalf, UtpWriteHalf) {
+        (
+            UtpReadHalf {
+                inner: self.inner.clone(),
+            },
+            UtpWriteHalf { inner: self.inner },
+        )
+    }
+
+    pub fn stats(&self) -> Option<lodestone_utp::ConnectionStats> {
+        self.inner.shared.lock().ep.stats(self.inner.id)
+    }
+}
+
+fn stream_error(e: StreamError) -> io::Error {
+    match e {
+        StreamError::Unknown => io::Error::new(io::ErrorKind::NotConnected, "uTP connection gone"),
+        StreamError::Closed(r) => close_error(r),
+    }
+}
+
+impl StreamInner {
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.shared.lock();
+        let r = st.ep.read(self.id, buf.initialize_unfilled());
+        match r {
+            Ok(Some(n)) => {
+                buf.advance(n);
+                drop(st);
+                // Reading may reopen our window: the task sends the update.
+                self.shared.wake.notify_one();
+                Poll::Ready(Ok(()))
+            }
+            Ok(None) => {
+                st.waiters.entry(self.id).or_default().read = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            // A stream that is gone reads as its end.
+            Err(StreamError::Unknown) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(stream_error(e))),
+        }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut st = self.shared.lock();
+        match st.ep.write(self.id, data) {
+            Ok(0) if !data.is_empty() => {
+                st.waiters.entry(self.id).or_default().write = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Ok(n) => {
+                drop(st);
+                self.shared.wake.notify_one();
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(stream_error(e))),
+        }
+    }
+
+    fn shutdown(&self) {
+        self.shared.lock().ep.shutdown(self.id);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl AsyncRead for UtpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.inner.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.shutdown();
+        Poll::Ready(Ok(()))
+    }
+}
+
+pub struct UtpReadHalf {
+    inner: Arc<StreamInner>,
+}
+
+pub struct UtpWriteHalf {
+    inner: Arc<StreamInner>,
+}
+
+impl AsyncRead for UtpReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.inner.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UtpWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.shutdown();
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (UtpSocket, UtpSocket) {
+        let a = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), Config::default(), 1)
+            .await
+            .unwrap();
+        let b = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), Config::default(), 2)
+            .await
+            .unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn streams_bytes_both_ways_over_loopback() {
+        let (a, b) = pair().await;
+        let mut accept = b.incoming();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i * 31 + i / 977) as u8)
+            .collect();
+        let expect = data.clone();
+        let server = tokio::spawn(async move {
+            let mut s = accept.recv().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            s.write_all(b"thanks").await.unwrap();
+            s.shutdown().await.unwrap();
+            got
+        });
+        let mut c = a.connect(b.local_addr()).await.unwrap();
+        c.write_all(&data).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, b"thanks");
+        let got = server.await.unwrap();
+        assert!(
+            got == expect,
+            "{} of {} bytes, in order",
+            got.len(),
+            expect.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn dht_datagrams_share_the_socket() {
+        let (a, _b) = pair().await;
+        let mut inbox = a.dht_inbox();
+        let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        probe.send_to(b"d1:y1:qe", a.local_addr()).await.unwrap();
+        let (bytes, from) = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes, b"d1:y1:qe");
+        assert_eq!(from, probe.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_silent_port_fails_within_seconds() {
+        let (a, _) = pair().await;
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let started = std::time::Instant::now();
+        let r = a.connect(silent.local_addr().unwrap()).await;
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
