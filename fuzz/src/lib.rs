@@ -17,6 +17,8 @@ pub mod seeds;
 mod tracker_http;
 mod tracker_udp;
 mod transmission_rpc;
+mod utp_endpoint;
+mod utp_packet;
 
 pub use bencode::bencode;
 pub use krpc::krpc;
@@ -30,6 +32,8 @@ pub use qbittorrent_params::qbittorrent_params;
 pub use tracker_http::tracker_http;
 pub use tracker_udp::tracker_udp;
 pub use transmission_rpc::transmission_rpc;
+pub use utp_endpoint::utp_endpoint;
+pub use utp_packet::utp_packet;
 
 /// A target's body: one input, a panic on anything wrong.
 pub type Target = fn(&[u8]);
@@ -48,4 +52,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tracker_http", tracker_http),
     ("tracker_udp", tracker_udp),
     ("transmission_rpc", transmission_rpc),
+    ("utp_endpoint", utp_endpoint),
+    ("utp_packet", utp_packet),
 ];

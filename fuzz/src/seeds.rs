@@ -133,6 +133,57 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                 ("handshake-then-pex", mixed),
             ]
         }
+        "utp_packet" => {
+            let header = |kind, seq| lodestone_utp::packet::Header {
+                kind,
+                conn_id: 0x1234,
+                timestamp_us: 1_000_000,
+                timestamp_diff_us: 25_000,
+                wnd_size: 1 << 20,
+                seq_nr: lodestone_utp::seq::Seq(seq),
+                ack_nr: lodestone_utp::seq::Seq(41),
+            };
+            use lodestone_utp::packet::Kind;
+            let mut syn = Vec::new();
+            header(Kind::Syn, 1).encode(None, &mut syn);
+            let mut state = Vec::new();
+            header(Kind::State, 7).encode(Some(&[0b101, 0, 0, 0x80]), &mut state);
+            let mut data = Vec::new();
+            header(Kind::Data, 65535).encode(Some(&[1, 0, 0, 0, 0, 0, 0, 2]), &mut data);
+            data.extend_from_slice(b"hello, uTP");
+            vec![
+                ("syn", syn),
+                ("state-sack", state),
+                ("data-sack-wrap", data),
+            ]
+        }
+        "utp_endpoint" => {
+            // connect to peer 0 and send, answer its SYN with a STATE built
+            // from what it sent, write, step to deadlines, a SYN from peer 1
+            // and its follow-up, raw junk, a read and a close.
+            let connect_and_write = vec![
+                0x07, 0x0f, // connect to peer 0, drain
+                0x03, 0x02, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 100, // STATE answering the SYN
+                0x08, 0, 0x10, 0x00, // write 4096 bytes
+                0x06, 0x06, 0x06, // deadlines
+                0x03, 0x02, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 200, // ack
+                0x05, 0x03, 0xe8, // one second
+                0x0b, 0, // close
+                0x06, 0x06,
+            ];
+            let incoming = vec![
+                0x14, 0x04, 0x33, 0x33, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1, // SYN from peer 1
+                0x1f, 0x11, 0x00, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 4, 0xaa,
+                0xbb, // DATA, 32 bytes
+                0x0a, 0, // read
+                0x20, 5, 1, 2, 3, 4, 5, // junk from peer 2
+                0x05, 0xff, 0xff, // 65 s
+            ];
+            vec![
+                ("connect-and-write", connect_and_write),
+                ("incoming", incoming),
+            ]
+        }
         _ => Vec::new(),
     }
 }

@@ -9,6 +9,7 @@ pub mod dht;
 mod net;
 pub mod stream;
 pub mod swarm;
+pub mod utp;
 
 pub use dht::{DhtSim, LookupRecord, SimConfig};
 pub use net::NetModel;

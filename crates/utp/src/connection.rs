@@ -5,7 +5,7 @@
 use crate::ledbat::{Ledbat, LedbatConfig};
 use crate::mtu::MtuSearch;
 use crate::packet::{Header, Kind, Packet, HEADER_LEN, MAX_SACK_BYTES};
-use crate::recv::{Arrival, RecvQueue};
+use crate::recv::{Arrival, RecvQueue, MAX_AHEAD};
 use crate::rtt::Rtt;
 use crate::send::{Acked, SendQueue};
 use crate::seq::Seq;
@@ -303,6 +303,16 @@ impl Connection {
         // An ack for a packet we never sent is not from our peer.
         let last_sent = self.seq_nr.prev();
         if h.ack_nr.after(last_sent) {
+            return;
+        }
+        // Nor is one whose sequence number is far from the peer's stream:
+        // its data never runs more than MAX_AHEAD past our ack (we keep
+        // nothing further), and a resend that far behind is a duplicate.
+        // Ignore it before its timestamp reaches the delay we echo (the
+        // peer's LEDBAT steers by it) or its window reaches ours.
+        if self.state != State::SynSent
+            && h.seq_nr.since(self.recv.ack_nr()).unsigned_abs() as usize > MAX_AHEAD
+        {
             return;
         }
         self.reply_micro = now_us.wrapping_sub(h.timestamp_us);

@@ -8,8 +8,9 @@ use crate::seq::Seq;
 use std::collections::VecDeque;
 
 /// How far past `ack_nr` a packet may be and still be kept: as far as a
-/// selective ack can describe.
-pub const MAX_AHEAD: usize = 2 + MAX_SACK_BYTES * 8;
+/// selective ack can describe: its bit 0 is `ack_nr + 2`, its last bit
+/// `ack_nr + 1 + MAX_SACK_BYTES * 8`.
+pub const MAX_AHEAD: usize = 1 + MAX_SACK_BYTES * 8;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Arrival {
@@ -199,6 +200,24 @@ mod tests {
             r.arrive(Seq(2), &[0; 0], false),
             Arrival::Dropped,
             "after the FIN"
+        );
+    }
+
+    #[test]
+    fn the_farthest_packet_kept_fits_in_a_selective_ack() {
+        // A packet one past what the mask can describe was kept, and
+        // building the mask then sliced 132 bytes out of 128: a panic any
+        // peer could trigger with one datagram.
+        let mut r = RecvQueue::new(Seq(100), 1 << 20);
+        let last = Seq(100).plus(MAX_AHEAD as u16);
+        assert_eq!(r.arrive(last, b"x", false), Arrival::Early);
+        assert_eq!(r.arrive(last.next(), b"y", false), Arrival::Dropped);
+        let mut mask = [0u8; MAX_SACK_BYTES];
+        assert_eq!(r.sack(&mut mask), MAX_SACK_BYTES);
+        assert_eq!(
+            mask[MAX_SACK_BYTES - 1],
+            0x80,
+            "the last bit is the last packet"
         );
     }
 

@@ -525,3 +525,64 @@ fn hostile_sequence_and_window_numbers_do_not_grow_memory_or_stall() {
     // progress: b still delivered a full stream's worth in order.
     assert_eq!(got.len(), data.len());
 }
+
+#[test]
+fn packets_far_from_the_peers_sequence_do_not_poison_the_echoed_delay() {
+    // Someone who sees the ids on the path sends b, as a, DATA far ahead
+    // of and far behind a's stream, stamped with a timestamp of 1. Were b
+    // to echo that timestamp's difference, a's LEDBAT would read seconds
+    // of queue and shrink its window to the minimum: the transfer stalls.
+    let mut p = Pair::new(8, CLEAN, Config::default());
+    p.keep_log = true;
+    let a_id = p.a.connect(p.now, p.b_addr).unwrap();
+    let data = payload(1 << 20);
+    let (mut written, mut b_id, mut got) = (0, None, Vec::new());
+    let mut buf = vec![0u8; 65536];
+    let mut rng = Rng(8);
+    while got.len() < data.len() && p.elapsed() < Duration::from_secs(60) {
+        for e in Pair::events(&mut p.b) {
+            if let Event::Incoming(id, _) = e {
+                b_id = Some(id);
+            }
+        }
+        let last_data = p
+            .log
+            .iter()
+            .rev()
+            .find(|(to_b, b)| *to_b && Packet::parse(b).unwrap().header.kind == Kind::Data)
+            .map(|(_, b)| Packet::parse(b).unwrap().header);
+        if let Some(h) = last_data {
+            let r = rng.next();
+            let far = h.seq_nr.plus(2000 + (r % 20000) as u16).0;
+            let behind = h.seq_nr.0.wrapping_sub(5000);
+            for seq in [far, behind] {
+                let mut pkt = raw(Kind::Data, h.conn_id, seq, h.ack_nr.0, u32::MAX);
+                pkt.extend_from_slice(&[0xEE; 100]);
+                p.b.handle_datagram(p.now, p.a_addr, &pkt);
+            }
+        }
+        while written < data.len() {
+            match p.a.write(a_id, &data[written..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => written += n,
+            }
+        }
+        if let Some(id) = b_id {
+            while let Ok(Some(n)) = p.b.read(id, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        if !p.step() {
+            break;
+        }
+    }
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    assert!(
+        p.elapsed() < Duration::from_secs(10),
+        "1 MiB took {:?}",
+        p.elapsed()
+    );
+}
