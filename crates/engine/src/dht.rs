@@ -160,6 +160,25 @@ impl Dht {
         })
     }
 
+    /// [`Self::start`] on the UDP socket uTP uses: one port for both, as
+    /// libtorrent has it.
+    pub async fn start_on(
+        utp: &crate::utp::UtpSocket,
+        cfg: Config,
+        id: NodeId,
+        seed: [u8; 32],
+        known: &[(NodeId, SocketAddr)],
+    ) -> std::io::Result<Self> {
+        let socket = DhtSocket::Shared {
+            socket: utp.udp(),
+            inbox: utp.dht_inbox(),
+        };
+        let family = spawn_on(socket, cfg, id, seed, known, true)?;
+        Ok(Self {
+            families: vec![family],
+        })
+    }
+
     /// Add a node for the other address family (BEP 32), bound to
     /// `listen`, with its own routers in `cfg.bootstrap`. Lookups then go
     /// to both and their results are merged; announces too if `announces`
@@ -345,14 +364,59 @@ impl Dht {
 
 async fn spawn_node(
     listen: SocketAddr,
+    cfg: Config,
+    id: NodeId,
+    seed: [u8; 32],
+    known: &[(NodeId, SocketAddr)],
+    announces: bool,
+) -> std::io::Result<Family> {
+    let socket = DhtSocket::Own(UdpSocket::bind(listen).await?);
+    spawn_on(socket, cfg, id, seed, known, announces)
+}
+
+/// A DHT node's socket: its own, or the one it shares with uTP (which
+/// hands it the datagrams that are not uTP).
+enum DhtSocket {
+    Own(UdpSocket),
+    Shared {
+        socket: std::sync::Arc<UdpSocket>,
+        inbox: crate::utp::DhtInbox,
+    },
+}
+
+impl DhtSocket {
+    fn udp(&self) -> &UdpSocket {
+        match self {
+            DhtSocket::Own(s) => s,
+            DhtSocket::Shared { socket, .. } => socket,
+        }
+    }
+
+    async fn recv_from(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match self {
+            DhtSocket::Own(s) => s.recv_from(buf).await,
+            DhtSocket::Shared { inbox, .. } => match inbox.recv().await {
+                Some((bytes, from)) => {
+                    let n = bytes.len().min(buf.len());
+                    buf[..n].copy_from_slice(&bytes[..n]);
+                    Ok((n, from))
+                }
+                // The uTP socket is gone; so is this node's traffic.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+fn spawn_on(
+    socket: DhtSocket,
     mut cfg: Config,
     id: NodeId,
     seed: [u8; 32],
     known: &[(NodeId, SocketAddr)],
     announces: bool,
 ) -> std::io::Result<Family> {
-    let socket = UdpSocket::bind(listen).await?;
-    let local = socket.local_addr()?;
+    let local = socket.udp().local_addr()?;
     // A node's socket speaks one family: routers and saved nodes of the
     // other are for the other node.
     cfg.bootstrap.retain(|a| a.is_ipv4() == local.is_ipv4());
@@ -446,11 +510,11 @@ impl Merge {
     }
 }
 
-async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command>) {
+async fn drive(mut socket: DhtSocket, mut node: Node, mut rx: mpsc::Receiver<Command>) {
     let mut buf = vec![0u8; 2048];
     let mut lookups: BTreeMap<LookupId, mpsc::Sender<LookupUpdate>> = BTreeMap::new();
     let mut pings: Vec<PingWaiter> = Vec::new();
-    let v4 = socket.local_addr().map_or(true, |a| a.is_ipv4());
+    let v4 = socket.udp().local_addr().map_or(true, |a| a.is_ipv4());
     loop {
         let deadline = node
             .poll_timeout()
@@ -509,7 +573,7 @@ async fn drive(socket: UdpSocket, mut node: Node, mut rx: mpsc::Receiver<Command
         }
         // Drain: datagrams out, events to whoever asked.
         while let Some(t) = node.poll_transmit() {
-            let _ = socket.send_to(&t.payload, t.to).await;
+            let _ = socket.udp().send_to(&t.payload, t.to).await;
         }
         while let Some(e) = node.poll_event() {
             dispatch(e, &mut lookups, &mut pings);

@@ -48,6 +48,8 @@ pub struct SessionConfig {
     /// Peer connections open at once across all torrents (each torrent
     /// has its own `max_peers` too).
     pub max_connections: usize,
+    /// Accept uTP connections on this socket too (for every torrent).
+    pub utp: Option<crate::utp::UtpSocket>,
 }
 
 /// qBittorrent's default global connection limit (Transmission's global
@@ -267,7 +269,8 @@ struct Core {
 pub struct Session {
     core: Core,
     _listener: Option<tokio::task::JoinHandle<()>>,
-    _router: Option<AbortOnDrop>,
+    /// Routes incoming peers to their torrents; with the uTP listener.
+    _router: Option<(AbortOnDrop, Option<AbortOnDrop>)>,
     /// Shares the global rate limits out, once a second.
     _sharer: AbortOnDrop,
 }
@@ -295,9 +298,12 @@ impl Session {
                 let known = routes.clone();
                 let hashes: peer_io::InfoHashes =
                     Arc::new(move || lock(&known).keys().copied().collect());
+                let utp = cfg.utp.as_ref().map(|u| {
+                    AbortOnDrop(peer_io::listen_utp(u, tx.clone(), hashes.clone(), cfg.seed))
+                });
                 let listener = peer_io::listen(l, tx, hashes, cfg.seed);
                 let router = AbortOnDrop::spawn(route(rx, routes.clone()));
-                (Some(listener), Some(router))
+                (Some(listener), Some((router, utp)))
             }
         };
         let (state_tx, state) = mpsc::unbounded_channel();
@@ -1032,6 +1038,7 @@ pub async fn run_one(
         seed: cfg.seed,
         state: None,
         max_connections: DEFAULT_MAX_CONNECTIONS,
+        utp: cfg.transports.utp.clone(),
     })
     .await
     .map_err(|e| match e {

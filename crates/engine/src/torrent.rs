@@ -1455,7 +1455,7 @@ fn self_event(e: Event, offset: Duration) -> TorrentEvent {
 }
 
 /// Ends a task when its owner stops.
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl AbortOnDrop {
     pub fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {

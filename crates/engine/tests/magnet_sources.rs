@@ -22,6 +22,7 @@ async fn a_magnet_without_peers_shows_its_sources() {
         seed: 9,
         state: None,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
+        utp: None,
     })
     .await
     .unwrap();

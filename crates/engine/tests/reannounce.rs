@@ -67,6 +67,7 @@ async fn session(seed: u64) -> (Session, lodestone_engine::session::SessionEvent
         seed,
         state: None,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
+        utp: None,
     })
     .await
     .unwrap()

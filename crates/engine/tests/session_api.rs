@@ -33,6 +33,7 @@ async fn a_session_torrent_shows_its_peers_files_and_sources() {
         seed: 7,
         state: None,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
+        utp: None,
     })
     .await
     .unwrap();

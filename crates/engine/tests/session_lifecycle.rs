@@ -48,6 +48,7 @@ async fn start(state: Option<StateDir>) -> (Session, SessionEvents) {
         seed: 11,
         state,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
+        utp: None,
     })
     .await
     .unwrap()
@@ -67,6 +68,7 @@ async fn seeder(
         seed: 3,
         state: None,
         max_connections,
+        utp: None,
     })
     .await
     .unwrap();

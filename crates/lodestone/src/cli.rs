@@ -345,6 +345,13 @@ pub struct SourceArgs {
     /// Do not announce to the torrent's or magnet's trackers.
     #[arg(long)]
     pub no_trackers: bool,
+    /// No uTP (BEP 29): peers only over TCP, and the DHT on a socket of
+    /// its own.
+    #[arg(long, conflicts_with = "no_tcp")]
+    pub no_utp: bool,
+    /// No TCP: peers only over uTP (dialled and accepted).
+    #[arg(long)]
+    pub no_tcp: bool,
     /// Also trust the CA certificates in this PEM file for https://
     /// trackers and .torrent URLs (Mozilla's roots are always trusted).
     #[arg(long, value_name = "PEM")]

@@ -51,6 +51,7 @@ pub async fn daemon(dir: &Path, template: TorrentConfig) -> Arc<Daemon> {
         seed: template.seed,
         state: None,
         max_connections: 100,
+        utp: None,
     })
     .await
     .unwrap();

@@ -129,7 +129,15 @@ async fn serve(
             bootstrap
         };
         let known = lodestone_engine::dht::load_nodes(&dht_file);
-        start_dht_with(&bootstrap, false, Some(config.dht.listen), seed, &known).await?
+        start_dht_with(
+            &bootstrap,
+            false,
+            Some(config.dht.listen),
+            seed,
+            &known,
+            None,
+        )
+        .await?
     } else {
         None
     };
@@ -149,6 +157,7 @@ async fn serve(
         seed,
         state: Some(state),
         max_connections: settings.peer_limit_global,
+        utp: None,
     })
     .await?;
     for (path, why) in session.restore(&template)? {

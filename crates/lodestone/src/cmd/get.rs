@@ -12,8 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use lodestone_core::{Metainfo, PeerId};
 use lodestone_engine::magnet::FetchEvent;
+use lodestone_engine::peer_io::Transports;
 use lodestone_engine::session;
 use lodestone_engine::torrent::{self, StartState, Stats, Summary, TorrentConfig, TorrentEvent};
+use lodestone_engine::utp::UtpSocket;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -159,9 +161,10 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
     let seed = run_seed_value();
     let rt = runtime()?;
     rt.block_on(async {
-        let listen = a.listen;
+        let net = open_net(&a.sources, a.listen, seed).await?;
+        let listen = net.listen;
         let public = sources_public_dht(&a.sources)?;
-        let dht = start_dht(&a.sources.bootstrap, public, listen, seed).await?;
+        let dht = start_dht(&a.sources.bootstrap, public, listen, seed, net.utp.as_ref()).await?;
         if dht.is_some() {
             timeline.mark("dht_bootstrap_started", json!(null));
         }
@@ -179,7 +182,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 if peers.is_empty() && dht.is_none() && !trackers && !lpd && listen.is_none() {
                     bail!("a magnet link needs a way to find peers: give --peer, --bootstrap (a DHT node), --dht (the public DHT), --listen (for peers that know our address) or --lpd with --listen, or use a magnet with trackers");
                 }
-                let mut cfg = torrent_config(a, seed, dht, peers)?;
+                let mut cfg = torrent_config(a, seed, dht, peers, &net)?;
                 let mut state = open_state(&a.sources)?;
                 let uri = if one.starts_with("magnet:") {
                     one.clone()
@@ -191,7 +194,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
                 return drive_async(Begin::Magnet(m), cfg, Show::of(a), timeline).await;
             }
         };
-        get_with(meta, peers, a, seed, dht, timeline).await
+        get_with(meta, peers, a, seed, dht, &net, timeline).await
     })
 }
 
@@ -214,8 +217,57 @@ pub(crate) async fn start_dht(
     public: bool,
     listen: Option<std::net::SocketAddr>,
     seed: u64,
+    utp: Option<&UtpSocket>,
 ) -> anyhow::Result<Option<lodestone_engine::dht::Dht>> {
-    start_dht_with(bootstrap, public, listen, seed, &[]).await
+    start_dht_with(bootstrap, public, listen, seed, &[], utp).await
+}
+
+/// Where a run meets peers: the UDP socket that carries uTP and the DHT
+/// (unless --no-utp), the address we listen on, and whether TCP is on.
+pub(crate) struct Net {
+    pub utp: Option<UtpSocket>,
+    /// TCP and UDP listen on the same port: peers learn one port (from
+    /// our handshake, the DHT, PEX) and try both transports there.
+    pub listen: Option<std::net::SocketAddr>,
+    pub tcp: bool,
+}
+
+impl Net {
+    pub fn transports(&self) -> Transports {
+        Transports::new(self.utp.clone(), self.tcp)
+    }
+}
+
+/// Binds the uTP socket on `listen`'s address (any port when `listen` is
+/// unset or asks for port 0; TCP then takes the same port).
+pub(crate) async fn open_net(
+    sources: &crate::cli::SourceArgs,
+    listen: Option<std::net::SocketAddr>,
+    seed: u64,
+) -> anyhow::Result<Net> {
+    if sources.no_utp {
+        return Ok(Net {
+            utp: None,
+            listen,
+            tcp: true,
+        });
+    }
+    let bind = listen.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let utp = UtpSocket::bind(bind, lodestone_utp::Config::default(), seed ^ 0x757470)
+        .await
+        .with_context(|| format!("cannot bind the uTP/DHT socket on {bind} (UDP)"))?;
+    let listen = listen.map(|l| {
+        if l.port() == 0 {
+            std::net::SocketAddr::new(l.ip(), utp.local_addr().port())
+        } else {
+            l
+        }
+    });
+    Ok(Net {
+        utp: Some(utp),
+        listen,
+        tcp: !sources.no_tcp,
+    })
 }
 
 /// [`start_dht`], its routing table first filled with `known` nodes (a
@@ -226,6 +278,7 @@ pub(crate) async fn start_dht_with(
     listen: Option<std::net::SocketAddr>,
     seed: u64,
     known: &[(lodestone_dht::NodeId, std::net::SocketAddr)],
+    utp: Option<&UtpSocket>,
 ) -> anyhow::Result<Option<lodestone_engine::dht::Dht>> {
     // A saved table is a way in too.
     if bootstrap.is_empty() && !public && known.is_empty() {
@@ -253,14 +306,14 @@ pub(crate) async fn start_dht_with(
         bootstrap: routers.clone(),
         ..lodestone_dht::Config::default()
     };
-    let mut dht = lodestone_engine::dht::Dht::start(
-        bind,
-        cfg.clone(),
-        lodestone_dht::NodeId(rng.bytes20()),
-        rng.bytes32(),
-        known,
-    )
-    .await
+    let (id, node_seed) = (lodestone_dht::NodeId(rng.bytes20()), rng.bytes32());
+    let mut dht = match utp {
+        // One port for uTP and the DHT.
+        Some(utp) => {
+            lodestone_engine::dht::Dht::start_on(utp, cfg.clone(), id, node_seed, known).await
+        }
+        None => lodestone_engine::dht::Dht::start(bind, cfg.clone(), id, node_seed, known).await,
+    }
     .with_context(|| format!("cannot bind the DHT socket on {bind}"))?;
     // BEP 32: routers of the other family get a node of their own, on the
     // same port where possible.
@@ -391,6 +444,7 @@ async fn get_with(
     a: &GetArgs,
     seed: u64,
     dht: Option<lodestone_engine::dht::Dht>,
+    net: &Net,
     timeline: Timeline,
 ) -> anyhow::Result<ExitCode> {
     for &i in &a.only {
@@ -402,7 +456,7 @@ async fn get_with(
             );
         }
     }
-    let mut cfg = torrent_config(a, seed, dht, peers)?;
+    let mut cfg = torrent_config(a, seed, dht, peers, net)?;
     let mut state = open_state(&a.sources)?;
     if state.is_some() {
         let raw = std::fs::read(&a.inputs[0])?;
@@ -418,10 +472,12 @@ pub(crate) fn torrent_config(
     seed: u64,
     dht: Option<lodestone_engine::dht::Dht>,
     peers: Vec<std::net::SocketAddr>,
+    net: &Net,
 ) -> anyhow::Result<TorrentConfig> {
     let mut cfg = TorrentConfig::new(a.output.clone(), peer_id(seed), seed);
     cfg.dht = dht;
-    cfg.listen = a.listen;
+    cfg.listen = net.listen;
+    cfg.transports = net.transports();
     cfg.peers = peers;
     // A ratio alone seeds until it is reached; neither: stop when done.
     cfg.seed_time = match (a.seed_time, a.seed_ratio) {
@@ -518,7 +574,17 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
     keep_in_state(&mut state, ih, StateSource::Torrent(&raw), &mut cfg)?;
     let public = sources_public_dht(&a.sources)?;
     runtime()?.block_on(async {
-        cfg.dht = start_dht(&a.sources.bootstrap, public, Some(a.listen), seed).await?;
+        let net = open_net(&a.sources, Some(a.listen), seed).await?;
+        cfg.listen = net.listen;
+        cfg.transports = net.transports();
+        cfg.dht = start_dht(
+            &a.sources.bootstrap,
+            public,
+            net.listen,
+            seed,
+            net.utp.as_ref(),
+        )
+        .await?;
         if cfg.dht.is_some() {
             timeline.mark("dht_bootstrap_started", json!(null));
         }

@@ -23,6 +23,7 @@ use super::get::{
 use crate::cli::{GetArgs, SeedArgs};
 
 pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Result<ExitCode> {
+    tcp_needed(&a.sources)?;
     let seed = run_seed_value();
     let mut adds = Vec::new();
     let mut seen = BTreeSet::new();
@@ -49,15 +50,32 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         } else {
             run.saved_dht_nodes()
         };
-        let dht =
-            start_dht_with(&a.sources.bootstrap, public, Some(a.listen), seed, &known).await?;
+        let dht = start_dht_with(
+            &a.sources.bootstrap,
+            public,
+            Some(a.listen),
+            seed,
+            &known,
+            None,
+        )
+        .await?;
         run.drive(adds, dht).await
     })
 }
 
 /// `get` with several inputs, or with a state directory: every torrent
 /// given, and every torrent the state directory holds, in one session.
+/// Several torrents in one process run in a session, which dials and
+/// accepts over TCP only so far.
+fn tcp_needed(s: &crate::cli::SourceArgs) -> anyhow::Result<()> {
+    if s.no_tcp {
+        anyhow::bail!("--no-tcp needs uTP, which runs for one torrent per process so far (several torrents, or --state-dir, run over TCP)");
+    }
+    Ok(())
+}
+
 pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
+    tcp_needed(&a.sources)?;
     let seed = run_seed_value();
     let public = sources_public_dht(&a.sources)?;
     let inputs = a
@@ -73,8 +91,16 @@ pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
             .filter(|_| !a.sources.no_dht)
             .map(lodestone_engine::dht::load_nodes)
             .unwrap_or_default();
-        let dht = start_dht_with(&a.sources.bootstrap, public, a.listen, seed, &known).await?;
-        let template = torrent_config(a, seed, dht.clone(), a.peers.clone())?;
+        let dht =
+            start_dht_with(&a.sources.bootstrap, public, a.listen, seed, &known, None).await?;
+        // A session of several torrents dials and accepts over TCP only
+        // so far (uTP runs for one torrent per process).
+        let net = super::get::Net {
+            utp: None,
+            listen: a.listen,
+            tcp: true,
+        };
+        let template = torrent_config(a, seed, dht.clone(), a.peers.clone(), &net)?;
         let mut adds = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
             let mut cfg = template.clone();
@@ -176,6 +202,7 @@ impl Run {
             seed: self.seed,
             state: self.state.take(),
             max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
+            utp: None,
         })
         .await?;
         let mut save_dht =
