@@ -286,6 +286,13 @@ impl Connection {
             return;
         }
         if h.kind == Kind::Reset {
+            // A RESET acks the packet that provoked it (libtorrent and
+            // libutp put that packet's seq_nr in ack_nr): one that names
+            // nothing we sent recently is forged or stale, like TCP's
+            // in-window check for RST (RFC 5961).
+            if !self.acks_recent(h.ack_nr) {
+                return;
+            }
             self.fail(if self.state == State::SynSent {
                 CloseReason::Refused
             } else {
@@ -340,6 +347,11 @@ impl Connection {
                 self.need_ack = true;
             }
             State::SynRecv => {
+                // The initiator's next packet acks our STATE exactly; a
+                // guessed one rarely does (SYN floods with follow-ups).
+                if h.ack_nr != self.seq_nr.prev() {
+                    return;
+                }
                 self.rto_at = None;
                 self.rtt.acked();
                 self.state = State::Connected;
@@ -491,6 +503,14 @@ impl Connection {
         for seq in lost.into_iter().rev() {
             self.declare_lost(seq);
         }
+    }
+
+    /// Is `ack` one of our last packets: from the oldest unacked (or a
+    /// window's worth back) up to the next sequence number?
+    fn acks_recent(&self, ack: Seq) -> bool {
+        let span = self.send.flight().len() as i16 + 64;
+        let back = self.seq_nr.since(ack);
+        (0..=span).contains(&back)
     }
 
     fn declare_lost(&mut self, seq: Seq) {

@@ -342,12 +342,15 @@ impl Endpoint {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<ConnectionId> = self
+        let mut due: Vec<ConnectionId> = self
             .slots
             .iter()
             .filter(|(_, s)| s.conn.poll_timeout().is_some_and(|t| t <= now))
             .map(|(id, _)| *id)
             .collect();
+        // In id order, not the map's: the same inputs replay the same
+        // datagrams in the same order.
+        due.sort_unstable();
         for id in due {
             if let Some(slot) = self.slots.get_mut(&id) {
                 slot.conn.handle_timeout(now);

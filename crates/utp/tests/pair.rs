@@ -586,3 +586,57 @@ fn packets_far_from_the_peers_sequence_do_not_poison_the_echoed_delay() {
         p.elapsed()
     );
 }
+
+#[test]
+fn a_reset_must_ack_a_recent_packet_and_a_syn_follow_up_must_ack_ours() {
+    let mut p = Pair::new(21, CLEAN, Config::default());
+    p.keep_log = true;
+    let a_id = p.a.connect(p.now, p.b_addr).unwrap();
+    for _ in 0..4 {
+        p.step();
+    }
+    assert!(Pair::events(&mut p.a).contains(&Event::Connected(a_id)));
+    // a receives on the id of its SYN; b's packets carry it.
+    let syn = p
+        .log
+        .iter()
+        .find(|(to_b, _)| *to_b)
+        .map(|(_, b)| Packet::parse(b).unwrap().header)
+        .unwrap();
+    let a_recv_id = syn.conn_id;
+    let forged = raw(Kind::Reset, a_recv_id, 1234, 30_000, 0);
+    p.a.handle_datagram(p.now, p.b_addr, &forged);
+    assert!(
+        !Pair::events(&mut p.a)
+            .iter()
+            .any(|e| matches!(e, Event::Closed(..))),
+        "a RESET acking nothing we sent is ignored"
+    );
+    let real = raw(Kind::Reset, a_recv_id, 1234, 1, 0);
+    p.a.handle_datagram(p.now, p.b_addr, &real);
+    assert!(Pair::events(&mut p.a).contains(&Event::Closed(a_id, CloseReason::Reset)));
+
+    // A SYN, then a follow-up whose ack is not b's STATE: not a connection.
+    let mut q = Pair::new(22, CLEAN, Config::default());
+    let from: SocketAddr = "10.7.7.7:7777".parse().unwrap();
+    q.b.handle_datagram(q.now, from, &raw(Kind::Syn, 500, 1, 0, 1 << 20));
+    let mut out = Vec::new();
+    let to = q.b.poll_transmit(q.now, &mut out).unwrap();
+    assert_eq!(to, from);
+    let state = Packet::parse(&out).unwrap().header;
+    q.b.handle_datagram(
+        q.now,
+        from,
+        &raw(Kind::State, 501, 2, state.seq_nr.0.wrapping_sub(9), 1 << 20),
+    );
+    assert!(
+        Pair::events(&mut q.b).is_empty(),
+        "a guessed ack confirms nothing"
+    );
+    q.b.handle_datagram(
+        q.now,
+        from,
+        &raw(Kind::State, 501, 2, state.seq_nr.0.wrapping_sub(1), 1 << 20),
+    );
+    assert!(matches!(Pair::events(&mut q.b).as_slice(), [Event::Incoming(_, f), ..] if *f == from));
+}
