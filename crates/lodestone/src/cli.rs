@@ -130,6 +130,9 @@ pub struct DaemonArgs {
     /// Do not use Local Peer Discovery.
     #[arg(long)]
     pub no_lpd: bool,
+    /// No uTP (BEP 29): peers over TCP only.
+    #[arg(long)]
+    pub no_utp: bool,
     /// Serve the RPC on a non-loopback address without a password (refused
     /// otherwise: anyone who reaches the port could add and delete torrents).
     #[arg(long)]

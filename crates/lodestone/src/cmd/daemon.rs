@@ -115,6 +115,20 @@ async fn serve(
     let state_path = state.path().to_owned();
     let dht_file = state_path.join("dht.nodes");
     let listen = config.peers.listen;
+    // uTP on the peer port's UDP side; the DHT shares it when it is
+    // configured on the same address (the default), as libtorrent's does.
+    let utp = if a.no_utp {
+        None
+    } else {
+        let u = lodestone_engine::utp::UtpSocket::bind(
+            listen,
+            lodestone_utp::Config::default(),
+            seed ^ 0x757470,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the uTP socket on {listen} (UDP): {e}"))?;
+        Some(u)
+    };
     let dht = if config.dht.enabled {
         let bootstrap: Vec<String> = if a.bootstrap.is_empty() {
             config.dht.bootstrap.iter().map(|h| h.to_string()).collect()
@@ -135,7 +149,7 @@ async fn serve(
             Some(config.dht.listen),
             seed,
             &known,
-            None,
+            utp.as_ref().filter(|u| u.local_addr() == config.dht.listen),
         )
         .await?
     } else {
@@ -145,6 +159,7 @@ async fn serve(
     let mut template = TorrentConfig::new(settings.download_dir.clone(), peer_id(seed), seed);
     template.dht = dht.clone();
     template.listen = Some(listen);
+    template.transports = lodestone_engine::peer_io::Transports::new(utp.clone(), true);
     template.seed_time = None;
     template.lpd = settings.lpd_enabled && !local_only();
     template.pex = settings.pex_enabled;
@@ -157,7 +172,7 @@ async fn serve(
         seed,
         state: Some(state),
         max_connections: settings.peer_limit_global,
-        utp: None,
+        utp,
     })
     .await?;
     for (path, why) in session.restore(&template)? {

@@ -23,7 +23,6 @@ use super::get::{
 use crate::cli::{GetArgs, SeedArgs};
 
 pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Result<ExitCode> {
-    tcp_needed(&a.sources)?;
     let seed = run_seed_value();
     let mut adds = Vec::new();
     let mut seen = BTreeSet::new();
@@ -43,8 +42,14 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         adds.push((Add::Torrent(Arc::new(meta)), cfg));
     }
     let public = sources_public_dht(&a.sources)?;
-    let run = Run::new(Some(a.listen), open_state(&a.sources)?, None, a.json, seed);
+    let state = open_state(&a.sources)?;
     runtime()?.block_on(async move {
+        let net = super::get::open_net(&a.sources, Some(a.listen), seed).await?;
+        for (_, cfg) in adds.iter_mut() {
+            cfg.listen = net.listen;
+            cfg.transports = net.transports();
+        }
+        let run = Run::new(net.listen, state, None, a.json, seed, net.utp.clone());
         let known = if a.sources.no_dht {
             Vec::new()
         } else {
@@ -53,10 +58,10 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         let dht = start_dht_with(
             &a.sources.bootstrap,
             public,
-            Some(a.listen),
+            net.listen,
             seed,
             &known,
-            None,
+            net.utp.as_ref(),
         )
         .await?;
         run.drive(adds, dht).await
@@ -65,17 +70,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
 
 /// `get` with several inputs, or with a state directory: every torrent
 /// given, and every torrent the state directory holds, in one session.
-/// Several torrents in one process run in a session, which dials and
-/// accepts over TCP only so far.
-fn tcp_needed(s: &crate::cli::SourceArgs) -> anyhow::Result<()> {
-    if s.no_tcp {
-        anyhow::bail!("--no-tcp needs uTP, which runs for one torrent per process so far (several torrents, or --state-dir, run over TCP)");
-    }
-    Ok(())
-}
-
 pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
-    tcp_needed(&a.sources)?;
     let seed = run_seed_value();
     let public = sources_public_dht(&a.sources)?;
     let inputs = a
@@ -91,15 +86,16 @@ pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
             .filter(|_| !a.sources.no_dht)
             .map(lodestone_engine::dht::load_nodes)
             .unwrap_or_default();
-        let dht =
-            start_dht_with(&a.sources.bootstrap, public, a.listen, seed, &known, None).await?;
-        // A session of several torrents dials and accepts over TCP only
-        // so far (uTP runs for one torrent per process).
-        let net = super::get::Net {
-            utp: None,
-            listen: a.listen,
-            tcp: true,
-        };
+        let net = super::get::open_net(&a.sources, a.listen, seed).await?;
+        let dht = start_dht_with(
+            &a.sources.bootstrap,
+            public,
+            net.listen,
+            seed,
+            &known,
+            net.utp.as_ref(),
+        )
+        .await?;
         let template = torrent_config(a, seed, dht.clone(), a.peers.clone(), &net)?;
         let mut adds = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
@@ -123,7 +119,7 @@ pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
             adds.push((add, cfg));
         }
         let restore = state.is_some().then(|| template.clone());
-        let run = Run::new(a.listen, state, restore, a.json, seed);
+        let run = Run::new(net.listen, state, restore, a.json, seed, net.utp.clone());
         run.drive(adds, dht).await
     })
 }
@@ -146,6 +142,8 @@ struct Run {
     restore: Option<TorrentConfig>,
     json: bool,
     seed: u64,
+    /// The UDP socket the session accepts uTP on (and the DHT shares).
+    utp: Option<lodestone_engine::utp::UtpSocket>,
 }
 
 impl Run {
@@ -155,8 +153,10 @@ impl Run {
         restore: Option<TorrentConfig>,
         json: bool,
         seed: u64,
+        utp: Option<lodestone_engine::utp::UtpSocket>,
     ) -> Self {
         Self {
+            utp,
             listen,
             dht_file: state.as_ref().map(dht_file),
             state,
@@ -202,7 +202,7 @@ impl Run {
             seed: self.seed,
             state: self.state.take(),
             max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
-            utp: None,
+            utp: self.utp.clone(),
         })
         .await?;
         let mut save_dht =
