@@ -380,7 +380,13 @@ fn stream_error(e: StreamError) -> io::Error {
 impl StreamInner {
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut st = self.shared.lock();
-        let r = st.ep.read(self.id, buf.initialize_unfilled());
+        // Zero only what the read fills: a 128 KiB buffer zeroed per read
+        // would cost more than the copy.
+        let want = st.ep.readable(self.id).clamp(1, buf.remaining().max(1));
+        let r = st.ep.read(
+            self.id,
+            buf.initialize_unfilled_to(want.min(buf.remaining())),
+        );
         match r {
             Ok(Some(n)) => {
                 buf.advance(n);
@@ -397,6 +403,35 @@ impl StreamInner {
             Err(StreamError::Unknown) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(stream_error(e))),
         }
+    }
+
+    /// Queues as much of `slices` as fits under one lock.
+    fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = self.shared.lock();
+        let mut total = 0;
+        for s in slices.iter().filter(|s| !s.is_empty()) {
+            match st.ep.write(self.id, s) {
+                Ok(n) => {
+                    total += n;
+                    if n < s.len() {
+                        break;
+                    }
+                }
+                Err(e) if total == 0 => return Poll::Ready(Err(stream_error(e))),
+                Err(_) => break,
+            }
+        }
+        if total == 0 && slices.iter().any(|s| !s.is_empty()) {
+            st.waiters.entry(self.id).or_default().write = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        drop(st);
+        self.shared.wake.notify_one();
+        Poll::Ready(Ok(total))
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
@@ -439,6 +474,16 @@ impl AsyncWrite for UtpStream {
     ) -> Poll<io::Result<usize>> {
         self.inner.poll_write(cx, data)
     }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_write_vectored(cx, slices)
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -473,6 +518,16 @@ impl AsyncWrite for UtpWriteHalf {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.inner.poll_write(cx, data)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_write_vectored(cx, slices)
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))

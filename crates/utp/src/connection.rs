@@ -264,6 +264,10 @@ impl Connection {
         }
     }
 
+    pub fn readable(&self) -> usize {
+        self.recv.readable()
+    }
+
     /// Queues bytes to send; returns how many fit (0: the buffer is full).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, CloseReason> {
         match self.state {

@@ -395,6 +395,11 @@ impl Endpoint {
         r
     }
 
+    /// Bytes ready for [`Self::read`].
+    pub fn readable(&self, id: ConnectionId) -> usize {
+        self.slots.get(&id).map_or(0, |s| s.conn.readable())
+    }
+
     /// Queues bytes; returns how many fit (0: wait for `Writable`).
     pub fn write(&mut self, id: ConnectionId, data: &[u8]) -> Result<usize, StreamError> {
         let slot = self.slots.get_mut(&id).ok_or(StreamError::Unknown)?;
