@@ -124,8 +124,7 @@ fn ledbat_holds_the_bottleneck_queue_near_100ms_and_the_link_busy() {
     // Slow start overshoots (the delay it reacts to is one RTT old) to
     // ~230 ms of queue, and LEDBAT then takes off at most `gain` (3 kB) per
     // RTT: ~20 s to come back to the target. Measured from 20 s to 60 s:
-    // inside the base delay's two-minute history, see the ignored test
-    // below for what happens after it.
+    // see the next test for minutes 2 to 5.
     let (mut q, util) = saturate(1, Config::default(), secs(20), secs(60));
     let (p5, p50, p95) = (
         percentile(&mut q, 5.0),
@@ -156,10 +155,12 @@ fn ledbat_holds_the_bottleneck_queue_near_100ms_and_the_link_busy() {
 }
 
 #[test]
-#[ignore = "LEDBAT as BEP 29 gives it: the two-minute base delay learns the standing queue, \
-            which then grows by ~100 ms every two minutes (100, 200, 300, 400 ms at 60, 180, \
-            300, 400 s)"]
-fn ledbat_holds_the_queue_near_100ms_past_the_base_delay_history() {
+/// With BEP 29's two-minute base-delay history the queue grew by ~100 ms
+/// every two minutes (100, 200, 300, 400 ms at 60, 180, 300, 400 s: the
+/// standing queue was learned as the base); the 13-minute history libutp
+/// uses holds it at the target here. (Past 13 minutes the same drift would
+/// start again: LEDBAT++'s periodic slowdowns are the known cure.)
+fn ledbat_holds_the_queue_near_100ms_from_minute_2_to_5() {
     let (mut q, util) = saturate(1, Config::default(), secs(150), secs(300));
     let p50 = percentile(&mut q, 50.0);
     println!("queue p50 {p50:?} from 150 s to 300 s, utilisation {util:.3}");

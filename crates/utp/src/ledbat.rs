@@ -1,6 +1,12 @@
 //! LEDBAT congestion control as BEP 29 gives it: the one-way queuing delay
-//! (the peer's timestamp difference minus the lowest seen in the last two
-//! minutes) steers the window toward a 100 ms target; a loss halves it.
+//! (the peer's timestamp difference minus the lowest seen lately) steers
+//! the window toward a 100 ms target; a loss halves it.
+//!
+//! "Lately" is 13 minutes, as in libutp (uTorrent's own implementation),
+//! not the BEP's two: while LEDBAT holds the queue at its target the queue
+//! never drains, so a two-minute minimum learns the standing queue as the
+//! base and the queue grows by the target every two minutes (the simulator
+//! measured 100, 200, 300, 400 ms at 60, 180, 300, 400 s).
 //!
 //! Two additions that libtorrent also makes: slow start (the window doubles
 //! per round trip until the delay nears the target or a packet is lost, so
@@ -33,24 +39,31 @@ impl Default for LedbatConfig {
     }
 }
 
+/// Minutes of timestamp differences the base delay is the minimum of.
+const BASE_HISTORY_MINUTES: usize = 13;
+
 /// The sliding minimum of the timestamp differences: one minimum per
-/// minute, the base is the lowest of the last two minutes.
+/// minute, the base is the lowest of the last [`BASE_HISTORY_MINUTES`].
 #[derive(Clone, Debug, Default)]
 struct BaseDelay {
-    minutes: [Option<u32>; 2],
+    /// This minute's first, then older ones.
+    minutes: [Option<u32>; BASE_HISTORY_MINUTES],
     minute_started: Option<Instant>,
+}
+
+/// Timestamps wrap at 2^32 µs: compare by signed distance.
+fn lower(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
 }
 
 impl BaseDelay {
     fn add(&mut self, now: Instant, sample: u32) {
         let started = *self.minute_started.get_or_insert(now);
         if now.saturating_duration_since(started) >= Duration::from_secs(60) {
-            self.minutes[1] = self.minutes[0];
+            self.minutes.rotate_right(1);
             self.minutes[0] = None;
             self.minute_started = Some(now);
         }
-        // Timestamps wrap at 2^32 µs: compare by signed distance.
-        let lower = |a: u32, b: u32| (a.wrapping_sub(b) as i32) < 0;
         match self.minutes[0] {
             Some(m) if !lower(sample, m) => {}
             _ => self.minutes[0] = Some(sample),
@@ -58,10 +71,11 @@ impl BaseDelay {
     }
 
     fn base(&self) -> Option<u32> {
-        match self.minutes {
-            [Some(a), Some(b)] => Some(if (a.wrapping_sub(b) as i32) < 0 { a } else { b }),
-            [a, b] => a.or(b),
-        }
+        self.minutes
+            .iter()
+            .flatten()
+            .copied()
+            .reduce(|a, b| if lower(b, a) { b } else { a })
     }
 }
 
@@ -219,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn base_delay_is_the_minimum_of_two_minutes_and_survives_wrap() {
+    fn base_delay_is_the_minimum_of_13_minutes_and_survives_wrap() {
         let t0 = Instant::now();
         let mut b = BaseDelay::default();
         b.add(t0, u32::MAX - 10);
@@ -227,11 +241,19 @@ mod tests {
         assert_eq!(b.base(), Some(u32::MAX - 10));
         b.add(at(t0, 61_000), 100);
         assert_eq!(b.base(), Some(u32::MAX - 10), "last minute still counts");
-        b.add(at(t0, 122_000), 200);
+        for minute in 2..13 {
+            b.add(at(t0, minute * 61_000), 200);
+        }
+        assert_eq!(
+            b.base(),
+            Some(u32::MAX - 10),
+            "12 minutes on it still counts"
+        );
+        b.add(at(t0, 13 * 61_000), 200);
         assert_eq!(
             b.base(),
             Some(100),
-            "two minutes later the old minimum is gone"
+            "13 minutes on the oldest minimum is gone"
         );
     }
 }
