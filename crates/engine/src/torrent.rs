@@ -292,6 +292,8 @@ pub enum TorrentEvent {
         addr: SocketAddr,
         client: String,
         source: PeerSource,
+        /// Over uTP rather than TCP.
+        utp: bool,
     },
     PeerDisconnected {
         addr: SocketAddr,
@@ -1436,10 +1438,12 @@ fn self_event(e: Event, offset: Duration) -> TorrentEvent {
             addr,
             client,
             source,
+            utp,
         } => TorrentEvent::PeerConnected {
             addr,
             client,
             source,
+            utp,
         },
         Event::PeerDisconnected { addr, reason } => TorrentEvent::PeerDisconnected { addr, reason },
         Event::HashFailed { piece, peers } => TorrentEvent::HashFailed { piece, peers },

@@ -294,8 +294,8 @@ impl TorrentCore {
             }
             p.is_seed = h.upload_only;
         }
-        let (addr, source, client, established) =
-            (p.addr, p.source, p.client.clone(), p.established);
+        let (addr, source, client, established, utp) =
+            (p.addr, p.source, p.client.clone(), p.established, p.utp);
         // Shown: its own name for itself, when it gave one.
         if let Some(v) = mp.ext.as_ref().and_then(|h| h.client.as_deref()) {
             if !v.is_empty() {
@@ -344,6 +344,7 @@ impl TorrentCore {
                 addr,
                 client,
                 source,
+                utp,
             });
         }
         self.update_interest(key);
@@ -1106,12 +1107,13 @@ impl TorrentCore {
                 p.client = peer_id.client_hint();
                 p.session.send_have_set(&have);
                 p.session.send_extended_handshake(&ext);
-                let (addr, source, client) = (p.addr, p.source, p.client.clone());
+                let (addr, source, client, utp) = (p.addr, p.source, p.client.clone(), p.utp);
                 *self.peers_by_source.entry(source.name()).or_default() += 1;
                 self.events.push_back(Event::PeerConnected {
                     addr,
                     client,
                     source,
+                    utp,
                 });
             }
             PeerEvent::Bitfield(raw) => {

@@ -81,6 +81,8 @@ pub enum Event {
         addr: SocketAddr,
         client: String,
         source: PeerSource,
+        /// Over uTP rather than TCP.
+        utp: bool,
     },
     PeerDisconnected {
         addr: SocketAddr,

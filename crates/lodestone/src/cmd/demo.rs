@@ -192,6 +192,7 @@ async fn swarm(dir: &Path) -> anyhow::Result<ExitCode> {
                 addr,
                 client,
                 source,
+                ..
             } => {
                 crate::outln!(
                     "   {:>6.3} s  peer {addr} ({client}, {}) on the same connection",

@@ -941,8 +941,10 @@ impl Ui {
                     addr,
                     client,
                     source,
+                    utp,
                 } => {
-                    json!({"event": "peer_connected", "t": t, "addr": addr.to_string(), "client": client, "source": source.name()})
+                    let transport = if *utp { "utp" } else { "tcp" };
+                    json!({"event": "peer_connected", "t": t, "addr": addr.to_string(), "client": client, "source": source.name(), "transport": transport})
                 }
                 TorrentEvent::PeerDisconnected { addr, reason } => {
                     json!({"event": "peer_disconnected", "t": t, "addr": addr.to_string(), "reason": reason})
@@ -998,8 +1000,10 @@ impl Ui {
                 addr,
                 client,
                 source,
+                utp,
             } => self.note(&format!(
-                "peer {addr} connected ({client}, {})",
+                "peer {addr} connected over {} ({client}, {})",
+                if *utp { "uTP" } else { "TCP" },
                 source.name()
             )),
             TorrentEvent::PeerDisconnected { addr, reason } => {
