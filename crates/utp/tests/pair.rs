@@ -640,3 +640,29 @@ fn a_reset_must_ack_a_recent_packet_and_a_syn_follow_up_must_ack_ours() {
     );
     assert!(matches!(Pair::events(&mut q.b).as_slice(), [Event::Incoming(_, f), ..] if *f == from));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Any seed, loss up to 8%, jitter up to 3x the latency (heavy
+    /// reordering), either direction: the stream arrives whole and in
+    /// order, and both ends let go of the connection.
+    #[test]
+    fn any_lossy_reordering_link_delivers_the_stream(
+        seed in proptest::prelude::any::<u64>(),
+        loss in 0.0f64..0.08,
+        latency_ms in 1u64..80,
+        jitter_x in 0u64..3,
+        a_sends in proptest::prelude::any::<bool>(),
+        len in 1usize..150_000,
+    ) {
+        let latency = Duration::from_millis(latency_ms);
+        let link = Link { latency, jitter: latency * jitter_x as u32, loss };
+        let mut p = Pair::new(seed, link, Config::default());
+        let data = payload(len);
+        let limit = Duration::from_secs(600);
+        let out = transfer(&mut p, &data, a_sends, limit);
+        proptest::prop_assert_eq!(out.received.len(), data.len());
+        proptest::prop_assert!(out.received == data);
+        proptest::prop_assert_eq!(p.a.connection_count() + p.b.connection_count(), 0);
+    }
+}
