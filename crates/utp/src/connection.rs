@@ -28,6 +28,10 @@ pub struct ConnectionConfig {
     pub keepalive: Duration,
     /// An incoming SYN that the initiator never follows up is dropped.
     pub half_open: Duration,
+    /// The largest datagram we read, said on the SYN and the answer to it
+    /// (our extension; `None`: say nothing, and send Ethernet-sized
+    /// packets at most, as to libtorrent).
+    pub max_datagram: Option<u16>,
 }
 
 impl Default for ConnectionConfig {
@@ -40,6 +44,9 @@ impl Default for ConnectionConfig {
             max_timeouts: 6,
             keepalive: Duration::from_secs(29),
             half_open: Duration::from_secs(10),
+            // What the driver's receive buffer holds: the largest UDP
+            // payload over IPv4.
+            max_datagram: Some(65_507),
         }
     }
 }
@@ -102,6 +109,8 @@ pub struct Connection {
     partial_in_flight: Option<Seq>,
     /// Our measurement of the peer's one-way delay to us, echoed back.
     reply_micro: u32,
+    /// How large packets may grow if the peer reads large datagrams.
+    path_ceiling: u16,
 
     need_ack: bool,
     /// The application closed its side: FIN once the queue drains.
@@ -124,6 +133,7 @@ impl Connection {
         peer: SocketAddr,
         recv_id: u16,
         mtu: MtuSearch,
+        path_ceiling: u16,
     ) -> Self {
         // The SYN is packet 1; data starts at 2.
         let mut c = Self::new(
@@ -136,20 +146,32 @@ impl Connection {
             Seq(0),
             mtu,
         );
+        c.path_ceiling = path_ceiling;
         c.state = State::SynSent;
         c
     }
 
+    /// The peer said (or not) how large a datagram it reads: past
+    /// Ethernet's frame only if it did, and only as far as the path goes.
+    fn peer_reads(&mut self, max_datagram: Option<u16>) {
+        if let (Some(theirs), Some(_)) = (max_datagram, self.cfg.max_datagram) {
+            self.mtu.raise_ceiling(theirs.min(self.path_ceiling));
+        }
+    }
+
     /// An incoming SYN. `seq_nr` is our random first sequence number.
+    #[allow(clippy::too_many_arguments)]
     pub fn accept(
         now: Instant,
         cfg: ConnectionConfig,
         peer: SocketAddr,
-        syn: &Header,
+        syn_packet: &Packet<'_>,
         seq_nr: Seq,
         now_us: u32,
         mtu: MtuSearch,
+        path_ceiling: u16,
     ) -> Self {
+        let syn = &syn_packet.header;
         let mut c = Self::new(
             now,
             cfg,
@@ -160,6 +182,8 @@ impl Connection {
             syn.seq_nr,
             mtu,
         );
+        c.path_ceiling = path_ceiling;
+        c.peer_reads(syn_packet.max_datagram);
         c.state = State::SynRecv;
         c.peer_window = syn.wnd_size;
         c.reply_micro = now_us.wrapping_sub(syn.timestamp_us);
@@ -196,6 +220,7 @@ impl Connection {
             loss_fence: seq_nr,
             partial_in_flight: None,
             reply_micro: 0,
+            path_ceiling: 0,
             need_ack: false,
             local_closed: false,
             fin_sent: false,
@@ -337,6 +362,7 @@ impl Connection {
                 }
                 // STATE carries the next sequence number the peer will use.
                 self.recv = RecvQueue::new(h.seq_nr.prev(), self.cfg.recv_buffer);
+                self.peer_reads(p.max_datagram);
                 if self.syn_sent == 1 {
                     self.rtt.sample(now.saturating_duration_since(self.created));
                 }
@@ -652,7 +678,11 @@ impl Connection {
                     return false;
                 }
                 self.syn_sent += 1;
-                self.header(Kind::Syn, Seq(1), now_us).encode(None, out);
+                self.header(Kind::Syn, Seq(1), now_us).encode_with(
+                    None,
+                    self.cfg.max_datagram,
+                    out,
+                );
                 self.sent(now);
                 self.rto_at = Some(now + self.rtt.timeout());
                 true
@@ -661,8 +691,11 @@ impl Connection {
                 if !self.need_ack {
                     return false;
                 }
-                self.header(Kind::State, self.seq_nr, now_us)
-                    .encode(None, out);
+                self.header(Kind::State, self.seq_nr, now_us).encode_with(
+                    None,
+                    self.cfg.max_datagram,
+                    out,
+                );
                 self.sent(now);
                 self.rto_at = Some(now + self.rtt.timeout());
                 true

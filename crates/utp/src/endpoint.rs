@@ -24,13 +24,14 @@ pub struct Config {
     pub resets_per_second: u32,
     /// Accept incoming connections at all.
     pub accept: bool,
-    /// The largest UDP payload probed toward a loopback peer (other peers
-    /// get Ethernet's 1,500-byte frame). The loopback link carries 64 KiB,
-    /// but the peer's receive buffer may not: libtorrent 2.0 reads each
-    /// datagram into 1,500 bytes (`udp_socket`'s `receive_buffer`), libutp
+    /// The largest UDP payload probed toward a loopback peer that said it
+    /// reads that much (our max-datagram extension); other peers get
+    /// Ethernet's 1,500-byte frame. The loopback link carries 64 KiB, but a
+    /// peer's receive buffer may not: libtorrent 2.0 reads each datagram
+    /// into 1,500 bytes (`udp_socket`'s `receive_buffer`), libutp
     /// (Transmission) into 4,096, and both take a truncated DATA packet as
     /// whole (it is acked, so the probe "succeeds", and the stream loses
-    /// the tail). Raise it only when every peer is known to read more.
+    /// the tail).
     pub loopback_ceiling: u16,
 }
 
@@ -42,7 +43,7 @@ impl Default for Config {
             max_half_open: 64,
             resets_per_second: 64,
             accept: true,
-            loopback_ceiling: ethernet_ceiling(SocketAddr::from(([127, 0, 0, 1], 0))),
+            loopback_ceiling: 16 * 1024,
         }
     }
 }
@@ -157,13 +158,16 @@ impl Endpoint {
         now.saturating_duration_since(self.epoch).as_micros() as u32
     }
 
-    fn mtu_for(&self, peer: SocketAddr) -> MtuSearch {
-        let ceiling = if peer.ip().is_loopback() {
-            self.cfg.loopback_ceiling.max(floor_for(peer))
+    /// The MTU search toward `peer` (up to Ethernet's frame), and the
+    /// ceiling its path allows if the peer says it reads larger datagrams.
+    fn mtu_for(&self, peer: SocketAddr) -> (MtuSearch, u16) {
+        let ethernet = ethernet_ceiling(peer);
+        let path = if peer.ip().is_loopback() {
+            self.cfg.loopback_ceiling.max(ethernet)
         } else {
-            ethernet_ceiling(peer)
+            ethernet
         };
-        MtuSearch::new(floor_for(peer), ceiling)
+        (MtuSearch::new(floor_for(peer), ethernet), path)
     }
 
     /// Opens a connection to `peer`; its SYN goes out on the next poll.
@@ -181,13 +185,8 @@ impl Endpoint {
                 break id;
             }
         };
-        let conn = Connection::connect(
-            now,
-            self.cfg.connection.clone(),
-            peer,
-            recv_id,
-            self.mtu_for(peer),
-        );
+        let (mtu, path) = self.mtu_for(peer);
+        let conn = Connection::connect(now, self.cfg.connection.clone(), peer, recv_id, mtu, path);
         Ok(self.insert(conn, false))
     }
 
@@ -223,7 +222,7 @@ impl Endpoint {
         };
         let now_us = self.micros(now);
         let Some(id) = id else {
-            self.stray(now, from, &h, now_us);
+            self.stray(now, from, &packet, now_us);
             return;
         };
         if let Some(slot) = self.slots.get_mut(&id) {
@@ -240,7 +239,8 @@ impl Endpoint {
             .find_map(|k| self.by_key.get(&(from, k)).copied())
     }
 
-    fn stray(&mut self, now: Instant, from: SocketAddr, h: &Header, now_us: u32) {
+    fn stray(&mut self, now: Instant, from: SocketAddr, packet: &Packet<'_>, now_us: u32) {
+        let h = &packet.header;
         if h.kind == Kind::Syn {
             let half_open_full = self.half_open >= self.cfg.max_half_open;
             if !self.cfg.accept || self.slots.len() >= self.cfg.max_connections || half_open_full {
@@ -249,14 +249,16 @@ impl Endpoint {
                 return;
             }
             let seq = Seq(self.random() as u16);
+            let (mtu, path) = self.mtu_for(from);
             let conn = Connection::accept(
                 now,
                 self.cfg.connection.clone(),
                 from,
-                h,
+                packet,
                 seq,
                 now_us,
-                self.mtu_for(from),
+                mtu,
+                path,
             );
             self.half_open += 1;
             let id = self.insert(conn, true);

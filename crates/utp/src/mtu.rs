@@ -60,6 +60,12 @@ impl MtuSearch {
         Some((self.floor as usize + self.ceiling as usize).div_ceil(2))
     }
 
+    /// The path allows more than the ceiling we started with (the peer said
+    /// it reads larger datagrams): search up to `ceiling` instead.
+    pub fn raise_ceiling(&mut self, ceiling: u16) {
+        self.ceiling = self.ceiling.max(ceiling);
+    }
+
     pub fn probe_sent(&mut self, size: usize) {
         self.probing = Some(size as u16);
     }

@@ -10,6 +10,12 @@ pub const HEADER_LEN: usize = 20;
 pub const VERSION: u8 = 1;
 const EXT_NONE: u8 = 0;
 const EXT_SELECTIVE_ACK: u8 = 1;
+/// Ours: "I read datagrams up to this many bytes" (2 bytes, big-endian), on
+/// the SYN and the answer to it. libtorrent and libutp skip extensions they
+/// do not know, and they read datagrams into 1,500 and 4,096 bytes
+/// (taking a longer one truncated), so a peer that does not say this gets
+/// nothing longer than Ethernet's frame, however large the path's MTU.
+const EXT_MAX_DATAGRAM: u8 = 0x4c;
 /// The longest selective-ack bitmask we read or write: 1,024 packets past
 /// `ack_nr + 1`, more than any window we keep in flight.
 pub const MAX_SACK_BYTES: usize = 128;
@@ -56,6 +62,8 @@ pub struct Packet<'a> {
     /// The selective-ack bitmask, if the packet carried one: bit `i`
     /// (least significant bit of byte 0 first) acks `ack_nr + 2 + i`.
     pub sack: Option<&'a [u8]>,
+    /// The largest datagram the sender reads, if it said (our extension).
+    pub max_datagram: Option<u16>,
     pub payload: &'a [u8],
 }
 
@@ -108,6 +116,7 @@ impl<'a> Packet<'a> {
         let mut next_ext = buf[1];
         let mut at = HEADER_LEN;
         let mut sack = None;
+        let mut max_datagram = None;
         let mut count = 0;
         while next_ext != EXT_NONE {
             count += 1;
@@ -139,6 +148,8 @@ impl<'a> Packet<'a> {
                     return Err(PacketError::SackLength(len));
                 }
                 sack = Some(body);
+            } else if ext == EXT_MAX_DATAGRAM && len == 2 {
+                max_datagram = Some(u16::from_be_bytes([body[0], body[1]]));
             }
             at += 2 + len;
             next_ext = following;
@@ -153,6 +164,7 @@ impl<'a> Packet<'a> {
         Ok(Packet {
             header,
             sack,
+            max_datagram,
             payload,
         })
     }
@@ -162,11 +174,16 @@ impl Header {
     /// Writes the header (and a selective ack, if given) into `out`, which
     /// is cleared first; the caller appends the payload.
     pub fn encode(&self, sack: Option<&[u8]>, out: &mut Vec<u8>) {
+        self.encode_with(sack, None, out);
+    }
+
+    /// [`Self::encode`], saying the largest datagram we read too.
+    pub fn encode_with(&self, sack: Option<&[u8]>, max_datagram: Option<u16>, out: &mut Vec<u8>) {
         out.clear();
-        let ext = if sack.is_some() {
-            EXT_SELECTIVE_ACK
-        } else {
-            EXT_NONE
+        let ext = match (max_datagram, sack) {
+            (Some(_), _) => EXT_MAX_DATAGRAM,
+            (None, Some(_)) => EXT_SELECTIVE_ACK,
+            (None, None) => EXT_NONE,
         };
         out.push(((self.kind as u8) << 4) | VERSION);
         out.push(ext);
@@ -176,6 +193,15 @@ impl Header {
         out.extend_from_slice(&self.wnd_size.to_be_bytes());
         out.extend_from_slice(&self.seq_nr.0.to_be_bytes());
         out.extend_from_slice(&self.ack_nr.0.to_be_bytes());
+        if let Some(max) = max_datagram {
+            out.push(if sack.is_some() {
+                EXT_SELECTIVE_ACK
+            } else {
+                EXT_NONE
+            });
+            out.push(2);
+            out.extend_from_slice(&max.to_be_bytes());
+        }
         if let Some(mask) = sack {
             // What we send is a multiple of 4 bytes (BEP 29); what we parse
             // (and the fuzzer encodes again) may be any non-zero length.
@@ -240,6 +266,19 @@ mod tests {
             Packet::parse(&out),
             Err(PacketError::ExtensionOverrun { .. })
         ));
+    }
+
+    #[test]
+    fn carries_our_max_datagram_extension_before_a_selective_ack() {
+        let mut out = Vec::new();
+        header(Kind::State).encode_with(Some(&[1, 0, 0, 0]), Some(16_384), &mut out);
+        let p = Packet::parse(&out).unwrap();
+        assert_eq!(p.max_datagram, Some(16_384));
+        assert_eq!(p.sack, Some(&[1u8, 0, 0, 0][..]));
+        // Its id and 2-byte body, then the sack: a parser that does not
+        // know it skips it by length (libtorrent's and libutp's do).
+        assert_eq!(out[1], EXT_MAX_DATAGRAM);
+        assert_eq!(&out[20..24], &[EXT_SELECTIVE_ACK, 2, 0x40, 0x00]);
     }
 
     #[test]
