@@ -456,42 +456,49 @@ impl StreamInner {
     }
 }
 
-impl AsyncRead for UtpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.inner.poll_read(cx, buf)
-    }
+/// `AsyncRead` for the stream and its read half, `AsyncWrite` for the
+/// stream and its write half: all go through [`StreamInner`].
+macro_rules! stream_io {
+    (read: $($r:ty),*; write: $($w:ty),*) => {
+        $(impl AsyncRead for $r {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.inner.poll_read(cx, buf)
+            }
+        })*
+        $(impl AsyncWrite for $w {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.inner.poll_write(cx, data)
+            }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                slices: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.inner.poll_write_vectored(cx, slices)
+            }
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.inner.shutdown();
+                Poll::Ready(Ok(()))
+            }
+        })*
+    };
 }
 
-impl AsyncWrite for UtpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_write(cx, data)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        slices: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_write_vectored(cx, slices)
-    }
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.shutdown();
-        Poll::Ready(Ok(()))
-    }
-}
+stream_io!(read: UtpStream, UtpReadHalf; write: UtpStream, UtpWriteHalf);
 
 pub struct UtpReadHalf {
     inner: Arc<StreamInner>,
@@ -499,43 +506,6 @@ pub struct UtpReadHalf {
 
 pub struct UtpWriteHalf {
     inner: Arc<StreamInner>,
-}
-
-impl AsyncRead for UtpReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.inner.poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for UtpWriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_write(cx, data)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        slices: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_write_vectored(cx, slices)
-    }
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.shutdown();
-        Poll::Ready(Ok(()))
-    }
 }
 
 #[cfg(test)]

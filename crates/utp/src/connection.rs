@@ -678,30 +678,27 @@ impl Connection {
                     return false;
                 }
                 self.syn_sent += 1;
-                self.header(Kind::Syn, Seq(1), now_us).encode_with(
-                    None,
-                    self.cfg.max_datagram,
-                    out,
-                );
-                self.sent(now);
-                self.rto_at = Some(now + self.rtt.timeout());
+                self.handshake(Kind::Syn, Seq(1), now, now_us, out);
                 true
             }
             State::SynRecv => {
                 if !self.need_ack {
                     return false;
                 }
-                self.header(Kind::State, self.seq_nr, now_us).encode_with(
-                    None,
-                    self.cfg.max_datagram,
-                    out,
-                );
-                self.sent(now);
-                self.rto_at = Some(now + self.rtt.timeout());
+                self.handshake(Kind::State, self.seq_nr, now, now_us, out);
                 true
             }
             State::Connected => self.transmit_connected(now, now_us, out),
         }
+    }
+
+    /// The SYN, or the STATE that answers it: they say how large a
+    /// datagram we read, and are resent until answered.
+    fn handshake(&mut self, kind: Kind, seq: Seq, now: Instant, now_us: u32, out: &mut Vec<u8>) {
+        self.header(kind, seq, now_us)
+            .encode_with(None, self.cfg.max_datagram, out);
+        self.sent(now);
+        self.rto_at = Some(now + self.rtt.timeout());
     }
 
     fn transmit_connected(&mut self, now: Instant, now_us: u32, out: &mut Vec<u8>) -> bool {

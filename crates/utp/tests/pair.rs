@@ -158,6 +158,29 @@ impl Pair {
     }
 }
 
+/// Writes what the connection takes of `data`; returns how much.
+fn write_some(ep: &mut Endpoint, id: ConnectionId, data: &[u8]) -> usize {
+    let mut written = 0;
+    while written < data.len() {
+        match ep.write(id, &data[written..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => written += n,
+        }
+    }
+    written
+}
+
+/// Reads what has arrived onto `got`.
+fn read_some(ep: &mut Endpoint, id: ConnectionId, got: &mut Vec<u8>) {
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(Some(n)) = ep.read(id, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
@@ -197,12 +220,7 @@ fn transfer(p: &mut Pair, data: &[u8], a_sends: bool, limit: Duration) -> Outcom
             (&mut p.b, b_id, &mut p.a, Some(a_id))
         };
         if let Some(id) = tx_id {
-            while written < data.len() {
-                match tx.write(id, &data[written..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => written += n,
-                }
-            }
+            written += write_some(tx, id, &data[written..]);
             if written == data.len() && !sender_closed {
                 tx.close(id);
                 sender_closed = true;
@@ -374,7 +392,6 @@ fn syn_flood_and_strays_cost_bounded_memory_and_an_honest_transfer_goes_on() {
     let mut written = 0;
     let mut b_id = None;
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
     let mut rng = Rng(99);
     let mut resets_seen = 0;
     while got.len() < data.len() && p.elapsed() < Duration::from_secs(60) {
@@ -407,19 +424,9 @@ fn syn_flood_and_strays_cost_bounded_memory_and_an_honest_transfer_goes_on() {
                 b_id = Some(id);
             }
         }
-        while written < data.len() {
-            match p.a.write(a_id, &data[written..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => written += n,
-            }
-        }
+        written += write_some(&mut p.a, a_id, &data[written..]);
         if let Some(id) = b_id {
-            while let Ok(Some(n)) = p.b.read(id, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
+            read_some(&mut p.b, id, &mut got);
         }
         assert!(
             p.b.connection_count() <= 1 + cfg.max_half_open,
@@ -471,7 +478,6 @@ fn hostile_sequence_and_window_numbers_do_not_grow_memory_or_stall() {
     let a_id = p.a.connect(p.now, p.b_addr).unwrap();
     let data = payload(300 * 1024);
     let (mut written, mut b_id, mut got) = (0, None, Vec::new());
-    let mut buf = vec![0u8; 65536];
     let mut rng = Rng(7);
     while got.len() < data.len() && p.elapsed() < Duration::from_secs(60) {
         for e in Pair::events(&mut p.b) {
@@ -499,19 +505,9 @@ fn hostile_sequence_and_window_numbers_do_not_grow_memory_or_stall() {
                 p.b.handle_datagram(p.now, p.a_addr, &pkt);
             }
         }
-        while written < data.len() {
-            match p.a.write(a_id, &data[written..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => written += n,
-            }
-        }
+        written += write_some(&mut p.a, a_id, &data[written..]);
         if let Some(id) = b_id {
-            while let Ok(Some(n)) = p.b.read(id, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
+            read_some(&mut p.b, id, &mut got);
             let s = p.b.stats(id).unwrap();
             assert!(s.in_flight <= 8 << 20);
         }
@@ -537,7 +533,6 @@ fn packets_far_from_the_peers_sequence_do_not_poison_the_echoed_delay() {
     let a_id = p.a.connect(p.now, p.b_addr).unwrap();
     let data = payload(1 << 20);
     let (mut written, mut b_id, mut got) = (0, None, Vec::new());
-    let mut buf = vec![0u8; 65536];
     let mut rng = Rng(8);
     while got.len() < data.len() && p.elapsed() < Duration::from_secs(60) {
         for e in Pair::events(&mut p.b) {
@@ -561,19 +556,9 @@ fn packets_far_from_the_peers_sequence_do_not_poison_the_echoed_delay() {
                 p.b.handle_datagram(p.now, p.a_addr, &pkt);
             }
         }
-        while written < data.len() {
-            match p.a.write(a_id, &data[written..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => written += n,
-            }
-        }
+        written += write_some(&mut p.a, a_id, &data[written..]);
         if let Some(id) = b_id {
-            while let Ok(Some(n)) = p.b.read(id, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
+            read_some(&mut p.b, id, &mut got);
         }
         if !p.step() {
             break;

@@ -164,7 +164,7 @@ pub fn run_get(a: &GetArgs) -> anyhow::Result<ExitCode> {
         let net = open_net(&a.sources, a.listen, seed).await?;
         let listen = net.listen;
         let public = sources_public_dht(&a.sources)?;
-        let dht = start_dht(&a.sources.bootstrap, public, listen, seed, net.utp.as_ref()).await?;
+        let dht = net.dht(&a.sources, public, seed, &[]).await?;
         if dht.is_some() {
             timeline.mark("dht_bootstrap_started", json!(null));
         }
@@ -210,18 +210,6 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-/// A DHT node for this run, when asked for: on the same port as the peer
-/// listener (clients expect that), or any port.
-pub(crate) async fn start_dht(
-    bootstrap: &[String],
-    public: bool,
-    listen: Option<std::net::SocketAddr>,
-    seed: u64,
-    utp: Option<&UtpSocket>,
-) -> anyhow::Result<Option<lodestone_engine::dht::Dht>> {
-    start_dht_with(bootstrap, public, listen, seed, &[], utp).await
-}
-
 /// Where a run meets peers: the UDP socket that carries uTP and the DHT
 /// (unless --no-utp), the address we listen on, and whether TCP is on.
 pub(crate) struct Net {
@@ -235,6 +223,26 @@ pub(crate) struct Net {
 impl Net {
     pub fn transports(&self) -> Transports {
         Transports::new(self.utp.clone(), self.tcp)
+    }
+
+    /// The run's DHT node (see [`start_dht_with`]), on this socket when
+    /// uTP is on.
+    pub async fn dht(
+        &self,
+        sources: &crate::cli::SourceArgs,
+        public: bool,
+        seed: u64,
+        known: &[(lodestone_dht::NodeId, std::net::SocketAddr)],
+    ) -> anyhow::Result<Option<lodestone_engine::dht::Dht>> {
+        start_dht_with(
+            &sources.bootstrap,
+            public,
+            self.listen,
+            seed,
+            known,
+            self.utp.as_ref(),
+        )
+        .await
     }
 }
 
@@ -270,8 +278,10 @@ pub(crate) async fn open_net(
     })
 }
 
-/// [`start_dht`], its routing table first filled with `known` nodes (a
-/// table saved by an earlier run: the restart is warm).
+/// A DHT node for this run, when asked for: on the same port as the peer
+/// listener (clients expect that), or any port; its routing table first
+/// filled with `known` nodes (a table saved by an earlier run: the restart
+/// is warm).
 pub(crate) async fn start_dht_with(
     bootstrap: &[String],
     public: bool,
@@ -577,14 +587,7 @@ pub fn run_seed(a: &SeedArgs) -> anyhow::Result<ExitCode> {
         let net = open_net(&a.sources, Some(a.listen), seed).await?;
         cfg.listen = net.listen;
         cfg.transports = net.transports();
-        cfg.dht = start_dht(
-            &a.sources.bootstrap,
-            public,
-            net.listen,
-            seed,
-            net.utp.as_ref(),
-        )
-        .await?;
+        cfg.dht = net.dht(&a.sources, public, seed, &[]).await?;
         if cfg.dht.is_some() {
             timeline.mark("dht_bootstrap_started", json!(null));
         }

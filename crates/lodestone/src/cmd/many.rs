@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::get::{
     load, open_state, peer_id, run_seed_value, runtime, seed_config, sources_public_dht,
-    start_dht_with, torrent_config,
+    torrent_config,
 };
 use crate::cli::{GetArgs, SeedArgs};
 
@@ -55,15 +55,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
         } else {
             run.saved_dht_nodes()
         };
-        let dht = start_dht_with(
-            &a.sources.bootstrap,
-            public,
-            net.listen,
-            seed,
-            &known,
-            net.utp.as_ref(),
-        )
-        .await?;
+        let dht = net.dht(&a.sources, public, seed, &known).await?;
         run.drive(adds, dht).await
     })
 }
@@ -87,15 +79,7 @@ pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
             .map(lodestone_engine::dht::load_nodes)
             .unwrap_or_default();
         let net = super::get::open_net(&a.sources, a.listen, seed).await?;
-        let dht = start_dht_with(
-            &a.sources.bootstrap,
-            public,
-            net.listen,
-            seed,
-            &known,
-            net.utp.as_ref(),
-        )
-        .await?;
+        let dht = net.dht(&a.sources, public, seed, &known).await?;
         let template = torrent_config(a, seed, dht.clone(), a.peers.clone(), &net)?;
         let mut adds = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
