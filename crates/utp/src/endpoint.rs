@@ -24,8 +24,13 @@ pub struct Config {
     pub resets_per_second: u32,
     /// Accept incoming connections at all.
     pub accept: bool,
-    /// The largest UDP payload probed toward a loopback peer; the loopback
-    /// link's MTU is 64 KiB, other peers get Ethernet's 1,500.
+    /// The largest UDP payload probed toward a loopback peer (other peers
+    /// get Ethernet's 1,500-byte frame). The loopback link carries 64 KiB,
+    /// but the peer's receive buffer may not: libtorrent 2.0 reads each
+    /// datagram into 1,500 bytes (`udp_socket`'s `receive_buffer`), libutp
+    /// (Transmission) into 4,096, and both take a truncated DATA packet as
+    /// whole (it is acked, so the probe "succeeds", and the stream loses
+    /// the tail). Raise it only when every peer is known to read more.
     pub loopback_ceiling: u16,
 }
 
@@ -37,7 +42,7 @@ impl Default for Config {
             max_half_open: 64,
             resets_per_second: 64,
             accept: true,
-            loopback_ceiling: 16 * 1024,
+            loopback_ceiling: ethernet_ceiling(SocketAddr::from(([127, 0, 0, 1], 0))),
         }
     }
 }

@@ -666,3 +666,23 @@ proptest::proptest! {
         proptest::prop_assert_eq!(p.a.connection_count() + p.b.connection_count(), 0);
     }
 }
+
+#[test]
+fn no_datagram_to_a_loopback_peer_is_larger_than_libtorrent_reads() {
+    // libtorrent 2.0 reads a datagram into 1,500 bytes and takes a longer
+    // one truncated, acking it whole: a bigger MTU probe "succeeds" and
+    // the stream silently loses bytes (a Lodestone seeder on 127.0.0.1
+    // stalled libtorrent after 8 KB). Over loopback, whose MTU is 64 KiB,
+    // nothing but the default ceiling keeps packets that small.
+    let mut p = Pair::new(11, CLEAN, Config::default());
+    p.a_addr = "127.0.0.1:6881".parse().unwrap();
+    p.b_addr = "127.0.0.2:6881".parse().unwrap();
+    p.keep_log = true;
+    let data = payload(1 << 20);
+    let limit = Duration::from_secs(30);
+    let out = transfer(&mut p, &data, true, limit);
+    check(&data, &out, limit);
+    let largest = p.log.iter().map(|(_, d)| d.len()).max().unwrap();
+    assert!(largest <= 1500, "a {largest}-byte datagram");
+    assert!(largest > 1000, "MTU probing still raised the packet size: {largest}");
+}
