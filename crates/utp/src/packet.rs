@@ -69,7 +69,7 @@ pub enum PacketError {
     Kind(u8),
     #[error("extension {ext} declares {len} bytes but {left} remain")]
     ExtensionOverrun { ext: u8, len: usize, left: usize },
-    #[error("selective ack of {0} bytes is not a non-zero multiple of 4 up to {MAX_SACK_BYTES}")]
+    #[error("selective ack of {0} bytes is empty or longer than {MAX_SACK_BYTES}")]
     SackLength(usize),
     #[error("more than {MAX_EXTENSIONS} chained extensions")]
     TooManyExtensions,
@@ -132,7 +132,10 @@ impl<'a> Packet<'a> {
             }
             let body = &buf[at + 2..at + 2 + len];
             if ext == EXT_SELECTIVE_ACK {
-                if len == 0 || len % 4 != 0 || len > MAX_SACK_BYTES {
+                // BEP 29 asks for a multiple of 4 bytes, but libtorrent
+                // sends just the bytes its bitmask needs (1, 3, ...): take
+                // any non-zero length, as libtorrent and libutp do.
+                if len == 0 || len > MAX_SACK_BYTES {
                     return Err(PacketError::SackLength(len));
                 }
                 sack = Some(body);
@@ -174,7 +177,9 @@ impl Header {
         out.extend_from_slice(&self.seq_nr.0.to_be_bytes());
         out.extend_from_slice(&self.ack_nr.0.to_be_bytes());
         if let Some(mask) = sack {
-            debug_assert!(!mask.is_empty() && mask.len() % 4 == 0 && mask.len() <= MAX_SACK_BYTES);
+            // What we send is a multiple of 4 bytes (BEP 29); what we parse
+            // (and the fuzzer encodes again) may be any non-zero length.
+            debug_assert!(!mask.is_empty() && mask.len() <= MAX_SACK_BYTES);
             out.push(EXT_NONE);
             out.push(mask.len() as u8);
             out.extend_from_slice(mask);
@@ -238,6 +243,27 @@ mod tests {
     }
 
     #[test]
+    fn takes_a_selective_ack_of_any_length_as_libtorrent_sends_them() {
+        // On the wire from libtorrent 2.0.8: a STATE with a 1-byte and one
+        // with a 3-byte bitmask (BEP 29 says a multiple of 4; libtorrent
+        // sends (span + 7) / 8 bytes). Dropping them lost every ack and
+        // DATA packet after the first loss, and the connection stalled.
+        for mask in [&[0x60u8][..], &[0, 0, 0xfc][..]] {
+            let mut out = Vec::new();
+            header(Kind::State).encode(None, &mut out);
+            out[1] = 1;
+            out.extend_from_slice(&[0, mask.len() as u8]);
+            out.extend_from_slice(mask);
+            let p = Packet::parse(&out).unwrap();
+            assert_eq!(p.sack, Some(mask));
+            let mut data = out.clone();
+            data[0] = (Kind::Data as u8) << 4 | 1;
+            data.extend_from_slice(b"payload");
+            assert_eq!(Packet::parse(&data).unwrap().payload, b"payload");
+        }
+    }
+
+    #[test]
     fn rejects_bad_versions_kinds_and_sack_lengths() {
         let mut out = Vec::new();
         header(Kind::Syn).encode(None, &mut out);
@@ -250,8 +276,13 @@ mod tests {
         assert_eq!(Packet::parse(&out[..19]), Err(PacketError::Short(19)));
         let mut s = out.clone();
         s[1] = 1;
-        s.extend_from_slice(&[0, 3, 0, 0, 0]);
-        assert_eq!(Packet::parse(&s), Err(PacketError::SackLength(3)));
+        s.extend_from_slice(&[0, 0]);
+        assert_eq!(Packet::parse(&s), Err(PacketError::SackLength(0)));
+        let mut s = out.clone();
+        s[1] = 1;
+        s.extend_from_slice(&[0, 129]);
+        s.extend_from_slice(&[0; 129]);
+        assert_eq!(Packet::parse(&s), Err(PacketError::SackLength(129)));
         let mut p = out.clone();
         p.push(0);
         assert!(matches!(
