@@ -5,7 +5,9 @@ with --ipv6 for the swarm).
 
   lt_dht.py swarm --n N --base-port P [--seed-torrent T --content D --seed-port Q] [--duration S]
       N DHT-only sessions on 127.0.0.1:P..P+N-1 bootstrapped from each other,
-      and optionally a seeder (TCP and DHT on Q) that announces T every 2 s.
+      and optionally a seeder (TCP and DHT on Q) that announces T every 2 s;
+      with --seed-utp-only the seeder takes peers over uTP (BEP 29) only, on
+      the UDP port its DHT uses, with TCP off both ways.
       Prints READY when all nodes but one have DHT nodes (--ready-nodes K:
       at least K; and the seeder seeds), and every 2 s a JSON line with each node's routing table size.
   lt_dht.py lookup --info-hash H --bootstrap IP:PORT [--timeout S] [--port P]
@@ -77,7 +79,11 @@ def swarm(a):
         s.add_dht_node((IP, a.base_port + (1 if i == 0 else 0)))
     seeder = h = None
     if a.seed_torrent:
-        seeder = lt.session(settings(a.seed_port, boot))
+        st = settings(a.seed_port, boot)
+        if a.seed_utp_only:
+            st.update({"enable_incoming_utp": True, "enable_outgoing_utp": True,
+                       "enable_incoming_tcp": False, "enable_outgoing_tcp": False})
+        seeder = lt.session(st)
         seeder.add_dht_node((IP, a.base_port))
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(a.seed_torrent)
@@ -284,6 +290,7 @@ def main():
     s.add_argument("--seed-torrent")
     s.add_argument("--content")
     s.add_argument("--seed-port", type=int, default=0)
+    s.add_argument("--seed-utp-only", action="store_true", help="the seeder: uTP only, TCP off both ways")
     s.add_argument("--duration", type=float, default=120)
     s.add_argument("--ipv6", action="store_true", help="run on [::1] (BEP 32 nodes6)")
     s.add_argument("--ready-nodes", type=int, default=1,

@@ -6,16 +6,19 @@ Local-only settings: no DHT, LSD, UPnP or NAT-PMP; it binds one loopback
 address and dials from it.
 
   lt_peer.py seed  --torrent T --content-dir D --listen IP:PORT [--duration S] [--perf] [--force-rc4]
-                   [--resume FILE]
+                   [--resume FILE] [--utp | --utp-only]
       Prints one line 'READY' when it seeds, runs until SIGTERM or the
-      duration, then prints a JSON line {"event":"exit","uploaded":N}.
+      duration, then prints a JSON line {"event":"exit","uploaded":N,
+      "transports":{..}} ("transports" as for leech below). Each
+      connection, once handshaken, is also announced as it comes:
+      {"event":"peer","addr":"IP:PORT","transport":"utp"|"tcp"}.
       With --resume, FILE (libtorrent's own resume data) is read if it
       exists, so the files are trusted as a resumed client trusts them,
       and written once it seeds; after READY a line
       {"event":"seeding","after_s":..,"resumed":..} says how long the start
       took and whether the resume data was taken (no full check).
   lt_peer.py leech (--torrent T | --magnet M) --save D --listen IP:PORT [--peer IP:PORT]...
-                   [--timeout S] [--perf] [--seed-after S]
+                   [--timeout S] [--perf] [--seed-after S] [--utp | --utp-only]
       Prints a JSON line {"event":"result","ok":..,"time_to_complete_s":..,
       "downloaded":..,"cpu_s":..,"crypto":{..}} and exits 0 when the download completed
       and libtorrent's own hash check of every piece passed (skipped with
@@ -23,7 +26,12 @@ address and dials from it.
       handshaken connection: {"IP:PORT": {"crypto": [...], "downloaded": N}},
       crypto "rc4" (MSE/PE, RC4 stream), "mse_plaintext" (MSE/PE handshake,
       plain stream) or "none" (plain BitTorrent); N is the most payload that
-      connection was seen to deliver.
+      connection was seen to deliver. "transports" is libtorrent's word on
+      whether each connection was a uTP socket: {"IP:PORT": {"transport":
+      ["utp"] or ["tcp"], "downloaded": N, "uploaded": N}}.
+      uTP (BEP 29) is off unless asked for: --utp turns it on beside TCP,
+      --utp-only turns TCP off both ways (enable_outgoing_tcp and
+      enable_incoming_tcp), so every connection is uTP.
       For benchmarks: --lean drops the per-peer polling ("peers" and
       "crypto" stay empty) and polls the status only until the first
       payload byte; and the result also holds, measured in this process
@@ -52,7 +60,12 @@ def on_signal(_sig, _frm):
     STOP = True
 
 
-def settings(listen, perf, encryption=True, lsd=False, force_rc4=False):
+# libtorrent's peer_info::utp_socket (bit 17), which the Python binding
+# does not export.
+UTP_SOCKET = int(getattr(lt.peer_info, "utp_socket", 1 << 17))
+
+
+def settings(listen, perf, encryption=True, lsd=False, force_rc4=False, utp="off"):
     s = {}
     if perf:
         s.update(lt.high_performance_seed())
@@ -67,14 +80,19 @@ def settings(listen, perf, encryption=True, lsd=False, force_rc4=False):
         "dht_bootstrap_nodes": "",
         "enable_ip_notifier": False,
         "allow_multiple_connections_per_ip": True,
-        "enable_incoming_utp": False,
-        "enable_outgoing_utp": False,
+        "enable_incoming_utp": utp != "off",
+        "enable_outgoing_utp": utp != "off",
         "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
     })
     if lsd:
         # BEP 14 on the netns link; re-announce often so tests are quick.
         s["enable_lsd"] = True
         s["local_service_announce_interval"] = 5
+    if utp == "only":
+        # uTP (BEP 29) only: TCP is neither dialled nor accepted (libtorrent
+        # still listens on TCP but closes what comes in).
+        s["enable_outgoing_tcp"] = False
+        s["enable_incoming_tcp"] = False
     if force_rc4:
         # MSE only, and RC4 for the whole stream (no plain-text fallback).
         # (allowed_enc_level 1 is pe_plaintext: MSE then a plain stream.)
@@ -142,9 +160,10 @@ def write_resume(ses, h, path):
 
 
 def seed(a):
-    st = settings(a.listen, a.perf, lsd=a.lsd, force_rc4=a.force_rc4)
+    st = settings(a.listen, a.perf, lsd=a.lsd, force_rc4=a.force_rc4, utp=utp_mode(a))
     if a.no_outgoing:  # accept peers, never dial them
         st["enable_outgoing_tcp"] = False
+        st["enable_outgoing_utp"] = False
     ses = lt.session(st)
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(a.torrent)
@@ -157,8 +176,12 @@ def seed(a):
     deadline = time.monotonic() + a.duration
     ready = False
     checked = False
+    conns = {}
     while not STOP and time.monotonic() < deadline:
-        ses.wait_for_alert(100)
+        # 20 ms: a fast leecher on loopback is gone within 100 ms.
+        ses.wait_for_alert(20)
+        for key, c in watch_transports(h, conns):
+            emit(event="peer", addr=key, transport=c["transport"][-1])
         for al in ses.pop_alerts():
             if isinstance(al, lt.torrent_error_alert):
                 print(f"TORRENT ERROR {al.message()}", file=sys.stderr, flush=True)
@@ -176,7 +199,38 @@ def seed(a):
         if ready and a.peer and st.num_peers == 0:
             for p in a.peer:
                 h.connect_peer(ep(p))
-    emit(event="exit", uploaded=h.status().total_payload_upload, cpu_s=round(cpu_s(), 3))
+    watch_transports(h, conns)
+    emit(event="exit", uploaded=h.status().total_payload_upload, cpu_s=round(cpu_s(), 3),
+         transports=transports_json(conns))
+
+
+def utp_mode(a):
+    return "only" if a.utp_only else "on" if a.utp else "off"
+
+
+def watch_transports(h, conns):
+    """libtorrent's own word on each handshaken connection of `h`: over uTP
+    or TCP (peer_info's utp_socket flag), and the most payload seen each
+    way, into `conns` keyed by the remote IP:PORT. Returns the connections
+    (or transports) seen for the first time."""
+    new = []
+    for p in h.get_peer_info():
+        if p.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+            continue
+        key = f"{p.ip[0]}:{p.ip[1]}"
+        kind = "utp" if p.flags & UTP_SOCKET else "tcp"
+        c = conns.setdefault(key, {"transport": [], "downloaded": 0, "uploaded": 0})
+        if kind not in c["transport"]:
+            c["transport"].append(kind)
+            new.append((key, c))
+        c["downloaded"] = max(c["downloaded"], p.total_download)
+        c["uploaded"] = max(c["uploaded"], p.total_upload)
+    return new
+
+
+def transports_json(conns):
+    return {k: {"transport": sorted(c["transport"]), "downloaded": c["downloaded"],
+                "uploaded": c["uploaded"]} for k, c in conns.items()}
 
 
 def crypto_of(flags):
@@ -191,7 +245,7 @@ def crypto_of(flags):
 def leech(a):
     rss_base = rss_anon_kib()
     ses = lt.session(settings(a.listen, a.perf, encryption=not a.no_encryption, lsd=a.lsd,
-                              force_rc4=a.force_rc4))
+                              force_rc4=a.force_rc4, utp=utp_mode(a)))
     if a.download_limit:
         # Local peers are exempt from the global limit; a per-torrent one applies.
         ses.set_peer_class_filter(lt.ip_filter())
@@ -230,7 +284,10 @@ def leech(a):
     deadline = t0 + a.timeout
     seen = {}
     crypto = {}
+    conns = {}
     while not STOP and time.monotonic() < deadline:
+        if not a.lean:
+            watch_transports(h, conns)
         for p in ([] if a.lean else h.get_peer_info()):
             key = f"{p.ip[0]}:{p.ip[1]}"
             src = [n for bit, n in ((1, "tracker"), (2, "dht"), (4, "pex"), (8, "lsd"), (32, "incoming"))
@@ -287,8 +344,15 @@ def leech(a):
          cpu_main_to_done_s=None if main_done is None else round(main_done, 4),
          rss_anon_kib_before_session=rss_base,
          peers={k: sorted(v) for k, v in seen.items()},
-         crypto={k: {"crypto": sorted(v["crypto"]), "downloaded": v["downloaded"]} for k, v in crypto.items()})
+         crypto={k: {"crypto": sorted(v["crypto"]), "downloaded": v["downloaded"]} for k, v in crypto.items()},
+         transports=transports_json(conns))
     return 0 if ok else 1
+
+
+def add_utp_args(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--utp", action="store_true", help="uTP (BEP 29) on as well as TCP (default: TCP only)")
+    g.add_argument("--utp-only", action="store_true", help="uTP only: TCP neither dialled nor accepted")
 
 
 def main():
@@ -307,6 +371,7 @@ def main():
     s.add_argument("--no-outgoing", action="store_true", help="never dial peers (incoming only)")
     s.add_argument("--force-rc4", action="store_true", help="MSE with RC4 only: plain peers are refused")
     s.add_argument("--resume", metavar="FILE", help="libtorrent resume data: read if present, written once seeding")
+    add_utp_args(s)
     l = sub.add_parser("leech")
     g = l.add_mutually_exclusive_group(required=True)
     g.add_argument("--torrent")
@@ -325,6 +390,7 @@ def main():
     l.add_argument("--no-encryption", action="store_true", help="do not try MSE/PE before plain BitTorrent")
     l.add_argument("--force-rc4", action="store_true", help="MSE/PE with RC4 only, never plain text")
     l.add_argument("--download-limit", type=int, default=0, help="bytes/s (stay a leecher for a while)")
+    add_utp_args(l)
     a = ap.parse_args()
     return seed(a) if a.cmd == "seed" else leech(a)
 
