@@ -91,6 +91,7 @@ async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
+pub use lodestone_torrent::DialFirst;
 pub use lodestone_torrent::PeerSource;
 
 /// A peer connection's bytes: over TCP, or over uTP on the shared UDP
@@ -442,26 +443,29 @@ impl Transports {
     /// over TCP; we do the same for peers out on the internet, where
     /// LEDBAT keeps the user's line usable. For peers on this machine or
     /// the local network there is no uplink to protect and TCP costs less
-    /// per byte, so TCP goes first there and uTP is the fallback. A peer
-    /// that a peer exchange flagged as speaking uTP (`speaks_utp`) is
-    /// dialled over uTP first wherever it is.
-    pub fn order(&self, addr: SocketAddr, speaks_utp: bool) -> Vec<Transport> {
-        let utp_ok = self.utp.is_some()
-            && (speaks_utp
-                || !self
-                    .tcp_only
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&addr));
+    /// per byte, so TCP goes first there and uTP is the fallback. The
+    /// torrent may know better (`first`): a peer exchange flagged the peer
+    /// as speaking uTP, or one transport's connections were closed before
+    /// the peer's handshake.
+    pub fn order(&self, addr: SocketAddr, first: DialFirst) -> Vec<Transport> {
+        let failed_utp = self
+            .tcp_only
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&addr);
+        let utp_first = match first {
+            DialFirst::Utp => true,
+            DialFirst::Tcp => false,
+            DialFirst::Either => !failed_utp && !is_local(addr.ip()),
+        };
         let mut order = Vec::with_capacity(2);
-        let local = is_local(addr.ip()) && !speaks_utp;
-        if utp_ok && !local {
+        if self.utp.is_some() && utp_first {
             order.push(Transport::Utp);
         }
         if self.tcp {
             order.push(Transport::Tcp);
         }
-        if self.utp.is_some() && local {
+        if self.utp.is_some() && !utp_first {
             order.push(Transport::Utp);
         }
         order
@@ -502,10 +506,10 @@ async fn dial_any(
     addr: SocketAddr,
     local: Option<SocketAddr>,
     transports: &Transports,
-    speaks_utp: bool,
+    first: DialFirst,
 ) -> std::io::Result<PeerStream> {
     let mut last = std::io::Error::other("no transport enabled (both TCP and uTP are off)");
-    for t in transports.order(addr, speaks_utp) {
+    for t in transports.order(addr, first) {
         let r = match (t, &transports.utp) {
             (Transport::Tcp, _) => {
                 match tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, local)).await {
@@ -543,12 +547,12 @@ pub fn connect(
     input: mpsc::Sender<PeerInput>,
     obfuscate: Option<Obfuscate>,
     transports: Transports,
-    speaks_utp: bool,
+    first: DialFirst,
 ) {
     tokio::spawn(async move {
         let failed = |error: std::io::Error| PeerInput::ConnectFailed { addr, error };
         let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
-        let msg = match dial_any(addr, local, &transports, speaks_utp).await {
+        let msg = match dial_any(addr, local, &transports, first).await {
             Ok(stream) => match obfuscate {
                 None => PeerInput::connected(stream, addr, source, Vec::new(), None, None),
                 Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {

@@ -50,6 +50,8 @@ pub struct SessionConfig {
     pub max_connections: usize,
     /// Accept uTP connections on this socket too (for every torrent).
     pub utp: Option<crate::utp::UtpSocket>,
+    /// Accept TCP connections on `listen` (`--no-tcp`: uTP only).
+    pub tcp: bool,
 }
 
 /// qBittorrent's default global connection limit (Transmission's global
@@ -291,9 +293,14 @@ impl Session {
         let (listener, router) = match cfg.listen {
             None => (None, None),
             Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .await
-                    .map_err(|error| SessionError::Listen { addr, error })?;
+                let l = match cfg.tcp {
+                    true => Some(
+                        TcpListener::bind(addr)
+                            .await
+                            .map_err(|error| SessionError::Listen { addr, error })?,
+                    ),
+                    false => None,
+                };
                 let (tx, rx) = mpsc::channel(64);
                 let known = routes.clone();
                 let hashes: peer_io::InfoHashes =
@@ -301,9 +308,9 @@ impl Session {
                 let utp = cfg.utp.as_ref().map(|u| {
                     AbortOnDrop(peer_io::listen_utp(u, tx.clone(), hashes.clone(), cfg.seed))
                 });
-                let listener = peer_io::listen(l, tx, hashes, cfg.seed);
+                let listener = l.map(|l| peer_io::listen(l, tx, hashes, cfg.seed));
                 let router = AbortOnDrop::spawn(route(rx, routes.clone()));
-                (Some(listener), Some((router, utp)))
+                (listener, Some((router, utp)))
             }
         };
         let (state_tx, state) = mpsc::unbounded_channel();
@@ -1039,6 +1046,7 @@ pub async fn run_one(
         state: None,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         utp: cfg.transports.utp.clone(),
+        tcp: cfg.transports.tcp,
     })
     .await
     .map_err(|e| match e {

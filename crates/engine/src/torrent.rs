@@ -665,7 +665,7 @@ impl Driver {
         let listener = match cfg.listen {
             // The session listens for every torrent.
             Some(_) if shared.is_some() => None,
-            Some(addr) => {
+            Some(addr) if cfg.transports.tcp => {
                 let l = TcpListener::bind(addr)
                     .await
                     .map_err(|error| EngineError::Listen { addr, error })?;
@@ -676,7 +676,7 @@ impl Driver {
                     cfg.seed,
                 ))
             }
-            None => None,
+            _ => None,
         };
         // Incoming uTP arrives on the shared UDP socket (the session
         // accepts it for every torrent when there is one).
@@ -1171,7 +1171,7 @@ impl Driver {
                 addr,
                 source,
                 encrypt,
-                utp,
+                first,
             } => {
                 let cap = self
                     .cfg
@@ -1196,7 +1196,7 @@ impl Driver {
                     self.input_tx.clone(),
                     obfuscate,
                     self.cfg.transports.clone(),
-                    utp,
+                    first,
                 );
             }
             Action::Transmit(key) => {

@@ -23,6 +23,7 @@ async fn a_magnet_without_peers_shows_its_sources() {
         state: None,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
         utp: None,
+        tcp: true,
     })
     .await
     .unwrap();

@@ -68,6 +68,7 @@ async fn session(seed: u64) -> (Session, lodestone_engine::session::SessionEvent
         state: None,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
         utp: None,
+        tcp: true,
     })
     .await
     .unwrap()

@@ -34,6 +34,7 @@ async fn a_session_torrent_shows_its_peers_files_and_sources() {
         state: None,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
         utp: None,
+        tcp: true,
     })
     .await
     .unwrap();

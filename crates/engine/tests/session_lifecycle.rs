@@ -49,6 +49,7 @@ async fn start(state: Option<StateDir>) -> (Session, SessionEvents) {
         state,
         max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
         utp: None,
+        tcp: true,
     })
     .await
     .unwrap()
@@ -69,6 +70,7 @@ async fn seeder(
         state: None,
         max_connections,
         utp: None,
+        tcp: true,
     })
     .await
     .unwrap();

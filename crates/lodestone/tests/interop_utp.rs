@@ -222,12 +222,10 @@ fn download_from_a_utp_only_libtorrent() {
 /// The same seeder, Lodestone with its default transports (TCP and uTP).
 /// On loopback Lodestone dials TCP first; libtorrent still listens on TCP
 /// with `enable_incoming_tcp` off and closes each connection before the
-/// BitTorrent handshake. Lodestone falls back to uTP only when the TCP
-/// *connect* fails, so it dials TCP again and again and never gets a byte.
+/// BitTorrent handshake. Once a plain and an encrypted handshake were both
+/// closed that way, the next dial goes over uTP first (this test found the
+/// endless TCP redials that were there before).
 #[test]
-#[ignore = "finding: Lodestone dials a loopback/LAN peer over TCP first and falls back to uTP \
-            only when the TCP connect fails; libtorrent with enable_incoming_tcp off accepts \
-            and closes, so it is redialled over TCP forever (peer_io::dial_any, Transports::order)"]
 fn download_from_a_utp_only_libtorrent_with_default_transports() {
     if !require_libtorrent() {
         return;
@@ -470,8 +468,6 @@ fn mixed_swarm_of_utp_only_and_tcp_only_libtorrents() {
 /// (dialled and accepted)"): a seeder with it should accept no TCP
 /// connection on its listen port, while uTP on the same port serves.
 #[test]
-#[ignore = "finding: --no-tcp still binds a TCP listener on --listen and accepts TCP peers \
-            (session::run_one starts a Session whose SessionConfig has no TCP switch)"]
 fn a_no_tcp_seeder_takes_no_tcp_peer() {
     let dir = tempfile::tempdir().unwrap();
     let (src, torrent, _) = fixture(dir.path(), "no-tcp");

@@ -1763,7 +1763,7 @@ impl TorrentCore {
             && p.source != PeerSource::Incoming
             && p.session.peer_handshake().is_none()
         {
-            self.table.closed_before_handshake(p.addr);
+            self.table.closed_before_handshake(p.addr, p.utp);
         }
         if p.is_seed {
             if let Some(a) = p.connectable() {

@@ -11,6 +11,19 @@ use lodestone_peer::picker::PeerKey;
 
 use crate::source::{PeerSource, Source, SourceSet};
 
+/// Which transport a dial tries first (the driver falls back to the other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DialFirst {
+    /// The driver's own order (by where the peer is).
+    #[default]
+    Either,
+    /// A peer exchange flagged it as speaking uTP (BEP 11's 0x04), or TCP
+    /// connections to it were closed before its handshake.
+    Utp,
+    /// uTP connections to it were closed before its handshake.
+    Tcp,
+}
+
 /// Something only the driver can do: it owns sockets, files and threads.
 #[derive(Debug)]
 pub enum Action {
@@ -21,8 +34,8 @@ pub enum Action {
         source: PeerSource,
         /// Open with an MSE/PE handshake using these.
         encrypt: Option<MseKeys>,
-        /// A peer said it speaks uTP (BEP 11's flag 0x04): dial uTP first.
-        utp: bool,
+        /// Which transport to try first.
+        first: DialFirst,
     },
     /// This peer has output: call `poll_transmit` while its socket takes more.
     Transmit(PeerKey),

@@ -19,8 +19,8 @@ pub mod source;
 pub use crate::config::CoreConfig;
 pub use crate::core::{StopReason, TorrentCore};
 pub use crate::io::{
-    Action, Checked, Event, FileInfo, FilePriority, MseKeys, PeerInfo, PieceInfo, PieceState,
-    PriorityError, Progress, Stats,
+    Action, Checked, DialFirst, Event, FileInfo, FilePriority, MseKeys, PeerInfo, PieceInfo,
+    PieceState, PriorityError, Progress, Stats,
 };
 pub use crate::magnet::{MagnetCore, MetadataEvent, MetadataStatus};
 pub use crate::phase::Phase;

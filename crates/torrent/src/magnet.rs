@@ -376,7 +376,7 @@ impl MagnetCore {
             self.asm.peer_gone(key);
             self.table.disconnected(p.addr);
             if !p.established && p.source != PeerSource::Incoming {
-                self.table.closed_before_handshake(p.addr);
+                self.table.closed_before_handshake(p.addr, p.utp);
             }
         }
         self.dial_due(now);

@@ -28,8 +28,8 @@ pub struct Candidate {
     pub wants_mse: bool,
     /// It had every piece when we last saw it: a seed does not dial it.
     pub was_seed: bool,
-    /// Known to speak uTP (PEX flag 0x04).
-    pub utp: bool,
+    /// Which transport to dial first.
+    pub dial_first: crate::io::DialFirst,
 }
 
 /// What to dial: the address, the source it counts under, and whether to
@@ -39,7 +39,7 @@ pub struct Dial {
     pub addr: SocketAddr,
     pub source: PeerSource,
     pub encrypted: bool,
-    pub utp: bool,
+    pub first: crate::io::DialFirst,
 }
 
 #[derive(Debug, Default)]
@@ -95,7 +95,7 @@ impl PeerTable {
                 backoff: FIRST_BACKOFF,
                 wants_mse: false,
                 was_seed: false,
-                utp: false,
+                dial_first: crate::io::DialFirst::Either,
             },
         );
         self.schedule.insert((now, addr));
@@ -156,7 +156,7 @@ impl PeerTable {
             addr,
             source: c.first,
             encrypted: c.wants_mse,
-            utp: c.utp,
+            first: c.dial_first,
         })
     }
 
@@ -184,7 +184,7 @@ impl PeerTable {
                 addr,
                 source: dial.source,
                 encrypt,
-                utp: dial.utp,
+                first: dial.first,
             });
         }
         out
@@ -193,7 +193,7 @@ impl PeerTable {
     /// A peer exchange said `addr` speaks uTP.
     pub fn mark_utp(&mut self, addr: SocketAddr) {
         if let Some(c) = self.candidates.get_mut(&addr) {
-            c.utp = true;
+            c.dial_first = crate::io::DialFirst::Utp;
         }
     }
 
@@ -233,11 +233,21 @@ impl PeerTable {
         self.reschedule(addr);
     }
 
-    /// We dialled it and it hung up before its handshake: try the other
-    /// handshake (MSE after plain, plain after MSE) next time.
-    pub fn closed_before_handshake(&mut self, addr: SocketAddr) {
+    /// We dialled it (over uTP if `over_utp`) and it hung up before its
+    /// handshake: try the other handshake (MSE after plain, plain after
+    /// MSE) next time, and once both hung up, the other transport (a peer
+    /// that takes no TCP peers may still accept TCP connections and close
+    /// them, as libtorrent with incoming TCP off does).
+    pub fn closed_before_handshake(&mut self, addr: SocketAddr, over_utp: bool) {
         if let Some(c) = self.candidates.get_mut(&addr) {
             c.wants_mse = !c.wants_mse;
+            if !c.wants_mse {
+                c.dial_first = if over_utp {
+                    crate::io::DialFirst::Tcp
+                } else {
+                    crate::io::DialFirst::Utp
+                };
+            }
         }
     }
 
@@ -367,10 +377,42 @@ mod tests {
         t.start_dial(now, addr(1));
         t.connected(addr(1));
         t.disconnected(addr(1));
-        t.closed_before_handshake(addr(1));
+        t.closed_before_handshake(addr(1), false);
         assert!(t.start_dial(now, addr(1)).unwrap().encrypted);
         t.dial_failed(addr(1));
         assert!(!t.start_dial(now, addr(1)).unwrap().encrypted);
+    }
+
+    #[test]
+    fn both_handshakes_closed_on_one_transport_try_the_other() {
+        use crate::io::DialFirst;
+        let now = Instant::now();
+        let mut t = PeerTable::new(None);
+        t.add(now, addr(1), PeerSource::Tracker);
+        let dial = |t: &mut PeerTable, over_utp: bool| {
+            let d = t.start_dial(now, addr(1)).unwrap();
+            t.connected(addr(1));
+            t.disconnected(addr(1));
+            t.closed_before_handshake(addr(1), over_utp);
+            d
+        };
+        assert_eq!(
+            dial(&mut t, false).first,
+            DialFirst::Either,
+            "plain over TCP closed"
+        );
+        let d = dial(&mut t, false);
+        assert!(d.encrypted, "then MSE over TCP, closed too");
+        let d = t.start_dial(now, addr(1)).unwrap();
+        assert_eq!((d.first, d.encrypted), (DialFirst::Utp, false), "then uTP");
+        t.dial_failed(addr(1));
+        dial(&mut t, true);
+        dial(&mut t, true);
+        assert_eq!(
+            t.start_dial(now, addr(1)).unwrap().first,
+            DialFirst::Tcp,
+            "and back"
+        );
     }
 
     #[test]

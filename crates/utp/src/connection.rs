@@ -30,7 +30,10 @@ pub struct ConnectionConfig {
     pub half_open: Duration,
     /// The largest datagram we read, said on the SYN and the answer to it
     /// (our extension; `None`: say nothing, and send Ethernet-sized
-    /// packets at most, as to libtorrent).
+    /// packets at most, as to libtorrent). Off by default: Transmission
+    /// 3.00's libutp ignores a SYN that carries an extension it does not
+    /// know (its interop test found it), so only a swarm known to be all
+    /// Lodestone may turn it on.
     pub max_datagram: Option<u16>,
 }
 
@@ -44,9 +47,7 @@ impl Default for ConnectionConfig {
             max_timeouts: 6,
             keepalive: Duration::from_secs(29),
             half_open: Duration::from_secs(10),
-            // What the driver's receive buffer holds: the largest UDP
-            // payload over IPv4.
-            max_datagram: Some(65_507),
+            max_datagram: None,
         }
     }
 }

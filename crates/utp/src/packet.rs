@@ -11,10 +11,11 @@ pub const VERSION: u8 = 1;
 const EXT_NONE: u8 = 0;
 const EXT_SELECTIVE_ACK: u8 = 1;
 /// Ours: "I read datagrams up to this many bytes" (2 bytes, big-endian), on
-/// the SYN and the answer to it. libtorrent and libutp skip extensions they
-/// do not know, and they read datagrams into 1,500 and 4,096 bytes
-/// (taking a longer one truncated), so a peer that does not say this gets
-/// nothing longer than Ethernet's frame, however large the path's MTU.
+/// the SYN and the answer to it. libtorrent and libutp read datagrams into
+/// 1,500 and 4,096 bytes (taking a longer one truncated), so a peer that
+/// does not say this gets nothing longer than Ethernet's frame, however
+/// large the path's MTU. libtorrent skips it; Transmission 3.00's libutp
+/// drops a SYN that carries it, so it is sent only when configured.
 const EXT_MAX_DATAGRAM: u8 = 0x4c;
 /// The longest selective-ack bitmask we read or write: 1,024 packets past
 /// `ack_nr + 1`, more than any window we keep in flight.

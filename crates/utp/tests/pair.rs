@@ -657,22 +657,23 @@ fn no_datagram_to_a_loopback_peer_is_larger_than_it_said_it_reads() {
     // libtorrent 2.0 reads a datagram into 1,500 bytes and takes a longer
     // one truncated, acking it whole: a bigger MTU probe "succeeds" and
     // the stream silently loses bytes (a Lodestone seeder on 127.0.0.1
-    // stalled libtorrent after 8 KB). It does not send our max-datagram
-    // extension: b plays it here. Over loopback, whose MTU is 64 KiB,
-    // only that keeps packets to Ethernet's size.
-    let legacy = Config {
+    // stalled libtorrent after 8 KB). Over loopback, whose MTU is 64 KiB,
+    // only our max-datagram extension (off by default) lets packets grow
+    // past Ethernet's size, and only when both ends say it.
+    let saying = |max: Option<u16>| Config {
         connection: lodestone_utp::ConnectionConfig {
-            max_datagram: None,
+            max_datagram: max,
             ..Default::default()
         },
         ..Config::default()
     };
-    for (b_cfg, largest_at_most, largest_above) in [
-        (legacy, 1500, 1000),
-        (Config::default(), 16 * 1024, 8 * 1024),
+    for (a_max, b_max, largest_at_most, largest_above) in [
+        (None, None, 1500, 1000),
+        (Some(65_507), None, 1500, 1000),
+        (Some(65_507), Some(65_507), 16 * 1024, 8 * 1024),
     ] {
-        let mut p = Pair::new(11, CLEAN, Config::default());
-        p.b = Endpoint::new(b_cfg, 12, p.now);
+        let mut p = Pair::new(11, CLEAN, saying(a_max));
+        p.b = Endpoint::new(saying(b_max), 12, p.now);
         p.a_addr = "127.0.0.1:6881".parse().unwrap();
         p.b_addr = "127.0.0.2:6881".parse().unwrap();
         p.keep_log = true;

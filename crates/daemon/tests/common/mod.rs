@@ -52,6 +52,7 @@ pub async fn daemon(dir: &Path, template: TorrentConfig) -> Arc<Daemon> {
         state: None,
         max_connections: 100,
         utp: None,
+        tcp: true,
     })
     .await
     .unwrap();

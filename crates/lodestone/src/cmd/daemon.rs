@@ -173,6 +173,7 @@ async fn serve(
         state: Some(state),
         max_connections: settings.peer_limit_global,
         utp,
+        tcp: true,
     })
     .await?;
     for (path, why) in session.restore(&template)? {

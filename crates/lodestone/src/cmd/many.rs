@@ -49,7 +49,7 @@ pub fn seed_many(a: &SeedArgs, torrents: &[PathBuf], dir: &Path) -> anyhow::Resu
             cfg.listen = net.listen;
             cfg.transports = net.transports();
         }
-        let run = Run::new(net.listen, state, None, a.json, seed, net.utp.clone());
+        let run = Run::new(net.listen, state, None, a.json, seed, &net);
         let known = if a.sources.no_dht {
             Vec::new()
         } else {
@@ -103,7 +103,7 @@ pub fn get_many(a: &GetArgs) -> anyhow::Result<ExitCode> {
             adds.push((add, cfg));
         }
         let restore = state.is_some().then(|| template.clone());
-        let run = Run::new(net.listen, state, restore, a.json, seed, net.utp.clone());
+        let run = Run::new(net.listen, state, restore, a.json, seed, &net);
         run.drive(adds, dht).await
     })
 }
@@ -128,6 +128,8 @@ struct Run {
     seed: u64,
     /// The UDP socket the session accepts uTP on (and the DHT shares).
     utp: Option<lodestone_engine::utp::UtpSocket>,
+    /// Accept TCP peers too.
+    tcp: bool,
 }
 
 impl Run {
@@ -137,10 +139,11 @@ impl Run {
         restore: Option<TorrentConfig>,
         json: bool,
         seed: u64,
-        utp: Option<lodestone_engine::utp::UtpSocket>,
+        net: &super::get::Net,
     ) -> Self {
         Self {
-            utp,
+            utp: net.utp.clone(),
+            tcp: net.tcp,
             listen,
             dht_file: state.as_ref().map(dht_file),
             state,
@@ -187,6 +190,7 @@ impl Run {
             state: self.state.take(),
             max_connections: lodestone_engine::session::DEFAULT_MAX_CONNECTIONS,
             utp: self.utp.clone(),
+            tcp: self.tcp,
         })
         .await?;
         let mut save_dht =
