@@ -409,9 +409,9 @@ async fn dial(addr: SocketAddr, local: Option<SocketAddr>) -> std::io::Result<Tc
     Ok(stream)
 }
 
-/// Peers whose uTP connect failed, remembered so the next dial goes
-/// straight to TCP; cleared when full rather than grown.
-const MAX_TCP_ONLY: usize = 4096;
+/// Peers remembered per transport verdict (uTP failed, TCP hung up); a
+/// full set is cleared rather than grown.
+const MAX_REMEMBERED: usize = 4096;
 
 /// The transports peers are dialled over, shared by a torrent's dials.
 #[derive(Debug, Clone)]
@@ -420,7 +420,25 @@ pub struct Transports {
     pub utp: Option<UtpSocket>,
     /// Dial over TCP at all (`--no-tcp` turns it off).
     pub tcp: bool,
-    tcp_only: Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>,
+    tcp_only: AddrSet,
+    /// Peers whose TCP port hung up on both a plain and an encrypted
+    /// handshake: dialled over uTP first.
+    utp_first: AddrSet,
+}
+
+type AddrSet = Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>;
+
+/// Adds (or removes) `addr`; a full set is cleared rather than grown.
+fn remember(set: &AddrSet, addr: SocketAddr, keep: bool) {
+    let mut set = set.lock().unwrap_or_else(|p| p.into_inner());
+    if !keep {
+        set.remove(&addr);
+        return;
+    }
+    if set.len() >= MAX_REMEMBERED {
+        set.clear();
+    }
+    set.insert(addr);
 }
 
 impl Default for Transports {
@@ -435,6 +453,7 @@ impl Transports {
             utp,
             tcp,
             tcp_only: Arc::default(),
+            utp_first: Arc::default(),
         }
     }
 
@@ -448,15 +467,16 @@ impl Transports {
     /// as speaking uTP, or one transport's connections were closed before
     /// the peer's handshake.
     pub fn order(&self, addr: SocketAddr, first: DialFirst) -> Vec<Transport> {
-        let failed_utp = self
-            .tcp_only
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&addr);
+        let has = |set: &AddrSet| {
+            set.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&addr)
+        };
         let utp_first = match first {
             DialFirst::Utp => true,
             DialFirst::Tcp => false,
-            DialFirst::Either => !failed_utp && !is_local(addr.ip()),
+            DialFirst::Either if has(&self.utp_first) => true,
+            DialFirst::Either => !has(&self.tcp_only) && !is_local(addr.ip()),
         };
         let mut order = Vec::with_capacity(2);
         if self.utp.is_some() && utp_first {
@@ -472,14 +492,16 @@ impl Transports {
     }
 
     fn utp_failed(&self, addr: SocketAddr) {
-        if !self.tcp {
-            return;
+        remember(&self.utp_first, addr, false);
+        if self.tcp {
+            remember(&self.tcp_only, addr, true);
         }
-        let mut set = self.tcp_only.lock().unwrap_or_else(|p| p.into_inner());
-        if set.len() >= MAX_TCP_ONLY {
-            set.clear();
+    }
+
+    fn tcp_hung_up(&self, addr: SocketAddr) {
+        if self.utp.is_some() {
+            remember(&self.utp_first, addr, true);
         }
-        set.insert(addr);
     }
 }
 
@@ -555,15 +577,27 @@ pub fn connect(
         let msg = match dial_any(addr, local, &transports, first).await {
             Ok(stream) => match obfuscate {
                 None => PeerInput::connected(stream, addr, source, Vec::new(), None, None),
-                Some(o) => match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
-                    Ok(Ok((stream, initial, cipher))) => {
-                        PeerInput::connected(stream, addr, source, initial, cipher, None)
+                Some(o) => {
+                    let over_tcp = !stream.is_utp();
+                    match tokio::time::timeout(SNIFF_TIMEOUT, initiate(stream, o)).await {
+                        Ok(Ok((stream, initial, cipher))) => {
+                            PeerInput::connected(stream, addr, source, initial, cipher, None)
+                        }
+                        Ok(Err(e)) => {
+                            // The torrent dials MSE after a plain handshake was
+                            // closed: both closed on TCP means the port takes
+                            // TCP connections but not TCP peers (libtorrent with
+                            // incoming TCP off does that). uTP first next time.
+                            if over_tcp {
+                                transports.tcp_hung_up(addr);
+                            }
+                            failed(std::io::Error::other(format!(
+                                "encrypted handshake failed: {e}"
+                            )))
+                        }
+                        Err(_) => failed(timed_out("encrypted handshake timed out")),
                     }
-                    Ok(Err(e)) => failed(std::io::Error::other(format!(
-                        "encrypted handshake failed: {e}"
-                    ))),
-                    Err(_) => failed(timed_out("encrypted handshake timed out")),
-                },
+                }
             },
             Err(e) => failed(e),
         };
