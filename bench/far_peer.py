@@ -5,6 +5,9 @@ against libtorrent, same run.
 
   bench/far_peer.py [--size-mib 32] [--rtt-ms 600] [--runs 3] [--lodestone BIN]
 
+(Its UdpProxy, the same delay plus a chosen loss for UDP, is what
+bench/utp.py puts between uTP peers; run_proxy is its TCP counterpart.)
+
 A Lodestone seeder sits behind a TCP proxy on loopback that holds every
 byte for RTT/2 in each direction (this machine has no netem). A leecher
 that keeps too few requests in flight is limited to queue / RTT, whatever
@@ -30,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -80,9 +84,14 @@ async def pipe(reader, writer, delay):
 
 
 def run_proxy(listen_port, target_port, one_way):
+    """A TCP proxy on 127.0.0.1:listen_port to target_port (an int, or a
+    function giving the port at each new connection) holding every chunk
+    for `one_way` s in each direction. (A byte stream cannot lose packets:
+    no loss here.)"""
     async def handle(r, w):
         try:
-            tr, tw = await asyncio.open_connection("127.0.0.1", target_port)
+            port = target_port() if callable(target_port) else target_port
+            tr, tw = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             w.close()
             return
@@ -94,6 +103,110 @@ def run_proxy(listen_port, target_port, one_way):
             await server.serve_forever()
 
     threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
+
+
+class UdpProxy:
+    """A UDP relay on 127.0.0.1:listen_port for uTP: each client address
+    gets its own upstream socket to 127.0.0.1:target (set .target between
+    runs), and every datagram, either way, is dropped with probability
+    `loss` (a seeded generator: the same drop decisions in the same order
+    for every run that calls reset() with the same seed) or else released
+    `one_way` s after it came. No rate limit and no queue limit: only
+    delay and loss. A send the kernel refuses (a full buffer) is counted
+    as "refused" (a loss the script did not choose). With `mtu`, a
+    datagram whose IPv4 packet would exceed it (UDP payload over mtu - 28)
+    is dropped and counted as "oversize", as a link of that MTU would
+    (loopback's is 65,536: without this, uTP stacks that probe the path
+    MTU send 16 KiB datagrams no far path carries).
+
+    stats: per direction ("up": client to target, "down": back) the
+    datagrams seen, dropped on purpose, refused, and payload bytes relayed."""
+
+    def __init__(self, listen_port, target, one_way, loss=0.0, seed=0, mtu=None):
+        self.target, self.one_way, self.loss = target, one_way, loss
+        self.max_payload = mtu - 28 if mtu else None
+        self.rng = random.Random(seed)
+        self.stats = self._zero()
+        self.clients = {}  # client address -> upstream socket
+        self.loop = asyncio.new_event_loop()
+        self.front = self._socket(listen_port)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @staticmethod
+    def _zero():
+        return {d: {"datagrams": 0, "dropped": 0, "oversize": 0, "refused": 0, "bytes": 0} for d in ("up", "down")}
+
+    @staticmethod
+    def _socket(port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            s.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+        s.bind(("127.0.0.1", port))
+        s.setblocking(False)
+        return s
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.add_reader(self.front.fileno(), self._drain, self.front, None)
+        self.loop.run_forever()
+
+    def _drain(self, sock, client):
+        """Reads every datagram waiting on `sock` (bounded per wake-up)."""
+        for _ in range(1024):
+            try:
+                data, addr = sock.recvfrom(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error from an earlier send
+                continue
+            if client is None:  # from a client, to the target
+                up = self.clients.get(addr)
+                if up is None:
+                    up = self.clients[addr] = self._socket(0)
+                    self.loop.add_reader(up.fileno(), self._drain, up, addr)
+                self._pass("up", up, data, ("127.0.0.1", self.target))
+            else:  # from the target, back to its client
+                self._pass("down", self.front, data, client)
+
+    def _pass(self, direction, sock, data, to):
+        st = self.stats[direction]
+        st["datagrams"] += 1
+        if self.max_payload is not None and len(data) > self.max_payload:
+            st["oversize"] += 1
+            return
+        if self.loss and self.rng.random() < self.loss:
+            st["dropped"] += 1
+            return
+        self.loop.call_later(self.one_way, self._send, direction, sock, data, to)
+
+    def _send(self, direction, sock, data, to):
+        if sock.fileno() < 0:  # a client forgotten by reset() since
+            return
+        try:
+            sock.sendto(data, to)
+            self.stats[direction]["bytes"] += len(data)
+        except OSError:
+            self.stats[direction]["refused"] += 1
+
+    def reset(self, seed=0):
+        """Forget the clients (close their upstream sockets), zero the
+        stats and reseed the loss; waits for the relay's thread to do it."""
+        done = threading.Event()
+
+        def do():
+            for s in self.clients.values():
+                self.loop.remove_reader(s.fileno())
+                s.close()
+            self.clients.clear()
+            self.stats = self._zero()
+            self.rng = random.Random(seed)
+            done.set()
+        self.loop.call_soon_threadsafe(do)
+        done.wait(10)
+
+    def close(self):
+        self.reset()
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def leech(kind, torrent, save, port, lodestone):
