@@ -202,21 +202,30 @@ fn download_from_a_utp_only_libtorrent() {
     if !require_libtorrent() {
         return;
     }
+    let report = download_from_utp_only_libtorrent("utp-down", &["--no-tcp"]);
+    assert_lt_utp(&report, "127.0.0.1", "uploaded");
+    assert_lt_total(&report, "uploaded");
+}
+
+/// A uTP-only libtorrent seeder, a Lodestone `get` with `extra` flags:
+/// the file arrives intact over uTP (Lodestone says so); the seeder's
+/// report.
+fn download_from_utp_only_libtorrent(name: &str, extra: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let (src, torrent, _) = fixture(dir.path(), "utp-down");
+    let (src, torrent, _) = fixture(dir.path(), name);
     let (seeder, seeder_lines, addr) = lt_seeder(&torrent, &src, &["--utp-only"]);
     let out = dir.path().join("dl");
+    let mut args = vec!["--peer", addr.as_str(), "--no-dht"];
+    args.extend_from_slice(extra);
     let lines = lodestone_get(
         torrent.to_str().unwrap(),
         &out,
-        &["--peer", &addr, "--no-dht", "--no-tcp"],
+        &args,
         Duration::from_secs(60),
     );
     same_file(&src.join("u.bin"), &out.join("u.bin"));
     assert_lodestone_saw(&lines, "127.0.0.1", "utp");
-    let report = lt_seeder_report(seeder, seeder_lines);
-    assert_lt_utp(&report, "127.0.0.1", "uploaded");
-    assert_lt_total(&report, "uploaded");
+    lt_seeder_report(seeder, seeder_lines)
 }
 
 /// The same seeder, Lodestone with its default transports (TCP and uTP).
@@ -230,18 +239,7 @@ fn download_from_a_utp_only_libtorrent_with_default_transports() {
     if !require_libtorrent() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (src, torrent, _) = fixture(dir.path(), "utp-down-default");
-    let (_seeder, _lines, addr) = lt_seeder(&torrent, &src, &["--utp-only"]);
-    let out = dir.path().join("dl");
-    let lines = lodestone_get(
-        torrent.to_str().unwrap(),
-        &out,
-        &["--peer", &addr, "--no-dht"],
-        Duration::from_secs(60),
-    );
-    same_file(&src.join("u.bin"), &out.join("u.bin"));
-    assert_lodestone_saw(&lines, "127.0.0.1", "utp");
+    download_from_utp_only_libtorrent("utp-down-default", &[]);
 }
 
 // ---- 2. Lodestone seeds, libtorrent downloads over uTP only ----
