@@ -160,10 +160,6 @@ impl UtpSocket {
             Err(_) => Err(io::Error::other("uTP socket stopped")),
         }
     }
-
-    pub fn counters(&self) -> lodestone_utp::Counters {
-        self.shared.lock().ep.counters()
-    }
 }
 
 fn close_error(reason: CloseReason) -> io::Error {
@@ -363,10 +359,6 @@ impl UtpStream {
             },
             UtpWriteHalf { inner: self.inner },
         )
-    }
-
-    pub fn stats(&self) -> Option<lodestone_utp::ConnectionStats> {
-        self.inner.shared.lock().ep.stats(self.inner.id)
     }
 }
 
