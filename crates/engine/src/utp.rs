@@ -6,7 +6,7 @@
 //! and wake the task when they queue bytes.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use lodestone_utp::{CloseReason, Config, ConnectionId, Endpoint, Event, StreamError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -25,8 +27,15 @@ pub type DhtInbox = mpsc::Receiver<(Vec<u8>, SocketAddr)>;
 const ACCEPT_QUEUE: usize = 64;
 /// DHT datagrams queued for its task; beyond, they are dropped (UDP).
 const DHT_QUEUE: usize = 256;
-/// Datagrams read per wakeup before the task lets others run.
-const RECV_BATCH: usize = 128;
+/// `recvmmsg` calls per wakeup before the task lets others run.
+const RECV_ROUNDS: usize = 8;
+/// Buffers per `recvmmsg`.
+const RECV_BUFFERS: usize = 16;
+/// The most a coalesced (GRO) receive holds.
+const GRO_BUFFER: usize = 1 << 16;
+/// Datagrams per segmented send (the kernel allows 64), and its bytes.
+const MAX_SEGMENTS: usize = 44;
+const MAX_BATCH_BYTES: usize = 64_000;
 /// The UDP socket's kernel buffers: a fast uTP flow has hundreds of
 /// packets in flight, and a full receive buffer drops them.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -48,6 +57,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     socket: Arc<UdpSocket>,
+    /// Batched sends and receives on `socket`.
+    udp: Arc<UdpSocketState>,
     /// Wakes the task: bytes to send, a connect, a close.
     wake: Notify,
 }
@@ -93,6 +104,7 @@ impl UtpSocket {
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         sock.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(sock.into())?);
+        let udp = Arc::new(UdpSocketState::new((&*socket).into())?);
         let local = socket.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -102,6 +114,7 @@ impl UtpSocket {
                 dht: None,
             }),
             socket,
+            udp,
             wake: Notify::new(),
         });
         let task = tokio::spawn(drive(Arc::downgrade(&shared)));
@@ -180,9 +193,10 @@ fn close_error(reason: CloseReason) -> io::Error {
 async fn drive(weak: std::sync::Weak<Shared>) {
     let Some(shared) = weak.upgrade() else { return };
     let socket = shared.socket.clone();
+    let udp = shared.udp.clone();
     drop(shared);
-    let mut buf = vec![0u8; 65536];
-    let mut out = Vec::with_capacity(65536);
+    let mut rx = RecvBufs::new();
+    let mut tx = SendBufs::default();
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let deadline = shared.lock().ep.poll_timeout();
@@ -197,53 +211,125 @@ async fn drive(weak: std::sync::Weak<Shared>) {
                 if r.is_err() {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                receive(&shared, &socket, &mut buf);
+                receive(&shared, &socket, &udp, &mut rx);
             }
             _ = shared.wake.notified() => {}
             _ = sleep => {
                 shared.lock().ep.handle_timeout(Instant::now());
             }
         }
-        transmit(&shared, &socket, &mut out).await;
+        transmit(&shared, &socket, &udp, &mut tx).await;
         dispatch(&shared);
     }
 }
 
-/// Reads what the socket has (up to a batch) into the endpoint or the
-/// DHT's inbox.
-fn receive(shared: &Arc<Shared>, socket: &UdpSocket, buf: &mut [u8]) {
-    let mut st = shared.lock();
-    for _ in 0..RECV_BATCH {
-        match socket.try_recv_from(buf) {
-            Ok((n, from)) => {
-                let datagram = &buf[..n];
-                if lodestone_utp::looks_like_utp(datagram) {
-                    st.ep.handle_datagram(Instant::now(), from, datagram);
-                } else if let Some(dht) = &st.dht {
-                    let _ = dht.try_send((datagram.to_vec(), from));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // ICMP errors surface here (port unreachable): not fatal.
-            Err(_) => continue,
+/// Receive buffers: one per datagram of a `recvmmsg`, each big enough for
+/// the kernel to coalesce a run of datagrams from one sender into it (GRO).
+struct RecvBufs {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+}
+
+impl RecvBufs {
+    fn new() -> Self {
+        let n = quinn_udp::BATCH_SIZE.min(RECV_BUFFERS);
+        RecvBufs {
+            bufs: (0..n).map(|_| vec![0u8; GRO_BUFFER]).collect(),
+            meta: vec![RecvMeta::default(); n],
         }
     }
 }
 
-async fn transmit(shared: &Arc<Shared>, socket: &UdpSocket, out: &mut Vec<u8>) {
+/// Reads what the socket has (up to a few batches) into the endpoint or
+/// the DHT's inbox. The syscalls run without the lock, so streams can
+/// queue bytes meanwhile.
+fn receive(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, rx: &mut RecvBufs) {
+    for _ in 0..RECV_ROUNDS {
+        let mut iovs: Vec<IoSliceMut<'_>> = rx.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let got = socket.try_io(Interest::READABLE, || udp.recv(socket.into(), &mut iovs, &mut rx.meta));
+        drop(iovs);
+        let n = match got {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // ICMP errors surface here (port unreachable): not fatal.
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        let mut st = shared.lock();
+        for (buf, meta) in rx.bufs.iter().zip(&rx.meta).take(n) {
+            let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+            for datagram in buf[..meta.len.min(buf.len())].chunks(stride.max(1)) {
+                if lodestone_utp::looks_like_utp(datagram) {
+                    st.ep.handle_datagram(now, meta.addr, datagram);
+                } else if let Some(dht) = &st.dht {
+                    let _ = dht.try_send((datagram.to_vec(), meta.addr));
+                }
+            }
+        }
+    }
+}
+
+/// Datagrams on their way out: `batch` holds a run of equal-sized ones to
+/// one peer (the last may be shorter), sent as one segmented `sendmsg`.
+#[derive(Default)]
+struct SendBufs {
+    one: Vec<u8>,
+    batch: Vec<u8>,
+    /// A datagram already taken from the endpoint (in `one`) that did not
+    /// fit the last batch.
+    pending: Option<SocketAddr>,
+}
+
+async fn transmit(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, tx: &mut SendBufs) {
     loop {
-        let to = shared.lock().ep.poll_transmit(Instant::now(), out);
-        let Some(to) = to else { return };
+        let max_segments = udp.max_gso_segments().clamp(1, MAX_SEGMENTS);
+        let (to, segment, count) = {
+            let mut st = shared.lock();
+            let now = Instant::now();
+            let to = match tx.pending.take() {
+                Some(to) => to,
+                None => match st.ep.poll_transmit(now, &mut tx.one) {
+                    Some(to) => to,
+                    None => return,
+                },
+            };
+            tx.batch.clear();
+            tx.batch.extend_from_slice(&tx.one);
+            let segment = tx.one.len();
+            let mut count = 1;
+            while count < max_segments && tx.batch.len() + segment <= MAX_BATCH_BYTES {
+                let Some(next) = st.ep.poll_transmit(now, &mut tx.one) else {
+                    break;
+                };
+                if next != to || tx.one.len() > segment {
+                    tx.pending = Some(next);
+                    break;
+                }
+                tx.batch.extend_from_slice(&tx.one);
+                count += 1;
+                if tx.one.len() < segment {
+                    break;
+                }
+            }
+            (to, segment, count)
+        };
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &tx.batch,
+            segment_size: (count > 1).then_some(segment),
+            src_ip: None,
+        };
         loop {
-            match socket.try_send_to(out, to) {
-                Ok(_) => break,
+            match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), &transmit)) {
+                Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if socket.writable().await.is_err() {
                         break;
                     }
                 }
                 // Too big for the path (an MTU probe), unreachable, ...:
-                // the packet counts as lost and uTP deals with it.
+                // the packets count as lost and uTP deals with it.
                 Err(_) => break,
             }
         }

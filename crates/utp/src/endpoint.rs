@@ -102,6 +102,9 @@ struct Slot {
     queued: bool,
 }
 
+/// Packets one connection sends in a row before the next one's turn.
+const BURST: usize = 64;
+
 pub struct Endpoint {
     cfg: Config,
     epoch: Instant,
@@ -110,6 +113,8 @@ pub struct Endpoint {
     by_key: HashMap<(SocketAddr, u16), ConnectionId>,
     next_id: u64,
     ready: VecDeque<ConnectionId>,
+    /// Packets the connection at the front of `ready` sent in a row.
+    burst: usize,
     resets: VecDeque<(SocketAddr, Header)>,
     reset_tokens: f64,
     reset_refill: Instant,
@@ -129,6 +134,7 @@ impl Endpoint {
             by_key: HashMap::new(),
             next_id: 0,
             ready: VecDeque::new(),
+            burst: 0,
             resets: VecDeque::new(),
             reset_refill: now,
             events: VecDeque::new(),
@@ -381,9 +387,19 @@ impl Endpoint {
             };
             out.clear();
             if slot.conn.poll_transmit(now, now_us, out) {
-                self.ready.push_back(id);
+                // Runs of packets to one peer let the driver hand them to
+                // the kernel as one segmented send; others get their turn
+                // after [`BURST`].
+                self.burst += 1;
+                if self.burst < BURST {
+                    self.ready.push_front(id);
+                } else {
+                    self.burst = 0;
+                    self.ready.push_back(id);
+                }
                 return Some(slot.conn.peer());
             }
+            self.burst = 0;
             slot.queued = false;
         }
         None
