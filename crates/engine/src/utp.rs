@@ -14,9 +14,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use lodestone_utp::{CloseReason, Config, ConnectionId, Endpoint, Event, StreamError};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -104,8 +104,9 @@ impl UtpSocket {
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         sock.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(sock.into())?);
-        let udp = Arc::new(UdpSocketState::new((&*socket).into())?);
         let local = socket.local_addr()?;
+        let udp = Arc::new(UdpSocketState::new((&*socket).into())?);
+        allow_fragments(&socket, local.is_ipv4());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 ep: Endpoint::new(cfg, seed, Instant::now()),
@@ -172,6 +173,22 @@ impl UtpSocket {
             Ok(Err(reason)) => Err(close_error(reason)),
             Err(_) => Err(io::Error::other("uTP socket stopped")),
         }
+    }
+}
+
+/// quinn-udp sets Don't Fragment on every datagram (QUIC wants that); we
+/// put back the kernel's default. A uTP packet is resent as it was, never
+/// split, so an MTU probe too big for the path must still get through
+/// (fragmented) when it is resent, as libtorrent's do (it sets DF on the
+/// first try of a probe only).
+fn allow_fragments(socket: &UdpSocket, ipv4: bool) {
+    use rustix::net::sockopt;
+    // Best effort: a socket that keeps DF still works on most paths.
+    if ipv4 {
+        let _ = sockopt::set_ip_mtu_discover(socket, sockopt::Ipv4PathMtuDiscovery::WANT);
+    } else {
+        let _ = sockopt::set_ipv6_mtu_discover(socket, sockopt::Ipv6PathMtuDiscovery::WANT);
+        let _ = sockopt::set_ip_mtu_discover(socket, sockopt::Ipv4PathMtuDiscovery::WANT);
     }
 }
 
@@ -245,8 +262,11 @@ impl RecvBufs {
 /// queue bytes meanwhile.
 fn receive(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, rx: &mut RecvBufs) {
     for _ in 0..RECV_ROUNDS {
-        let mut iovs: Vec<IoSliceMut<'_>> = rx.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        let got = socket.try_io(Interest::READABLE, || udp.recv(socket.into(), &mut iovs, &mut rx.meta));
+        let mut iovs: Vec<IoSliceMut<'_>> =
+            rx.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let got = socket.try_io(Interest::READABLE, || {
+            udp.recv(socket.into(), &mut iovs, &mut rx.meta)
+        });
         drop(iovs);
         let n = match got {
             Ok(n) => n,
@@ -257,7 +277,11 @@ fn receive(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, rx: &
         let now = Instant::now();
         let mut st = shared.lock();
         for (buf, meta) in rx.bufs.iter().zip(&rx.meta).take(n) {
-            let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+            let stride = if meta.stride == 0 {
+                meta.len
+            } else {
+                meta.stride
+            };
             for datagram in buf[..meta.len.min(buf.len())].chunks(stride.max(1)) {
                 if lodestone_utp::looks_like_utp(datagram) {
                     st.ep.handle_datagram(now, meta.addr, datagram);
@@ -280,7 +304,12 @@ struct SendBufs {
     pending: Option<SocketAddr>,
 }
 
-async fn transmit(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, tx: &mut SendBufs) {
+async fn transmit(
+    shared: &Arc<Shared>,
+    socket: &UdpSocket,
+    udp: &UdpSocketState,
+    tx: &mut SendBufs,
+) {
     loop {
         let max_segments = udp.max_gso_segments().clamp(1, MAX_SEGMENTS);
         let (to, segment, count) = {
@@ -320,18 +349,29 @@ async fn transmit(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState
             segment_size: (count > 1).then_some(segment),
             src_ip: None,
         };
-        loop {
-            match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), &transmit)) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if socket.writable().await.is_err() {
-                        break;
-                    }
-                }
-                // Too big for the path (an MTU probe), unreachable, ...:
-                // the packets count as lost and uTP deals with it.
-                Err(_) => break,
+        if send(socket, udp, &transmit).await.is_err() && count > 1 {
+            // The kernel refused the segmented send (a segment over the
+            // device's MTU, no GSO): one datagram at a time, or they would
+            // be resent in the same batch and refused again.
+            for datagram in tx.batch.chunks(segment) {
+                let one = Transmit {
+                    contents: datagram,
+                    segment_size: None,
+                    ..transmit.clone()
+                };
+                let _ = send(socket, udp, &one).await;
             }
+        }
+    }
+}
+
+/// Sends, waiting while the socket's buffer is full. An error (too big for
+/// the path, unreachable, ...) means the packets are lost: uTP resends.
+async fn send(socket: &UdpSocket, udp: &UdpSocketState, transmit: &Transmit<'_>) -> io::Result<()> {
+    loop {
+        match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), transmit)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+            r => return r,
         }
     }
 }
