@@ -78,6 +78,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     socket: Arc<UdpSocket>,
+    local: SocketAddr,
     /// Batched sends and receives on `socket`.
     udp: Arc<UdpSocketState>,
     counts: Counts,
@@ -128,7 +129,7 @@ impl UtpSocket {
         let socket = Arc::new(UdpSocket::from_std(sock.into())?);
         let local = socket.local_addr()?;
         let udp = Arc::new(UdpSocketState::new((&*socket).into())?);
-        allow_fragments(&socket, local.is_ipv4());
+        set_dont_fragment(&socket, local.is_ipv4(), false);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 ep: Endpoint::new(cfg, seed, Instant::now()),
@@ -137,6 +138,7 @@ impl UtpSocket {
                 dht: None,
             }),
             socket,
+            local,
             udp,
             counts: Counts::default(),
             wake: Notify::new(),
@@ -209,19 +211,19 @@ impl UtpSocket {
     }
 }
 
-/// quinn-udp sets Don't Fragment on every datagram (QUIC wants that); we
-/// put back the kernel's default. A uTP packet is resent as it was, never
-/// split, so an MTU probe too big for the path must still get through
-/// (fragmented) when it is resent, as libtorrent's do (it sets DF on the
-/// first try of a probe only).
-fn allow_fragments(socket: &UdpSocket, ipv4: bool) {
-    use rustix::net::sockopt;
-    // Best effort: a socket that keeps DF still works on most paths.
-    if ipv4 {
-        let _ = sockopt::set_ip_mtu_discover(socket, sockopt::Ipv4PathMtuDiscovery::WANT);
-    } else {
-        let _ = sockopt::set_ipv6_mtu_discover(socket, sockopt::Ipv6PathMtuDiscovery::WANT);
-        let _ = sockopt::set_ip_mtu_discover(socket, sockopt::Ipv4PathMtuDiscovery::WANT);
+/// Don't Fragment goes on an MTU probe's first try only, as libtorrent
+/// does: a path too small for the probe drops it (that is the answer the
+/// probe asks for), while every other datagram, the probe's resends among
+/// them, may be fragmented. uTP resends a packet as it was, never split, so
+/// a resend with DF over a path that drops it would stall the connection
+/// for good. (quinn-udp sets DF on everything, as QUIC wants: undone here.)
+fn set_dont_fragment(socket: &UdpSocket, ipv4: bool, on: bool) {
+    use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery as V4, Ipv6PathMtuDiscovery as V6};
+    // Best effort: without it probes fragment and the search tops out at
+    // its ceiling, which every path of this kind still carries.
+    let _ = sockopt::set_ip_mtu_discover(socket, if on { V4::DO } else { V4::DONT });
+    if !ipv4 {
+        let _ = sockopt::set_ipv6_mtu_discover(socket, if on { V6::DO } else { V6::DONT });
     }
 }
 
@@ -336,7 +338,7 @@ struct SendBufs {
     batch: Vec<u8>,
     /// A datagram already taken from the endpoint (in `one`) that did not
     /// fit the last batch.
-    pending: Option<SocketAddr>,
+    pending: Option<lodestone_utp::Transmit>,
 }
 
 async fn transmit(
@@ -345,15 +347,16 @@ async fn transmit(
     udp: &UdpSocketState,
     tx: &mut SendBufs,
 ) {
+    let ipv4 = shared.local.is_ipv4();
     loop {
         let max_segments = udp.max_gso_segments().clamp(1, MAX_SEGMENTS);
-        let (to, segment, count) = {
+        let (first, segment, count) = {
             let mut st = shared.lock();
             let now = Instant::now();
-            let to = match tx.pending.take() {
-                Some(to) => to,
+            let first = match tx.pending.take() {
+                Some(t) => t,
                 None => match st.ep.poll_transmit(now, &mut tx.one) {
-                    Some(to) => to,
+                    Some(t) => t,
                     None => return,
                 },
             };
@@ -361,11 +364,18 @@ async fn transmit(
             tx.batch.extend_from_slice(&tx.one);
             let segment = tx.one.len();
             let mut count = 1;
-            while count < max_segments && tx.batch.len() + segment <= MAX_BATCH_BYTES {
+            // A probe goes alone: it alone carries Don't Fragment.
+            while !first.path_mtu_probe
+                && count < max_segments
+                && tx.batch.len() + segment <= MAX_BATCH_BYTES
+            {
                 let Some(next) = st.ep.poll_transmit(now, &mut tx.one) else {
                     break;
                 };
-                if next != to || tx.one.len() > segment {
+                if next.destination != first.destination
+                    || next.path_mtu_probe
+                    || tx.one.len() > segment
+                {
                     tx.pending = Some(next);
                     break;
                 }
@@ -375,10 +385,10 @@ async fn transmit(
                     break;
                 }
             }
-            (to, segment, count)
+            (first, segment, count)
         };
         let transmit = Transmit {
-            destination: to,
+            destination: first.destination,
             ecn: None,
             contents: &tx.batch,
             segment_size: (count > 1).then_some(segment),
@@ -387,7 +397,11 @@ async fn transmit(
         let counts = &shared.counts;
         counts.sends.fetch_add(1, Ordering::Relaxed);
         counts.sent.fetch_add(count as u64, Ordering::Relaxed);
-        if send(socket, udp, &transmit).await.is_err() && count > 1 {
+        if first.path_mtu_probe {
+            set_dont_fragment(socket, ipv4, true);
+            let _ = send(socket, udp, &transmit).await;
+            set_dont_fragment(socket, ipv4, false);
+        } else if send(socket, udp, &transmit).await.is_err() && count > 1 {
             // The kernel refused the segmented send (a segment over the
             // device's MTU, no GSO): one datagram at a time, or they would
             // be resent in the same batch and refused again.

@@ -427,6 +427,7 @@ impl UtpSim {
                 .endpoint
                 .as_mut()
                 .and_then(|ep| ep.poll_transmit(self.now, &mut self.buf))
+                .map(|t| t.destination)
             {
                 if let Ok(p) = Packet::parse(&self.buf) {
                     self.observed.insert((from, to), p.header);

@@ -114,6 +114,8 @@ pub struct Connection {
     path_ceiling: u16,
 
     need_ack: bool,
+    /// The datagram `poll_transmit` wrote last is an MTU probe's first try.
+    probing: bool,
     /// The application closed its side: FIN once the queue drains.
     local_closed: bool,
     fin_sent: bool,
@@ -223,6 +225,7 @@ impl Connection {
             reply_micro: 0,
             path_ceiling: 0,
             need_ack: false,
+            probing: false,
             local_closed: false,
             fin_sent: false,
             fin_acked: false,
@@ -672,6 +675,7 @@ impl Connection {
     /// Writes the next datagram for the peer into `out`; false when there
     /// is nothing to send now.
     pub fn poll_transmit(&mut self, now: Instant, now_us: u32, out: &mut Vec<u8>) -> bool {
+        self.probing = false;
         match self.state {
             State::Closed(_) => false,
             State::SynSent => {
@@ -763,6 +767,7 @@ impl Connection {
                 self.send.payload(&p, out);
                 if let Some(size) = probe {
                     self.mtu.probe_sent(size);
+                    self.probing = true;
                 }
                 if len < mss {
                     self.partial_in_flight = Some(seq);
@@ -795,6 +800,14 @@ impl Connection {
             return true;
         }
         false
+    }
+
+    /// Whether the datagram [`Self::poll_transmit`] wrote last is an MTU
+    /// probe sent for the first time: it should go with Don't Fragment,
+    /// so a path too small for it drops it rather than fragmenting it.
+    /// (Its resends must not: uTP never splits a packet.)
+    pub fn probing_mtu(&self) -> bool {
+        self.probing
     }
 
     fn sent(&mut self, now: Instant) {

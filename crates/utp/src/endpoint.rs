@@ -102,6 +102,16 @@ struct Slot {
     queued: bool,
 }
 
+/// Where a datagram from [`Endpoint::poll_transmit`] goes, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    /// An MTU probe's first try: send it with Don't Fragment (and alone),
+    /// every other datagram without, so a resent probe still gets through
+    /// a path that turned out too small for it.
+    pub path_mtu_probe: bool,
+}
+
 /// Packets one connection sends in a row before the next one's turn.
 const BURST: usize = 64;
 
@@ -374,11 +384,14 @@ impl Endpoint {
 
     /// Writes the next datagram into `out` (cleared first) and returns
     /// where it goes; `None` when nothing is due.
-    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<SocketAddr> {
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit> {
         if let Some((to, reset)) = self.resets.pop_front() {
             self.counters.resets_sent += 1;
             reset.encode(None, out);
-            return Some(to);
+            return Some(Transmit {
+                destination: to,
+                path_mtu_probe: false,
+            });
         }
         let now_us = self.micros(now);
         while let Some(id) = self.ready.pop_front() {
@@ -397,7 +410,10 @@ impl Endpoint {
                     self.burst = 0;
                     self.ready.push_back(id);
                 }
-                return Some(slot.conn.peer());
+                return Some(Transmit {
+                    destination: slot.conn.peer(),
+                    path_mtu_probe: slot.conn.probing_mtu(),
+                });
             }
             self.burst = 0;
             slot.queued = false;

@@ -23,5 +23,7 @@ mod send;
 pub mod seq;
 
 pub use connection::{CloseReason, ConnectionConfig, ConnectionStats};
-pub use endpoint::{Config, ConnectError, ConnectionId, Counters, Endpoint, Event, StreamError};
+pub use endpoint::{
+    Config, ConnectError, ConnectionId, Counters, Endpoint, Event, StreamError, Transmit,
+};
 pub use packet::looks_like_utp;

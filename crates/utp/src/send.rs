@@ -150,6 +150,9 @@ impl SendQueue {
         p.in_flight = true;
         p.transmissions += 1;
         p.sent_at = now;
+        // The probe's loss already answered it; the resend goes without
+        // Don't Fragment, so its ack says nothing about the path.
+        p.probe = false;
         self.lost -= 1;
         self.in_flight += p.size();
         Some(p)

@@ -31,12 +31,18 @@ struct Link {
     latency: Duration,
     jitter: Duration,
     loss: f64,
+    /// A hop whose MTU is this many bytes of UDP payload and whose
+    /// "fragmentation needed" never comes back (an ICMP black hole): a
+    /// larger datagram sent with Don't Fragment vanishes; one without is
+    /// fragmented and arrives.
+    mtu: Option<usize>,
 }
 
 const CLEAN: Link = Link {
     latency: Duration::from_millis(20),
     jitter: Duration::ZERO,
     loss: 0.0,
+    mtu: None,
 };
 
 /// A datagram on the wire: deliver at, order sent, to b?, from, bytes.
@@ -57,6 +63,8 @@ struct Pair {
     /// Every datagram either side sent, for tests that inspect packets.
     log: Vec<(bool, Vec<u8>)>,
     keep_log: bool,
+    /// Datagrams with Don't Fragment that the link's MTU dropped.
+    too_big: usize,
 }
 
 impl Pair {
@@ -76,6 +84,7 @@ impl Pair {
             buf: Vec::new(),
             log: Vec::new(),
             keep_log: false,
+            too_big: 0,
         }
     }
 
@@ -83,9 +92,13 @@ impl Pair {
         self.now - self.start
     }
 
-    fn send(&mut self, to_b: bool, from: SocketAddr, bytes: Vec<u8>) {
+    fn send(&mut self, to_b: bool, from: SocketAddr, bytes: Vec<u8>, dont_fragment: bool) {
         if self.keep_log {
             self.log.push((to_b, bytes.clone()));
+        }
+        if dont_fragment && self.link.mtu.is_some_and(|m| bytes.len() > m) {
+            self.too_big += 1;
+            return;
         }
         if self.rng.chance(self.link.loss) {
             return;
@@ -108,16 +121,16 @@ impl Pair {
     fn flush(&mut self) {
         loop {
             let mut any = false;
-            while let Some(to) = self.a.poll_transmit(self.now, &mut self.buf) {
-                assert_eq!(to, self.b_addr);
+            while let Some(t) = self.a.poll_transmit(self.now, &mut self.buf) {
+                assert_eq!(t.destination, self.b_addr);
                 let bytes = self.buf.clone();
-                self.send(true, self.a_addr, bytes);
+                self.send(true, self.a_addr, bytes, t.path_mtu_probe);
                 any = true;
             }
-            while let Some(to) = self.b.poll_transmit(self.now, &mut self.buf) {
-                assert_eq!(to, self.a_addr);
+            while let Some(t) = self.b.poll_transmit(self.now, &mut self.buf) {
+                assert_eq!(t.destination, self.a_addr);
                 let bytes = self.buf.clone();
-                self.send(false, self.b_addr, bytes);
+                self.send(false, self.b_addr, bytes, t.path_mtu_probe);
                 any = true;
             }
             if !any {
@@ -290,6 +303,7 @@ fn survives_one_percent_loss_and_reordering() {
         latency: Duration::from_millis(30),
         jitter: Duration::from_millis(10),
         loss: 0.01,
+        mtu: None,
     };
     for seed in 0..3 {
         let mut p = Pair::new(seed, link, Config::default());
@@ -305,6 +319,7 @@ fn survives_five_percent_loss_both_directions() {
         latency: Duration::from_millis(25),
         jitter: Duration::from_millis(5),
         loss: 0.05,
+        mtu: None,
     };
     for (seed, a_sends) in (10..20).map(|s| (s, s % 2 == 0)) {
         let mut p = Pair::new(seed, link, Config::default());
@@ -436,10 +451,10 @@ fn syn_flood_and_strays_cost_bounded_memory_and_an_honest_transfer_goes_on() {
         // Resets go out to strays, rate-limited (drain them: they are not
         // for a).
         let mut out = Vec::new();
-        while let Some(to) = p.b.poll_transmit(p.now, &mut out) {
+        while let Some(to) = p.b.poll_transmit(p.now, &mut out).map(|t| t.destination) {
             if to == p.a_addr {
                 let bytes = out.clone();
-                p.send(false, p.b_addr, bytes);
+                p.send(false, p.b_addr, bytes, false);
             } else if Packet::parse(&out).unwrap().header.kind == Kind::Reset {
                 resets_seen += 1;
             }
@@ -606,7 +621,7 @@ fn a_reset_must_ack_a_recent_packet_and_a_syn_follow_up_must_ack_ours() {
     let from: SocketAddr = "10.7.7.7:7777".parse().unwrap();
     q.b.handle_datagram(q.now, from, &raw(Kind::Syn, 500, 1, 0, 1 << 20));
     let mut out = Vec::new();
-    let to = q.b.poll_transmit(q.now, &mut out).unwrap();
+    let to = q.b.poll_transmit(q.now, &mut out).unwrap().destination;
     assert_eq!(to, from);
     let state = Packet::parse(&out).unwrap().header;
     q.b.handle_datagram(
@@ -641,7 +656,7 @@ proptest::proptest! {
         len in 1usize..150_000,
     ) {
         let latency = Duration::from_millis(latency_ms);
-        let link = Link { latency, jitter: latency * jitter_x as u32, loss };
+        let link = Link { latency, jitter: latency * jitter_x as u32, loss, mtu: None };
         let mut p = Pair::new(seed, link, Config::default());
         let data = payload(len);
         let limit = Duration::from_secs(600);
@@ -688,4 +703,48 @@ fn no_datagram_to_a_loopback_peer_is_larger_than_it_said_it_reads() {
             "MTU probing stopped at {largest} bytes"
         );
     }
+}
+
+#[test]
+fn a_path_smaller_than_ethernet_that_drops_too_big_probes_silently() {
+    // A hop with a 1,200-byte MTU whose ICMP never comes back. Probes go
+    // with Don't Fragment and vanish there, which is how the search learns
+    // the limit; their resends go without and are fragmented, so nothing
+    // stalls (a resend with DF would vanish every time: uTP never splits
+    // a packet). Once the search settles, data fits the hop.
+    let link = Link {
+        mtu: Some(1200),
+        ..CLEAN
+    };
+    let mut p = Pair::new(21, link, Config::default());
+    p.keep_log = true;
+    let data = payload(2 << 20);
+    let limit = Duration::from_secs(60);
+    let out = transfer(&mut p, &data, true, limit);
+    check(&data, &out, limit);
+    assert!(p.too_big > 0, "no probe was larger than the hop");
+    let sent: Vec<usize> = p
+        .log
+        .iter()
+        .filter(|(to_b, _)| *to_b)
+        .map(|(_, d)| d.len())
+        .collect();
+    let tail = &sent[sent.len() - sent.len() / 4..];
+    let over = tail.iter().filter(|&&n| n > 1200).count();
+    println!(
+        "{} datagrams, {} probes lost to the hop, {} of the last quarter over 1200 bytes, largest {:?}",
+        sent.len(),
+        p.too_big,
+        over,
+        tail.iter().max()
+    );
+    assert!(
+        over * 100 <= tail.len(),
+        "{over} of the last {} datagrams still exceed the hop",
+        tail.len()
+    );
+    assert!(
+        tail.iter().any(|&n| n > 1000),
+        "the search settled far below the hop's 1,200 bytes"
+    );
 }
