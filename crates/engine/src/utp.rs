@@ -313,6 +313,9 @@ fn receive(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, rx: &
         let mut st = shared.lock();
         shared.counts.receives.fetch_add(1, Ordering::Relaxed);
         for (buf, meta) in rx.bufs.iter().zip(&rx.meta).take(n) {
+            // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d:
+            // know them by the address we dial them at.
+            let from = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
             let stride = if meta.stride == 0 {
                 meta.len
             } else {
@@ -321,9 +324,9 @@ fn receive(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, rx: &
             for datagram in buf[..meta.len.min(buf.len())].chunks(stride.max(1)) {
                 shared.counts.received.fetch_add(1, Ordering::Relaxed);
                 if lodestone_utp::looks_like_utp(datagram) {
-                    st.ep.handle_datagram(now, meta.addr, datagram);
+                    st.ep.handle_datagram(now, from, datagram);
                 } else if let Some(dht) = &st.dht {
-                    let _ = dht.try_send((datagram.to_vec(), meta.addr));
+                    let _ = dht.try_send((datagram.to_vec(), from));
                 }
             }
         }
@@ -753,6 +756,43 @@ mod tests {
             .unwrap();
         assert_eq!(bytes, b"d1:y1:qe");
         assert_eq!(from, probe.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_socket_speaks_to_ipv4_peers_both_ways() {
+        // A socket on [::] sees IPv4 peers as ::ffff:a.b.c.d; the endpoint
+        // must know them by the address it dialled, and the DHT too.
+        let any6 = UtpSocket::bind("[::]:0".parse().unwrap(), Config::default(), 3)
+            .await
+            .unwrap();
+        let v4 = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), Config::default(), 4)
+            .await
+            .unwrap();
+        let to_any6: SocketAddr = ([127, 0, 0, 1], any6.local_addr().port()).into();
+        let mut dht = any6.dht_inbox();
+        v4.udp().send_to(b"d1:y1:qe", to_any6).await.unwrap();
+        let (_, from) = tokio::time::timeout(Duration::from_secs(5), dht.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, v4.local_addr(), "the DHT sees the IPv4 address");
+        for (dialer, listener, to) in [(&v4, &any6, to_any6), (&any6, &v4, v4.local_addr())] {
+            let mut accept = listener.incoming();
+            let mut c = tokio::time::timeout(Duration::from_secs(10), dialer.connect(to))
+                .await
+                .expect("connect hung")
+                .expect("connect failed");
+            c.write_all(b"hello").await.unwrap();
+            c.shutdown().await.unwrap();
+            let mut s = accept.recv().await.unwrap();
+            assert_eq!(s.peer_addr().ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, b"hello");
+        }
     }
 
     #[tokio::test]
