@@ -452,7 +452,7 @@ impl Connection {
             if self.duplicate_acks == 3 {
                 let next = h.ack_nr.next();
                 if self.send.get(next).is_some_and(|p| p.transmissions == 1) {
-                    self.declare_lost(next);
+                    self.declare_lost(now, next);
                 }
             }
         } else if progress {
@@ -461,7 +461,7 @@ impl Connection {
         self.last_peer_ack = Some(h.ack_nr);
 
         if let Some(mask) = sack {
-            self.process_sack(h.ack_nr, mask, &mut acked, &mut rtt_from);
+            self.process_sack(now, h.ack_nr, mask, &mut acked, &mut rtt_from);
             if let Some(t) = rtt_from {
                 self.rtt.sample(now.saturating_duration_since(t));
             }
@@ -471,8 +471,12 @@ impl Connection {
             self.rtt.acked();
             let mss = self.mtu.confirmed() as u32;
             let window = self.ledbat.window().min(self.peer_window);
-            self.ledbat
-                .on_ack(acked.bytes, window_before + mss >= window);
+            self.ledbat.on_ack(
+                now,
+                self.rtt.smoothed(),
+                acked.bytes,
+                window_before + mss >= window,
+            );
             self.changes.writable = true;
         }
         // Our FIN counts as acked only with everything before it: a
@@ -491,6 +495,7 @@ impl Connection {
     /// with three or more acked packets after it (BEP 29 "packet loss").
     fn process_sack(
         &mut self,
+        now: Instant,
         ack_nr: Seq,
         mask: &[u8],
         acked: &mut Acked,
@@ -532,7 +537,7 @@ impl Connection {
             }
         }
         for seq in lost.into_iter().rev() {
-            self.declare_lost(seq);
+            self.declare_lost(now, seq);
         }
     }
 
@@ -544,7 +549,7 @@ impl Connection {
         (0..=span).contains(&back)
     }
 
-    fn declare_lost(&mut self, seq: Seq) {
+    fn declare_lost(&mut self, now: Instant, seq: Seq) {
         let Some(p) = self.send.mark_lost(seq) else {
             return;
         };
@@ -553,7 +558,7 @@ impl Connection {
             self.mtu.probe_lost(size);
         } else if !self.loss_fence.after(seq) {
             // One cut per window of packets, as TCP does.
-            self.ledbat.on_loss();
+            self.ledbat.on_loss(now);
             self.loss_fence = self.seq_nr;
         }
     }
@@ -622,7 +627,7 @@ impl Connection {
                             self.mtu.probe_lost(size as usize);
                         }
                     }
-                    self.ledbat.on_timeout();
+                    self.ledbat.on_timeout(now);
                     self.loss_fence = self.seq_nr;
                     // A zero window the peer never reopened: probe it.
                     if (self.peer_window as usize) < self.mtu.confirmed() {
