@@ -1,5 +1,6 @@
 //! LEDBAT congestion control: BEP 29's, with LEDBAT++'s decrease and
-//! slowdowns (draft-irtf-iccrg-ledbat-plus-plus).
+//! slowdowns (draft-irtf-iccrg-ledbat-plus-plus) and a gentler cut for a
+//! loss without a queue.
 //!
 //! As in BEP 29, the one-way queuing delay (the peer's timestamp difference
 //! minus the lowest seen lately) steers the window toward a 100 ms target,
@@ -28,8 +29,14 @@
 //!   so none is taken while the queuing delay has stayed below a quarter
 //!   of the target since the last one: there is no queue of ours to
 //!   drain (a far path with random loss and no queue never pays for them).
-//! - A loss halves the window (BEP 29 since 2012), once per window of
-//!   data; a retransmission timeout goes back to the minimum window.
+//! - **A loss without a queue of ours cuts the window by 0.7**
+//!   ([`LedbatConfig::loss_factor`], CUBIC's β), not 0.5: below a quarter
+//!   of the target the loss is not our queue overflowing, and halving for
+//!   random loss holds a far path (300 ms, 1% loss) at ~20 packets in
+//!   flight. A loss with a queue still halves the window (a shallow buffer
+//!   overflows with its queue full, well above a quarter of the target).
+//!   One cut per window of data; a retransmission timeout goes back to
+//!   the minimum window.
 //! - Not LEDBAT++'s: its 60 ms target and its smaller gain on long base
 //!   delays (that would slow far paths further); BEP 29's 100 ms and
 //!   3,000 bytes stay.
@@ -62,6 +69,14 @@ pub struct LedbatConfig {
     pub min_window: u32,
     /// Nor above this.
     pub max_window: u32,
+    /// What a loss multiplies the window by while our queuing delay is
+    /// below a quarter of the target (0.7, CUBIC's β of RFC 9438): with no
+    /// standing queue of ours the loss is not our queue overflowing but
+    /// the path's own (a lossy radio, a far relay), and halving for it
+    /// holds a far path at a few packets per round trip. A loss with a
+    /// queue halves the window whatever this says. 0.5 halves always, as
+    /// BEP 29 and libtorrent do.
+    pub loss_factor: f64,
 }
 
 impl Default for LedbatConfig {
@@ -71,6 +86,7 @@ impl Default for LedbatConfig {
             gain: 3000,
             min_window: 2 * 1472,
             max_window: 8 << 20,
+            loss_factor: 0.7,
         }
     }
 }
@@ -350,10 +366,15 @@ impl Ledbat {
         self.phase = Phase::Avoidance;
     }
 
-    /// A packet was lost (one call per window of packets): halve the
-    /// window (BEP 29 since 2012: 0.5) and leave slow start.
+    /// A packet was lost (one call per window of packets): the window is
+    /// cut by [`LedbatConfig::loss_factor`] if the queuing delay is below a
+    /// quarter of the target, halved otherwise; slow start ends.
     pub fn on_loss(&mut self, now: Instant) {
-        let factor = 0.5;
+        let factor = if self.delay_ratio() < 0.25 {
+            self.cfg.loss_factor
+        } else {
+            0.5
+        };
         match self.phase {
             Phase::Frozen {
                 started,
@@ -446,8 +467,12 @@ mod tests {
         assert_eq!(l.window(), 13_500);
         l.on_ack(t0, RTT, 10_500, false);
         assert_eq!(l.window(), 13_500);
+        // A loss without a queue of ours: cut by 0.7; with one, halved.
         l.on_loss(t0);
-        assert_eq!(l.window(), 6_750);
+        assert_eq!(l.window(), 9_450);
+        queue(&mut l, t0, 30);
+        l.on_loss(t0);
+        assert_eq!(l.window(), 4_725);
         l.on_timeout(t0);
         assert_eq!(l.window(), LedbatConfig::default().min_window);
         assert!(l.in_slow_start());
