@@ -302,8 +302,9 @@ fn a_far_randomly_lossy_path_is_not_held_to_a_halving_senders_rate() {
     // per RTT (libtorrent's uTP; ours before) settles at ~20 packets in
     // flight at 1% loss: ~80 kB/s at 300 ms. A loss while our queuing delay
     // is under a quarter of the target is not our queue overflowing: the
-    // default cuts the window by 0.7 (CUBIC's β) for it, and the AIMD
-    // equilibrium rises by sqrt(1.7 / 0.6 / 1.5 * 1.0) = 1.37x.
+    // default cuts the window by 0.7 (CUBIC's β) for it. An AIMD window
+    // goes with sqrt((1 + β) / (1 - β)): sqrt((1.7 / 0.3) / (1.5 / 0.5)),
+    // 1.37x. Both runs include slow start (as a 4 MiB transfer does).
     let halving = Config {
         connection: ConnectionConfig {
             ledbat: LedbatConfig {
