@@ -1,9 +1,11 @@
 //! uTP (lodestone-utp) over a simulated bottleneck: transfers survive
 //! loss intact, LEDBAT holds the bottleneck's queue near its 100 ms target
-//! while keeping the link busy, two flows share a link fairly, and a
-//! hostile peer on the same link neither grows the victim's state nor
-//! stalls an honest transfer. Virtual time only; every run is bounded in
-//! virtual time and in steps, and a failure names its seed.
+//! while keeping the link busy, two flows share a link fairly (started
+//! together or one late, deep buffer or shallow), a far path with random
+//! loss is not held to a loss-halving sender's rate, and a hostile peer on
+//! the same link neither grows the victim's state nor stalls an honest
+//! transfer. Virtual time only; every run is bounded in virtual time and in
+//! steps, and a failure names its seed.
 
 use std::time::Duration;
 
@@ -122,16 +124,18 @@ fn delay_control_off() -> Config {
 #[test]
 fn ledbat_holds_the_bottleneck_queue_near_100ms_and_the_link_busy() {
     // Slow start overshoots (the delay it reacts to is one RTT old) to
-    // ~230 ms of queue, and LEDBAT then takes off at most `gain` (3 kB) per
-    // RTT: ~20 s to come back to the target. Measured from 20 s to 60 s:
-    // see the next test for minutes 2 to 5.
+    // ~230 ms of queue; the decrease, proportional to the window, brings
+    // it back to the target within a second (BEP 29's, at most `gain` per
+    // RTT, took ~20 s). Measured from 20 s to 60 s, as before: see the next
+    // test for minutes 2 to 5.
     let (mut q, util) = saturate(1, Config::default(), secs(20), secs(60));
-    let (p5, p50, p95) = (
+    let (p5, p15, p50, p95) = (
         percentile(&mut q, 5.0),
+        percentile(&mut q, 15.0),
         percentile(&mut q, 50.0),
         percentile(&mut q, 95.0),
     );
-    println!("LEDBAT: queue p5 {p5:?} p50 {p50:?} p95 {p95:?}, utilisation {util:.3}");
+    println!("LEDBAT: queue p5 {p5:?} p15 {p15:?} p50 {p50:?} p95 {p95:?}, utilisation {util:.3}");
     // What LEDBAT must do: its window stops growing at 100 ms of one-way
     // queuing delay and shrinks above it, so with the link full the
     // bottleneck's queue sits at the target. Half or one and a half
@@ -141,9 +145,16 @@ fn ledbat_holds_the_bottleneck_queue_near_100ms_and_the_link_busy() {
         p50 >= 80 * MS && p50 <= 120 * MS,
         "median queue {p50:?} is not near the 100 ms target"
     );
-    assert!(p5 >= 50 * MS, "the queue drained to {p5:?}");
+    // The slowdowns (the window at its minimum for two RTTs, then slow
+    // start back: ~0.7 s every ~6.5 s) drain the queue on purpose, so that
+    // every flow measures the true base delay: the queue is under 50 ms
+    // ~9% of the time (p5 is 0; before slowdowns p5 was 99 ms). This
+    // used to be p5 >= 50 ms; it is now p15: outside the slowdowns the
+    // queue still must not drain.
+    assert!(p15 >= 50 * MS, "the queue drained to {p15:?}");
     assert!(p95 <= 150 * MS, "the queue grew to {p95:?}");
-    // 100 ms of queue is 2x the 50 ms base RTT: the link never idles.
+    // 100 ms of queue is 2x the 50 ms base RTT: the link idles only in
+    // the slowdowns (utilisation ~0.95; 1.00 before them).
     assert!(util > 0.9, "the link was {util:.3} used");
 
     // The same sender with the delay target out of reach fills the 1 s
@@ -158,8 +169,9 @@ fn ledbat_holds_the_bottleneck_queue_near_100ms_and_the_link_busy() {
 /// With BEP 29's two-minute base-delay history the queue grew by ~100 ms
 /// every two minutes (100, 200, 300, 400 ms at 60, 180, 300, 400 s: the
 /// standing queue was learned as the base); the 13-minute history libutp
-/// uses holds it at the target here. (Past 13 minutes the same drift would
-/// start again: LEDBAT++'s periodic slowdowns are the known cure.)
+/// uses held it at the target here, and now the periodic slowdowns drain
+/// the queue every few seconds, so the base is measured afresh long
+/// before any history runs out.
 fn ledbat_holds_the_queue_near_100ms_from_minute_2_to_5() {
     let (mut q, util) = saturate(1, Config::default(), secs(150), secs(300));
     let p50 = percentile(&mut q, 50.0);
@@ -169,9 +181,11 @@ fn ledbat_holds_the_queue_near_100ms_from_minute_2_to_5() {
 
 /// Two never-ending flows from two hosts on the left to one on the right;
 /// the second starts `late`. Each flow's share of the bytes received from
-/// `run / 2` to `run`.
-fn share(seed: u64, buffer: usize, late: Duration, run: Duration) -> (f64, f64) {
-    let (f, r) = bottleneck(buffer, 0.0, Duration::ZERO);
+/// `run / 2` to `run`. Without jitter the seed changes nothing but ids
+/// and sequence numbers; 1 ms of it (less than a packet's 1.5 ms on the
+/// link) shifts when each packet arrives, so seeds differ.
+fn share(seed: u64, buffer: usize, jitter: Duration, late: Duration, run: Duration) -> (f64, f64) {
+    let (f, r) = bottleneck(buffer, 0.0, jitter);
     let mut sim = UtpSim::new(seed, f, r, 2_000 * run.as_secs());
     let a1 = sim.add_host(Side::Left, Config::default());
     let a2 = sim.add_host(Side::Left, Config::default());
@@ -204,32 +218,126 @@ fn assert_fair(what: &str, (s1, s2): (f64, f64)) {
     }
 }
 
+/// With BEP 29's controller, increase and decrease both additive (gain x
+/// off-target per RTT), nothing pulled two windows together in a deep
+/// buffer: two flows started 1 ms apart kept shares 0.660 / 0.340. The
+/// decrease is now proportional to the window (LEDBAT++), so the larger
+/// window gives up more and they converge.
 #[test]
-#[ignore = "LEDBAT's increase and decrease are both additive (gain x off-target per RTT): \
-            with a deep buffer nothing pulls two windows together, and two flows started 1 ms \
-            apart keep shares 0.660 / 0.340"]
 fn two_flows_starting_together_share_a_deep_buffer() {
-    assert_fair("together, deep buffer", share(3, 1_000_000, MS, secs(60)));
+    assert_fair(
+        "together, deep buffer",
+        share(3, 1_000_000, Duration::ZERO, MS, secs(60)),
+    );
+    for seed in 1..=2 {
+        assert_fair(
+            &format!("together, deep buffer, 1 ms jitter, seed {seed}"),
+            share(seed, 1_000_000, MS, MS, secs(60)),
+        );
+    }
 }
 
 #[test]
 fn a_late_flow_gets_a_fair_share_of_a_shallow_buffer() {
     // 60 kB of queue (60 ms) is below the 100 ms target: losses, not
-    // delay, cut the windows, and halving converges the two.
+    // delay, cut the windows, and halving converges the two (the queue
+    // is over a quarter of the target when it overflows: no gentler cut).
     assert_fair(
         "late by 10 s, 60 kB buffer",
-        share(4, 60_000, secs(10), secs(120)),
+        share(4, 60_000, Duration::ZERO, secs(10), secs(120)),
     );
 }
 
+/// LEDBAT's latecomer advantage: the second flow took the first one's
+/// standing queue for its base delay and pushed the queue to ~237 ms; the
+/// first fell to its minimum window: shares 0.005 / 0.995. Now the first
+/// flow shrinks in proportion to the excess, the second's slowdown (two
+/// RTTs after its slow start) drains the queue, and it measures the true
+/// base.
 #[test]
-#[ignore = "LEDBAT's latecomer advantage: the second flow takes the first one's standing \
-            queue for its base delay and pushes the queue to ~237 ms; the first falls to its \
-            minimum window: shares 0.005 / 0.995"]
 fn a_late_flow_gets_a_fair_share_of_a_deep_buffer() {
     assert_fair(
         "late by 10 s, 1 MB buffer",
-        share(2, 1_000_000, secs(10), secs(120)),
+        share(2, 1_000_000, Duration::ZERO, secs(10), secs(120)),
+    );
+    for seed in 1..=2 {
+        assert_fair(
+            &format!("late by 10 s, 1 MB buffer, 1 ms jitter, seed {seed}"),
+            share(seed, 1_000_000, MS, secs(10), secs(120)),
+        );
+    }
+}
+
+/// Bytes one never-ending flow delivers in `run` of virtual time over a
+/// far path with random loss: 150 ms of delay and 1% loss each way, and a
+/// 10 MB/s link with 10 MB of buffer, so neither rate nor queue is the
+/// limit (the benchmark's UDP relay: 300 ms RTT, 1% loss each way).
+fn far_lossy_path(seed: u64, cfg: Config, run: Duration) -> u64 {
+    let link = LinkConfig {
+        rate: 10_000_000,
+        buffer: 10_000_000,
+        delay: 150 * MS,
+        jitter: Duration::ZERO,
+        loss: 0.01,
+    };
+    let mut sim = UtpSim::new(seed, link, link, 5_000 * run.as_secs());
+    let a = sim.add_host(Side::Left, cfg.clone());
+    let b = sim.add_host(Side::Right, cfg);
+    let f = sim.start_flow(a, b, None);
+    let t0 = sim.start();
+    sim.run_until(t0 + run);
+    let flow = sim.flow(f);
+    assert_eq!(flow.corrupt_at, None, "seed {seed}");
+    flow.received
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[test]
+fn a_far_randomly_lossy_path_is_not_held_to_a_halving_senders_rate() {
+    // A sender that halves its window on every loss and grows 3,000 bytes
+    // per RTT (libtorrent's uTP; ours before) settles at ~20 packets in
+    // flight at 1% loss: ~80 kB/s at 300 ms. A loss while our queuing delay
+    // is under a quarter of the target is not our queue overflowing: the
+    // default cuts the window by 0.7 (CUBIC's β) for it. An AIMD window
+    // goes with sqrt((1 + β) / (1 - β)): sqrt((1.7 / 0.3) / (1.5 / 0.5)),
+    // 1.37x. Both runs include slow start (as a 4 MiB transfer does).
+    let halving = Config {
+        connection: ConnectionConfig {
+            ledbat: LedbatConfig {
+                loss_factor: 0.5,
+                ..LedbatConfig::default()
+            },
+            ..ConnectionConfig::default()
+        },
+        ..Config::default()
+    };
+    let run = secs(60);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for seed in 1..=9 {
+        let a = far_lossy_path(seed, Config::default(), run);
+        let b = far_lossy_path(seed, halving.clone(), run);
+        println!(
+            "seed {seed}: default {:.1} kB/s, halving on every loss {:.1} kB/s",
+            a as f64 / run.as_secs_f64() / 1000.0,
+            b as f64 / run.as_secs_f64() / 1000.0,
+        );
+        ours.push(a);
+        theirs.push(b);
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    let ratio = ours as f64 / theirs as f64;
+    println!(
+        "median: default {:.1} kB/s, halving {:.1} kB/s: {ratio:.2}x",
+        ours as f64 / run.as_secs_f64() / 1000.0,
+        theirs as f64 / run.as_secs_f64() / 1000.0,
+    );
+    assert!(
+        ratio >= 1.3,
+        "the default moved {ratio:.2}x what a halving sender did"
     );
 }
 

@@ -106,6 +106,9 @@ pub struct Connection {
     /// Losses of packets older than this are the same congestion event as
     /// the last window cut.
     loss_fence: Seq,
+    /// When the window was last cut (a loss or a timeout): a resent packet
+    /// lost again is a new congestion event only if resent after it.
+    last_cut: Option<Instant>,
     /// A packet shorter than a full one is in flight (Nagle: one at a time).
     partial_in_flight: Option<Seq>,
     /// Our measurement of the peer's one-way delay to us, echoed back.
@@ -221,6 +224,7 @@ impl Connection {
             last_peer_ack: None,
             duplicate_acks: 0,
             loss_fence: seq_nr,
+            last_cut: None,
             partial_in_flight: None,
             reply_micro: 0,
             path_ceiling: 0,
@@ -455,7 +459,7 @@ impl Connection {
             if self.duplicate_acks == 3 {
                 let next = h.ack_nr.next();
                 if self.send.get(next).is_some_and(|p| p.transmissions == 1) {
-                    self.declare_lost(next);
+                    self.declare_lost(now, next);
                 }
             }
         } else if progress {
@@ -464,7 +468,7 @@ impl Connection {
         self.last_peer_ack = Some(h.ack_nr);
 
         if let Some(mask) = sack {
-            self.process_sack(h.ack_nr, mask, &mut acked, &mut rtt_from);
+            self.process_sack(now, h.ack_nr, mask, &mut acked, &mut rtt_from);
             if let Some(t) = rtt_from {
                 self.rtt.sample(now.saturating_duration_since(t));
             }
@@ -474,8 +478,12 @@ impl Connection {
             self.rtt.acked();
             let mss = self.mtu.confirmed() as u32;
             let window = self.ledbat.window().min(self.peer_window);
-            self.ledbat
-                .on_ack(acked.bytes, window_before + mss >= window);
+            self.ledbat.on_ack(
+                now,
+                self.rtt.smoothed(),
+                acked.bytes,
+                window_before + mss >= window,
+            );
             self.changes.writable = true;
         }
         // Our FIN counts as acked only with everything before it: a
@@ -494,6 +502,7 @@ impl Connection {
     /// with three or more acked packets after it (BEP 29 "packet loss").
     fn process_sack(
         &mut self,
+        now: Instant,
         ack_nr: Seq,
         mask: &[u8],
         acked: &mut Acked,
@@ -526,16 +535,37 @@ impl Connection {
             }
         }
         let mut acked_after = 0u32;
+        // The three latest send times of acked packets, latest first.
+        let mut latest_acked = [None::<Instant>; 3];
         let mut lost = Vec::new();
         for p in self.send.flight().iter().rev() {
             if p.acked {
                 acked_after += 1;
+                let mut t = Some(p.sent_at);
+                for slot in &mut latest_acked {
+                    if t > *slot {
+                        std::mem::swap(slot, &mut t);
+                    }
+                }
             } else if acked_after >= 3 && p.in_flight && p.transmissions == 1 {
                 lost.push(p.seq);
             }
         }
-        for seq in lost.into_iter().rev() {
-            self.declare_lost(seq);
+        // A resent packet is lost again once three packets sent after it
+        // were acked. Without this only the retransmission timer finds it,
+        // and only once the peer's receive buffer, full of what came after
+        // the hole, stops the flow (a far path stalled ~7 s for it, then
+        // started again from the minimum window).
+        lost.reverse();
+        if let Some(third) = latest_acked[2] {
+            let again =
+                self.send.flight().iter().filter(|p| {
+                    !p.acked && p.in_flight && p.transmissions > 1 && p.sent_at < third
+                });
+            lost.extend(again.map(|p| p.seq));
+        }
+        for seq in lost {
+            self.declare_lost(now, seq);
         }
     }
 
@@ -547,17 +577,24 @@ impl Connection {
         (0..=span).contains(&back)
     }
 
-    fn declare_lost(&mut self, seq: Seq) {
+    fn declare_lost(&mut self, now: Instant, seq: Seq) {
         let Some(p) = self.send.mark_lost(seq) else {
             return;
         };
         let (probe, size, seq) = (p.probe, p.len as usize + HEADER_LEN, p.seq);
+        // One cut per window of packets, as TCP does; a resent packet lost
+        // again is a new event if it was resent after the last cut.
+        let new_event = if p.transmissions > 1 {
+            self.last_cut.is_none_or(|cut| p.sent_at > cut)
+        } else {
+            !self.loss_fence.after(seq)
+        };
         if probe {
             self.mtu.probe_lost(size);
-        } else if !self.loss_fence.after(seq) {
-            // One cut per window of packets, as TCP does.
-            self.ledbat.on_loss();
+        } else if new_event {
+            self.ledbat.on_loss(now);
             self.loss_fence = self.seq_nr;
+            self.last_cut = Some(now);
         }
     }
 
@@ -625,8 +662,9 @@ impl Connection {
                             self.mtu.probe_lost(size as usize);
                         }
                     }
-                    self.ledbat.on_timeout();
+                    self.ledbat.on_timeout(now);
                     self.loss_fence = self.seq_nr;
+                    self.last_cut = Some(now);
                     // A zero window the peer never reopened: probe it.
                     if (self.peer_window as usize) < self.mtu.confirmed() {
                         self.peer_window = self.mtu.confirmed() as u32;
@@ -827,4 +865,103 @@ pub struct ConnectionStats {
     /// The confirmed UDP payload size.
     pub packet_size: usize,
     pub peer_window: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sends `len` bytes to B over a link that takes `step` each way and
+    /// drops A's first `drops` transmissions of the data packet `victim`
+    /// packets into the stream. Returns when each transmission of the
+    /// victim went out (ms since the start) and the bytes B read.
+    fn transfer(len: usize, victim: u16, drops: u32) -> (Vec<u64>, usize) {
+        let t0 = Instant::now();
+        let step = Duration::from_millis(25);
+        let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+        let cfg = ConnectionConfig::default();
+        let mtu = || MtuSearch::new(1000, 1000);
+        let mut a = Connection::connect(t0, cfg.clone(), b_addr, 100, mtu(), 0);
+        let mut b: Option<Connection> = None;
+        let mut now = t0;
+        let us = |now: Instant| now.duration_since(t0).as_micros() as u32;
+        let mut out = Vec::new();
+        let mut written = 0;
+        let mut read = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut victim_seq = None;
+        let mut sent_at = Vec::new();
+        while now < t0 + Duration::from_secs(30) && read < len {
+            written += a.write(&vec![7u8; len - written]).unwrap();
+            let mut to_b = Vec::new();
+            while a.poll_transmit(now, us(now), &mut out) {
+                let p = Packet::parse(&out).unwrap();
+                if p.header.kind == Kind::Data {
+                    let seq = *victim_seq.get_or_insert(p.header.seq_nr.plus(victim));
+                    if p.header.seq_nr == seq {
+                        sent_at.push(now.duration_since(t0).as_millis() as u64);
+                        if sent_at.len() as u32 <= drops {
+                            continue;
+                        }
+                    }
+                }
+                to_b.push(out.clone());
+            }
+            now += step;
+            for bytes in &to_b {
+                let p = Packet::parse(bytes).unwrap();
+                match b.as_mut() {
+                    Some(b) => b.handle_packet(now, us(now), &p),
+                    None => {
+                        b = Some(Connection::accept(
+                            now,
+                            cfg.clone(),
+                            a_addr,
+                            &p,
+                            Seq(5000),
+                            us(now),
+                            mtu(),
+                            0,
+                        ))
+                    }
+                }
+            }
+            let Some(b) = b.as_mut() else { continue };
+            while let Ok(Some(n)) = b.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                read += n;
+            }
+            let mut to_a = Vec::new();
+            while b.poll_transmit(now, us(now), &mut out) {
+                to_a.push(out.clone());
+            }
+            now += step;
+            for bytes in &to_a {
+                a.handle_packet(now, us(now), &Packet::parse(bytes).unwrap());
+            }
+            for c in [&mut a, b] {
+                if c.poll_timeout().is_some_and(|t| t <= now) {
+                    c.handle_timeout(now);
+                }
+            }
+        }
+        (sent_at, read)
+    }
+
+    #[test]
+    fn a_resent_packet_lost_again_is_found_by_the_acks_after_it() {
+        // The packet is lost, found lost by the selective acks after it and
+        // resent; the resend is lost too. The acks of packets sent after
+        // the resend find it (a round trip later), not the retransmission
+        // timer, which the flow of acks keeps pushing back until the
+        // receiver's buffer is full of what came after the hole.
+        let (sent_at, read) = transfer(400_000, 20, 2);
+        assert_eq!(read, 400_000);
+        assert_eq!(sent_at.len(), 3, "sent at {sent_at:?} ms");
+        let again = sent_at[2] - sent_at[1];
+        assert!(again <= 150, "resent again {again} ms after (RTT 50 ms)");
+    }
 }
