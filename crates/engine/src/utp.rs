@@ -687,14 +687,14 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    async fn bind(addr: &str, seed: u64) -> UtpSocket {
+        UtpSocket::bind(addr.parse().unwrap(), Config::default(), seed)
+            .await
+            .unwrap()
+    }
+
     async fn pair() -> (UtpSocket, UtpSocket) {
-        let a = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), Config::default(), 1)
-            .await
-            .unwrap();
-        let b = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), Config::default(), 2)
-            .await
-            .unwrap();
-        (a, b)
+        (bind("127.0.0.1:0", 1).await, bind("127.0.0.1:0", 2).await)
     }
 
     #[tokio::test]
@@ -762,12 +762,7 @@ mod tests {
     async fn a_dual_stack_socket_speaks_to_ipv4_peers_both_ways() {
         // A socket on [::] sees IPv4 peers as ::ffff:a.b.c.d; the endpoint
         // must know them by the address it dialled, and the DHT too.
-        let any6 = UtpSocket::bind("[::]:0".parse().unwrap(), Config::default(), 3)
-            .await
-            .unwrap();
-        let v4 = UtpSocket::bind("127.0.0.1:0".parse().unwrap(), Config::default(), 4)
-            .await
-            .unwrap();
+        let (any6, v4) = (bind("[::]:0", 3).await, bind("127.0.0.1:0", 4).await);
         let to_any6: SocketAddr = ([127, 0, 0, 1], any6.local_addr().port()).into();
         let mut dht = any6.dht_inbox();
         v4.udp().send_to(b"d1:y1:qe", to_any6).await.unwrap();
