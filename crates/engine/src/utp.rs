@@ -693,6 +693,16 @@ mod tests {
             .unwrap()
     }
 
+    /// Reads to EOF, failing the test after `secs`.
+    async fn read_all(s: &mut UtpStream, secs: u64) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(secs), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        got
+    }
+
     async fn pair() -> (UtpSocket, UtpSocket) {
         (bind("127.0.0.1:0", 1).await, bind("127.0.0.1:0", 2).await)
     }
@@ -716,12 +726,7 @@ mod tests {
         let mut c = a.connect(b.local_addr()).await.unwrap();
         c.write_all(&data).await.unwrap();
         c.shutdown().await.unwrap();
-        let mut reply = Vec::new();
-        tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut reply))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(reply, b"thanks");
+        assert_eq!(read_all(&mut c, 30).await, b"thanks");
         let got = server.await.unwrap();
         assert!(
             got == expect,
@@ -781,12 +786,7 @@ mod tests {
             c.shutdown().await.unwrap();
             let mut s = accept.recv().await.unwrap();
             assert_eq!(s.peer_addr().ip(), std::net::IpAddr::from([127, 0, 0, 1]));
-            let mut got = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(got, b"hello");
+            assert_eq!(read_all(&mut s, 10).await, b"hello");
         }
     }
 
