@@ -277,6 +277,11 @@ fn seed_to_a_utp_only_libtorrent() {
     let o = Child::spawn(
         interop_script("lt_peer.py")
             .args(["leech", "--utp-only", "--timeout", "60", "--peer", &addr])
+            // lt_peer.py samples each connection every 20 ms; unlimited,
+            // our seeder moved the 3 MB between two samples (then the
+            // connection closed) and the report had no uTP connection. At
+            // 1 MB/s the transfer spans ~150 samples.
+            .args(["--download-limit", "1000000"])
             .args(["--listen", &format!("127.0.0.1:{}", free_udp_tcp_port())])
             .arg("--torrent")
             .arg(&torrent)
