@@ -2,6 +2,7 @@
 child process, stopping it, medians. Imported by scripts in this folder
 (run as ./bench/NAME.py, which puts this folder on sys.path)."""
 import argparse
+import json
 import os
 import signal
 import socket
@@ -84,3 +85,28 @@ def g(r, path):
     for k in path.split("."):
         r = r.get(k) if isinstance(r, dict) else None
     return r
+
+
+def leecher_result(r, kind):
+    """Reads a leecher's JSON lines (r["lines"], exit code r["rc"]) into r:
+    transfer_s and first_byte_s from its last event, ok (libtorrent's
+    lt_peer.py result says ok, Lodestone's summary says complete, exit 0)
+    and, for libtorrent, cpu_s from the start of the transfer to its end
+    (lt_peer.py's process CPU minus its main thread's). Returns the last
+    event for what else the caller reads from it."""
+    events = []
+    for line in r["lines"]:
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    last = events[-1] if events else {}
+    r["transfer_s"] = last.get("time_to_complete_s")
+    r["first_byte_s"] = last.get("first_byte_s")
+    if kind == "lt":
+        r["ok"] = last.get("ok") is True and r["rc"] == 0
+        done, main = last.get("cpu_to_done_s"), last.get("cpu_main_to_done_s")
+        r["cpu_s"] = done - main if done is not None and main is not None else None
+    else:
+        r["ok"] = last.get("complete") is True and r["rc"] == 0
+    return last

@@ -65,6 +65,8 @@ import sys
 import threading
 import time
 
+import benchlib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Benchmarks stay on this machine: no public DHT, no LPD on real interfaces.
 os.environ["LODESTONE_LOCAL_ONLY"] = "1"
@@ -194,23 +196,11 @@ def leech(kind, torrent, save, seed_port):
     else:
         cmd = [LODESTONE, "get", "--json", "-o", save, "--peer", f"127.0.0.1:{seed_port}", torrent]
         r = run_child(cmd, 400, marks=('"event":"started"', '"event":"completed"'))
-    events = []
-    for line in r["lines"]:
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass
-    last = events[-1] if events else {}
-    r["transfer_s"] = last.get("time_to_complete_s")
-    r["first_byte_s"] = last.get("first_byte_s")
+    last = benchlib.leecher_result(r, kind)
     if kind == "lt":
-        r["ok"] = last.get("ok") is True and r["rc"] == 0
-        done, main = last.get("cpu_to_done_s"), last.get("cpu_main_to_done_s")
-        r["cpu_s"] = done - main if done is not None and main is not None else None
         base = last.get("rss_anon_kib_before_session")
         r["anon_base_mib"] = base / 1024 if base is not None else None
     else:
-        r["ok"] = last.get("complete") is True and r["rc"] == 0
         a, b = r["marks"].get('"event":"started"'), r["marks"].get('"event":"completed"')
         r["cpu_s"] = b - a if a is not None and b is not None else None
         r["anon_base_mib"] = 0.0

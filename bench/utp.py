@@ -277,21 +277,8 @@ def leech(kind, transport, torrent, save, port, timeout, role):
     out.t.join(10)
     r = {"lines": out.lines, "wall_s": time.monotonic() - t0, "rc": os.waitstatus_to_exitcode(status),
          "process_cpu_s": ru.ru_utime + ru.ru_stime, "leecher_cpu": None}
-    events = []
-    for line in out.lines:
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass
-    last = events[-1] if events else {}
-    r["transfer_s"] = last.get("time_to_complete_s")
-    r["first_byte_s"] = last.get("first_byte_s")
-    if kind == "lt":
-        r["ok"] = last.get("ok") is True and r["rc"] == 0
-        done, main = last.get("cpu_to_done_s"), last.get("cpu_main_to_done_s")
-        r["cpu_s"] = done - main if done is not None and main is not None else None
-    else:
-        r["ok"] = last.get("complete") is True and r["rc"] == 0
+    benchlib.leecher_result(r, kind)
+    if kind != "lt":
         d = diff(out.at.get(marks[0]), out.at.get(marks[1]))
         r["leecher_cpu"] = d
         r["cpu_s"] = d["user"] + d["sys"] if d else None
