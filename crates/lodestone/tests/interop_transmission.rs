@@ -115,12 +115,7 @@ fn seed_to_transmission() {
             .arg(&src),
     );
     // With ratio limit 0, transmission-cli exits 0 once it has everything.
-    let o = tr.finish(Duration::from_secs(150));
-    assert!(
-        o.status.success(),
-        "transmission-cli: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::transmission_done(tr, Duration::from_secs(150));
     assert_same_nonempty(&src.join("multi"), &out.join("multi"));
 }
 
@@ -168,12 +163,7 @@ fn transmission_finds_a_seeder_through_a_lodestone_dht() {
     ));
     // Measured here: 47-68 s. Transmission waits 20-50 s before its first
     // DHT search and needs 8 nodes first; a loaded CI machine is slower.
-    let o = tr.finish(Duration::from_secs(300));
-    assert!(
-        o.status.success(),
-        "transmission-cli: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::transmission_done(tr, Duration::from_secs(300));
     assert_same_nonempty(&src.join("multi"), &out.join("multi"));
 }
 

@@ -257,18 +257,7 @@ fn seed_to_a_utp_only_libtorrent() {
     let addr = format!("127.0.0.1:{}", free_udp_tcp_port());
     let (_seeder, mut seeder_lines) = watched(
         "the Lodestone seeder",
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "100",
-                "--no-dht",
-                "--no-lpd",
-            ])
-            .args(["--listen", &addr])
-            .arg(&torrent)
-            .arg(&src),
+        &mut common::seed_command(&addr, &torrent, &src, &["--no-dht", "--no-lpd"]),
     );
     seeder_lines.wait("started", Duration::from_secs(30), |l| {
         l.contains("\"event\":\"started\"")
@@ -477,18 +466,7 @@ fn a_no_tcp_seeder_takes_no_tcp_peer() {
     let addr = format!("127.0.0.1:{}", free_udp_tcp_port());
     let (_seeder, mut lines) = watched(
         "the Lodestone seeder",
-        bin()
-            .args([
-                "seed",
-                "--json",
-                "--seed-time",
-                "60",
-                "--no-dht",
-                "--no-lpd",
-            ])
-            .args(["--no-tcp", "--listen", &addr])
-            .arg(&torrent)
-            .arg(&src),
+        &mut common::seed_command(&addr, &torrent, &src, &["--no-dht", "--no-lpd", "--no-tcp"]),
     );
     lines.wait("started", Duration::from_secs(30), |l| {
         l.contains("\"event\":\"started\"")
@@ -609,12 +587,7 @@ fn seed_to_transmission_over_utp() {
             .arg(&torrent)
             .arg(&src),
     );
-    let o = tr.finish(Duration::from_secs(150));
-    assert!(
-        o.status.success(),
-        "transmission-cli: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::transmission_done(tr, Duration::from_secs(150));
     same_file(&src.join("u.bin"), &out.join("u.bin"));
     lines.pump(Duration::from_millis(200));
     assert_only_utp_with_transmission(&lines.seen);

@@ -670,6 +670,17 @@ pub fn transmission_cli(
     c
 }
 
+/// Waits for a `transmission_cli` child, which exits 0 once it has
+/// everything (ratio limit 0), and fails the test if it did not.
+pub fn transmission_done(tr: Child, timeout: std::time::Duration) {
+    let o = tr.finish(timeout);
+    assert!(
+        o.status.success(),
+        "transmission-cli: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 // ---- installed clients' versions ----
 
 /// The client hint our `peer_connected` events give for the installed
