@@ -97,7 +97,6 @@ impl Shared {
 #[derive(Clone)]
 pub struct UtpSocket {
     shared: Arc<Shared>,
-    local: SocketAddr,
     _task: Arc<AbortOnDrop>,
 }
 
@@ -111,7 +110,7 @@ impl Drop for AbortOnDrop {
 impl std::fmt::Debug for UtpSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UtpSocket")
-            .field("local", &self.local)
+            .field("local", &self.shared.local)
             .finish()
     }
 }
@@ -146,13 +145,12 @@ impl UtpSocket {
         let task = tokio::spawn(drive(Arc::downgrade(&shared)));
         Ok(UtpSocket {
             shared,
-            local,
             _task: Arc::new(AbortOnDrop(task)),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.shared.local
     }
 
     pub fn io_counts(&self) -> IoCounts {
@@ -311,18 +309,19 @@ fn receive(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, rx: &
         };
         let now = Instant::now();
         let mut st = shared.lock();
-        shared.counts.receives.fetch_add(1, Ordering::Relaxed);
+        let mut datagrams = 0;
         for (buf, meta) in rx.bufs.iter().zip(&rx.meta).take(n) {
             // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d:
             // know them by the address we dial them at.
             let from = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
+            // No stride: one datagram (chunks of the whole, at least 1).
             let stride = if meta.stride == 0 {
                 meta.len
             } else {
                 meta.stride
             };
             for datagram in buf[..meta.len.min(buf.len())].chunks(stride.max(1)) {
-                shared.counts.received.fetch_add(1, Ordering::Relaxed);
+                datagrams += 1;
                 if lodestone_utp::looks_like_utp(datagram) {
                     st.ep.handle_datagram(now, from, datagram);
                 } else if let Some(dht) = &st.dht {
@@ -330,6 +329,9 @@ fn receive(shared: &Arc<Shared>, socket: &UdpSocket, udp: &UdpSocketState, rx: &
                 }
             }
         }
+        let counts = &shared.counts;
+        counts.receives.fetch_add(1, Ordering::Relaxed);
+        counts.received.fetch_add(datagrams, Ordering::Relaxed);
     }
 }
 
