@@ -110,3 +110,16 @@ def leecher_result(r, kind):
     else:
         r["ok"] = last.get("complete") is True and r["rc"] == 0
     return last
+
+
+def rate(r, size):
+    """MiB/s over the whole transfer of a run that completed."""
+    return size / MIB / r["transfer_s"] if r["ok"] else None
+
+
+def data_rate(r, size):
+    """MiB/s from the leecher's first payload byte to its completion."""
+    fb = r.get("first_byte_s")
+    if not (r["ok"] and fb is not None and r["transfer_s"] > fb):
+        return None
+    return size / MIB / (r["transfer_s"] - fb)

@@ -66,6 +66,7 @@ import threading
 import time
 
 import benchlib
+from benchlib import data_rate, rate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Benchmarks stay on this machine: no public DHT, no LPD on real interfaces.
@@ -292,18 +293,6 @@ def main():
         print(f"FAILED: {failed} of {sum(len(rs) for rs in results.values())} runs did not complete")
         return 1
     return 0
-
-
-def rate(r, size):
-    return size / MIB / r["transfer_s"] if r["ok"] else None
-
-
-def data_rate(r, size):
-    """MiB/s from the leecher's first payload byte to its completion."""
-    fb = r.get("first_byte_s")
-    if not (r["ok"] and fb is not None and r["transfer_s"] > fb):
-        return None
-    return size / MIB / (r["transfer_s"] - fb)
 
 
 def f(x, fmt):

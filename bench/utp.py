@@ -72,7 +72,7 @@ import time
 
 import benchlib
 import far_peer
-from benchlib import MIB, median, parse_size
+from benchlib import MIB, data_rate, median, parse_size, rate
 
 ROOT = benchlib.ROOT
 # Benchmarks stay on this machine: no public DHT, no LPD on real interfaces.
@@ -305,17 +305,6 @@ def make_payload(name, size, piece):
 
 def fmt(x, f):
     return f % x if x is not None else "?"
-
-
-def rate(r, size):
-    return size / MIB / r["transfer_s"] if r["ok"] else None
-
-
-def data_rate(r, size):
-    fb = r.get("first_byte_s")
-    if not (r["ok"] and fb is not None and r["transfer_s"] > fb):
-        return None
-    return size / MIB / (r["transfer_s"] - fb)
 
 
 def measured(label, i, r, size, extra=""):
